@@ -1,0 +1,3 @@
+from p2psync.cli.main import main
+
+main()

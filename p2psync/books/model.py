@@ -1,0 +1,355 @@
+"""The books' records as immutable values, and their canonical JSON form in the CRDT documents.
+
+A voucher revision is one JSON string in a document (lines included), so a merge can only ever pick
+a whole revision, never mix the lines of two.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from p2psync.books.groups import group_key
+from p2psync.errors import InvalidInput
+
+SCHEMA_VERSION = 1
+OFFICE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,15}$")
+MAX_NAME = 120
+MAX_NARRATION = 1000
+MAX_LINES = 500
+
+
+class VoucherType(str, Enum):
+    PAYMENT = "payment"
+    RECEIPT = "receipt"
+    CONTRA = "contra"
+    JOURNAL = "journal"
+    SALES = "sales"
+    PURCHASE = "purchase"
+    CREDIT_NOTE = "credit-note"
+    DEBIT_NOTE = "debit-note"
+
+    @property
+    def prefix(self) -> str:
+        """The short code in voucher numbers, e.g. ``BR1/PMT/00012``."""
+        return _PREFIXES[self]
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("-", " ").title()
+
+    @classmethod
+    def parse(cls, text: str) -> VoucherType:
+        wanted = re.sub(r"[\s_]+", "-", text.strip().lower())
+        for kind in cls:
+            if wanted in (kind.value, kind.prefix.lower()):
+                return kind
+        names = ", ".join(k.value for k in cls)
+        raise InvalidInput(f"unknown voucher type {text!r}; use one of {names}")
+
+
+_PREFIXES = {
+    VoucherType.PAYMENT: "PMT",
+    VoucherType.RECEIPT: "RCT",
+    VoucherType.CONTRA: "CTR",
+    VoucherType.JOURNAL: "JRN",
+    VoucherType.SALES: "SAL",
+    VoucherType.PURCHASE: "PUR",
+    VoucherType.CREDIT_NOTE: "CRN",
+    VoucherType.DEBIT_NOTE: "DBN",
+}
+
+
+class Side(str, Enum):
+    DR = "Dr"
+    CR = "Cr"
+
+
+class Action(str, Enum):
+    POST = "post"
+    AMEND = "amend"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class Line:
+    ledger: str
+    side: Side
+    paise: int
+
+    @property
+    def signed(self) -> int:
+        """Debit positive, credit negative: the sign convention of every balance in p2psync."""
+        return self.paise if self.side is Side.DR else -self.paise
+
+
+@dataclass(frozen=True)
+class VoucherContent:
+    """What the user enters: the part of a voucher an amendment replaces as a whole."""
+
+    type: VoucherType
+    date: dt.date
+    lines: tuple[Line, ...]
+    narration: str = ""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One immutable revision of a voucher: a post, an amendment or a cancellation."""
+
+    id: str
+    number: str
+    office: str
+    content: VoucherContent
+    action: Action
+    parents: tuple[str, ...]
+    generation: int
+    author: str
+    at: str
+    reason: str = ""
+
+    @property
+    def cancelled(self) -> bool:
+        return self.action is Action.CANCEL
+
+    @property
+    def sort_key(self) -> tuple[int, str, str]:
+        """Total order used to pick a winner among concurrent revisions, identical on every node."""
+        return (self.generation, self.at, self.id)
+
+
+@dataclass(frozen=True)
+class LedgerDef:
+    """A ledger as created at one office; the same name created at two offices is two records."""
+
+    name: str
+    group: str
+    office: str
+    author: str
+    at: str
+
+    @property
+    def key(self) -> str:
+        return group_key(self.name)
+
+
+@dataclass(frozen=True)
+class GroupDef:
+    name: str
+    parent: str
+    office: str
+    author: str
+    at: str
+
+    @property
+    def key(self) -> str:
+        return group_key(self.name)
+
+
+@dataclass(frozen=True)
+class Office:
+    code: str
+    name: str
+    role: str = "branch"  # "head" or "branch"
+
+
+@dataclass(frozen=True)
+class Opening:
+    """Opening balance of one ledger at one office (debit positive)."""
+
+    ledger: str
+    office: str
+    paise: int
+    author: str = ""
+    at: str = ""
+
+
+@dataclass
+class VoucherState:
+    """A voucher as resolved from all its revisions."""
+
+    number: str
+    current: Revision
+    revisions: list[Revision] = field(default_factory=list)
+    conflicts: list[Revision] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- canonical JSON encoding
+
+
+def dumps(value: dict[str, Any]) -> str:
+    """Canonical JSON: sorted keys, no spaces, so equal records encode to equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_revision(rev: Revision) -> str:
+    c = rev.content
+    return dumps(
+        {
+            "v": SCHEMA_VERSION,
+            "id": rev.id,
+            "number": rev.number,
+            "office": rev.office,
+            "type": c.type.value,
+            "date": c.date.isoformat(),
+            "narration": c.narration,
+            "lines": [[ln.ledger, ln.side.value, ln.paise] for ln in c.lines],
+            "action": rev.action.value,
+            "parents": list(rev.parents),
+            "gen": rev.generation,
+            "author": rev.author,
+            "at": rev.at,
+            "reason": rev.reason,
+        }
+    )
+
+
+def decode_revision(text: Any) -> Revision:
+    """Decode a revision from a document; raises `InvalidInput` on any malformed field."""
+    data = _load_object(text, "voucher revision")
+    try:
+        lines = tuple(_decode_line(item) for item in data["lines"])
+        content = VoucherContent(
+            type=VoucherType(data["type"]),
+            date=dt.date.fromisoformat(_str(data["date"])),
+            lines=lines,
+            narration=_str(data["narration"]),
+        )
+        rev = Revision(
+            id=_str(data["id"]),
+            number=_str(data["number"]),
+            office=_str(data["office"]),
+            content=content,
+            action=Action(data["action"]),
+            parents=tuple(_str(p) for p in data["parents"]),
+            generation=_int(data["gen"]),
+            author=_str(data["author"]),
+            at=_str(data["at"]),
+            reason=_str(data.get("reason", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"malformed voucher revision: {exc}") from None
+    if data.get("v") != SCHEMA_VERSION:
+        raise InvalidInput(f"voucher revision has unsupported schema version {data.get('v')!r}")
+    return rev
+
+
+def _decode_line(item: Any) -> Line:
+    if not isinstance(item, list) or len(item) != 3:
+        raise ValueError("a line must be [ledger, side, paise]")
+    ledger, side, paise = item
+    return Line(_str(ledger), Side(side), _int(paise))
+
+
+def encode_ledger(ledger: LedgerDef) -> str:
+    return dumps(
+        {"name": ledger.name, "group": ledger.group, "office": ledger.office,
+         "author": ledger.author, "at": ledger.at}
+    )
+
+
+def decode_ledger(text: Any) -> LedgerDef:
+    data = _load_object(text, "ledger")
+    try:
+        return LedgerDef(_str(data["name"]), _str(data["group"]), _str(data["office"]),
+                         _str(data["author"]), _str(data["at"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"malformed ledger record: {exc}") from None
+
+
+def encode_group(group: GroupDef) -> str:
+    return dumps(
+        {"name": group.name, "parent": group.parent, "office": group.office,
+         "author": group.author, "at": group.at}
+    )
+
+
+def decode_group(text: Any) -> GroupDef:
+    data = _load_object(text, "group")
+    try:
+        return GroupDef(_str(data["name"]), _str(data["parent"]), _str(data["office"]),
+                        _str(data["author"]), _str(data["at"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"malformed group record: {exc}") from None
+
+
+def encode_office(office: Office) -> str:
+    return dumps({"code": office.code, "name": office.name, "role": office.role})
+
+
+def decode_office(text: Any) -> Office:
+    data = _load_object(text, "office")
+    try:
+        office = Office(_str(data["code"]), _str(data["name"]), _str(data["role"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"malformed office record: {exc}") from None
+    if office.role not in ("head", "branch"):
+        raise InvalidInput(f"office {office.code} has unknown role {office.role!r}")
+    return office
+
+
+def encode_opening(opening: Opening) -> str:
+    return dumps({"ledger": opening.ledger, "office": opening.office, "paise": opening.paise,
+                  "author": opening.author, "at": opening.at})
+
+
+def decode_opening(text: Any) -> Opening:
+    data = _load_object(text, "opening balance")
+    try:
+        return Opening(_str(data["ledger"]), _str(data["office"]), _int(data["paise"]),
+                       _str(data["author"]), _str(data["at"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"malformed opening balance: {exc}") from None
+
+
+def _load_object(text: Any, what: str) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise InvalidInput(f"malformed {what}: not a JSON string")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise InvalidInput(f"malformed {what}: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"malformed {what}: not a JSON object")
+    return data
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def utc_now() -> str:
+    """A sortable UTC timestamp with microseconds, used to order concurrent revisions."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_office_code(code: str) -> str:
+    code = code.strip().upper()
+    if not OFFICE_CODE.match(code):
+        raise InvalidInput(
+            f"office code {code!r} must be 1-16 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return code
+
+
+def check_name(name: str, what: str) -> str:
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise InvalidInput(f"{what} name is empty")
+    if len(cleaned) > MAX_NAME:
+        raise InvalidInput(f"{what} name is longer than {MAX_NAME} characters")
+    if any(ord(ch) < 32 for ch in cleaned) or "@" in cleaned:
+        raise InvalidInput(f"{what} name {cleaned!r} contains a control character or '@'")
+    return cleaned

@@ -1,0 +1,37 @@
+"""Resolving a voucher's revisions to one current revision, the same on every replica.
+
+Revisions form a DAG through their parents. The heads (revisions no other revision replaces) that
+remain after concurrent amendments are ranked by `Revision.sort_key`; the highest is current and the
+others are conflicts: kept, listed, never merged line by line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from p2psync.books.model import Revision, VoucherState
+
+
+def resolve(revisions: Iterable[Revision]) -> VoucherState:
+    """The voucher state from all known revisions of one voucher (at least one)."""
+    revs = sorted(revisions, key=lambda r: r.sort_key)
+    if not revs:
+        raise ValueError("a voucher has at least one revision")
+    replaced = {parent for rev in revs for parent in rev.parents}
+    heads = [rev for rev in revs if rev.id not in replaced]
+    if not heads:  # a cycle can only come from forged data; fall back to the total order
+        heads = revs[-1:]
+    current = heads[-1]
+    return VoucherState(
+        number=current.number,
+        current=current,
+        revisions=revs,
+        conflicts=heads[:-1],
+    )
+
+
+def heads(revisions: Iterable[Revision]) -> list[str]:
+    """Ids of the revisions an amendment made now must replace (all heads, resolving conflicts)."""
+    revs = list(revisions)
+    replaced = {parent for rev in revs for parent in rev.parents}
+    return sorted(rev.id for rev in revs if rev.id not in replaced)

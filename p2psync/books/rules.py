@@ -1,0 +1,113 @@
+"""The rules a voucher must keep, checked identically for local posts and for changes from peers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+
+from p2psync.books.groups import CASH_AND_BANK, PURCHASES, SALES, GroupTree, group_key
+from p2psync.books.model import MAX_LINES, MAX_NARRATION, LedgerDef, Side, VoucherContent, VoucherType
+from p2psync.books.money import MAX_PAISE, format_paise
+from p2psync.errors import InvalidInput, RuleViolation
+
+_SALES = frozenset({group_key(SALES)})
+_PURCHASES = frozenset({group_key(PURCHASES)})
+
+
+@dataclass
+class Chart:
+    """What the rules need to know about the masters: ledgers, groups and the sync-after date."""
+
+    ledgers: dict[str, LedgerDef] = field(default_factory=dict)
+    groups: GroupTree = field(default_factory=GroupTree)
+
+    def ledger(self, name: str) -> LedgerDef | None:
+        return self.ledgers.get(group_key(name))
+
+    def group_of(self, name: str) -> str:
+        ledger = self.ledger(name)
+        if ledger is None:
+            raise RuleViolation(f"unknown ledger {name!r}")
+        return ledger.group
+
+
+def validate_voucher(content: VoucherContent, chart: Chart) -> None:
+    """Refuse a voucher that would make the books wrong. Raises `RuleViolation` with the reason."""
+    lines = content.lines
+    if len(lines) < 2:
+        raise RuleViolation("a voucher needs at least two lines (one debit and one credit)")
+    if len(lines) > MAX_LINES:
+        raise RuleViolation(f"a voucher may have at most {MAX_LINES} lines")
+    if len(content.narration) > MAX_NARRATION:
+        raise RuleViolation(f"narration is longer than {MAX_NARRATION} characters")
+    for line in lines:
+        if not 0 < line.paise <= MAX_PAISE:
+            raise RuleViolation(f"line amount for {line.ledger!r} must be positive and within limits")
+        if chart.ledger(line.ledger) is None:
+            raise RuleViolation(f"unknown ledger {line.ledger!r}")
+    debit = sum(ln.paise for ln in lines if ln.side is Side.DR)
+    credit = sum(ln.paise for ln in lines if ln.side is Side.CR)
+    if debit == 0 or credit == 0:
+        raise RuleViolation("a voucher needs at least one debit and one credit line")
+    if debit != credit:
+        raise RuleViolation(
+            f"debits ({format_paise(debit)}) do not equal credits ({format_paise(credit)})"
+        )
+    _check_type_rule(content, chart)
+
+
+def _check_type_rule(content: VoucherContent, chart: Chart) -> None:
+    tree = chart.groups
+
+    def under(line_ledger: str, groups: frozenset[str]) -> bool:
+        return tree.is_under(chart.group_of(line_ledger), groups)
+
+    debits = [ln.ledger for ln in content.lines if ln.side is Side.DR]
+    credits = [ln.ledger for ln in content.lines if ln.side is Side.CR]
+    kind = content.type
+    if kind is VoucherType.CONTRA:
+        odd = [name for name in debits + credits if not under(name, CASH_AND_BANK)]
+        if odd:
+            raise RuleViolation(f"a Contra moves money only between cash and bank ledgers, not {odd[0]!r}")
+    elif kind is VoucherType.PAYMENT:
+        if not any(under(name, CASH_AND_BANK) for name in credits):
+            raise RuleViolation("a Payment must be paid out of a cash or bank ledger (credit side)")
+    elif kind is VoucherType.RECEIPT:
+        if not any(under(name, CASH_AND_BANK) for name in debits):
+            raise RuleViolation("a Receipt must be received into a cash or bank ledger (debit side)")
+    elif kind is VoucherType.JOURNAL:
+        money = [name for name in debits + credits if under(name, CASH_AND_BANK)]
+        if money:
+            raise RuleViolation(
+                f"a Journal may not use cash or bank ledger {money[0]!r}; use Payment, Receipt or Contra"
+            )
+    elif kind is VoucherType.SALES:
+        if not any(under(name, _SALES) for name in credits):
+            raise RuleViolation("a Sales voucher must credit a ledger under Sales Accounts")
+    elif kind is VoucherType.PURCHASE:
+        if not any(under(name, _PURCHASES) for name in debits):
+            raise RuleViolation("a Purchase voucher must debit a ledger under Purchase Accounts")
+    elif kind is VoucherType.CREDIT_NOTE:
+        if not any(under(name, _SALES) for name in debits):
+            raise RuleViolation("a Credit Note (sales return) must debit a ledger under Sales Accounts")
+    elif kind is VoucherType.DEBIT_NOTE:
+        if not any(under(name, _PURCHASES) for name in credits):
+            raise RuleViolation("a Debit Note (purchase return) must credit a ledger under Purchase Accounts")
+
+
+_DATE_FORMATS = ("%Y-%m-%d", "%d-%m-%Y", "%d/%m/%Y", "%d.%m.%Y")
+
+
+def parse_date(text: str) -> dt.date:
+    """Parse a date written as 2026-04-01, 01-04-2026, 01/04/2026 or 01.04.2026."""
+    cleaned = text.strip()
+    if re.fullmatch(r"[0-9./-]{8,10}", cleaned):
+        for fmt in _DATE_FORMATS:
+            try:
+                value = dt.datetime.strptime(cleaned, fmt).date()
+            except ValueError:
+                continue
+            if 1900 <= value.year <= 2999:
+                return value
+    raise InvalidInput(f"date {text!r} is not a valid date like 2026-04-01 or 01-04-2026")

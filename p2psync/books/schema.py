@@ -1,0 +1,178 @@
+"""The CRDT layout of the books: which pycrdt documents exist and what their maps hold.
+
+* ``masters``: maps ``offices`` (code -> office), ``groups`` and ``ledgers`` (``name@office`` ->
+  record), ``openings`` (``ledger@office`` -> opening balance).
+* ``vouchers/<OFFICE>/<YYYY-MM>``: map ``revisions`` (revision id -> one whole revision).
+
+Every value is a canonical JSON string written once and never changed in place, except an
+office's own opening balance. Keys carry the creating office, so the same ledger created at two
+offices concurrently is two records (resolved deterministically and listed when they disagree)
+rather than one record silently overwriting the other, which is what Yjs does for concurrent writes
+to one map key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from pycrdt import Doc, Map
+
+from p2psync.books.groups import Group, GroupTree, Nature, group_key
+from p2psync.books.model import (
+    GroupDef,
+    LedgerDef,
+    Office,
+    Opening,
+    Revision,
+    decode_group,
+    decode_ledger,
+    decode_office,
+    decode_opening,
+    decode_revision,
+    encode_group,
+    encode_ledger,
+    encode_office,
+    encode_opening,
+    encode_revision,
+)
+from p2psync.books.rules import Chart
+from p2psync.errors import InvalidInput
+
+MASTERS = "masters"
+OFFICES, GROUPS, LEDGERS, OPENINGS, REVISIONS = "offices", "groups", "ledgers", "openings", "revisions"
+MASTERS_MAPS = (OFFICES, GROUPS, LEDGERS, OPENINGS)
+_VOUCHER_DOC = re.compile(r"^vouchers/(?P<office>[A-Z0-9][A-Z0-9_-]{0,15})/(?P<month>\d{4}-\d{2})$")
+
+
+@dataclass(frozen=True)
+class DocName:
+    """A parsed document name: the masters, or one office's vouchers for one month."""
+
+    name: str
+    office: str | None = None
+    month: str | None = None
+
+    @property
+    def is_masters(self) -> bool:
+        return self.name == MASTERS
+
+
+def voucher_doc(office: str, date: dt.date) -> str:
+    return f"vouchers/{office}/{date:%Y-%m}"
+
+
+def parse_doc_name(name: str) -> DocName:
+    if name == MASTERS:
+        return DocName(name)
+    match = _VOUCHER_DOC.match(name)
+    if not match:
+        raise InvalidInput(f"unknown document name {name[:80]!r}")
+    month = match.group("month")
+    if not 1 <= int(month[5:]) <= 12:
+        raise InvalidInput(f"unknown document name {name[:80]!r}")
+    return DocName(name, match.group("office"), month)
+
+
+def new_doc(name: str, client_id: int | None = None) -> Doc:
+    """An empty document with its root maps declared, so observers can attach before updates."""
+    doc = Doc(client_id=client_id)
+    for map_name in MASTERS_MAPS if parse_doc_name(name).is_masters else (REVISIONS,):
+        doc.get(map_name, type=Map)
+    return doc
+
+
+def root(doc: Doc, map_name: str) -> Map:
+    return doc.get(map_name, type=Map)
+
+
+def record_key(name: str, office: str) -> str:
+    return f"{group_key(name)}@{office}"
+
+
+# ---------------------------------------------------------------- writes (inside a transaction)
+
+
+def put_office(doc: Doc, office: Office) -> None:
+    root(doc, OFFICES)[office.code] = encode_office(office)
+
+
+def put_group(doc: Doc, group: GroupDef) -> None:
+    root(doc, GROUPS)[record_key(group.name, group.office)] = encode_group(group)
+
+
+def put_ledger(doc: Doc, ledger: LedgerDef) -> None:
+    root(doc, LEDGERS)[record_key(ledger.name, ledger.office)] = encode_ledger(ledger)
+
+
+def put_opening(doc: Doc, opening: Opening) -> None:
+    root(doc, OPENINGS)[record_key(opening.ledger, opening.office)] = encode_opening(opening)
+
+
+def put_revision(doc: Doc, rev: Revision) -> None:
+    root(doc, REVISIONS)[rev.id] = encode_revision(rev)
+
+
+# ---------------------------------------------------------------- reads
+
+
+def read_offices(doc: Doc) -> dict[str, Office]:
+    return {code: decode_office(value) for code, value in root(doc, OFFICES).items()}
+
+
+def read_group_defs(doc: Doc) -> list[GroupDef]:
+    return [decode_group(value) for value in root(doc, GROUPS).values()]
+
+
+def read_ledger_defs(doc: Doc) -> list[LedgerDef]:
+    return [decode_ledger(value) for value in root(doc, LEDGERS).values()]
+
+
+def read_openings(doc: Doc) -> list[Opening]:
+    return [decode_opening(value) for value in root(doc, OPENINGS).values()]
+
+
+def read_revision(doc: Doc, rev_id: str) -> Revision:
+    return decode_revision(root(doc, REVISIONS)[rev_id])
+
+
+def read_revisions(doc: Doc) -> list[Revision]:
+    return [decode_revision(value) for value in root(doc, REVISIONS).values()]
+
+
+def effective(records: list[LedgerDef] | list[GroupDef]) -> dict[str, list]:
+    """Group records by name key, earliest first: the first is in force, the rest are duplicates."""
+    by_key: dict[str, list] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.at, r.office, r.author)):
+        by_key[record.key].append(record)
+    return dict(by_key)
+
+
+def read_chart(doc: Doc) -> Chart:
+    """The ledgers and groups in force, as the rules and reports see them."""
+    group_defs = effective(read_group_defs(doc))
+    tree = GroupTree(
+        [
+            Group(defs[0].name, _nature_of(defs[0].parent, group_defs), defs[0].parent, predefined=False)
+            for defs in group_defs.values()
+        ]
+    )
+    ledgers = {key: defs[0] for key, defs in effective(read_ledger_defs(doc)).items()}
+    return Chart(ledgers=ledgers, groups=tree)
+
+
+_BASE = GroupTree()
+
+
+def _nature_of(parent: str, group_defs: dict[str, list[GroupDef]]) -> Nature:
+    """A sub-group takes the nature of its primary group; walks user sub-groups, cycle-safe."""
+    seen: set[str] = set()
+    while (base := _BASE.get(parent)) is None:
+        key = group_key(parent)
+        if key in seen or key not in group_defs:
+            return Nature.LIABILITY  # an orphan can only come from forged data: park it like Suspense
+        seen.add(key)
+        parent = group_defs[key][0].parent
+    return base.nature

@@ -1,0 +1,1 @@
+"""SQLite storage through SQLModel: the entry log, snapshots, materialized tables and sync state."""

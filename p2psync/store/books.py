@@ -1,0 +1,210 @@
+"""The write path of the books: every change, made here or received, is applied to its document,
+appended to the log and materialized in one SQLite transaction, or not at all."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pycrdt import Doc, Map
+from sqlmodel import Session, select
+
+from p2psync.books import schema
+from p2psync.books.change import Change, Deps
+from p2psync.store import docs, log, materialize
+from p2psync.store.db import Database
+from p2psync.store.docs import LoadedDoc
+from p2psync.store.tables import Entry
+
+logger = logging.getLogger(__name__)
+
+#: Keys changed per root map, with the action ("add", "update", "delete") Yjs reported.
+Changed = dict[str, dict[str, str]]
+#: Inspects a received change after it was applied in memory; raises to refuse it.
+Validator = Callable[[Change, Doc, Changed], None]
+
+
+class Watch:
+    """Collects which keys of which root maps a transaction changed."""
+
+    def __init__(self, doc: Doc, name: str) -> None:
+        self.changed: Changed = defaultdict(dict)
+        maps = schema.MASTERS_MAPS if schema.parse_doc_name(name).is_masters else (schema.REVISIONS,)
+        self._subs: list[tuple[Map, Any]] = []
+        for map_name in maps:
+            root = schema.root(doc, map_name)
+            self._subs.append((root, root.observe(self._recorder(map_name))))
+
+    def _recorder(self, map_name: str) -> Callable[[Any], None]:
+        def record(event: Any) -> None:
+            for key, info in event.keys.items():
+                self.changed[map_name][key] = info["action"]
+        return record
+
+    def close(self) -> None:
+        for root, sub in self._subs:
+            root.unobserve(sub)
+
+
+class BookStore:
+    """One node's books: documents cached in memory, kept in step with the log on disk."""
+
+    def __init__(self, db: Database, author: str, client_id: int) -> None:
+        self.db = db
+        self.author = author
+        self.client_id = client_id
+        self._docs: dict[str, LoadedDoc] = {}
+
+    # ------------------------------------------------------------ reading
+
+    def loaded(self, session: Session, name: str) -> LoadedDoc:
+        """The document as of the log, catching up with entries another process appended."""
+        cached = self._docs.get(name)
+        if cached is None:
+            cached = docs.load(session, name, self.client_id)
+            self._docs[name] = cached
+        else:
+            for row in log.after(session, name, cached.upto):
+                cached.doc.apply_update(row.update)
+                cached.upto = row.id or cached.upto
+                cached.entries += 1
+        return cached
+
+    def read_doc(self, name: str) -> Doc:
+        with self.db.read() as session:
+            return self.loaded(session, name).doc
+
+    # ------------------------------------------------------------ writing
+
+    @contextmanager
+    def transaction(self) -> Iterator[Batch]:
+        """A batch of changes committed together; on any failure nothing is written and the
+        documents it touched are dropped from memory, to be reloaded from the log."""
+        touched: set[str] = set()
+        try:
+            with self.db.write() as session:
+                batch = Batch(self, session, touched)
+                yield batch
+                batch.save_due_snapshots()
+        except BaseException:
+            for name in touched:
+                self._docs.pop(name, None)
+            raise
+
+    def forget(self) -> None:
+        self._docs.clear()
+
+    def write_snapshots(self) -> None:
+        """Snapshot every document that changed since its last snapshot (on clean shutdown)."""
+        with self.db.write() as session:
+            for loaded in self._docs.values():
+                if loaded.entries != loaded.snapshot_entries:
+                    docs.save_snapshot(session, loaded)
+
+    def rebuild(self) -> None:
+        """Recreate snapshots and every materialized table from the log alone."""
+        self.forget()
+        with self.db.write() as session:
+            materialize.clear(session)
+            session.connection().exec_driver_sql("DELETE FROM snapshot")
+            for name in log.documents(session):
+                loaded = docs.load(session, name, self.client_id)
+                self._docs[name] = loaded
+                if schema.parse_doc_name(name).is_masters:
+                    materialize.masters(session, loaded.doc)
+                docs.save_snapshot(session, loaded)
+            for name, loaded in self._docs.items():
+                if not schema.parse_doc_name(name).is_masters:
+                    materialize.vouchers(session, name, loaded.doc, list(schema.root(loaded.doc, schema.REVISIONS).keys()))
+            if "masters" not in self._docs:
+                materialize.masters(session, schema.new_doc(schema.MASTERS))
+
+
+class Batch:
+    """Changes inside one write transaction."""
+
+    def __init__(self, store: BookStore, session: Session, touched: set[str]) -> None:
+        self.store = store
+        self.session = session
+        self._touched = touched
+        self.changes: list[Change] = []
+
+    def doc(self, name: str) -> Doc:
+        self._touched.add(name)
+        return self.store.loaded(self.session, name).doc
+
+    def change(self, name: str, mutate: Callable[[Doc], None], deps: Deps | None = None) -> Change | None:
+        """Make a local change; returns the logged change, or None when it changed nothing."""
+        self._touched.add(name)
+        loaded = self.store.loaded(self.session, name)
+        before = loaded.doc.get_state()
+        watch = Watch(loaded.doc, name)
+        try:
+            with loaded.doc.transaction(origin="local"):
+                mutate(loaded.doc)
+        finally:
+            watch.close()
+        if not watch.changed:
+            return None
+        author = self.store.author
+        vector = {a: s for a, s in log.vector(self.session, name).items() if a != author}
+        all_deps: Deps = {name: vector} if vector else {}
+        for dep_doc, dep_vector in (deps or {}).items():
+            if dep_doc != name and dep_vector:
+                all_deps.setdefault(dep_doc, {}).update(dep_vector)
+        change = Change(
+            doc=name,
+            author=author,
+            seq=log.last_seq(self.session, name, author) + 1,
+            update=loaded.doc.get_update(before),
+            deps=all_deps,
+        )
+        self._record(loaded, change, watch.changed, local=True)
+        return change
+
+    def receive(self, change: Change, validate: Validator | None = None, envelope: bytes | None = None) -> bool:
+        """Apply a change from another node whose dependencies are met; False if already held."""
+        if log.has(self.session, *change.key):
+            return False
+        self._touched.add(change.doc)
+        loaded = self.store.loaded(self.session, change.doc)
+        watch = Watch(loaded.doc, change.doc)
+        try:
+            loaded.doc.apply_update(change.update)
+        finally:
+            watch.close()
+        if validate is not None:
+            validate(change, loaded.doc, watch.changed)
+        self._record(loaded, change, watch.changed, local=False, envelope=envelope)
+        return True
+
+    def _record(self, loaded: LoadedDoc, change: Change, changed: Changed, *, local: bool,
+                envelope: bytes | None = None) -> None:
+        row = log.append(self.session, change, local=local, envelope=envelope)
+        loaded.upto = row.id or loaded.upto
+        loaded.entries += 1
+        if schema.parse_doc_name(change.doc).is_masters:
+            if changed:
+                materialize.masters(self.session, loaded.doc)
+        elif changed.get(schema.REVISIONS):
+            materialize.vouchers(self.session, change.doc, loaded.doc, changed[schema.REVISIONS])
+        self.changes.append(change)
+
+    def save_due_snapshots(self) -> None:
+        for name in self._touched:
+            loaded = self.store._docs.get(name)
+            if loaded is not None and docs.snapshot_due(loaded):
+                docs.save_snapshot(self.session, loaded)
+
+
+def vector(store: BookStore, name: str) -> dict[str, int]:
+    with store.db.read() as session:
+        return log.vector(session, name)
+
+
+def all_entries(store: BookStore) -> list[Entry]:
+    with store.db.read() as session:
+        return list(session.exec(select(Entry).order_by(Entry.id)))

@@ -1,0 +1,122 @@
+"""The node's SQLite database: WAL mode, full fsync on commit, serialized writers."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, SQLModel, create_engine
+
+from p2psync.errors import StoreError
+from p2psync.store import tables
+from p2psync.store.tables import Setting
+
+SCHEMA_VERSION = "1"
+
+
+def _configure(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # durable before acknowledged
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        immediate = conn.get_execution_options().get("immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """One node's database file. Writers take the lock up front (BEGIN IMMEDIATE) so that two
+    processes on one home can never interleave a read-modify-write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
+        _configure(self.engine)
+
+    def create(self) -> None:
+        try:
+            SQLModel.metadata.create_all(self.engine, tables=_all_tables())
+        except OperationalError as exc:
+            raise StoreError(f"cannot create database {self.path}: {exc.orig}") from None
+        with self.write() as session:
+            set_setting(session, "schema_version", SCHEMA_VERSION)
+
+    def check(self) -> None:
+        """Refuse a file that is not a p2psync database of a version this code understands."""
+        if not self.path.exists():
+            raise StoreError(f"no p2psync data at {self.path.parent}; run 'p2psync init' first")
+        try:
+            with self.read() as session:
+                version = get_setting(session, "schema_version")
+        except OperationalError as exc:
+            raise StoreError(f"{self.path} is not a usable p2psync database: {exc.orig}") from None
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {version!r}; this p2psync needs {SCHEMA_VERSION}")
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction, committed on normal exit and rolled back on any exception."""
+        connection = self.engine.connect().execution_options(immediate=True)
+        try:
+            with Session(bind=connection) as session:
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+        except OperationalError as exc:
+            raise StoreError(_describe(exc)) from None
+        finally:
+            connection.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _describe(exc: OperationalError) -> str:
+    text = str(exc.orig)
+    if "full" in text:
+        return "the disk is full; nothing was written"
+    if "locked" in text or "busy" in text:
+        return "the database is busy (another p2psync command is writing); try again"
+    return f"database error: {text}"
+
+
+def _all_tables() -> list:
+    return [
+        model.__table__  # type: ignore[attr-defined]
+        for model in vars(tables).values()
+        if isinstance(model, type) and issubclass(model, SQLModel) and hasattr(model, "__table__")
+    ]
+
+
+def get_setting(session: Session, key: str, default: str | None = None) -> str | None:
+    row = session.get(Setting, key)
+    return row.value if row else default
+
+
+def set_setting(session: Session, key: str, value: str) -> None:
+    row = session.get(Setting, key)
+    if row:
+        row.value = value
+    else:
+        session.add(Setting(key=key, value=value))

@@ -1,0 +1,144 @@
+"""Read queries over the materialized tables, shaped for the reports and listings."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import case, func
+from sqlmodel import Session, select
+
+from p2psync.books.model import Revision, decode_revision
+from p2psync.books.reports import LedgerBalance, Posting
+from p2psync.store.tables import (
+    ConflictRow,
+    GroupRow,
+    LedgerRow,
+    LineRow,
+    OfficeRow,
+    OpeningRow,
+    RevisionRow,
+    VoucherRow,
+)
+
+
+def next_in_series(session: Session, office: str, kind: str) -> int:
+    top = session.exec(
+        select(func.max(VoucherRow.seq)).where(VoucherRow.office == office, VoucherRow.type == kind)
+    ).one()
+    return (top or 0) + 1
+
+
+def voucher(session: Session, number: str) -> VoucherRow | None:
+    return session.get(VoucherRow, number)
+
+
+def revisions(session: Session, number: str) -> list[Revision]:
+    rows = session.exec(select(RevisionRow).where(RevisionRow.number == number))
+    return [decode_revision(row.body) for row in rows]
+
+
+def offices(session: Session) -> list[OfficeRow]:
+    return list(session.exec(select(OfficeRow).order_by(OfficeRow.code)))
+
+
+def groups(session: Session) -> dict[str, GroupRow]:
+    return {row.key: row for row in session.exec(select(GroupRow))}
+
+
+def ledgers(session: Session) -> list[tuple[LedgerRow, GroupRow]]:
+    query = select(LedgerRow, GroupRow).join(GroupRow, GroupRow.key == LedgerRow.group_key).order_by(LedgerRow.name)
+    return list(session.exec(query))
+
+
+def vouchers(session: Session, office: str | None = None, start: dt.date | None = None,
+             end: dt.date | None = None, include_cancelled: bool = True) -> list[VoucherRow]:
+    query = select(VoucherRow)
+    if office:
+        query = query.where(VoucherRow.office == office)
+    if start:
+        query = query.where(VoucherRow.date >= start.isoformat())
+    if end:
+        query = query.where(VoucherRow.date <= end.isoformat())
+    if not include_cancelled:
+        query = query.where(VoucherRow.cancelled == False)  # noqa: E712
+    return list(session.exec(query.order_by(VoucherRow.date, VoucherRow.number)))
+
+
+def lines_of(session: Session, numbers: list[str]) -> dict[str, list[tuple[str, int]]]:
+    """Ledger name and signed amount of each current line, by voucher number."""
+    out: dict[str, list[tuple[str, int]]] = {n: [] for n in numbers}
+    for start in range(0, len(numbers), 500):
+        chunk = numbers[start:start + 500]
+        query = (
+            select(LineRow.number, LedgerRow.name, LineRow.paise)
+            .join(LedgerRow, LedgerRow.key == LineRow.ledger_key, isouter=True)
+            .where(LineRow.number.in_(chunk))  # type: ignore[attr-defined]
+            .order_by(LineRow.number, LineRow.idx)
+        )
+        for number, name, paise in session.exec(query):
+            out[number].append((name or "?", paise))
+    return out
+
+
+def balances(session: Session, office: str | None = None, start: dt.date | None = None,
+             end: dt.date | None = None) -> list[LedgerBalance]:
+    """Per ledger: opening (recorded openings plus movements before `start`), debits and credits
+    within the period."""
+    openings: dict[str, int] = {}
+    query = select(OpeningRow.ledger_key, func.sum(OpeningRow.paise)).group_by(OpeningRow.ledger_key)
+    if office:
+        query = query.where(OpeningRow.office == office)
+    for key, paise in session.exec(query):
+        openings[key] = int(paise or 0)
+    in_period = LineRow.date >= start.isoformat() if start else True
+    before = LineRow.date < start.isoformat() if start else False
+    movement = (
+        select(
+            LineRow.ledger_key,
+            func.sum(case((before, LineRow.paise), else_=0)),
+            func.sum(case(((LineRow.paise > 0) & in_period, LineRow.paise), else_=0)),
+            func.sum(case(((LineRow.paise < 0) & in_period, -LineRow.paise), else_=0)),
+        )
+        .group_by(LineRow.ledger_key)
+    )
+    if office:
+        movement = movement.where(LineRow.office == office)
+    if end:
+        movement = movement.where(LineRow.date <= end.isoformat())
+    moves = {key: (int(b or 0), int(d or 0), int(c or 0)) for key, b, d, c in session.exec(movement)}
+    result = []
+    for ledger, group in ledgers(session):
+        earlier, debit, credit = moves.get(ledger.key, (0, 0, 0))
+        result.append(LedgerBalance(
+            key=ledger.key, name=ledger.name, group=group.name, primary=group.primary,
+            nature=group.nature, direct=group.direct,
+            opening=openings.get(ledger.key, 0) + earlier, debit=debit, credit=credit,
+        ))
+    return result
+
+
+def postings(session: Session, ledger_key: str, office: str | None = None,
+             end: dt.date | None = None) -> list[Posting]:
+    """Every current line of one ledger, oldest first, with its voucher's details."""
+    query = (
+        select(LineRow.date, LineRow.number, VoucherRow.type, VoucherRow.narration, LineRow.paise, LineRow.office)
+        .join(VoucherRow, VoucherRow.number == LineRow.number)
+        .where(LineRow.ledger_key == ledger_key)
+    )
+    if office:
+        query = query.where(LineRow.office == office)
+    if end:
+        query = query.where(LineRow.date <= end.isoformat())
+    query = query.order_by(LineRow.date, LineRow.number, LineRow.idx)
+    return [Posting(dt.date.fromisoformat(d), n, t, narr, p, o) for d, n, t, narr, p, o in session.exec(query)]
+
+
+def opening_of(session: Session, ledger_key: str, office: str | None = None) -> int:
+    query = select(func.sum(OpeningRow.paise)).where(OpeningRow.ledger_key == ledger_key)
+    if office:
+        query = query.where(OpeningRow.office == office)
+    return int(session.exec(query).one() or 0)
+
+
+def conflicts(session: Session) -> list[ConflictRow]:
+    return list(session.exec(select(ConflictRow).order_by(ConflictRow.kind, ConflictRow.subject)))

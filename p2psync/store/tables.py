@@ -1,0 +1,140 @@
+"""The node database's tables.
+
+`Entry` is the append-only source of truth. `Snapshot` is a cache of document states rebuilt from the
+log whenever it is missing or damaged. Every table below the marker is materialized from documents by
+`p2psync.store.materialize` and can be dropped and rebuilt at any time.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Field, Index, SQLModel, UniqueConstraint
+
+
+class Setting(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Entry(SQLModel, table=True):
+    """One change to one document by one author: the unit that is logged, signed and synced."""
+
+    __table_args__ = (
+        UniqueConstraint("doc", "author", "seq"),
+        Index("ix_entry_doc_id", "doc", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    doc: str
+    author: str
+    seq: int
+    deps: str  # canonical JSON: {"doc": {"author": seq}}
+    update: bytes
+    envelope: bytes | None = None  # the signed, encrypted form once trust is set up
+    local: bool = True
+    received_at: str
+
+
+class Snapshot(SQLModel, table=True):
+    doc: str = Field(primary_key=True)
+    state: bytes
+    upto: int  # the highest Entry.id of this document the state contains
+    entries: int  # how many entries the state contains, to tell when a new snapshot pays off
+    checksum: str
+
+
+# ---------------------------------------------------------------- materialized (rebuildable)
+
+
+class OfficeRow(SQLModel, table=True):
+    code: str = Field(primary_key=True)
+    name: str
+    role: str
+
+
+class GroupRow(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    name: str
+    parent: str | None = None
+    nature: str
+    primary: str
+    direct: bool
+    predefined: bool
+
+
+class LedgerRow(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    name: str
+    group_key: str
+    office: str  # where it was first created
+    created_at: str
+
+
+class OpeningRow(SQLModel, table=True):
+    ledger_key: str = Field(primary_key=True)
+    office: str = Field(primary_key=True)
+    paise: int
+
+
+class RevisionRow(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    number: str = Field(index=True)
+    doc: str
+    body: str  # the canonical JSON stored in the document
+
+
+class VoucherRow(SQLModel, table=True):
+    __table_args__ = (Index("ix_voucher_office_date", "office", "date"),)
+    number: str = Field(primary_key=True)
+    doc: str
+    office: str
+    type: str
+    date: str
+    narration: str
+    amount: int  # total of the debit side, paise
+    cancelled: bool
+    reason: str
+    current: str  # id of the current revision
+    revisions: int
+    conflicts: int
+    seq: int  # position in the office's series for this type, for numbering
+
+
+class LineRow(SQLModel, table=True):
+    """Postings of current, not-cancelled revisions: what every report sums."""
+
+    __table_args__ = (
+        Index("ix_line_ledger_date", "ledger_key", "date"),
+        Index("ix_line_office_date", "office", "date"),
+        Index("ix_line_number", "number"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    number: str
+    idx: int
+    office: str
+    date: str
+    ledger_key: str
+    paise: int  # debit positive, credit negative
+
+
+class ConflictRow(SQLModel, table=True):
+    """A concurrent edit that lost: kept in its document, listed here until resolved."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # "voucher", "ledger" or "group"
+    subject: str = Field(index=True)  # voucher number or name key
+    winner: str
+    loser: str
+    detail: str
+
+
+class Pending(SQLModel, table=True):
+    """A received change waiting for what it depends on; applied as soon as that arrives."""
+
+    __table_args__ = (UniqueConstraint("doc", "author", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    doc: str
+    author: str
+    seq: int
+    deps: str
+    update: bytes
+    envelope: bytes | None = None
+    received_at: str
