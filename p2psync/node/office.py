@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,11 +193,15 @@ class Node:
     def post(self, draft: Draft) -> Revision:
         return self.post_many([ImportedDraft("", draft)])[0]
 
-    def post_many(self, drafts: list[ImportedDraft]) -> list[Revision]:
+    def post_many(self, drafts: list[ImportedDraft], progress: Callable[[int], None] | None = None) -> list[Revision]:
         """Post every draft or none; each error names where its draft came from."""
         chart = self.chart()
         office = self.identity.office
-        contents = [(item.where, _checked(item, chart)) for item in drafts]
+        contents = []
+        for done, item in enumerate(drafts, start=1):
+            contents.append((item.where, _checked(item, chart)))
+            if progress and done % 500 == 0:
+                progress(done)
         with self.store.transaction() as batch:
             counters: dict[str, int] = {}
             by_doc: dict[str, list[Revision]] = {}
@@ -212,6 +216,8 @@ class Node:
                 by_doc.setdefault(schema.voucher_doc(office, content.date), []).append(rev)
             for doc_name, revs in by_doc.items():
                 batch.change(doc_name, _put_all(revs), self._masters_deps(batch, chart, revs))
+        if progress:
+            progress(len(drafts))
         return [rev for revs in by_doc.values() for rev in revs]
 
     def amend(self, number: str, draft: Draft) -> Revision:

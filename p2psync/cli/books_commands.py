@@ -1,0 +1,432 @@
+"""Commands on the books: groups, ledgers, vouchers, reports, conflicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from p2psync.books import reports
+from p2psync.books.drafts import make_draft
+from p2psync.books.groups import group_key
+from p2psync.books.importer import read_file
+from p2psync.books.model import Revision, VoucherType
+from p2psync.books.money import to_decimal
+from p2psync.books.resolve import resolve
+from p2psync.cli import render
+from p2psync.cli.context import home_option, open_node, optional_date
+from p2psync.errors import NotFound
+from p2psync.store import queries
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+office_option = click.option("--office", default=None, help="One office's books (default: consolidated).")
+period_options = [
+    click.option("--from", "start", default=None, help="First date of the period."),
+    click.option("--to", "end", default=None, help="Last date of the period."),
+]
+
+
+def with_period(func):  # type: ignore[no-untyped-def]
+    for option in reversed(period_options):
+        func = option(func)
+    return func
+
+
+# ---------------------------------------------------------------- groups
+
+
+@click.group("group")
+def group() -> None:
+    """Account groups: the predefined ones and your sub-groups."""
+
+
+@group.command("add")
+@click.argument("name")
+@click.option("--under", "parent", required=True, help="The parent group.")
+@home_option
+def group_add(home: str | None, name: str, parent: str) -> None:
+    """Add sub-group NAME under an existing group."""
+    with open_node(home) as node:
+        record = node.add_group(name, parent)
+        render.info(f"Added group {record.name} under {record.parent}")
+
+
+@group.command("list")
+@json_option
+@home_option
+def group_list(home: str | None, as_json: bool) -> None:
+    """List every group with its nature."""
+    with open_node(home) as node, node.db.read() as session:
+        rows = sorted(queries.groups(session).values(), key=lambda g: (g.primary, g.name))
+        data = [{"name": g.name, "parent": g.parent, "nature": g.nature, "primary": g.primary,
+                 "predefined": g.predefined} for g in rows]
+    if as_json:
+        render.print_json(data)
+    else:
+        render.table("Account groups", ["Group", "Under", "Nature"],
+                     [[g["name"], g["parent"] or "(primary)", g["nature"]] for g in data])
+
+
+# ---------------------------------------------------------------- ledgers
+
+
+@click.group("ledger")
+def ledger() -> None:
+    """Ledgers and their opening balances."""
+
+
+@ledger.command("add")
+@click.argument("name")
+@click.option("--group", "group_name", required=True, help="The account group, e.g. 'Sundry Debtors'.")
+@click.option("--opening", default=None, help="This office's opening balance: AMOUNT [Dr|Cr].")
+@home_option
+def ledger_add(home: str | None, name: str, group_name: str, opening: str | None) -> None:
+    """Create ledger NAME under a group."""
+    with open_node(home) as node:
+        record = node.add_ledger(name, group_name, opening)
+        render.info(f"Added ledger {record.name} under {record.group}")
+
+
+@ledger.command("opening")
+@click.argument("name")
+@click.argument("amount")
+@office_option
+@home_option
+def ledger_opening(home: str | None, name: str, amount: str, office: str | None) -> None:
+    """Set this office's opening balance of ledger NAME: AMOUNT [Dr|Cr]."""
+    with open_node(home) as node:
+        opening = node.set_opening(name, amount, office)
+        side = "Dr" if opening.paise >= 0 else "Cr"
+        render.info(f"Opening balance of {opening.ledger} at {opening.office}: "
+                    f"{render.money(to_decimal(abs(opening.paise)), blank_zero=False)} {side}")
+
+
+@ledger.command("list")
+@json_option
+@home_option
+def ledger_list(home: str | None, as_json: bool) -> None:
+    """List the ledgers."""
+    with open_node(home) as node, node.db.read() as session:
+        data = [{"name": led.name, "group": grp.name, "nature": grp.nature, "created_at_office": led.office}
+                for led, grp in queries.ledgers(session)]
+    if as_json:
+        render.print_json(data)
+    else:
+        render.table("Ledgers", ["Ledger", "Group", "Nature", "Created at"],
+                     [[d["name"], d["group"], d["nature"], d["created_at_office"]] for d in data])
+
+
+# ---------------------------------------------------------------- vouchers
+
+
+@click.group("voucher")
+def voucher() -> None:
+    """Post, amend, cancel, list and import vouchers."""
+
+
+def voucher_fields(func):  # type: ignore[no-untyped-def]
+    for option in reversed([
+        click.option("--date", "date", required=True, help="Voucher date (2026-04-01 or 01-04-2026)."),
+        click.option("--dr", "debits", multiple=True, required=True, metavar="LEDGER=AMOUNT", help="A debit line."),
+        click.option("--cr", "credits", multiple=True, required=True, metavar="LEDGER=AMOUNT", help="A credit line."),
+        click.option("--narration", default="", help="Narration."),
+    ]):
+        func = option(func)
+    return func
+
+
+@voucher.command("post")
+@click.option("--type", "kind", required=True,
+              help=f"One of {', '.join(t.value for t in VoucherType)}.")
+@voucher_fields
+@json_option
+@home_option
+def voucher_post(home: str | None, kind: str, date: str, debits: tuple[str, ...], credits: tuple[str, ...],
+                 narration: str, as_json: bool) -> None:
+    """Post a voucher; debits must equal credits."""
+    draft = make_draft(kind, date, list(debits), list(credits), narration)
+    with open_node(home) as node:
+        rev = node.post(draft)
+    _show_revision(rev, "Posted", as_json)
+
+
+@voucher.command("amend")
+@click.argument("number")
+@click.option("--type", "kind", default=None, help="The voucher's type (it cannot change).")
+@voucher_fields
+@json_option
+@home_option
+def voucher_amend(home: str | None, number: str, kind: str | None, date: str, debits: tuple[str, ...],
+                  credits: tuple[str, ...], narration: str, as_json: bool) -> None:
+    """Replace voucher NUMBER with a new revision (the old one is kept in its history)."""
+    with open_node(home) as node:
+        with node.db.read() as session:
+            row = queries.voucher(session, number.strip().upper())
+        if row is None:
+            raise NotFound(f"no voucher numbered {number}")
+        draft = make_draft(kind or row.type, date, list(debits), list(credits), narration)
+        rev = node.amend(number, draft)
+    _show_revision(rev, "Amended", as_json)
+
+
+@voucher.command("cancel")
+@click.argument("number")
+@click.option("--reason", required=True, help="Why it is cancelled (kept with the voucher).")
+@json_option
+@home_option
+def voucher_cancel(home: str | None, number: str, reason: str, as_json: bool) -> None:
+    """Cancel voucher NUMBER: it is kept, marked, and excluded from balances."""
+    with open_node(home) as node:
+        rev = node.cancel(number, reason)
+    _show_revision(rev, "Cancelled", as_json)
+
+
+def _revision_json(rev: Revision) -> dict:
+    c = rev.content
+    return {
+        "number": rev.number, "revision": rev.id, "action": rev.action.value, "office": rev.office,
+        "type": c.type.value, "date": c.date.isoformat(), "narration": c.narration, "reason": rev.reason,
+        "lines": [{"ledger": ln.ledger, "side": ln.side.value, "amount": to_decimal(ln.paise)} for ln in c.lines],
+        "parents": list(rev.parents), "at": rev.at,
+    }
+
+
+def _show_revision(rev: Revision, verb: str, as_json: bool) -> None:
+    if as_json:
+        render.print_json(_revision_json(rev))
+        return
+    total = sum(ln.paise for ln in rev.content.lines if ln.side.value == "Dr")
+    render.info(f"{verb} {rev.content.type.label} {rev.number} dated {rev.content.date.isoformat()} "
+                f"for {render.money(to_decimal(total))}")
+
+
+@voucher.command("list")
+@office_option
+@with_period
+@json_option
+@home_option
+def voucher_list(home: str | None, office: str | None, start: str | None, end: str | None, as_json: bool) -> None:
+    """List vouchers (cancelled ones marked)."""
+    with open_node(home) as node, node.db.read() as session:
+        rows = queries.vouchers(session, office and office.upper(), optional_date(start), optional_date(end))
+    data = [{"number": v.number, "date": v.date, "type": v.type, "office": v.office, "narration": v.narration,
+             "amount": to_decimal(v.amount), "cancelled": v.cancelled, "revisions": v.revisions,
+             "conflicts": v.conflicts} for v in rows]
+    if as_json:
+        render.print_json(data)
+        return
+    render.table("Vouchers", ["Date", "Number", "Type", "Narration", "Amount", "Status"],
+                 [[d["date"], d["number"], d["type"], d["narration"], render.money(d["amount"]),
+                   "cancelled" if d["cancelled"] else ("conflict" if d["conflicts"] else "")] for d in data],
+                 numeric={4})
+
+
+@voucher.command("show")
+@click.argument("number")
+@json_option
+@home_option
+def voucher_show(home: str | None, number: str, as_json: bool) -> None:
+    """Show voucher NUMBER with every revision and any conflict."""
+    with open_node(home) as node, node.db.read() as session:
+        revs = queries.revisions(session, number.strip().upper())
+    if not revs:
+        raise NotFound(f"no voucher numbered {number}")
+    state = resolve(revs)
+    data = {"current": _revision_json(state.current), "history": [_revision_json(r) for r in state.revisions],
+            "conflicts": [_revision_json(r) for r in state.conflicts]}
+    if as_json:
+        render.print_json(data)
+        return
+    cur = data["current"]
+    render.table(f"{cur['number']} ({cur['type']}, {cur['date']}){' CANCELLED: ' + cur['reason'] if state.current.cancelled else ''}",
+                 ["Ledger", "Debit", "Credit"],
+                 [[ln["ledger"], render.money(ln["amount"]) if ln["side"] == "Dr" else "",
+                   render.money(ln["amount"]) if ln["side"] == "Cr" else ""] for ln in cur["lines"]],
+                 numeric={1, 2})
+    if cur["narration"]:
+        render.info(f"Narration: {cur['narration']}")
+    render.info(f"{len(state.revisions)} revision(s); {len(state.conflicts)} conflicting revision(s) kept")
+
+
+@voucher.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@home_option
+def voucher_import(home: str | None, file: Path, as_json: bool) -> None:
+    """Import vouchers from a CSV or JSON file: all of them, or none if any is wrong."""
+    drafts = read_file(file)
+    with open_node(home) as node:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=render.err, transient=True, disable=as_json) as progress:
+            task = progress.add_task(f"Importing {file.name}", total=len(drafts))
+            revs = node.post_many(drafts, progress=lambda n: progress.update(task, completed=n))
+    if as_json:
+        render.print_json({"imported": len(revs), "numbers": [r.number for r in revs]})
+    else:
+        render.info(f"Imported {len(revs)} vouchers from {file.name}"
+                    + (f" ({revs[0].number} .. {revs[-1].number})" if revs else ""))
+
+
+# ---------------------------------------------------------------- reports
+
+
+@click.group("report")
+def report() -> None:
+    """Trial balance, ledger statement, day book, balance sheet, profit and loss."""
+
+
+def _scope(office: str | None) -> str:
+    return office.upper() if office else "consolidated"
+
+
+@report.command("trial-balance")
+@office_option
+@click.option("--to", "end", default=None, help="As on this date.")
+@json_option
+@home_option
+def report_tb(home: str | None, office: str | None, end: str | None, as_json: bool) -> None:
+    """Closing balance of every ledger, debits beside credits."""
+    with open_node(home) as node, node.db.read() as session:
+        data = reports.trial_balance(queries.balances(session, office and office.upper(), end=optional_date(end)),
+                                     _scope(office))
+    if as_json:
+        render.print_json(data)
+        return
+    render.table(f"Trial balance ({data['scope']})", ["Ledger", "Group", "Debit", "Credit"],
+                 [[r["ledger"], r["group"], render.money(r["debit"]), render.money(r["credit"])] for r in data["rows"]],
+                 numeric={2, 3},
+                 footer=["Total", "", render.money(data["total"]["debit"], False), render.money(data["total"]["credit"], False)])
+
+
+@report.command("ledger")
+@click.argument("name")
+@office_option
+@with_period
+@json_option
+@home_option
+def report_ledger(home: str | None, name: str, office: str | None, start: str | None, end: str | None,
+                  as_json: bool) -> None:
+    """Statement of ledger NAME with a running balance."""
+    with open_node(home) as node, node.db.read() as session:
+        key = group_key(name)
+        ledger_row = next((led for led, _g in queries.ledgers(session) if led.key == key), None)
+        if ledger_row is None:
+            raise NotFound(f"unknown ledger {name!r}")
+        scope_office = office and office.upper()
+        data = reports.ledger_statement(
+            ledger_row.name, queries.opening_of(session, key, scope_office),
+            queries.postings(session, key, scope_office, optional_date(end)), _scope(office), optional_date(start))
+    if as_json:
+        render.print_json(data)
+        return
+    rows = [["", "", "Opening balance", "", "", _balance(data["opening"])]]
+    rows += [[r["date"], r["number"], r["narration"], render.money(r["debit"]), render.money(r["credit"]),
+              _balance(r["balance"])] for r in data["rows"]]
+    render.table(f"Ledger: {data['ledger']} ({data['scope']})", ["Date", "Number", "Narration", "Debit", "Credit", "Balance"],
+                 rows, numeric={3, 4, 5}, footer=["", "", "Closing balance", "", "", _balance(data["closing"])])
+
+
+def _balance(value) -> str:  # type: ignore[no-untyped-def]
+    if value == 0:
+        return "0.00"
+    return f"{render.money(abs(value))} {'Dr' if value > 0 else 'Cr'}"
+
+
+@report.command("day-book")
+@office_option
+@with_period
+@json_option
+@home_option
+def report_day_book(home: str | None, office: str | None, start: str | None, end: str | None, as_json: bool) -> None:
+    """Every voucher of the period, day by day, with its lines."""
+    with open_node(home) as node, node.db.read() as session:
+        rows = queries.vouchers(session, office and office.upper(), optional_date(start), optional_date(end))
+        data = reports.day_book(rows, queries.lines_of(session, [v.number for v in rows]), _scope(office))
+    if as_json:
+        render.print_json(data)
+        return
+    table_rows = []
+    for v in data["rows"]:
+        status = " (cancelled)" if v["cancelled"] else ""
+        table_rows.append([v["date"], v["number"], v["type"] + status, v["narration"], "", ""])
+        table_rows += [["", "", "", f"  {ln['ledger']}", render.money(ln["debit"]), render.money(ln["credit"])]
+                       for ln in v["lines"]]
+    render.table(f"Day book ({data['scope']})", ["Date", "Number", "Type", "Particulars", "Debit", "Credit"],
+                 table_rows, numeric={4, 5})
+
+
+@report.command("profit-loss")
+@office_option
+@with_period
+@json_option
+@home_option
+def report_pl(home: str | None, office: str | None, start: str | None, end: str | None, as_json: bool) -> None:
+    """Profit and loss: gross profit from direct items, net profit after indirect ones."""
+    with open_node(home) as node, node.db.read() as session:
+        balances = queries.balances(session, office and office.upper(), optional_date(start), optional_date(end))
+        if start:  # movements of the period only
+            balances = [b.__class__(**{**vars(b), "opening": 0}) for b in balances]
+        data = reports.profit_and_loss(balances, _scope(office))
+    if as_json:
+        render.print_json(data)
+        return
+    rows = []
+    for title, key in (("Direct incomes", "direct_incomes"), ("Direct expenses", "direct_expenses")):
+        rows += [[title, "", ""]] + [["", i["ledger"], render.money(i["amount"], False)] for i in data[key]]
+    rows.append(["Gross profit", "", render.money(data["gross_profit"], False)])
+    for title, key in (("Indirect incomes", "indirect_incomes"), ("Indirect expenses", "indirect_expenses")):
+        rows += [[title, "", ""]] + [["", i["ledger"], render.money(i["amount"], False)] for i in data[key]]
+    render.table(f"Profit and loss ({data['scope']})", ["", "Ledger", "Amount"], rows, numeric={2},
+                 footer=["Net profit", "", render.money(data["net_profit"], False)])
+
+
+@report.command("balance-sheet")
+@office_option
+@click.option("--to", "end", default=None, help="As on this date.")
+@json_option
+@home_option
+def report_bs(home: str | None, office: str | None, end: str | None, as_json: bool) -> None:
+    """Liabilities and assets by primary group, with the profit carried over."""
+    with open_node(home) as node, node.db.read() as session:
+        data = reports.balance_sheet(queries.balances(session, office and office.upper(), end=optional_date(end)),
+                                     _scope(office))
+    if as_json:
+        render.print_json(data)
+        return
+    left, right = data["liabilities"], data["assets"]
+    rows = [[left[i]["group"] if i < len(left) else "", render.money(left[i]["amount"], False) if i < len(left) else "",
+             right[i]["group"] if i < len(right) else "", render.money(right[i]["amount"], False) if i < len(right) else ""]
+            for i in range(max(len(left), len(right)))]
+    render.table(f"Balance sheet ({data['scope']})", ["Liabilities", "Amount", "Assets", "Amount"], rows,
+                 numeric={1, 3}, footer=["Total", render.money(data["total_liabilities"], False), "Total",
+                                         render.money(data["total_assets"], False)])
+
+
+# ---------------------------------------------------------------- conflicts and maintenance
+
+
+@click.command("conflicts")
+@json_option
+@home_option
+def conflicts_cmd(home: str | None, as_json: bool) -> None:
+    """Concurrent edits that lost: kept, listed here until an amendment resolves them."""
+    with open_node(home) as node, node.db.read() as session:
+        data = [{"kind": c.kind, "subject": c.subject, "winner": c.winner, "loser": c.loser}
+                for c in queries.conflicts(session)]
+    if as_json:
+        render.print_json(data)
+    elif not data:
+        render.info("No conflicts.")
+    else:
+        render.table("Conflicts", ["Kind", "Subject", "Kept (current)", "Lost (kept in history)"],
+                     [[d["kind"], d["subject"], d["winner"], d["loser"]] for d in data])
+
+
+@click.command("rebuild")
+@home_option
+def rebuild_cmd(home: str | None) -> None:
+    """Rebuild snapshots and report tables from the entry log (the source of truth)."""
+    with open_node(home) as node:
+        node.store.rebuild()
+    render.info("Rebuilt snapshots and report tables from the entry log.")

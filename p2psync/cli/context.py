@@ -1,0 +1,44 @@
+"""Shared command plumbing: the ``--home`` option and opening the node it names."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from p2psync.books.rules import parse_date
+from p2psync.node import Node
+from p2psync.node.home import resolve_home
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+HOME_HELP = "The node's data directory (default: $P2PSYNC_HOME, then the per-user data directory)."
+
+
+def _inherit_home(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--home`` given after the command wins; else the one given before it (``p2psync --home D ...``)."""
+    if value is not None:
+        return value
+    root = ctx.find_root()
+    return (root.obj or {}).get("home")
+
+
+def home_option(func: F) -> F:
+    return click.option("--home", default=None, metavar="DIR", callback=_inherit_home, help=HOME_HELP)(func)
+
+
+@contextmanager
+def open_node(home: str | None) -> Iterator[Node]:
+    node = Node.open(resolve_home(home))
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def optional_date(text: str | None) -> dt.date | None:
+    return parse_date(text) if text else None

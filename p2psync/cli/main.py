@@ -1,0 +1,146 @@
+"""``p2psync``: the command line (DESIGN §9). Every command takes ``--home``; errors are one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from p2psync import __version__
+from p2psync.cli import render
+from p2psync.cli.books_commands import conflicts_cmd, group, ledger, rebuild_cmd, report, voucher
+from p2psync.cli.context import HOME_HELP, home_option, open_node
+from p2psync.errors import P2PSyncError
+from p2psync.node import Node
+from p2psync.node.home import LOG_FILE, resolve_home
+
+EXIT_ERROR = 1
+EXIT_INTERNAL = 70
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="p2psync")
+@click.option("-v", "--verbose", count=True, help="More log detail on stderr (-v info, -vv debug).")
+@click.option("--home", default=None, metavar="DIR", help=HOME_HELP)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, home: str | None) -> None:
+    """Peer-to-peer, end-to-end encrypted sync of accounting books between a head office and its
+    branches."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    ctx.obj["home"] = home
+
+
+@cli.command("init")
+@click.option("--head-office", "head_office", is_flag=True, help="Create the organisation at its head office.")
+@click.option("--company", required=True, help="The company's name.")
+@click.option("--office", default="HO", show_default=True, help="This office's code.")
+@click.option("--name", "office_name", default=None, help="This office's name (default: the code).")
+@home_option
+def init_cmd(home: str | None, head_office: bool, company: str, office: str, office_name: str | None) -> None:
+    """Create a new organisation at its head office."""
+    if not head_office:
+        raise P2PSyncError("a branch office is set up with 'p2psync join CODE'; use --head-office at the head office")
+    path = resolve_home(home)
+    node = Node.create(path, company, office, office_name or "Head Office", role="head")
+    try:
+        render.info(f"Created {node.identity.company}: head office {node.identity.office} in {path}")
+    finally:
+        node.close()
+
+
+@cli.group("branch")
+def branch() -> None:
+    """Branch master: the offices of the organisation."""
+
+
+@branch.command("add")
+@click.argument("code")
+@click.argument("name")
+@home_option
+def branch_add(home: str | None, code: str, name: str) -> None:
+    """Add branch CODE named NAME (its data configuration name)."""
+    with open_node(home) as node:
+        office = node.add_office(code, name)
+        render.info(f"Added branch {office.code} ({office.name})")
+
+
+@branch.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
+def branch_list(home: str | None, as_json: bool) -> None:
+    """List the offices."""
+    from p2psync.store import queries
+
+    with open_node(home) as node, node.db.read() as session:
+        rows = [{"code": o.code, "name": o.name, "role": o.role} for o in queries.offices(session)]
+    if as_json:
+        render.print_json(rows)
+    else:
+        render.table("Offices", ["Code", "Name", "Role"], [[r["code"], r["name"], r["role"]] for r in rows])
+
+
+for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd):
+    cli.add_command(command)
+
+
+#: Receives tracebacks of bugs: written to the log file in the home, never to the terminal.
+crash_log = logging.getLogger("p2psync.crash")
+crash_log.propagate = False
+
+
+def _setup_logging(home: Path | None, verbose: int) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.WARNING - 10 * min(verbose, 2))
+    stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(stderr)
+    if home is not None and home.is_dir():
+        file_handler = logging.FileHandler(home / LOG_FILE, encoding="utf-8")
+        file_handler.setLevel(logging.INFO)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(file_handler)
+        crash_log.addHandler(file_handler)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command, turning every refusal into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    home = _home_from_args(args)
+    _setup_logging(home, sum(a.count("v") for a in args if a.startswith("-v") or a == "--verbose"))
+    try:
+        cli.main(args=args, prog_name="p2psync", standalone_mode=False)
+    except click.exceptions.Abort:
+        render.error("aborted")
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as exc:
+        render.error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except P2PSyncError as exc:
+        render.error(str(exc))
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        render.error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: keep the detail in the log, not on the user's screen
+        crash_log.error("internal error\n%s", traceback.format_exc())
+        where = f"; details in {home / LOG_FILE}" if home and (home / LOG_FILE).exists() else ""
+        render.error(f"internal error: {type(exc).__name__}: {exc}{where}")
+        sys.exit(EXIT_INTERNAL)
+
+
+def _home_from_args(args: list[str]) -> Path | None:
+    for i, arg in enumerate(args):
+        if arg == "--home" and i + 1 < len(args):
+            return resolve_home(args[i + 1])
+        if arg.startswith("--home="):
+            return resolve_home(arg.split("=", 1)[1])
+    try:
+        return resolve_home(None)
+    except Exception:
+        return None
+
