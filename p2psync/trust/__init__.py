@@ -1,0 +1,1 @@
+"""Trust: keys, certificates, the signed policy, sealing, and invite codes for enrollment."""

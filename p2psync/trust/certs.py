@@ -1,0 +1,151 @@
+"""X.509 certificates: the head office is a private CA whose root key signs one certificate per node.
+
+A node certificate binds the node's Ed25519 key (its subject key) to its office, its role and its
+X25519 sealing key (carried as ``urn:p2psync:`` URIs in subjectAltName). The same certificates
+authenticate TLS 1.3 links between nodes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.x509.oid import NameOID
+
+from p2psync.errors import P2PSyncError
+from p2psync.trust.keys import b64, node_id, org_id, raw_public, unb64
+
+ROOT_YEARS = 30
+NODE_YEARS = 10
+_URN = "urn:p2psync:"
+
+
+class CertificateError(P2PSyncError):
+    """A certificate does not chain to the organisation's root or is malformed."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """What a verified node certificate says about its holder."""
+
+    node_id: str
+    org: str
+    office: str
+    role: str
+    signing: Ed25519PublicKey
+    sealing: X25519PublicKey
+    der: bytes
+
+    @property
+    def is_head(self) -> bool:
+        return self.role == "head"
+
+
+def _name(org: str, common: str, office: str | None = None) -> x509.Name:
+    parts = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org), x509.NameAttribute(NameOID.COMMON_NAME, common)]
+    if office:
+        parts.insert(1, x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, office))
+    return x509.Name(parts)
+
+
+def make_root_cert(root: Ed25519PrivateKey) -> x509.Certificate:
+    org = org_id(root.public_key())
+    now = dt.datetime.now(dt.timezone.utc)
+    name = _name(org, "p2psync root")
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(root.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365 * ROOT_YEARS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(root, None)
+    )
+
+
+def issue_node_cert(root: Ed25519PrivateKey, root_cert: x509.Certificate, signing: Ed25519PublicKey,
+                    sealing: X25519PublicKey, office: str, role: str) -> x509.Certificate:
+    org = org_id(root.public_key())
+    now = dt.datetime.now(dt.timezone.utc)
+    san = x509.SubjectAlternativeName([
+        x509.UniformResourceIdentifier(f"{_URN}role:{role}"),
+        x509.UniformResourceIdentifier(f"{_URN}x25519:{b64(raw_public(sealing))}"),
+        x509.DNSName(f"{node_id(signing)}.p2psync.invalid"),
+    ])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(org, node_id(signing), office))
+        .issuer_name(root_cert.subject)
+        .public_key(signing)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365 * NODE_YEARS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(san, critical=False)
+        .sign(root, None)
+    )
+
+
+def verify_node_cert(der: bytes, root_public: Ed25519PublicKey) -> Member:
+    """Check that `der` is a node certificate signed by this organisation's root and decode it."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise CertificateError("certificate is not valid DER X.509") from None
+    try:
+        root_public.verify(cert.signature, cert.tbs_certificate_bytes)
+    except InvalidSignature:
+        raise CertificateError("certificate is not signed by this organisation's root") from None
+    org = org_id(root_public)
+    try:
+        subject_org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
+        office = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value
+        claimed = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+        fields = dict(u[len(_URN):].split(":", 1) for u in uris if u.startswith(_URN))
+        signing = cert.public_key()
+        sealing = X25519PublicKey.from_public_bytes(unb64(fields["x25519"]))
+    except (IndexError, KeyError, ValueError, x509.ExtensionNotFound):
+        raise CertificateError("certificate lacks the p2psync node fields") from None
+    if subject_org != org:
+        raise CertificateError("certificate belongs to another organisation")
+    if not isinstance(signing, Ed25519PublicKey) or node_id(signing) != claimed:
+        raise CertificateError("certificate's node id does not match its key")
+    role = fields.get("role", "")
+    if role not in ("head", "branch"):
+        raise CertificateError(f"certificate has unknown role {role!r}")
+    now = dt.datetime.now(dt.timezone.utc)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise CertificateError("certificate is outside its validity period")
+    return Member(claimed, org, str(office), role, signing, sealing, der)
+
+
+def to_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def to_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def root_public_from_cert(der: bytes) -> Ed25519PublicKey:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        key = cert.public_key()
+        key.verify(cert.signature, cert.tbs_certificate_bytes)  # type: ignore[union-attr]
+    except (ValueError, InvalidSignature, AttributeError):
+        raise CertificateError("root certificate is malformed or not self-signed") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise CertificateError("root certificate does not hold an Ed25519 key")
+    return key

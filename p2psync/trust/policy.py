@@ -1,0 +1,161 @@
+"""The organisation's policy: versioned, signed by the root key, passed on by any node.
+
+It lists the members (their certificates), the revoked nodes with the last sequence of theirs that
+stays valid per document, the sync-after date, relay addresses, and the key epoch with the epoch
+key ring sealed to every member. A node accepts only a newer policy that verifies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from p2psync.books.model import dumps, utc_now
+from p2psync.errors import P2PSyncError
+from p2psync.trust.certs import CertificateError, Member, verify_node_cert
+from p2psync.trust.keys import b64, unb64
+from p2psync.trust.seal import open_sealed, seal
+
+_SIG_CONTEXT = b"p2psync-policy-v1\x00"
+MAX_POLICY_BYTES = 4 * 1024 * 1024
+
+
+class PolicyError(P2PSyncError):
+    """A policy is malformed, forged, for another organisation, or not newer than ours."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    org: str
+    version: int
+    issued_at: str
+    epoch: int
+    members: dict[str, str] = field(default_factory=dict)  # node id -> certificate DER, base64
+    sealed: dict[str, str] = field(default_factory=dict)  # node id -> sealed key ring, base64
+    revoked: dict[str, dict[str, int]] = field(default_factory=dict)  # node id -> doc -> last valid seq
+    sync_after: str | None = None
+    relays: tuple[str, ...] = ()
+
+    def body(self) -> bytes:
+        return dumps({
+            "org": self.org, "version": self.version, "issued_at": self.issued_at, "epoch": self.epoch,
+            "members": self.members, "sealed": self.sealed, "revoked": self.revoked,
+            "sync_after": self.sync_after, "relays": list(self.relays),
+        }).encode()
+
+    @property
+    def sync_after_date(self) -> dt.date | None:
+        return dt.date.fromisoformat(self.sync_after) if self.sync_after else None
+
+    def member(self, node: str, root: Ed25519PublicKey) -> Member:
+        der = self.members.get(node)
+        if der is None:
+            raise CertificateError(f"unknown author {node[:16]}: not a member of this organisation")
+        member = verify_node_cert(unb64(der), root)
+        if member.node_id != node:
+            raise CertificateError(f"certificate filed for {node[:16]} belongs to {member.node_id[:16]}")
+        return member
+
+    def key_ring(self, node: str, sealing: X25519PrivateKey) -> dict[int, bytes]:
+        box = self.sealed.get(node)
+        if box is None:
+            raise PolicyError("no epoch key is sealed to this node (revoked, or not yet a member)")
+        ring = json.loads(open_sealed(unb64(box), sealing, _ring_info(self.org, node)))
+        return {int(epoch): unb64(key) for epoch, key in ring.items()}
+
+
+def _ring_info(org: str, node: str) -> bytes:
+    return f"p2psync-epoch-keys\x00{org}\x00{node}".encode()
+
+
+def sign(policy: Policy, root: Ed25519PrivateKey) -> bytes:
+    body = policy.body()
+    return dumps({"body": body.decode(), "sig": b64(root.sign(_SIG_CONTEXT + body))}).encode()
+
+
+def verify(blob: bytes, root: Ed25519PublicKey, org: str, current: Policy | None = None) -> Policy:
+    """Decode and check a signed policy; refuse forged, foreign, malformed and not-newer ones."""
+    if len(blob) > MAX_POLICY_BYTES:
+        raise PolicyError("policy is larger than allowed")
+    try:
+        outer = json.loads(blob)
+        body = outer["body"].encode()
+        signature = unb64(outer["sig"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise PolicyError("policy is malformed") from None
+    try:
+        root.verify(signature, _SIG_CONTEXT + body)
+    except InvalidSignature:
+        raise PolicyError("policy signature does not verify against the organisation's root key") from None
+    policy = _decode(body)
+    if policy.org != org:
+        raise PolicyError("policy belongs to another organisation")
+    if current is not None and policy.version <= current.version:
+        raise PolicyError(f"policy version {policy.version} is not newer than version {current.version} held here")
+    return policy
+
+
+def _decode(body: bytes) -> Policy:
+    try:
+        data: dict[str, Any] = json.loads(body)
+        policy = Policy(
+            org=str(data["org"]), version=int(data["version"]), issued_at=str(data["issued_at"]),
+            epoch=int(data["epoch"]), members=dict(data["members"]), sealed=dict(data["sealed"]),
+            revoked={k: dict(v) for k, v in data["revoked"].items()},
+            sync_after=data["sync_after"], relays=tuple(data["relays"]),
+        )
+        if policy.sync_after is not None:
+            dt.date.fromisoformat(policy.sync_after)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise PolicyError("policy body is malformed") from None
+    return policy
+
+
+class Authority:
+    """The head office's side: issues new policy versions with the root key."""
+
+    def __init__(self, root: Ed25519PrivateKey, ring: dict[int, bytes]) -> None:
+        self.root = root
+        self.ring = dict(ring)
+
+    def genesis(self, org: str, head_der: bytes) -> Policy:
+        self.ring = {1: os.urandom(32)}
+        base = Policy(org=org, version=0, issued_at=utc_now(), epoch=1)
+        return self._reissue(base, members={**base.members, _node_of(head_der, self.root): b64(head_der)})
+
+    def admit(self, policy: Policy, der: bytes) -> Policy:
+        return self._reissue(policy, members={**policy.members, _node_of(der, self.root): b64(der)})
+
+    def revoke(self, policy: Policy, node: str, cutoffs: dict[str, int]) -> Policy:
+        """Revoke `node`, keeping its entries up to `cutoffs`, and rotate to a new epoch key.
+
+        Its certificate stays listed so that its entries from before the revocation still verify;
+        the new key ring is sealed to everyone else."""
+        self.ring[policy.epoch + 1] = os.urandom(32)
+        return self._reissue(policy, epoch=policy.epoch + 1,
+                             revoked={**policy.revoked, node: dict(cutoffs)})
+
+    def settings(self, policy: Policy, **changes: Any) -> Policy:
+        return self._reissue(policy, **changes)
+
+    def _reissue(self, policy: Policy, **changes: Any) -> Policy:
+        draft = replace(policy, version=policy.version + 1, issued_at=utc_now(), **changes)
+        ring = dumps({str(e): b64(k) for e, k in sorted(self.ring.items())}).encode()
+        sealed = {
+            node: b64(seal(ring, verify_node_cert(unb64(der), self.root.public_key()).sealing,
+                           _ring_info(draft.org, node)))
+            for node, der in draft.members.items()
+            if node not in draft.revoked
+        }
+        return replace(draft, sealed=sealed)
+
+
+def _node_of(der: bytes, root: Ed25519PrivateKey) -> str:
+    return verify_node_cert(der, root.public_key()).node_id
