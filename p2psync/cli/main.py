@@ -11,7 +11,15 @@ import click
 
 from p2psync import __version__
 from p2psync.cli import render
-from p2psync.cli.books_commands import conflicts_cmd, group, ledger, rebuild_cmd, report, voucher
+from p2psync.cli.books_commands import (
+    conflicts_cmd,
+    group,
+    ledger,
+    rebuild_cmd,
+    report,
+    voucher,
+)
+from p2psync.cli.demo import demo_cmd
 from p2psync.cli.context import HOME_HELP, home_option, open_node
 from p2psync.errors import P2PSyncError
 from p2psync.node import Node
@@ -83,7 +91,7 @@ def branch_list(home: str | None, as_json: bool) -> None:
         render.table("Offices", ["Code", "Name", "Role"], [[r["code"], r["name"], r["role"]] for r in rows])
 
 
-for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd):
+for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo_cmd):
     cli.add_command(command)
 
 

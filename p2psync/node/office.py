@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlmodel import Session, select
+
 from p2psync.books import admit, schema
 from p2psync.books.change import Change, Deps, decode_deps, encode_deps, unmet
 from p2psync.books.drafts import Draft, resolve_names
-from p2psync.books.groups import GroupTree, group_key
+from p2psync.books.groups import GroupTree
 from p2psync.books.importer import ImportedDraft
 from p2psync.books.model import (
     Action,
@@ -270,7 +271,7 @@ class Node:
         """Changes the holder of version vectors `after` lacks, in the order they were applied here."""
         after = after or {}
         with self.db.read() as session:
-            rows = session.exec(_select_entries())
+            rows = session.exec(select(Entry).order_by(Entry.id))
             return [log.as_change(r) for r in rows if r.seq > after.get(r.doc, {}).get(r.author, 0)]
 
     def vectors(self) -> dict[str, dict[str, int]]:
@@ -288,7 +289,7 @@ class Node:
             progress = True
             while progress:
                 progress = False
-                for waiting in list(batch.session.exec(_select_pending())):
+                for waiting in list(batch.session.exec(select(Pending).order_by(Pending.id))):
                     change = Change(waiting.doc, waiting.author, waiting.seq, waiting.update, decode_deps(waiting.deps))
                     if log.has(batch.session, *change.key):
                         batch.session.delete(waiting)
@@ -323,9 +324,7 @@ def _put_all(revs: list[Revision]):  # type: ignore[no-untyped-def]
     return mutate
 
 
-def _park(session, change: Change) -> None:  # type: ignore[no-untyped-def]
-    from sqlmodel import select
-
+def _park(session: Session, change: Change) -> None:
     exists = session.exec(select(Pending.id).where(
         Pending.doc == change.doc, Pending.author == change.author, Pending.seq == change.seq)).first()
     if exists is None:
@@ -334,16 +333,3 @@ def _park(session, change: Change) -> None:  # type: ignore[no-untyped-def]
         session.flush()
 
 
-def _select_pending():  # type: ignore[no-untyped-def]
-    from sqlmodel import select
-
-    return select(Pending).order_by(Pending.id)
-
-
-def _select_entries():  # type: ignore[no-untyped-def]
-    from sqlmodel import select
-
-    return select(Entry).order_by(Entry.id)
-
-
-__all__ = ["Identity", "Node", "dt"]
