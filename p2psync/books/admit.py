@@ -9,7 +9,14 @@ from __future__ import annotations
 from pycrdt import Doc
 
 from p2psync.books import schema
-from p2psync.books.model import Action, decode_ledger, decode_group, decode_opening, decode_office, decode_revision
+from p2psync.books.model import (
+    Action,
+    decode_group,
+    decode_ledger,
+    decode_office,
+    decode_opening,
+    decode_revision,
+)
 from p2psync.books.rules import Chart, validate_voucher
 from p2psync.errors import P2PSyncError, RuleViolation
 

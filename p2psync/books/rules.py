@@ -7,7 +7,14 @@ import re
 from dataclasses import dataclass, field
 
 from p2psync.books.groups import CASH_AND_BANK, PURCHASES, SALES, GroupTree, group_key
-from p2psync.books.model import MAX_LINES, MAX_NARRATION, LedgerDef, Side, VoucherContent, VoucherType
+from p2psync.books.model import (
+    MAX_LINES,
+    MAX_NARRATION,
+    LedgerDef,
+    Side,
+    VoucherContent,
+    VoucherType,
+)
 from p2psync.books.money import MAX_PAISE, format_paise
 from p2psync.errors import InvalidInput, RuleViolation
 

@@ -4,7 +4,10 @@ HKDF-SHA256 and ChaCha20-Poly1305."""
 from __future__ import annotations
 
 from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 
 from p2psync.errors import P2PSyncError
 
