@@ -6,6 +6,9 @@ refusal raises `RuleViolation` and the caller drops the document and writes noth
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 from pycrdt import Doc
 
 from p2psync.books import schema
@@ -24,11 +27,26 @@ from p2psync.errors import P2PSyncError, RuleViolation
 _REWRITABLE = {schema.OPENINGS, schema.OFFICES}
 
 
-def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], chart: Chart) -> None:
-    """Refuse deletions, rewrites of write-once records and invalid records."""
+@dataclass(frozen=True)
+class Author:
+    """Who made a change, as their certificate says."""
+
+    office: str
+    is_head: bool
+
+
+def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], chart: Chart,
+                 author: Author, sync_after: dt.date | None = None) -> None:
+    """Refuse writes outside the author's office, deletions, rewrites of write-once records,
+    invalid records and vouchers dated before the sync-after date."""
     name = schema.parse_doc_name(doc_name)
+    if name.local:
+        raise RuleViolation(f"{doc_name} is a local book and is never shared")
+    if not name.is_masters and name.office != author.office and not author.is_head:
+        raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
     for map_name, keys in changed.items():
         for key, action in keys.items():
+            _check_scope(map_name, key, author)
             if action == "delete" or (action == "update" and map_name not in _REWRITABLE):
                 raise RuleViolation(f"{doc_name}: {action} of {map_name}/{key[:60]} is not allowed; "
                                     "records are never deleted or overwritten")
@@ -37,7 +55,7 @@ def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], ch
                 if name.is_masters:
                     _check_master(map_name, key, value)
                 else:
-                    _check_revision(name, key, value, chart)
+                    _check_revision(name, key, value, chart, sync_after)
             except RuleViolation:
                 raise
             except P2PSyncError as exc:
@@ -57,8 +75,20 @@ def _check_master(map_name: str, key: str, value: object) -> None:
         raise RuleViolation(f"{map_name} record {key[:60]!r} is filed under the wrong key")
 
 
-def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart) -> None:
+def _check_scope(map_name: str, key: str, author: Author) -> None:
+    if author.is_head or map_name == schema.REVISIONS:
+        return
+    if map_name == schema.OFFICES:
+        raise RuleViolation(f"only the head office may change the offices (office {author.office} tried)")
+    owner = key.rpartition("@")[2]
+    if owner != author.office:
+        raise RuleViolation(f"office {author.office} may not write {map_name} records of office {owner}")
+
+
+def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart, sync_after: dt.date | None) -> None:
     rev = decode_revision(value)
+    if sync_after is not None and rev.content.date < sync_after:
+        raise RuleViolation(f"voucher {rev.number} is dated {rev.content.date}, before the sync-after date {sync_after}")
     if rev.id != key:
         raise RuleViolation(f"revision {key[:40]!r} carries id {rev.id[:40]!r}")
     if rev.office != name.office or not rev.number.startswith(f"{rev.office}/"):

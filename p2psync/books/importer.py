@@ -59,7 +59,8 @@ def parse_csv(text: str) -> list[ImportedDraft]:
         )
     reader.fieldnames = header
     groups: dict[str, list[tuple[int, dict[str, str]]]] = {}
-    for row_no, row in enumerate(reader, start=2):
+    for row in reader:
+        row_no = reader.line_num  # the file's line, counting blank lines the reader skips
         if None in row:
             raise InvalidInput(f"row {row_no}: more fields than the header has")
         values = {k: (v or "").strip() for k, v in row.items()}

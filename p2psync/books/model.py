@@ -212,7 +212,7 @@ def decode_revision(text: Any) -> Revision:
     """Decode a revision from a document; raises `InvalidInput` on any malformed field."""
     data = _load_object(text, "voucher revision")
     try:
-        lines = tuple(_decode_line(item) for item in data["lines"])
+        lines = tuple(_decode_line(item) for item in _list(data["lines"]))
         content = VoucherContent(
             type=VoucherType(data["type"]),
             date=dt.date.fromisoformat(_str(data["date"])),
@@ -225,7 +225,7 @@ def decode_revision(text: Any) -> Revision:
             office=_str(data["office"]),
             content=content,
             action=Action(data["action"]),
-            parents=tuple(_str(p) for p in data["parents"]),
+            parents=tuple(_str(p) for p in _list(data["parents"])),
             generation=_int(data["gen"]),
             author=_str(data["author"]),
             at=_str(data["at"]),
@@ -311,7 +311,7 @@ def _load_object(text: Any, what: str) -> dict[str, Any]:
         raise InvalidInput(f"malformed {what}: not a JSON string")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep to decode
         raise InvalidInput(f"malformed {what}: not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"malformed {what}: not a JSON object")
@@ -321,6 +321,12 @@ def _load_object(text: Any, what: str) -> dict[str, Any]:
 def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
     return value
 
 

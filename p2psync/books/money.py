@@ -14,7 +14,11 @@ PAISE_PER_RUPEE = 100
 #: The largest amount one line may carry (just under 10^12 rupees); keeps sums far inside int64.
 MAX_PAISE = 99_999_999_999_999
 
-_AMOUNT = re.compile(r"^(?P<int>\d{1,3}(?:,\d{2,3})*|\d+)(?:\.(?P<frac>\d{1,2}))?$")
+#: Plain ASCII digits, ungrouped or grouped the international (1,234,567) or Indian (12,34,567) way.
+_AMOUNT = re.compile(
+    r"^(?P<int>\d+|\d{1,3}(?:,\d{3})+|\d{1,2}(?:,\d{2})*,\d{3})(?:\.(?P<frac>\d{1,2}))?$", re.ASCII
+)
+_MAX_RUPEE_DIGITS = len(str(MAX_PAISE // PAISE_PER_RUPEE))
 TWO_PLACES = Decimal("0.01")
 
 
@@ -31,10 +35,13 @@ def parse_amount(text: str, *, allow_zero: bool = False) -> int:
         raise InvalidInput(f"amount {text!r} is negative; use the other side (Dr/Cr) instead")
     match = _AMOUNT.match(cleaned)
     if not match:
-        if re.match(r"^\d+\.\d{3,}$", cleaned.replace(",", "")):
+        if re.match(r"^\d+\.\d{3,}$", cleaned.replace(",", ""), re.ASCII):
             raise InvalidInput(f"amount {text!r} has more than two decimal places")
         raise InvalidInput(f"amount {text!r} is not a number like 1250 or 1,250.50")
-    rupees = int(match.group("int").replace(",", ""))
+    digits = match.group("int").replace(",", "").lstrip("0")
+    if len(digits) > _MAX_RUPEE_DIGITS:  # checked before int(), which refuses very long digit strings
+        raise InvalidInput(f"amount {text[:40]!r} is larger than the largest allowed amount")
+    rupees = int(digits or "0")
     frac = (match.group("frac") or "").ljust(2, "0")
     paise = rupees * PAISE_PER_RUPEE + int(frac or 0)
     if paise == 0 and not allow_zero:

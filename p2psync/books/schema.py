@@ -44,7 +44,7 @@ from p2psync.errors import InvalidInput
 MASTERS = "masters"
 OFFICES, GROUPS, LEDGERS, OPENINGS, REVISIONS = "offices", "groups", "ledgers", "openings", "revisions"
 MASTERS_MAPS = (OFFICES, GROUPS, LEDGERS, OPENINGS)
-_VOUCHER_DOC = re.compile(r"^vouchers/(?P<office>[A-Z0-9][A-Z0-9_-]{0,15})/(?P<month>\d{4}-\d{2})$")
+_VOUCHER_DOC = re.compile(r"^(?P<kind>vouchers|local)/(?P<office>[A-Z0-9][A-Z0-9_-]{0,15})/(?P<month>\d{4}-\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,16 @@ class DocName:
     name: str
     office: str | None = None
     month: str | None = None
+    #: A local document holds vouchers dated before the sync-after date: never sealed nor shared.
+    local: bool = False
 
     @property
     def is_masters(self) -> bool:
         return self.name == MASTERS
 
 
-def voucher_doc(office: str, date: dt.date) -> str:
-    return f"vouchers/{office}/{date:%Y-%m}"
+def voucher_doc(office: str, date: dt.date, local: bool = False) -> str:
+    return f"{'local' if local else 'vouchers'}/{office}/{date:%Y-%m}"
 
 
 def parse_doc_name(name: str) -> DocName:
@@ -73,7 +75,7 @@ def parse_doc_name(name: str) -> DocName:
     month = match.group("month")
     if not 1 <= int(month[5:]) <= 12:
         raise InvalidInput(f"unknown document name {name[:80]!r}")
-    return DocName(name, match.group("office"), month)
+    return DocName(name, match.group("office"), month, match.group("kind") == "local")
 
 
 def new_doc(name: str, client_id: int | None = None) -> Doc:

@@ -17,7 +17,7 @@ from p2psync.books import reports
 from p2psync.books.drafts import make_draft
 from p2psync.books.importer import ImportedDraft
 from p2psync.cli import render
-from p2psync.node import Node
+from p2psync.node import Node, registrar
 from p2psync.store import queries
 
 LEDGERS = [("Cash", "Cash-in-Hand", "2,00,000"), ("HDFC Bank", "Bank Accounts", "5,00,000"),
@@ -31,7 +31,8 @@ def _exchange(nodes: list[Node]) -> int:
     for source in nodes:
         for target in nodes:
             if source is not target:
-                moved += target.receive(source.changes(target.vectors()))
+                target.adopt_policy(source.policy_blob())
+                moved += target.receive(source.entries(target.vectors())).applied
     return moved
 
 
@@ -48,13 +49,14 @@ def demo_cmd(keep: bool, vouchers: int) -> None:
     base = Path(tempfile.mkdtemp(prefix="p2psync-demo-"))
     rng = random.Random(7)
     render.info(f"Creating head office HO and branches BR1, BR2 in {base if keep else 'a temporary directory'}")
-    ho = Node.create(base / "ho", "Demo Traders Pvt Ltd", "HO", "Head Office", role="head")
+    ho = Node.create_head(base / "ho", "Demo Traders Pvt Ltd", "HO", "Head Office")
+    render.info(f"Registration ID {ho.registration_id}")
     ho.add_office("BR1", "Pune Branch")
     ho.add_office("BR2", "Nagpur Branch")
     for name, group, opening in LEDGERS:
         ho.add_ledger(name, group, opening)
-    branches = [Node.create(base / code.lower(), "Demo Traders Pvt Ltd", code, code, role="branch")
-                for code in ("BR1", "BR2")]
+    branches = [registrar.enroll_here(ho, base / code.lower(), code) for code in ("BR1", "BR2")]
+    render.info("Registered BR1 and BR2 with one-time codes")
     nodes = [ho, *branches]
     render.info(f"Sync company details: {_exchange(nodes)} changes sent from the head office to the branches")
     with render.err.status("Posting vouchers at every office"):

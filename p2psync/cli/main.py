@@ -20,10 +20,18 @@ from p2psync.cli.books_commands import (
     voucher,
 )
 from p2psync.cli.demo import demo_cmd
+from p2psync.cli.trust_commands import (
+    invite_cmd,
+    join_cmd,
+    quarantine_cmd,
+    revoke_cmd,
+    run_cmd,
+    settings_cmd,
+)
 from p2psync.cli.context import HOME_HELP, home_option, open_node
 from p2psync.errors import P2PSyncError
 from p2psync.node import Node
-from p2psync.node.home import LOG_FILE, resolve_home
+from p2psync.node.home import KEYS_DIR, LOG_FILE, ROOT_KEY_FILE, resolve_home
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 70
@@ -53,9 +61,11 @@ def init_cmd(home: str | None, head_office: bool, company: str, office: str, off
     if not head_office:
         raise P2PSyncError("a branch office is set up with 'p2psync join CODE'; use --head-office at the head office")
     path = resolve_home(home)
-    node = Node.create(path, company, office, office_name or "Head Office", role="head")
+    node = Node.create_head(path, company, office, office_name or "Head Office")
     try:
         render.info(f"Created {node.identity.company}: head office {node.identity.office} in {path}")
+        render.info(f"Registration ID: {node.registration_id}")
+        render.info(f"Back up {path / KEYS_DIR / ROOT_KEY_FILE} offline now: it is the organisation's root key.")
     finally:
         node.close()
 
@@ -91,7 +101,8 @@ def branch_list(home: str | None, as_json: bool) -> None:
         render.table("Offices", ["Code", "Name", "Role"], [[r["code"], r["name"], r["role"]] for r in rows])
 
 
-for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo_cmd):
+for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo_cmd, invite_cmd, join_cmd,
+                settings_cmd, revoke_cmd, quarantine_cmd, run_cmd):
     cli.add_command(command)
 
 

@@ -9,6 +9,9 @@ import platformdirs
 
 DB_FILE = "p2psync.db"
 LOG_FILE = "p2psync.log"
+KEYS_DIR = "keys"
+#: The organisation's root key, at the head office only: losing it is total compromise.
+ROOT_KEY_FILE = "root.pem"
 
 
 def resolve_home(given: str | os.PathLike[str] | None) -> Path:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlmodel import Session, select
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlmodel import select
 
-from p2psync.books import admit, schema
-from p2psync.books.change import Change, Deps, decode_deps, encode_deps, unmet
+from p2psync.books import schema
+from p2psync.books.change import Change, Deps
 from p2psync.books.drafts import Draft, resolve_names
 from p2psync.books.groups import GroupTree
 from p2psync.books.importer import ImportedDraft
@@ -31,11 +33,22 @@ from p2psync.books.money import parse_amount
 from p2psync.books.resolve import heads, resolve
 from p2psync.books.rules import Chart, validate_voucher
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
-from p2psync.node.home import DB_FILE, ensure_private_dir
+from p2psync.node import inbox
+from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, ensure_private_dir
 from p2psync.store import log, queries
 from p2psync.store.books import BookStore
 from p2psync.store.db import Database, get_setting, set_setting
-from p2psync.store.tables import Entry, Pending
+from p2psync.store.tables import Entry
+from p2psync.trust.certs import issue_node_cert, make_root_cert, root_public_from_cert, to_der
+from p2psync.trust.enroll import Enrollment
+from p2psync.trust.keys import NodeKeys, b64, org_id, registration_id, unb64, write_private
+from p2psync.trust.membership import Membership
+from p2psync.trust.policy import Authority, PolicyError
+from p2psync.trust.policy import sign as sign_policy
+from p2psync.trust.policy import verify as verify_policy
+
+#: Settings that belong to this node alone (the shared ones live in the signed policy).
+LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5"}
 
 logger = logging.getLogger(__name__)
 
@@ -60,35 +73,57 @@ def _client_id(node_id: str) -> int:
 class Node:
     """A node's books. Every write goes through `BookStore.transaction`, so it is atomic."""
 
-    def __init__(self, home: Path, db: Database, identity: Identity) -> None:
+    def __init__(self, home: Path, db: Database, identity: Identity, membership: Membership) -> None:
         self.home = home
         self.db = db
         self.identity = identity
-        self.store = BookStore(db, identity.node_id, _client_id(identity.node_id))
+        self.trust = membership
+        self.store = BookStore(db, identity.node_id, _client_id(identity.node_id), seal=self._seal)
         self._chart: tuple[int, Chart] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create(cls, home: Path, company: str, office: str, office_name: str, role: str = "head",
-               node_id: str | None = None) -> Node:
+    def create_head(cls, home: Path, company: str, office: str = "HO", office_name: str = "Head Office") -> Node:
+        """A new organisation: its root key, the head office's node, certificate and first policy."""
         company = check_name(company, "company")
         code = check_office_code(office)
         office_name = check_name(office_name or code, "office")
-        db_path = home / DB_FILE
-        if db_path.exists():
-            raise InvalidInput(f"{home} already holds a p2psync node; use another --home")
-        ensure_private_dir(home)
-        db = Database(db_path)
+        _claim_home(home)
+        root = Ed25519PrivateKey.generate()
+        keys = NodeKeys.generate()
+        write_private(home / KEYS_DIR / ROOT_KEY_FILE, root)
+        keys.save(home / KEYS_DIR)
+        root_cert = make_root_cert(root)
+        cert = to_der(issue_node_cert(root, root_cert, keys.signing.public_key(), keys.sealing.public_key(),
+                                      code, "head"))
+        policy = Authority(root, {}).genesis(org_id(root.public_key()), cert)
+        node = cls._install(home, keys, Identity(company, code, "head", keys.node_id), to_der(root_cert), cert,
+                            sign_policy(policy, root))
+        node._put_office(Office(code, office_name, "head"))
+        return node
+
+    @classmethod
+    def join(cls, home: Path, enrollment: Enrollment, keys: NodeKeys) -> Node:
+        """A new branch from a verified enrollment; its books arrive with the first sync."""
+        _claim_home(home)
+        keys.save(home / KEYS_DIR)
+        grant = enrollment.grant
+        identity = Identity(grant.company, grant.office, "branch", keys.node_id)
+        return cls._install(home, keys, identity, grant.root_cert, grant.cert, grant.policy)
+
+    @classmethod
+    def _install(cls, home: Path, keys: NodeKeys, identity: Identity, root_cert: bytes, cert: bytes,
+                 policy: bytes) -> Node:
+        db = Database(home / DB_FILE)
         db.create()
-        identity = Identity(company, code, role, node_id or secrets.token_hex(16))
         with db.write() as session:
             for key, value in vars(identity).items():
                 set_setting(session, key, value)
-        node = cls(home, db, identity)
-        if role == "head":
-            node._put_office(Office(code, office_name, "head"))
-        return node
+            set_setting(session, "root_cert", b64(root_cert))
+            set_setting(session, "cert", b64(cert))
+            set_setting(session, "policy", policy.decode())
+        return cls.open(home)
 
     @classmethod
     def open(cls, home: Path) -> Node:
@@ -96,15 +131,58 @@ class Node:
         db.check()
         with db.read() as session:
             values = {k: get_setting(session, k) for k in ("company", "office", "role", "node_id")}
-        if not all(values.values()):
-            raise P2PSyncError(f"{home} holds an incomplete p2psync node; run 'p2psync init' again elsewhere")
-        return cls(home, db, Identity(**values))  # type: ignore[arg-type]
+            root_cert, policy_blob = get_setting(session, "root_cert"), get_setting(session, "policy")
+        if not all(values.values()) or not root_cert or not policy_blob:
+            raise P2PSyncError(f"{home} holds an incomplete p2psync node; set it up again in an empty --home")
+        keys = NodeKeys.load(home / KEYS_DIR)
+        if keys.node_id != values["node_id"]:
+            raise P2PSyncError(f"the keys in {home / KEYS_DIR} do not belong to this node")
+        root = root_public_from_cert(unb64(root_cert))
+        policy = verify_policy(policy_blob.encode(), root, org_id(root))
+        return cls(home, db, Identity(**values), Membership(root, policy, keys))  # type: ignore[arg-type]
 
     def close(self) -> None:
         try:
             self.store.write_snapshots()
         finally:
             self.db.dispose()
+
+    def _seal(self, change: Change) -> bytes | None:
+        """Sealed entries for shared documents; local books are never sealed or sent."""
+        return None if schema.parse_doc_name(change.doc).local else self.trust.seal(change)
+
+    @property
+    def registration_id(self) -> str:
+        return registration_id(self.trust.org)
+
+    def settings(self) -> dict[str, str | None]:
+        with self.db.read() as session:
+            return {key: get_setting(session, key, default) for key, default in LOCAL_SETTINGS.items()}
+
+    def set_local(self, **values: str) -> None:
+        unknown = set(values) - set(LOCAL_SETTINGS)
+        if unknown:
+            raise InvalidInput(f"unknown setting {sorted(unknown)[0]!r}")
+        with self.db.write() as session:
+            for key, value in values.items():
+                set_setting(session, key, value)
+
+    def adopt_policy(self, blob: bytes) -> bool:
+        """Take a newer valid policy from anyone; False if it is not newer. Raises on forgeries."""
+        try:
+            self.trust.accept(blob)
+        except PolicyError as exc:
+            if "not newer" in str(exc):
+                return False
+            raise
+        with self.db.write() as session:
+            set_setting(session, "policy", blob.decode())
+        inbox.retry_quarantined(self)
+        return True
+
+    def policy_blob(self) -> bytes:
+        with self.db.read() as session:
+            return (get_setting(session, "policy") or "").encode()
 
     # ------------------------------------------------------------ masters
 
@@ -214,7 +292,7 @@ class Node:
                 counters[kind] += 1
                 rev = Revision(secrets.token_hex(12), number, office, content, Action.POST, (), 1,
                                self.identity.node_id, utc_now())
-                by_doc.setdefault(schema.voucher_doc(office, content.date), []).append(rev)
+                by_doc.setdefault(schema.voucher_doc(office, content.date, self._is_local(content.date)), []).append(rev)
             for doc_name, revs in by_doc.items():
                 batch.change(doc_name, _put_all(revs), self._masters_deps(batch, chart, revs))
         if progress:
@@ -244,6 +322,10 @@ class Node:
             state = resolve(revs)
             if state.current.cancelled:
                 raise RuleViolation(f"voucher {number} is cancelled; a cancelled voucher cannot be {action.value}ed")
+            if (content is not None and not schema.parse_doc_name(row.doc).local
+                    and self._is_local(content.date)):
+                raise RuleViolation(f"voucher {number} is shared; it cannot be dated before the sync-after date "
+                                    f"{self.trust.policy.sync_after}")
             if content is not None and content.type is not state.current.content.type:
                 raise RuleViolation(f"voucher {number} is a {state.current.content.type.label}; an amendment keeps its type")
             parents = tuple(heads(revs))
@@ -259,6 +341,10 @@ class Node:
         vector = log.vector(batch.session, schema.MASTERS)
         return {schema.MASTERS: {a: vector[a] for a in authors if a in vector}}
 
+    def _is_local(self, date: dt.date) -> bool:
+        sync_after = self.trust.policy.sync_after_date
+        return sync_after is not None and date < sync_after
+
     def _writable_office(self, office: str | None) -> str:
         code = check_office_code(office) if office else self.identity.office
         if code != self.identity.office and not self.identity.is_head:
@@ -267,44 +353,23 @@ class Node:
 
     # ------------------------------------------------------------ replication
 
-    def changes(self, after: dict[str, dict[str, int]] | None = None) -> list[Change]:
-        """Changes the holder of version vectors `after` lacks, in the order they were applied here."""
+    def vectors(self) -> dict[str, dict[str, int]]:
+        """Per shared document, each author's highest sequence held here."""
+        with self.db.read() as session:
+            return {doc: log.vector(session, doc) for doc in log.documents(session)
+                    if not schema.parse_doc_name(doc).local}
+
+    def entries(self, after: dict[str, dict[str, int]] | None = None) -> list[bytes]:
+        """Sealed entries the holder of version vectors `after` lacks, in an order that respects
+        every dependency (the order they were applied here)."""
         after = after or {}
         with self.db.read() as session:
-            rows = session.exec(select(Entry).order_by(Entry.id))
-            return [log.as_change(r) for r in rows if r.seq > after.get(r.doc, {}).get(r.author, 0)]
+            rows = session.exec(select(Entry).where(Entry.envelope != None).order_by(Entry.id))  # noqa: E711
+            return [r.envelope for r in rows if r.envelope and r.seq > after.get(r.doc, {}).get(r.author, 0)]
 
-    def vectors(self) -> dict[str, dict[str, int]]:
-        with self.db.read() as session:
-            return {doc: log.vector(session, doc) for doc in log.documents(session)}
-
-    def receive(self, changes: Iterable[Change]) -> int:
-        """Apply received changes in causal order; ones still waiting are kept until they can be.
-        Returns how many were applied."""
-        applied = 0
-        with self.store.transaction() as batch:
-            for change in changes:
-                if not log.has(batch.session, *change.key):
-                    _park(batch.session, change)
-            progress = True
-            while progress:
-                progress = False
-                for waiting in list(batch.session.exec(select(Pending).order_by(Pending.id))):
-                    change = Change(waiting.doc, waiting.author, waiting.seq, waiting.update, decode_deps(waiting.deps))
-                    if log.has(batch.session, *change.key):
-                        batch.session.delete(waiting)
-                        continue
-                    if unmet(change, lambda d, a: log.vector(batch.session, d).get(a, 0)):
-                        continue
-                    chart_doc = batch.doc(schema.MASTERS)
-                    batch.receive(change, lambda c, doc, changed: admit.check_change(
-                        c.doc, doc, changed, schema.read_chart(chart_doc)))
-                    batch.session.delete(waiting)
-                    batch.session.flush()
-                    applied += 1
-                    progress = True
-        return applied
-
+    def receive(self, blobs: Iterable[bytes]) -> inbox.Received:
+        """Verify, order and apply entries from anyone; refused ones go to the quarantine."""
+        return inbox.receive(self, blobs)
 
 def _checked(item: ImportedDraft, chart: Chart) -> VoucherContent:
     try:
@@ -324,12 +389,7 @@ def _put_all(revs: list[Revision]):  # type: ignore[no-untyped-def]
     return mutate
 
 
-def _park(session: Session, change: Change) -> None:
-    exists = session.exec(select(Pending.id).where(
-        Pending.doc == change.doc, Pending.author == change.author, Pending.seq == change.seq)).first()
-    if exists is None:
-        session.add(Pending(doc=change.doc, author=change.author, seq=change.seq, deps=encode_deps(change.deps),
-                            update=change.update, received_at=utc_now()))
-        session.flush()
-
-
+def _claim_home(home: Path) -> None:
+    if (home / DB_FILE).exists():
+        raise InvalidInput(f"{home} already holds a p2psync node; use another --home")
+    ensure_private_dir(home)

@@ -10,14 +10,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from pycrdt import Doc, Map
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from p2psync.books import schema
 from p2psync.books.change import Change, Deps
 from p2psync.store import docs, log, materialize
 from p2psync.store.db import Database
 from p2psync.store.docs import LoadedDoc
-from p2psync.store.tables import Entry
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +51,13 @@ class Watch:
 class BookStore:
     """One node's books: documents cached in memory, kept in step with the log on disk."""
 
-    def __init__(self, db: Database, author: str, client_id: int) -> None:
+    def __init__(self, db: Database, author: str, client_id: int,
+                 seal: Callable[[Change], bytes | None] | None = None) -> None:
         self.db = db
         self.author = author
         self.client_id = client_id
+        #: Turns a local change into the signed, encrypted entry that is logged and sent.
+        self.seal = seal
         self._docs: dict[str, LoadedDoc] = {}
 
     # ------------------------------------------------------------ reading
@@ -132,6 +134,10 @@ class Batch:
         self._touched = touched
         self.changes: list[Change] = []
 
+    def forget(self, name: str) -> None:
+        """Drop a document from memory after a refused change; it is reloaded from the log."""
+        self.store._docs.pop(name, None)
+
     def doc(self, name: str) -> Doc:
         self._touched.add(name)
         return self.store.loaded(self.session, name).doc
@@ -162,7 +168,8 @@ class Batch:
             update=loaded.doc.get_update(before),
             deps=all_deps,
         )
-        self._record(loaded, change, watch.changed, local=True)
+        envelope = self.store.seal(change) if self.store.seal else None
+        self._record(loaded, change, watch.changed, local=True, envelope=envelope)
         return change
 
     def receive(self, change: Change, validate: Validator | None = None, envelope: bytes | None = None) -> bool:
@@ -199,12 +206,3 @@ class Batch:
             if loaded is not None and docs.snapshot_due(loaded):
                 docs.save_snapshot(self.session, loaded)
 
-
-def vector(store: BookStore, name: str) -> dict[str, int]:
-    with store.db.read() as session:
-        return log.vector(session, name)
-
-
-def all_entries(store: BookStore) -> list[Entry]:
-    with store.db.read() as session:
-        return list(session.exec(select(Entry).order_by(Entry.id)))

@@ -76,7 +76,7 @@ class Database:
         """A write transaction, committed on normal exit and rolled back on any exception."""
         connection = self.engine.connect().execution_options(immediate=True)
         try:
-            with Session(bind=connection) as session:
+            with Session(bind=connection, expire_on_commit=False) as session:
                 try:
                     yield session
                     session.commit()

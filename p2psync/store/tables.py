@@ -138,3 +138,30 @@ class Pending(SQLModel, table=True):
     update: bytes
     envelope: bytes | None = None
     received_at: str
+
+
+class Quarantine(SQLModel, table=True):
+    """A received entry that was refused, kept with the reason: nothing of it was applied."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: str
+    doc: str
+    author: str
+    seq: int
+    reason: str
+    envelope: bytes
+    retryable: bool = False  # refused for want of a policy or key that may still arrive
+
+
+class Invite(SQLModel, table=True):
+    """A one-time code issued by the head office for one branch."""
+
+    invite_id: str = Field(primary_key=True)  # hex
+    office: str
+    secret: bytes
+    pin: bytes
+    created_at: str
+    expires_at: str
+    attempts: int = 0
+    used_by: str | None = None  # node id enrolled with it
+    response: bytes | None = None  # the reply sent, resent if the branch retries

@@ -1,0 +1,147 @@
+"""Commands of registration and trust: invite, join, settings, revoke, run, quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+
+import click
+from sqlmodel import select
+
+from p2psync.books.rules import parse_date
+from p2psync.cli import render
+from p2psync.cli.context import home_option, open_node
+from p2psync.errors import InvalidInput
+from p2psync.net import enrollment, server
+from p2psync.node import Node, registrar
+from p2psync.node.home import resolve_home
+from p2psync.store.tables import Quarantine
+from p2psync.trust import enroll
+from p2psync.trust.invite import InviteCode
+from p2psync.trust.keys import NodeKeys
+
+DEFAULT_PORT = 8470
+
+
+@click.command("invite")
+@click.argument("office")
+@click.option("--ttl", default="15m", show_default=True, help="How long the code stays valid (30s to 7d).")
+@home_option
+def invite_cmd(home: str | None, office: str, ttl: str) -> None:
+    """At the head office: a one-time code for branch OFFICE to join with."""
+    lifetime = registrar.parse_ttl(ttl)
+    with open_node(home) as node:
+        code, expires = registrar.invite(node, office, lifetime)
+    render.info(f"One-time code for {office.upper()} (valid until {expires.astimezone():%Y-%m-%d %H:%M %Z}, "
+                f"single use):")
+    render.info(code)
+
+
+@click.command("join")
+@click.argument("code")
+@click.option("--via", "via", default=None, metavar="URL", help="The head office's address, ws://HOST:PORT.")
+@home_option
+def join_cmd(home: str | None, code: str, via: str | None) -> None:
+    """At a branch: register with the head office using its one-time CODE."""
+    invite = InviteCode.parse(code)
+    path = resolve_home(home)
+    if via is None:
+        raise InvalidInput("give the head office's address with --via ws://HOST:PORT")
+    keys = NodeKeys.generate()
+    request = enroll.request(invite, keys)
+    reply = asyncio.run(enrollment.exchange(via, request))
+    enrolled = enroll.read_reply(reply, invite, request, keys)
+    node = Node.join(path, enrolled, keys)
+    try:
+        render.info(f"Joined {node.identity.company} as branch {node.identity.office} "
+                    f"({enrolled.grant.office_name}); Registration ID {node.registration_id}")
+    finally:
+        node.close()
+
+
+@click.command("settings")
+@click.option("--mode", type=click.Choice(["auto", "manual"]), default=None, help="Sync live, or only when asked.")
+@click.option("--interval", type=click.IntRange(1, 1440), default=None, help="Minutes between full reconciles (auto).")
+@click.option("--sync-after", "sync_after", default=None,
+              help="Head office: vouchers dated before this are never exchanged ('none' to clear).")
+@click.option("--relay", "relays", multiple=True, help="Head office: relay address ws(s)://HOST:PORT (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
+def settings_cmd(home: str | None, mode: str | None, interval: int | None, sync_after: str | None,
+                 relays: tuple[str, ...], as_json: bool) -> None:
+    """Show or change data synchronization settings."""
+    with open_node(home) as node:
+        local = {k: v for k, v in (("mode", mode), ("interval", str(interval) if interval else None)) if v}
+        if local:
+            node.set_local(**local)
+        if sync_after is not None:
+            registrar.set_sync_after(node, None if sync_after.lower() == "none" else parse_date(sync_after))
+        if relays:
+            for url in relays:
+                if not url.startswith(("ws://", "wss://")):
+                    raise InvalidInput(f"relay address {url!r} must start with ws:// or wss://")
+            registrar.set_relays(node, list(relays))
+        policy = node.trust.policy
+        data = {"office": node.identity.office, "file_type": "Head Office" if node.identity.is_head else "Branch Office",
+                "registration_id": node.registration_id, **node.settings(), "sync_after": policy.sync_after,
+                "relays": list(policy.relays), "policy_version": policy.version, "key_epoch": policy.epoch}
+    if as_json:
+        render.print_json(data)
+    else:
+        render.table("Data synchronization settings", ["Setting", "Value"],
+                     [[k.replace("_", " "), ", ".join(v) if isinstance(v, list) else v] for k, v in data.items()])
+
+
+@click.command("revoke")
+@click.argument("target")
+@home_option
+def revoke_cmd(home: str | None, target: str) -> None:
+    """At the head office: revoke a node (id) or every node of an office; rotates the key."""
+    with open_node(home) as node:
+        revoked = registrar.revoke(node, target)
+        epoch = node.trust.policy.epoch
+    render.info(f"Revoked {', '.join(n[:16] for n in revoked)}; new key epoch {epoch}")
+
+
+@click.command("quarantine")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
+def quarantine_cmd(home: str | None, as_json: bool) -> None:
+    """Entries received but refused ("failed to import"), each with its reason."""
+    with open_node(home) as node, node.db.read() as session:
+        rows = list(session.exec(select(Quarantine).order_by(Quarantine.id)))
+    data = [{"received_at": r.received_at, "document": r.doc, "author": r.author, "seq": r.seq, "reason": r.reason}
+            for r in rows]
+    if as_json:
+        render.print_json(data)
+    elif not data:
+        render.info("Nothing quarantined.")
+    else:
+        render.table("Quarantine", ["Received", "Document", "Author", "Seq", "Reason"],
+                     [[d["received_at"][:19], d["document"], d["author"][:16], d["seq"], d["reason"]] for d in data])
+
+
+@click.command("run")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
+@home_option
+def run_cmd(home: str | None, host: str, port: int) -> None:
+    """Run this office's node until stopped (Ctrl-C or SIGTERM)."""
+    with open_node(home) as node:
+        asyncio.run(_serve(node, host, port))
+
+
+async def _serve(node: Node, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    enroll_handler = (lambda raw: registrar.handle_enroll(node, raw)) if node.identity.is_head else None
+    async with await server.start(host, port, enroll_handler) as srv:
+        bound = srv.sockets[0].getsockname()
+        render.info(f"{node.identity.office} serving on ws://{bound[0]}:{bound[1]} "
+                    f"(started {dt.datetime.now():%H:%M:%S})")
+        await stop.wait()

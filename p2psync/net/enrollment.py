@@ -1,0 +1,29 @@
+"""Enrollment over a websocket: the branch sends one request and reads one reply."""
+
+from __future__ import annotations
+
+import asyncio
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidURI, WebSocketException
+
+from p2psync.errors import P2PSyncError
+from p2psync.trust.enroll import MAX_MESSAGE
+
+TIMEOUT = 20.0
+
+
+async def exchange(url: str, request: bytes, timeout: float = TIMEOUT) -> bytes:
+    """Send the enrollment request to `url` and return the head office's reply."""
+    try:
+        async with asyncio.timeout(timeout):
+            async with connect(url, max_size=MAX_MESSAGE, compression=None, open_timeout=timeout) as ws:
+                await ws.send(request)
+                reply = await ws.recv()
+    except TimeoutError:
+        raise P2PSyncError(f"no answer from {url} within {timeout:.0f} s") from None
+    except InvalidURI:
+        raise P2PSyncError(f"{url!r} is not a ws:// or wss:// address") from None
+    except (OSError, WebSocketException) as exc:
+        raise P2PSyncError(f"cannot reach the head office at {url}: {exc}") from None
+    return reply.encode() if isinstance(reply, str) else reply

@@ -1,0 +1,154 @@
+"""Receiving entries: verify each, hold it until what it depends on is applied, check it keeps the
+books valid, then apply it; anything refused goes to the quarantine with its reason.
+
+Every step runs in one write transaction, and a refused entry leaves no trace but its quarantine row:
+its in-memory document is dropped and reloaded from the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, select
+
+from p2psync.books import admit, schema
+from p2psync.books.change import Change, decode_deps, encode_deps, unmet
+from p2psync.books.model import utc_now
+from p2psync.errors import P2PSyncError
+from p2psync.protocol import entry
+from p2psync.protocol.entry import EntryError
+from p2psync.store import log
+from p2psync.store.books import Batch
+from p2psync.store.tables import Entry, Pending, Quarantine
+
+if TYPE_CHECKING:
+    from p2psync.node.office import Node
+
+logger = logging.getLogger(__name__)
+
+#: Refusals that a newer policy may cure (a member we have not heard of yet, a key not yet held).
+_RETRYABLE = ("unknown author", "no key for epoch")
+
+
+@dataclass
+class Received:
+    applied: int = 0
+    duplicates: int = 0
+    waiting: int = 0
+    quarantined: list[str] = field(default_factory=list)
+
+
+def receive(node: Node, blobs: Iterable[bytes]) -> Received:
+    result = Received()
+    with node.store.transaction() as batch:
+        for blob in blobs:
+            _admit_one(node, batch, blob, result)
+        _apply_ready(node, batch, result)
+        result.waiting = len(batch.session.exec(select(Pending.id)).all())
+    return result
+
+
+def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received) -> None:
+    """Verify one entry and park it until its dependencies are applied."""
+    session = batch.session
+    try:
+        header = entry.peek(blob)
+    except EntryError as exc:
+        _quarantine(session, blob, "?", "?", 0, str(exc), result)
+        return
+    held = session.exec(select(Entry.envelope).where(
+        Entry.doc == header.doc, Entry.author == header.author, Entry.seq == header.seq)).first()
+    if held is not None or _is_parked(session, header.doc, header.author, header.seq, blob):
+        if held is not None and held != blob:
+            _quarantine(session, blob, header.doc, header.author, header.seq,
+                        f"a different entry {header.seq} by this author is already held (replay or equivocation)",
+                        result)
+        else:
+            result.duplicates += 1
+        return
+    try:
+        change, _member = node.trust.open(blob)
+    except EntryError as exc:
+        retry = any(marker in str(exc) for marker in _RETRYABLE)
+        _quarantine(session, blob, header.doc, header.author, header.seq, str(exc), result, retryable=retry)
+        return
+    if schema.parse_doc_name(change.doc).local:
+        _quarantine(session, blob, change.doc, change.author, change.seq, "local books are never shared", result)
+        return
+    session.add(Pending(doc=change.doc, author=change.author, seq=change.seq, deps=encode_deps(change.deps),
+                        update=change.update, envelope=blob, received_at=utc_now()))
+    session.flush()
+
+
+def _is_parked(session: Session, doc: str, author: str, seq: int, blob: bytes) -> bool:
+    return session.exec(select(Pending.id).where(
+        Pending.doc == doc, Pending.author == author, Pending.seq == seq)).first() is not None
+
+
+def _apply_ready(node: Node, batch: Batch, result: Received) -> None:
+    session = batch.session
+    vectors: dict[str, dict[str, int]] = {}
+
+    def applied(doc: str, author: str) -> int:
+        if doc not in vectors:
+            vectors[doc] = log.vector(session, doc)
+        return vectors[doc].get(author, 0)
+
+    progress = True
+    while progress:
+        progress = False
+        for waiting in session.exec(select(Pending).order_by(Pending.doc, Pending.author, Pending.seq)).all():
+            change = Change(waiting.doc, waiting.author, waiting.seq, waiting.update, decode_deps(waiting.deps))
+            if unmet(change, applied):
+                continue
+            session.delete(waiting)
+            if _apply(node, batch, change, waiting.envelope or b"", result):
+                vectors.setdefault(change.doc, {})[change.author] = change.seq
+                progress = True
+            session.flush()
+
+
+def _apply(node: Node, batch: Batch, change: Change, blob: bytes, result: Received) -> bool:
+    member = node.trust.author(change.author)
+    author = admit.Author(member.office, member.is_head)
+    sync_after = node.trust.policy.sync_after_date
+
+    def validate(c: Change, doc, changed) -> None:  # type: ignore[no-untyped-def]
+        chart = schema.read_chart(batch.doc(schema.MASTERS))
+        admit.check_change(c.doc, doc, changed, chart, author, sync_after)
+
+    try:
+        batch.receive(change, validate, envelope=blob)
+    except P2PSyncError as exc:
+        batch.forget(change.doc)
+        _quarantine(batch.session, blob, change.doc, change.author, change.seq, str(exc), result)
+        return False
+    except Exception as exc:  # pycrdt refuses undecodable updates with bare exceptions
+        batch.forget(change.doc)
+        _quarantine(batch.session, blob, change.doc, change.author, change.seq,
+                    f"update cannot be applied: {type(exc).__name__}", result)
+        return False
+    result.applied += 1
+    return True
+
+
+def _quarantine(session: Session, blob: bytes, doc: str, author: str, seq: int, reason: str, result: Received,
+                retryable: bool = False) -> None:
+    logger.warning("quarantined entry %s/%s/%s: %s", doc, author[:16], seq, reason)
+    session.add(Quarantine(received_at=utc_now(), doc=doc[:200], author=author[:64], seq=seq, reason=reason[:500],
+                           envelope=blob, retryable=retryable))
+    session.flush()
+    result.quarantined.append(reason)
+
+
+def retry_quarantined(node: Node) -> Received:
+    """Try again the entries refused for want of a policy or key, after a newer policy arrived."""
+    with node.db.write() as session:
+        rows = session.exec(select(Quarantine).where(Quarantine.retryable == True)).all()  # noqa: E712
+        blobs = [row.envelope for row in rows]
+        for row in rows:
+            session.delete(row)
+    return receive(node, blobs) if blobs else Received()

@@ -1,0 +1,93 @@
+"""One-time invite codes and the enrollment exchange they authenticate.
+
+A code is 20 random-looking bytes in base32 (``ABCD-EFGH-...``, 8 groups of 4):
+
+    invite id (4) | secret (12) | organisation pin (3) | check byte (1)
+
+The 96-bit secret never crosses the wire: both sides derive keys from it with HKDF-SHA256 (RFC 5869)
+and prove knowledge with HMAC-SHA256 (RFC 2104). A recorded exchange therefore gives nothing to guess
+offline against, and the head office's reply (certificate, policy, names) is encrypted under a key
+only the code's holder can derive. The pin lets the joiner tell at once that it reached the head
+office of another organisation; the check byte catches typos before anything is sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from p2psync.errors import InvalidInput
+
+INVITE_ID_BYTES, SECRET_BYTES, PIN_BYTES = 4, 12, 3
+CODE_BYTES = INVITE_ID_BYTES + SECRET_BYTES + PIN_BYTES + 1
+MAX_WRONG_TRIES = 5
+
+
+@dataclass(frozen=True)
+class InviteCode:
+    invite_id: bytes
+    secret: bytes
+    pin: bytes
+
+    @classmethod
+    def new(cls, org: str) -> InviteCode:
+        return cls(os.urandom(INVITE_ID_BYTES), os.urandom(SECRET_BYTES), org_pin(org))
+
+    def text(self) -> str:
+        raw = self.invite_id + self.secret + self.pin
+        raw += hashlib.sha256(raw).digest()[:1]
+        encoded = base64.b32encode(raw).decode()
+        return "-".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+
+    @classmethod
+    def parse(cls, text: str) -> InviteCode:
+        cleaned = re.sub(r"[\s-]", "", text).upper().replace("0", "O").replace("1", "I").replace("8", "B")
+        try:
+            raw = base64.b32decode(cleaned)
+        except ValueError:
+            raise InvalidInput("the invite code has characters that are not in a code; check it again") from None
+        if len(raw) != CODE_BYTES:
+            raise InvalidInput(f"the invite code should be {CODE_BYTES * 8 // 5} letters and digits long; check it again")
+        body, check = raw[:-1], raw[-1:]
+        if hashlib.sha256(body).digest()[:1] != check:
+            raise InvalidInput("the invite code has a typo (its check character does not match)")
+        return cls(body[:INVITE_ID_BYTES], body[INVITE_ID_BYTES:INVITE_ID_BYTES + SECRET_BYTES],
+                   body[INVITE_ID_BYTES + SECRET_BYTES:])
+
+    def keys(self) -> EnrollKeys:
+        return derive_keys(self.invite_id, self.secret, self.pin)
+
+
+@dataclass(frozen=True)
+class EnrollKeys:
+    mac: bytes
+    enc: bytes
+
+
+def derive_keys(invite_id: bytes, secret: bytes, pin: bytes) -> EnrollKeys:
+    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=invite_id,
+               info=b"p2psync-enroll-v1\x00" + pin).derive(secret)
+    return EnrollKeys(okm[:32], okm[32:])
+
+
+def org_pin(org: str) -> bytes:
+    return bytes.fromhex(org)[:PIN_BYTES]
+
+
+def tag(key: bytes, label: bytes, *parts: bytes) -> bytes:
+    """HMAC-SHA256 over length-prefixed parts, so no two different messages share an input."""
+    mac = hmac.new(key, label, hashlib.sha256)
+    for part in parts:
+        mac.update(len(part).to_bytes(4, "big") + part)
+    return mac.digest()
+
+
+def same(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)

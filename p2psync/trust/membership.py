@@ -1,0 +1,72 @@
+"""A node's view of its organisation: the root key, the current policy, its own keys and the epoch
+key ring. It seals this node's changes and tells `protocol.entry` whom to believe."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from p2psync.books.change import Change
+from p2psync.protocol import entry
+from p2psync.protocol.entry import EntryError
+from p2psync.trust.certs import Member
+from p2psync.trust.keys import NodeKeys, org_id
+from p2psync.trust.policy import Policy, PolicyError, verify
+
+
+class Membership:
+    def __init__(self, root: Ed25519PublicKey, policy: Policy, keys: NodeKeys) -> None:
+        self.root = root
+        self.org = org_id(root)
+        self.keys = keys
+        self.node_id = keys.node_id
+        self._members: dict[str, Member] = {}
+        self.policy = policy
+        self.ring: dict[int, bytes] = {}
+        self._adopt(policy)
+
+    def _adopt(self, policy: Policy) -> None:
+        self.policy = policy
+        self._members.clear()
+        try:
+            self.ring.update(policy.key_ring(self.node_id, self.keys.sealing))
+        except PolicyError:
+            pass  # revoked: keep the keys we had, receive nothing new
+
+    def accept(self, blob: bytes) -> Policy:
+        """Adopt a newer policy; raises `PolicyError` for a forged, foreign or stale one."""
+        policy = verify(blob, self.root, self.org, self.policy)
+        self._adopt(policy)
+        return policy
+
+    @property
+    def revoked(self) -> bool:
+        return self.node_id in self.policy.revoked
+
+    # ------------------------------------------------------------ entry.Keys
+
+    def author(self, node: str) -> Member:
+        member = self._members.get(node)
+        if member is None:
+            member = self.policy.member(node, self.root)
+            self._members[node] = member
+        return member
+
+    def cutoff(self, node: str, doc: str) -> int | None:
+        revoked = self.policy.revoked.get(node)
+        return None if revoked is None else revoked.get(doc, 0)
+
+    def epoch_key(self, epoch: int) -> bytes:
+        key = self.ring.get(epoch)
+        if key is None:
+            raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked, or policy not yet received)")
+        return key
+
+    # ------------------------------------------------------------ sealing
+
+    def seal(self, change: Change) -> bytes:
+        epoch = self.policy.epoch
+        return entry.seal(change, self.org, epoch, self.epoch_key(epoch), self.keys.signing)
+
+    def open(self, blob: bytes) -> tuple[Change, Member]:
+        change = entry.open_entry(blob, self)
+        return change, self.author(change.author)
