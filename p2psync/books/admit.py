@@ -20,7 +20,7 @@ from p2psync.books.model import (
     decode_opening,
     decode_revision,
 )
-from p2psync.books.rules import Chart, validate_voucher
+from p2psync.books.rules import Chart, check_balanced
 from p2psync.errors import P2PSyncError, RuleViolation
 
 #: Maps whose values may be replaced after they were first written.
@@ -38,7 +38,13 @@ class Author:
 def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], chart: Chart,
                  author: Author, sync_after: dt.date | None = None) -> None:
     """Refuse writes outside the author's office, deletions, rewrites of write-once records,
-    invalid records and vouchers dated before the sync-after date."""
+    unbalanced vouchers or ones naming unknown ledgers, and vouchers dated before the sync-after date.
+
+    Every check gives the same answer on every replica, whatever else it has received: otherwise one
+    replica would apply what another refuses and the books would diverge. That is why the voucher
+    type's rule (which depends on ledger groups, and concurrent ledger definitions may resolve
+    differently until both arrive) is checked when posting, not here, and why `sync_after` is the
+    date in force under the policy version the author cites."""
     name = schema.parse_doc_name(doc_name)
     if name.local:
         raise RuleViolation(f"{doc_name} is a local book and is never shared")
@@ -99,4 +105,4 @@ def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart,
         raise RuleViolation(f"{rev.action.value} of voucher {rev.number} names no revision it replaces")
     if rev.action is Action.CANCEL and not rev.reason.strip():
         raise RuleViolation(f"cancellation of voucher {rev.number} gives no reason")
-    validate_voucher(rev.content, chart)
+    check_balanced(rev.content, chart)

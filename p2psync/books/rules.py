@@ -40,7 +40,20 @@ class Chart:
 
 
 def validate_voucher(content: VoucherContent, chart: Chart) -> None:
-    """Refuse a voucher that would make the books wrong. Raises `RuleViolation` with the reason."""
+    """Refuse a voucher that would make the books wrong. Raises `RuleViolation` with the reason.
+
+    Used when posting: besides `check_balanced`, the voucher type's rule, which depends on the groups
+    of its ledgers as this node sees them now."""
+    check_balanced(content, chart)
+    _check_type_rule(content, chart)
+
+
+def check_balanced(content: VoucherContent, chart: Chart) -> None:
+    """The invariants every replica checks identically whatever its masters hold: at least two
+    lines, positive amounts within limits, known ledgers, one ledger per side, debits = credits.
+
+    Ledgers are never deleted, and a voucher's entry depends on the entries that created its
+    ledgers, so 'known' gives the same answer on every replica at the moment the entry is applied."""
     lines = content.lines
     if len(lines) < 2:
         raise RuleViolation("a voucher needs at least two lines (one debit and one credit)")
@@ -61,7 +74,10 @@ def validate_voucher(content: VoucherContent, chart: Chart) -> None:
         raise RuleViolation(
             f"debits ({format_paise(debit)}) do not equal credits ({format_paise(credit)})"
         )
-    _check_type_rule(content, chart)
+    debited = {group_key(ln.ledger) for ln in lines if ln.side is Side.DR}
+    both = [ln.ledger for ln in lines if ln.side is Side.CR and group_key(ln.ledger) in debited]
+    if both:
+        raise RuleViolation(f"ledger {both[0]!r} is both debited and credited in one voucher")
 
 
 def _check_type_rule(content: VoucherContent, chart: Chart) -> None:

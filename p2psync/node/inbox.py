@@ -78,8 +78,13 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received) -> None:
     if schema.parse_doc_name(change.doc).local:
         _quarantine(session, blob, change.doc, change.author, change.seq, "local books are never shared", result)
         return
+    if header.policy > node.trust.policy.version:
+        _quarantine(session, blob, change.doc, change.author, change.seq,
+                    f"entry cites policy version {header.policy}, newer than version {node.trust.policy.version} "
+                    "held here", result, retryable=True)
+        return
     session.add(Pending(doc=change.doc, author=change.author, seq=change.seq, deps=encode_deps(change.deps),
-                        update=change.update, envelope=blob, received_at=utc_now()))
+                        update=change.update, envelope=blob, policy=header.policy, received_at=utc_now()))
     session.flush()
 
 
@@ -105,16 +110,16 @@ def _apply_ready(node: Node, batch: Batch, result: Received) -> None:
             if unmet(change, applied):
                 continue
             session.delete(waiting)
-            if _apply(node, batch, change, waiting.envelope or b"", result):
+            if _apply(node, batch, change, waiting.envelope or b"", waiting.policy, result):
                 vectors.setdefault(change.doc, {})[change.author] = change.seq
                 progress = True
             session.flush()
 
 
-def _apply(node: Node, batch: Batch, change: Change, blob: bytes, result: Received) -> bool:
+def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received) -> bool:
     member = node.trust.author(change.author)
     author = admit.Author(member.office, member.is_head)
-    sync_after = node.trust.policy.sync_after_date
+    sync_after = node.trust.policy.sync_after_as_of(policy)
 
     def validate(c: Change, doc, changed) -> None:  # type: ignore[no-untyped-def]
         chart = schema.read_chart(batch.doc(schema.MASTERS))

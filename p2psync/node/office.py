@@ -260,7 +260,7 @@ class Node:
         """``5000`` (on the group's usual side), ``5000 Dr`` or ``5000 Cr``; debit positive."""
         words = text.split()
         side = words[-1].lower() if len(words) == 2 else ""
-        if side not in ("", "dr", "cr"):
+        if len(words) not in (1, 2) or side not in ("", "dr", "cr"):
             raise InvalidInput(f"opening balance {text!r} must be AMOUNT, AMOUNT Dr or AMOUNT Cr")
         paise = parse_amount(words[0] if words else "", allow_zero=True)
         nature = tree.get(group)

@@ -4,7 +4,7 @@ Layout (all integers big-endian)::
 
     "P2E1" | u16 header length | header | u32 ciphertext length | ciphertext | Ed25519 signature (64)
 
-The header is canonical JSON: ``org, doc, author, seq, epoch, deps, nonce, z``. The ciphertext is
+The header is canonical JSON: ``org, doc, author, seq, epoch, deps, nonce, z, pv``. The ciphertext is
 ChaCha20-Poly1305 (RFC 8439) under the epoch key, with the header as associated data, of the pycrdt
 update (zlib-compressed when ``z`` is 1). The signature covers everything before it, so authorship
 is checked without decrypting and a relay can neither read nor alter an entry undetected.
@@ -51,11 +51,13 @@ class Header:
     deps: dict[str, dict[str, int]]
     nonce: bytes
     compressed: bool
+    #: The policy version the author held: its sync-after date is the one this entry is judged by.
+    policy: int
 
     def encode(self) -> bytes:
         return dumps({"org": self.org, "doc": self.doc, "author": self.author, "seq": self.seq,
                       "epoch": self.epoch, "deps": self.deps, "nonce": b64(self.nonce),
-                      "z": int(self.compressed)}).encode()
+                      "z": int(self.compressed), "pv": self.policy}).encode()
 
 
 class Keys(Protocol):
@@ -70,10 +72,11 @@ class Keys(Protocol):
     def epoch_key(self, epoch: int) -> bytes: ...
 
 
-def seal(change: Change, org: str, epoch: int, key: bytes, signer: Ed25519PrivateKey) -> bytes:
+def seal(change: Change, org: str, epoch: int, key: bytes, signer: Ed25519PrivateKey, policy: int = 1) -> bytes:
     packed = zlib.compress(change.update, 6)
     compressed = len(packed) < len(change.update)
-    header = Header(org, change.doc, change.author, change.seq, epoch, change.deps, os.urandom(12), compressed)
+    header = Header(org, change.doc, change.author, change.seq, epoch, change.deps, os.urandom(12), compressed,
+                    policy)
     header_bytes = header.encode()
     ciphertext = ChaCha20Poly1305(key).encrypt(header.nonce, packed if compressed else change.update, header_bytes)
     body = MAGIC + struct.pack(">H", len(header_bytes)) + header_bytes + struct.pack(">I", len(ciphertext)) + ciphertext
@@ -160,7 +163,7 @@ def _parse_header(raw: bytes) -> Header:
             org=_text(data["org"]), doc=_text(data["doc"]), author=_text(data["author"]),
             seq=_positive(data["seq"]), epoch=_positive(data["epoch"]),
             deps=decode_deps(json.dumps(data["deps"])), nonce=unb64(_text(data["nonce"])),
-            compressed=data["z"] in (1, True),
+            compressed=data["z"] in (1, True), policy=_positive(data["pv"]),
         )
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise EntryError("entry header is malformed") from None

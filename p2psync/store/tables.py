@@ -137,6 +137,7 @@ class Pending(SQLModel, table=True):
     deps: str
     update: bytes
     envelope: bytes | None = None
+    policy: int = 1  # the policy version its author cited
     received_at: str
 
 

@@ -65,7 +65,7 @@ class Membership:
 
     def seal(self, change: Change) -> bytes:
         epoch = self.policy.epoch
-        return entry.seal(change, self.org, epoch, self.epoch_key(epoch), self.keys.signing)
+        return entry.seal(change, self.org, epoch, self.epoch_key(epoch), self.keys.signing, self.policy.version)
 
     def open(self, blob: bytes) -> tuple[Change, Member]:
         change = entry.open_entry(blob, self)

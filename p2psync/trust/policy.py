@@ -45,17 +45,26 @@ class Policy:
     revoked: dict[str, dict[str, int]] = field(default_factory=dict)  # node id -> doc -> last valid seq
     sync_after: str | None = None
     relays: tuple[str, ...] = ()
+    #: Policy version -> sync-after date set by it, so an entry is judged by the date its author had.
+    sync_after_history: dict[str, str | None] = field(default_factory=dict)
 
     def body(self) -> bytes:
         return dumps({
             "org": self.org, "version": self.version, "issued_at": self.issued_at, "epoch": self.epoch,
             "members": self.members, "sealed": self.sealed, "revoked": self.revoked,
             "sync_after": self.sync_after, "relays": list(self.relays),
+            "sync_after_history": self.sync_after_history,
         }).encode()
 
     @property
     def sync_after_date(self) -> dt.date | None:
         return dt.date.fromisoformat(self.sync_after) if self.sync_after else None
+
+    def sync_after_as_of(self, version: int) -> dt.date | None:
+        """The sync-after date that policy `version` set (this policy knows every earlier change)."""
+        known = [int(v) for v in self.sync_after_history if int(v) <= version]
+        value = self.sync_after_history[str(max(known))] if known else None
+        return dt.date.fromisoformat(value) if value else None
 
     def member(self, node: str, root: Ed25519PublicKey) -> Member:
         der = self.members.get(node)
@@ -113,9 +122,11 @@ def _decode(body: bytes) -> Policy:
             epoch=int(data["epoch"]), members=dict(data["members"]), sealed=dict(data["sealed"]),
             revoked={k: dict(v) for k, v in data["revoked"].items()},
             sync_after=data["sync_after"], relays=tuple(data["relays"]),
+            sync_after_history={str(int(k)): v for k, v in data["sync_after_history"].items()},
         )
-        if policy.sync_after is not None:
-            dt.date.fromisoformat(policy.sync_after)
+        for date in (policy.sync_after, *policy.sync_after_history.values()):
+            if date is not None:
+                dt.date.fromisoformat(date)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise PolicyError("policy body is malformed") from None
     return policy
@@ -150,6 +161,9 @@ class Authority:
 
     def _reissue(self, policy: Policy, **changes: Any) -> Policy:
         draft = replace(policy, version=policy.version + 1, issued_at=utc_now(), **changes)
+        if draft.sync_after != policy.sync_after or not policy.sync_after_history:
+            draft = replace(draft, sync_after_history={**policy.sync_after_history,
+                                                       str(draft.version): draft.sync_after})
         ring = dumps({str(e): b64(k) for e, k in sorted(self.ring.items())}).encode()
         sealed = {
             node: b64(seal(ring, verify_node_cert(unb64(der), self.root.public_key()).sealing,
