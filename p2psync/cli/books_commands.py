@@ -97,7 +97,7 @@ def ledger_add(home: str | None, name: str, group_name: str, opening: str | None
 @ledger.command("opening")
 @click.argument("name")
 @click.argument("amount")
-@office_option
+@click.option("--office", default=None, help="Head office only: set another office's opening (default: this office).")
 @home_option
 def ledger_opening(home: str | None, name: str, amount: str, office: str | None) -> None:
     """Set this office's opening balance of ledger NAME: AMOUNT [Dr|Cr]."""
@@ -252,7 +252,14 @@ def voucher_show(home: str | None, number: str, as_json: bool) -> None:
                  numeric={1, 2})
     if cur["narration"]:
         render.info(f"Narration: {cur['narration']}")
-    render.info(f"{len(state.revisions)} revision(s); {len(state.conflicts)} conflicting revision(s) kept")
+    lost = {r.id for r in state.conflicts}
+    render.table("History", ["At (UTC)", "Action", "Date", "Amount", "Narration", ""],
+                 [[r["at"][:19].replace("T", " "), r["action"], r["date"],
+                   render.money(sum((ln["amount"] for ln in r["lines"] if ln["side"] == "Dr"), to_decimal(0))),
+                   r["narration"] or r["reason"],
+                   "CONFLICT: lost to the current revision" if r["revision"] in lost else
+                   ("current" if r["revision"] == cur["revision"] else "")]
+                  for r in data["history"]], numeric={3})
 
 
 @voucher.command("import")
@@ -264,13 +271,13 @@ def voucher_import(home: str | None, file: Path, as_json: bool) -> None:
     drafts = read_file(file)
     with open_node(home) as node:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=render.err, transient=True, disable=as_json) as progress:
+                      console=render.err, transient=True, disable=as_json or not render.err.is_terminal) as progress:
             task = progress.add_task(f"Importing {file.name}", total=len(drafts))
             revs = node.post_many(drafts, progress=lambda n: progress.update(task, completed=n))
     if as_json:
         render.print_json({"imported": len(revs), "numbers": [r.number for r in revs]})
     else:
-        render.info(f"Imported {len(revs)} vouchers from {file.name}"
+        render.info(f"Imported {len(revs)} voucher{'s' if len(revs) != 1 else ''} from {file.name}"
                     + (f" ({revs[0].number} .. {revs[-1].number})" if revs else ""))
 
 
@@ -383,8 +390,12 @@ def report_pl(home: str | None, office: str | None, start: str | None, end: str 
     rows.append(["Gross profit", "", render.money(data["gross_profit"], False)])
     for title, key in (("Indirect incomes", "indirect_incomes"), ("Indirect expenses", "indirect_expenses")):
         rows += [[title, "", ""]] + [["", i["ledger"], render.money(i["amount"], False)] for i in data[key]]
+    if data["gross_profit"] < 0:
+        rows[rows.index(["Gross profit", "", render.money(data["gross_profit"], False)])] = [
+            "Gross loss", "", render.money(-data["gross_profit"], False)]
+    net = data["net_profit"]
     render.table(f"Profit and loss ({data['scope']})", ["", "Ledger", "Amount"], rows, numeric={2},
-                 footer=["Net profit", "", render.money(data["net_profit"], False)])
+                 footer=["Net profit" if net >= 0 else "Net loss", "", render.money(abs(net), False)])
 
 
 @report.command("balance-sheet")

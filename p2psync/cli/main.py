@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 import click
+import platformdirs
 
 from p2psync import __version__
 from p2psync.cli import render
@@ -54,14 +55,14 @@ def cli(ctx: click.Context, verbose: int, home: str | None) -> None:
 @click.option("--head-office", "head_office", is_flag=True, help="Create the organisation at its head office.")
 @click.option("--company", required=True, help="The company's name.")
 @click.option("--office", default="HO", show_default=True, help="This office's code.")
-@click.option("--name", "office_name", default=None, help="This office's name (default: the code).")
+@click.option("--name", "office_name", default="Head Office", show_default=True, help="This office's name.")
 @home_option
-def init_cmd(home: str | None, head_office: bool, company: str, office: str, office_name: str | None) -> None:
+def init_cmd(home: str | None, head_office: bool, company: str, office: str, office_name: str) -> None:
     """Create a new organisation at its head office."""
     if not head_office:
         raise P2PSyncError("a branch office is set up with 'p2psync join CODE'; use --head-office at the head office")
     path = resolve_home(home)
-    node = Node.create_head(path, company, office, office_name or "Head Office")
+    node = Node.create_head(path, company, office, office_name)
     try:
         render.info(f"Created {node.identity.company}: head office {node.identity.office} in {path}")
         render.info(f"Registration ID: {node.registration_id}")
@@ -109,6 +110,7 @@ for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo
 #: Receives tracebacks of bugs: written to the log file in the home, never to the terminal.
 crash_log = logging.getLogger("p2psync.crash")
 crash_log.propagate = False
+crash_log.addHandler(logging.NullHandler())
 
 
 def _setup_logging(home: Path | None, verbose: int) -> None:
@@ -118,12 +120,23 @@ def _setup_logging(home: Path | None, verbose: int) -> None:
     stderr.setLevel(logging.WARNING - 10 * min(verbose, 2))
     stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(stderr)
-    if home is not None and home.is_dir():
-        file_handler = logging.FileHandler(home / LOG_FILE, encoding="utf-8")
+    log_dir = home if home is not None and home.is_dir() else _fallback_log_dir()
+    if log_dir is not None:
+        file_handler = logging.FileHandler(log_dir / LOG_FILE, encoding="utf-8")
         file_handler.setLevel(logging.INFO)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(file_handler)
         crash_log.addHandler(file_handler)
+
+
+def _fallback_log_dir() -> Path | None:
+    """Where bugs are logged when the command has no home yet (init, join, a mistyped --home)."""
+    try:
+        path = Path(platformdirs.user_log_dir("p2psync", appauthor=False))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:  # a bug: keep the detail in the log, not on the user's screen
         crash_log.error("internal error\n%s", traceback.format_exc())
-        where = f"; details in {home / LOG_FILE}" if home and (home / LOG_FILE).exists() else ""
+        files = [h.baseFilename for h in crash_log.handlers if isinstance(h, logging.FileHandler)]
+        where = f"; details in {files[0]}" if files else ""
         render.error(f"internal error: {type(exc).__name__}: {exc}{where}")
         sys.exit(EXIT_INTERNAL)
 

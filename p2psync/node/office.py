@@ -321,7 +321,8 @@ class Node:
             revs = queries.revisions(batch.session, number)
             state = resolve(revs)
             if state.current.cancelled:
-                raise RuleViolation(f"voucher {number} is cancelled; a cancelled voucher cannot be {action.value}ed")
+                verb = "cancelled again" if action is Action.CANCEL else "amended"
+                raise RuleViolation(f"voucher {number} is cancelled; a cancelled voucher cannot be {verb}")
             if (content is not None and not schema.parse_doc_name(row.doc).local
                     and self._is_local(content.date)):
                 raise RuleViolation(f"voucher {number} is shared; it cannot be dated before the sync-after date "
@@ -349,6 +350,10 @@ class Node:
         code = check_office_code(office) if office else self.identity.office
         if code != self.identity.office and not self.identity.is_head:
             raise RuleViolation(f"this node belongs to office {self.identity.office}; it may not write office {code}'s books")
+        if code != self.identity.office:
+            with self.db.read() as session:
+                if code not in {o.code for o in queries.offices(session)}:
+                    raise NotFound(f"office {code} is not in the branch master")
         return code
 
     # ------------------------------------------------------------ replication
