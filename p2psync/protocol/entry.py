@@ -89,9 +89,10 @@ def peek(blob: bytes) -> Header:
     return header
 
 
-def open_entry(blob: bytes, keys: Keys) -> Change:
-    """Verify an entry and return its change; raises `EntryError` with the precise reason."""
-    header, body, ciphertext, signature = _split(blob)
+def check_signature(blob: bytes, keys: Keys) -> Header:
+    """Everything but decryption: organisation, author's certificate, signature, revocation.
+    What a relay, which holds no epoch key, checks before storing an entry."""
+    header, body, _ciphertext, signature = _split(blob)
     if header.org != keys.org:
         raise EntryError("entry belongs to another organisation")
     try:
@@ -105,6 +106,13 @@ def open_entry(blob: bytes, keys: Keys) -> Change:
     cutoff = keys.cutoff(header.author, header.doc)
     if cutoff is not None and header.seq > cutoff:
         raise EntryError(f"author {header.author[:16]} is revoked; entries after sequence {cutoff} are refused")
+    return header
+
+
+def open_entry(blob: bytes, keys: Keys) -> Change:
+    """Verify an entry and return its change; raises `EntryError` with the precise reason."""
+    check_signature(blob, keys)
+    header, body, ciphertext, _signature = _split(blob)
     try:
         key = keys.epoch_key(header.epoch)
     except P2PSyncError as exc:

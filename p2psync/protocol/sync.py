@@ -1,0 +1,233 @@
+"""The sync conversation, without I/O: the same between two nodes and between a node and a relay.
+
+Each side opens with ``hello`` (who it is, its policy version and, per document, the highest sequence
+it holds from each author). Then each streams what the other lacks, oldest first, in numbered
+batches that the receiver acknowledges once they are durable; at most `window` batches are in flight
+(backpressure). After its backlog a side says ``caught-up`` and from then on pushes new entries as
+they appear. Duplicates are harmless (entries are idempotent), so a conversation can be cut at any
+point and simply started again.
+
+Frames: control messages are JSON text frames; entry batches are binary frames::
+
+    0x01 | u32 batch id | (u32 length | entry)*
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2psync.books.change import Deps, decode_deps
+from p2psync.books.model import dumps
+from p2psync.errors import P2PSyncError
+
+VERSION = 1
+BATCH_FRAME = 0x01
+MAX_FRAME = 16 * 1024 * 1024
+MAX_ENTRIES_PER_BATCH = 10_000
+DEFAULT_WINDOW = 4
+
+
+class ProtocolError(P2PSyncError):
+    """The peer broke the conversation; the link is closed with this reason."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    node: str
+    org: str
+    role: str
+    policy_version: int
+    vectors: Deps
+
+
+@dataclass(frozen=True)
+class PolicyOffer:
+    blob: bytes
+
+
+@dataclass(frozen=True)
+class Entries:
+    batch: int
+    blobs: list[bytes]
+
+
+@dataclass(frozen=True)
+class Ack:
+    batch: int
+    vectors: Deps
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    pass
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str
+
+
+Event = Hello | PolicyOffer | Entries | Ack | CaughtUp | Refused
+
+
+@dataclass
+class SyncConnection:
+    """One side of one conversation: parses what arrives, frames what leaves, tracks the window."""
+
+    window: int = DEFAULT_WINDOW
+    peer: Hello | None = None
+    in_flight: set[int] = field(default_factory=set)
+    _next_batch: int = 1
+
+    # ------------------------------------------------------------ outgoing
+
+    def hello(self, node: str, org: str, role: str, policy_version: int, vectors: Deps) -> str:
+        return dumps({"type": "hello", "v": VERSION, "node": node, "org": org, "role": role,
+                      "policy": policy_version, "vectors": vectors})
+
+    def policy(self, blob: bytes) -> str:
+        return dumps({"type": "policy", "blob": blob.decode()})
+
+    @property
+    def can_send(self) -> bool:
+        return len(self.in_flight) < self.window
+
+    def entries(self, blobs: list[bytes]) -> bytes:
+        if not self.can_send:
+            raise ProtocolError("window full: wait for an acknowledgement")
+        batch = self._next_batch
+        self._next_batch += 1
+        self.in_flight.add(batch)
+        parts = [struct.pack(">BI", BATCH_FRAME, batch)]
+        for blob in blobs:
+            parts.append(struct.pack(">I", len(blob)))
+            parts.append(blob)
+        return b"".join(parts)
+
+    def ack(self, batch: int, vectors: Deps) -> str:
+        return dumps({"type": "ack", "batch": batch, "vectors": vectors})
+
+    def caught_up(self) -> str:
+        return dumps({"type": "caught-up"})
+
+    def refuse(self, reason: str) -> str:
+        return dumps({"type": "refused", "reason": reason[:500]})
+
+    def peer_lacks(self, doc: str, author: str, seq: int) -> bool:
+        return self.peer is None or self.peer.vectors.get(doc, {}).get(author, 0) < seq
+
+    def note_peer_has(self, doc: str, author: str, seq: int) -> None:
+        """Record that the peer holds an entry (sent to it, or received from it)."""
+        if self.peer is not None:
+            vector = self.peer.vectors.setdefault(doc, {})
+            if vector.get(author, 0) < seq:
+                vector[author] = seq
+
+    # ------------------------------------------------------------ incoming
+
+    def receive(self, frame: str | bytes) -> Event:
+        """Parse one frame; raises `ProtocolError` if it is malformed or out of turn."""
+        if isinstance(frame, (bytes, bytearray)):
+            if len(frame) > MAX_FRAME:
+                raise ProtocolError("frame too large")
+            if self.peer is None:
+                raise ProtocolError("entries before hello")
+            return self._batch(bytes(frame))
+        if len(frame) > MAX_FRAME:
+            raise ProtocolError("frame too large")
+        try:
+            data = json.loads(frame)
+        except ValueError:
+            raise ProtocolError("control frame is not JSON") from None
+        if not isinstance(data, dict):
+            raise ProtocolError("control frame is not an object")
+        kind = data.get("type")
+        if kind == "refused":
+            return Refused(str(data.get("reason", ""))[:500])
+        if self.peer is None and kind != "hello":
+            raise ProtocolError(f"expected hello, got {str(kind)[:20]!r}")
+        try:
+            return self._control(kind, data)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ProtocolError(f"malformed {str(kind)[:20]} frame") from None
+
+    def _control(self, kind: Any, data: dict[str, Any]) -> Event:
+        if kind == "hello":
+            if self.peer is not None:
+                raise ProtocolError("second hello")
+            if data["v"] != VERSION:
+                raise ProtocolError(f"unsupported protocol version {data['v']!r}")
+            hello = Hello(_short(data["node"]), _short(data["org"]), _short(data["role"]),
+                          _count(data["policy"]), _vectors(data["vectors"]))
+            self.peer = hello
+            return hello
+        if kind == "policy":
+            return PolicyOffer(str(data["blob"]).encode())
+        if kind == "ack":
+            batch = _count(data["batch"])
+            if batch not in self.in_flight:
+                raise ProtocolError(f"acknowledgement of unknown batch {batch}")
+            self.in_flight.discard(batch)
+            vectors = _vectors(data["vectors"])
+            for doc, vector in vectors.items():
+                for author, seq in vector.items():
+                    self.note_peer_has(doc, author, seq)
+            return Ack(batch, vectors)
+        if kind == "caught-up":
+            return CaughtUp()
+        raise ProtocolError(f"unknown frame type {str(kind)[:20]!r}")
+
+    def _batch(self, frame: bytes) -> Entries:
+        if len(frame) < 5 or frame[0] != BATCH_FRAME:
+            raise ProtocolError("unknown binary frame")
+        (batch,) = struct.unpack_from(">I", frame, 1)
+        blobs = []
+        at = 5
+        while at < len(frame):
+            if at + 4 > len(frame):
+                raise ProtocolError("truncated entry batch")
+            (length,) = struct.unpack_from(">I", frame, at)
+            at += 4
+            if at + length > len(frame):
+                raise ProtocolError("truncated entry batch")
+            blobs.append(frame[at:at + length])
+            at += length
+            if len(blobs) > MAX_ENTRIES_PER_BATCH:
+                raise ProtocolError("too many entries in one batch")
+        return Entries(batch, blobs)
+
+
+def _short(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 128:
+        raise TypeError("expected short text")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+        raise TypeError("expected a non-negative integer")
+    return value
+
+
+def _vectors(value: Any) -> Deps:
+    if not isinstance(value, dict) or len(value) > 1_000_000:
+        raise TypeError("expected vectors")
+    return decode_deps(json.dumps(value)) if value else {}
+
+
+def batches(blobs: Iterable[bytes], max_entries: int = 500, max_bytes: int = 1024 * 1024) -> Iterable[list[bytes]]:
+    """Group entries into batches small enough to keep frames and acknowledgements flowing."""
+    batch: list[bytes] = []
+    size = 0
+    for blob in blobs:
+        if batch and (len(batch) >= max_entries or size + len(blob) > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(blob)
+        size += len(blob)
+    if batch:
+        yield batch
