@@ -13,9 +13,10 @@ from sqlmodel import select
 from p2psync.books.rules import parse_date
 from p2psync.cli import render
 from p2psync.cli.context import home_option, open_node
-from p2psync.errors import InvalidInput
-from p2psync.net import enrollment, server
-from p2psync.node import Node, registrar
+from p2psync.errors import InvalidInput, P2PSyncError
+from p2psync.net import enrollment
+from p2psync.node import Node, control, registrar
+from p2psync.node.runtime import NodeRuntime, status_from_db
 from p2psync.node.home import resolve_home
 from p2psync.store.tables import Quarantine
 from p2psync.trust import enroll
@@ -126,22 +127,112 @@ def quarantine_cmd(home: str | None, as_json: bool) -> None:
 @click.command("run")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--peer", "peers", multiple=True, metavar="URL", help="A peer's address wss://HOST:PORT (repeatable).")
+@click.option("--no-mdns", "no_mdns", is_flag=True, help="Do not advertise or browse on the LAN.")
 @home_option
-def run_cmd(home: str | None, host: str, port: int) -> None:
+def run_cmd(home: str | None, host: str, port: int, peers: tuple[str, ...], no_mdns: bool) -> None:
     """Run this office's node until stopped (Ctrl-C or SIGTERM)."""
     with open_node(home) as node:
-        asyncio.run(_serve(node, host, port))
+        asyncio.run(_serve(NodeRuntime(node, host=host, port=port, peers=peers, mdns=not no_mdns)))
 
 
-async def _serve(node: Node, host: str, port: int) -> None:
+async def _serve(runtime: NodeRuntime) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    enroll_handler = (lambda raw: registrar.handle_enroll(node, raw)) if node.identity.is_head else None
-    async with await server.start(host, port, enroll_handler) as srv:
-        bound = srv.sockets[0].getsockname()
-        render.info(f"{node.identity.office} serving on ws://{bound[0]}:{bound[1]} "
-                    f"(started {dt.datetime.now():%H:%M:%S})")
+
+    async def handle(command: str) -> dict:
+        if command == "status":
+            return await runtime.status()
+        if command == "restart":
+            await runtime.restart_links()
+            return {"ok": True}
+        if command == "stop":
+            stop.set()
+            return {"ok": True}
+        return {"error": f"unknown command {command[:40]!r}"}
+
+    await runtime.start()
+    channel = await control.serve(runtime.node.home, handle)
+    node = runtime.node.identity
+    render.info(f"{node.office} ({'head office' if node.is_head else 'branch'}) serving on "
+                f"wss://{runtime.host}:{runtime.port}, {runtime.node.settings()['mode']} mode "
+                f"(started {dt.datetime.now():%H:%M:%S})")
+    try:
         await stop.wait()
+    finally:
+        channel.close()
+        await runtime.stop()
+        with contextlib.suppress(FileNotFoundError):
+            control.socket_path(runtime.node.home).unlink()
+
+
+@click.command("sync")
+@click.option("--peer", "peers", multiple=True, metavar="URL", help="A peer's address wss://HOST:PORT (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
+def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
+    """One full exchange now with the given peers and the relays, then exit."""
+    with open_node(home) as node:
+        runtime = NodeRuntime(node, peers=peers, mdns=False)
+        results = asyncio.run(_sync_once(runtime))
+    rows = [{"peer": r.key, "office": r.office, "sent": r.stats.sent, "received": r.stats.received,
+             "ok": not r.last_error, "error": r.last_error} for r in results]
+    if as_json:
+        render.print_json(rows)
+    elif not rows:
+        render.info("No peer or relay to sync with: give --peer wss://HOST:PORT or set relays at the head office.")
+    else:
+        render.table("Sync", ["Peer", "Office", "Sent", "Received", "Result"],
+                     [[r["peer"][:40], r["office"], r["sent"], r["received"], "ok" if r["ok"] else r["error"]]
+                      for r in rows], numeric={2, 3})
+    if not rows or not any(r["ok"] for r in rows):
+        raise P2PSyncError("no exchange succeeded")
+
+
+async def _sync_once(runtime: NodeRuntime) -> list:
+    try:
+        return await runtime.sync_once()
+    finally:
+        runtime.worker.shutdown(wait=True)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
+def status_cmd(home: str | None, as_json: bool) -> None:
+    """Per peer and relay: online or offline, last sync, backlog, errors; and the quarantine."""
+    path = resolve_home(home)
+    data = control.request(path, "status")
+    if data is None:
+        with open_node(home) as node:
+            data = status_from_db(node)
+    if as_json:
+        render.print_json(data)
+        return
+    info = data["node"]
+    render.info(f"{info['company']} - {info['office']} ({info['role']}), Registration ID {info['registration_id']}: "
+                f"node {'running' if info['running'] else 'not running'}, {info['mode']} mode"
+                + (f" every {info['interval_minutes']} min" if info["mode"] == "auto" else ""))
+    render.table("Peers", ["Peer", "Office", "Status", "Last sync", "Sent", "Received", "Backlog", "Last error"],
+                 [[p["peer"][:24], p["office"], "Online" if p["online"] else "Offline", (p["last_sync"] or "never")[:19],
+                   p["sent"], p["received"], p["backlog"], p["last_error"]] for p in data["peers"]], numeric={4, 5, 6})
+    if data["waiting_entries"]:
+        render.info(f"{data['waiting_entries']} received entries wait for earlier ones")
+    if data["quarantined"]:
+        render.table("Failed to import (quarantine)", ["Received", "Document", "Seq", "Reason"],
+                     [[q["at"][:19], q["document"], q["seq"], q["reason"]] for q in data["quarantined"]])
+
+
+@click.command("restart")
+@home_option
+def restart_cmd(home: str | None) -> None:
+    """Drop and re-establish every link of the running node."""
+    reply = control.request(resolve_home(home), "restart")
+    if reply is None:
+        raise P2PSyncError("the node is not running; start it with 'p2psync run'")
+    if "error" in reply:
+        raise P2PSyncError(reply["error"])
+    render.info("Restarted the node's links.")

@@ -8,6 +8,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidURI, WebSocketException
 
 from p2psync.errors import P2PSyncError
+from p2psync.net.tls import enrollment_context
 from p2psync.trust.enroll import MAX_MESSAGE
 
 TIMEOUT = 20.0
@@ -17,7 +18,9 @@ async def exchange(url: str, request: bytes, timeout: float = TIMEOUT) -> bytes:
     """Send the enrollment request to `url` and return the head office's reply."""
     try:
         async with asyncio.timeout(timeout):
-            async with connect(url, max_size=MAX_MESSAGE, compression=None, open_timeout=timeout) as ws:
+            context = enrollment_context() if url.startswith("wss://") else None
+            async with connect(url, ssl=context, max_size=MAX_MESSAGE, compression=None,
+                               open_timeout=timeout) as ws:
                 await ws.send(request)
                 reply = await ws.recv()
     except TimeoutError:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func
 from sqlmodel import select
 
 from p2psync.books import schema
@@ -33,6 +34,7 @@ from p2psync.books.money import parse_amount
 from p2psync.books.resolve import heads, resolve
 from p2psync.books.rules import Chart, validate_voucher
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
+from p2psync.net.tls import write_cert_files
 from p2psync.node import inbox
 from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, ensure_private_dir
 from p2psync.store import log, queries
@@ -123,6 +125,7 @@ class Node:
             set_setting(session, "root_cert", b64(root_cert))
             set_setting(session, "cert", b64(cert))
             set_setting(session, "policy", policy.decode())
+        write_cert_files(home / KEYS_DIR, cert)
         return cls.open(home)
 
     @classmethod
@@ -358,11 +361,25 @@ class Node:
 
     # ------------------------------------------------------------ replication
 
-    def vectors(self) -> dict[str, dict[str, int]]:
-        """Per shared document, each author's highest sequence held here."""
+    def vectors(self, docs: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """Per shared document (all, or those named), each author's highest sequence held here."""
         with self.db.read() as session:
-            return {doc: log.vector(session, doc) for doc in log.documents(session)
-                    if not schema.parse_doc_name(doc).local}
+            names = log.documents(session) if docs is None else sorted(set(docs))
+            return {doc: vector for doc in names
+                    if not schema.parse_doc_name(doc).local and (vector := log.vector(session, doc))}
+
+    def entries_since(self, after_id: int, limit: int = 2000) -> list[tuple[int, str, str, int, bytes]]:
+        """Sealed entries logged after `after_id`, oldest first: (id, doc, author, seq, entry)."""
+        with self.db.read() as session:
+            rows = session.exec(
+                select(Entry.id, Entry.doc, Entry.author, Entry.seq, Entry.envelope)
+                .where(Entry.id > after_id, Entry.envelope != None)  # noqa: E711
+                .order_by(Entry.id).limit(limit))
+            return [(i, d, a, s, e) for i, d, a, s, e in rows]
+
+    def last_entry_id(self) -> int:
+        with self.db.read() as session:
+            return session.exec(select(func.max(Entry.id))).one() or 0
 
     def entries(self, after: dict[str, dict[str, int]] | None = None) -> list[bytes]:
         """Sealed entries the holder of version vectors `after` lacks, in an order that respects

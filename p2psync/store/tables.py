@@ -166,3 +166,28 @@ class Invite(SQLModel, table=True):
     attempts: int = 0
     used_by: str | None = None  # node id enrolled with it
     response: bytes | None = None  # the reply sent, resent if the branch retries
+
+
+class PeerRow(SQLModel, table=True):
+    """A peer or relay this node has talked to: what `status` shows when the node is not running."""
+
+    key: str = Field(primary_key=True)  # peer node id, or the relay's address
+    kind: str  # "node" or "relay"
+    office: str = ""
+    address: str = ""
+    last_seen: str = ""
+    last_sync: str = ""
+    sent: int = 0
+    received: int = 0
+    last_error: str = ""
+
+
+class SyncLogRow(SQLModel, table=True):
+    """What was sent to and received from whom, and when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: str = Field(index=True)
+    peer: str
+    office: str = ""
+    direction: str  # "sent" or "received"
+    entries: int

@@ -1,0 +1,198 @@
+"""One sync conversation over one websocket: the asyncio driver of `protocol.sync.SyncConnection`.
+
+The node's side is reached through `Local`, whose methods run the blocking work (SQLite, pycrdt)
+off the event loop. The same driver serves node-to-node links and links to a relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from websockets.asyncio.connection import Connection
+
+from p2psync.books.change import Deps
+from p2psync.books.model import utc_now
+from p2psync.protocol import entry
+from p2psync.protocol.entry import EntryError
+from p2psync.protocol.sync import (
+    Ack,
+    CaughtUp,
+    Entries,
+    Hello,
+    PolicyOffer,
+    ProtocolError,
+    Refused,
+    SyncConnection,
+    batches,
+)
+
+logger = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 15.0
+#: A peer that acknowledges nothing for this long is stalled; the link is dropped and retried.
+ACK_TIMEOUT = 60.0
+
+
+class Local(Protocol):
+    """What a link needs from the node it serves (all awaitables run off the event loop)."""
+
+    node_id: str
+    org: str
+    role: str
+
+    def policy_version(self) -> int: ...
+    def vectors(self, docs: list[str] | None = None) -> Awaitable[Deps]: ...
+    def policy_blob(self) -> Awaitable[bytes]: ...
+    def entries_since(self, after_id: int) -> Awaitable[list[tuple[int, str, str, int, bytes]]]: ...
+    def receive(self, blobs: list[bytes]) -> Awaitable[int]: ...
+    def adopt_policy(self, blob: bytes) -> Awaitable[bool]: ...
+    def wait_for_change(self, seen_id: int, seen_policy: int) -> Awaitable[None]: ...
+
+
+@dataclass
+class LinkStats:
+    """What `status` shows of one link."""
+
+    peer: str = ""
+    sent: int = 0
+    received: int = 0
+    caught_up: bool = False
+    peer_caught_up: bool = False
+    backlog: int = 0
+    #: When both sides last held everything the other had sent (UTC, ISO); empty until then.
+    synced_at: str = ""
+
+
+class PeerRefused(ProtocolError):
+    """The other side refused the conversation (revoked, wrong organisation, limits)."""
+
+
+async def converse(ws: Connection, local: Local, stats: LinkStats, *, until_caught_up: bool = False,
+                   check_peer: Callable[[Hello], None] | None = None) -> None:
+    """Run the conversation until the link closes (or, for a one-shot sync, both sides caught up)."""
+    conn = SyncConnection()
+    await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), await local.vectors()))
+    first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
+    hello = conn.receive(first)
+    if isinstance(hello, Refused):
+        raise PeerRefused(f"peer refused: {hello.reason}")
+    assert isinstance(hello, Hello)
+    if hello.org != local.org:
+        await ws.send(conn.refuse("different organisation"))
+        raise ProtocolError("peer belongs to a different organisation")
+    if check_peer is not None:
+        check_peer(hello)
+    stats.peer = hello.node
+    acked = asyncio.Event()
+    done = asyncio.Event()
+    reader = asyncio.create_task(_read(ws, conn, local, stats, acked, done, until_caught_up))
+    writer = asyncio.create_task(_write(ws, conn, local, stats, acked, done, until_caught_up))
+    finished_sync = asyncio.create_task(done.wait())
+    try:
+        finished, _pending = await asyncio.wait({reader, writer, finished_sync}, return_when=asyncio.FIRST_COMPLETED)
+        for task in finished:
+            task.result()  # re-raises what ended a reader or writer
+    finally:
+        for task in (reader, writer, finished_sync):
+            task.cancel()
+        await asyncio.gather(reader, writer, finished_sync, return_exceptions=True)
+
+
+async def _read(ws: Connection, conn: SyncConnection, local: Local, stats: LinkStats, acked: asyncio.Event,
+                done: asyncio.Event, until_caught_up: bool) -> None:
+    async for frame in ws:
+        event = conn.receive(frame)
+        if isinstance(event, Entries):
+            docs = _note_received(conn, event.blobs)
+            stats.received += await local.receive(event.blobs)
+            await ws.send(conn.ack(event.batch, await local.vectors(docs)))
+        elif isinstance(event, PolicyOffer):
+            await local.adopt_policy(event.blob)
+        elif isinstance(event, Ack):
+            acked.set()
+        elif isinstance(event, CaughtUp):
+            stats.peer_caught_up = True
+        elif isinstance(event, Refused):
+            raise PeerRefused(f"peer refused: {event.reason}")
+        elif isinstance(event, Hello):
+            raise ProtocolError("second hello")
+        _check_done(conn, stats, done, until_caught_up)
+
+
+def _note_received(conn: SyncConnection, blobs: list[bytes]) -> list[str]:
+    docs = set()
+    for blob in blobs:
+        try:
+            header = entry.peek(blob)
+        except EntryError:
+            continue
+        conn.note_peer_has(header.doc, header.author, header.seq)
+        docs.add(header.doc)
+    return sorted(docs)
+
+
+def _check_done(conn: SyncConnection, stats: LinkStats, done: asyncio.Event, until_caught_up: bool) -> None:
+    if stats.caught_up and stats.peer_caught_up and not conn.in_flight:
+        stats.synced_at = utc_now()
+        if until_caught_up:
+            done.set()
+
+
+async def _write(ws: Connection, conn: SyncConnection, local: Local, stats: LinkStats, acked: asyncio.Event,
+                 done: asyncio.Event, until_caught_up: bool) -> None:
+    assert conn.peer is not None
+    seen_policy = conn.peer.policy_version
+    seen_id = 0
+    while True:
+        if local.policy_version() > seen_policy:
+            await ws.send(conn.policy(await local.policy_blob()))
+            seen_policy = local.policy_version()
+        seen_id = await _send_new(ws, conn, local, stats, acked, seen_id)
+        if not stats.caught_up:
+            await _drain(conn, acked)
+            await ws.send(conn.caught_up())
+            stats.caught_up = True
+        _check_done(conn, stats, done, until_caught_up)
+        if until_caught_up and done.is_set():
+            return
+        waits = [asyncio.create_task(local.wait_for_change(seen_id, seen_policy)), asyncio.create_task(acked.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        acked.clear()
+
+
+async def _send_new(ws: Connection, conn: SyncConnection, local: Local, stats: LinkStats, acked: asyncio.Event,
+                    seen_id: int) -> int:
+    """Send every logged entry after `seen_id` that the peer lacks; returns the new position."""
+    while True:
+        rows = await local.entries_since(seen_id)
+        if not rows:
+            return seen_id
+        seen_id = rows[-1][0]
+        wanted = [(doc, author, seq, blob) for _id, doc, author, seq, blob in rows
+                  if conn.peer_lacks(doc, author, seq)]
+        stats.backlog = len(wanted)
+        for batch in batches(blob for *_key, blob in wanted):
+            while not conn.can_send:
+                acked.clear()
+                await asyncio.wait_for(acked.wait(), ACK_TIMEOUT)
+            await ws.send(conn.entries(batch))
+            stats.sent += len(batch)
+            stats.backlog = max(0, stats.backlog - len(batch))
+        for doc, author, seq, _blob in wanted:
+            conn.note_peer_has(doc, author, seq)
+
+
+async def _drain(conn: SyncConnection, acked: asyncio.Event) -> None:
+    """Wait until every batch sent was acknowledged (so 'caught up' means durable at the peer)."""
+    while conn.in_flight:
+        acked.clear()
+        await asyncio.wait_for(acked.wait(), ACK_TIMEOUT)
+

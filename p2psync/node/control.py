@@ -1,0 +1,71 @@
+"""The local control channel: a Unix socket in the node's home, usable only by the node's own user
+(the home is mode 0700 and the socket 0600). One JSON request per line, one JSON reply per line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from p2psync.errors import P2PSyncError
+
+SOCKET_NAME = "control.sock"
+MAX_REQUEST = 64 * 1024
+Handler = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+def socket_path(home: Path) -> Path:
+    return home / SOCKET_NAME
+
+
+async def serve(home: Path, handle: Handler) -> asyncio.AbstractServer:
+    path = socket_path(home)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # left by a node that was killed
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            request = json.loads(line[:MAX_REQUEST] or b"{}")
+            reply = await handle(str(request.get("command", "")))
+        except (ValueError, TimeoutError, AttributeError):
+            reply = {"error": "malformed request"}
+        except P2PSyncError as exc:
+            reply = {"error": str(exc)}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    old_umask = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(on_client, path=str(path), limit=MAX_REQUEST)
+    finally:
+        os.umask(old_umask)
+    return server
+
+
+def request(home: Path, command: str, timeout: float = 30.0) -> dict[str, Any] | None:
+    """Ask the running node; None when no node is running on this home."""
+    path = socket_path(home)
+    if not path.exists():
+        return None
+
+    async def ask() -> dict[str, Any]:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+        writer.write(json.dumps({"command": command}).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        writer.close()
+        return json.loads(line)
+
+    try:
+        return asyncio.run(ask())
+    except (ConnectionRefusedError, FileNotFoundError):
+        return None
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise P2PSyncError(f"the running node did not answer: {exc}") from None

@@ -1,0 +1,377 @@
+"""A running node: serves links, dials peers and relays, pushes live, reconciles, reports status.
+
+All database and document work runs on one worker thread, so the event loop never blocks on
+SQLite or pycrdt and the node's state is touched by one thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlmodel import select
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import WebSocketException
+
+from p2psync.books.change import Deps
+from p2psync.books.model import utc_now
+from p2psync.errors import P2PSyncError
+from p2psync.net import tls
+from p2psync.net.link import LinkStats, converse
+from p2psync.node import registrar
+from p2psync.node.home import KEYS_DIR
+from p2psync.node.office import Node
+from p2psync.protocol import relay_auth
+from p2psync.protocol.sync import MAX_FRAME, Hello, ProtocolError
+from p2psync.store.db import get_setting
+from p2psync.store.tables import PeerRow, Pending, Quarantine, SyncLogRow
+from p2psync.trust.certs import CertificateError
+from p2psync.trust.enroll import MAX_MESSAGE, refusal
+from p2psync.trust.keys import unb64
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+POLL_SECONDS = 0.5
+SAVE_EVERY_POLLS = 20
+BACKOFF_START, BACKOFF_MAX = 1.0, 60.0
+ONE_SHOT_TIMEOUT = 120.0
+
+
+@dataclass
+class PeerState:
+    key: str
+    kind: str
+    address: str = ""
+    office: str = ""
+    online: bool = False
+    stats: LinkStats = field(default_factory=LinkStats)
+    last_error: str = ""
+    recorded: tuple[int, int] = (0, 0)  # (sent, received) of `stats` already written to the database
+
+    @property
+    def last_sync(self) -> str:
+        return self.stats.synced_at
+
+
+class NodeRuntime:
+    """The node as a long-running service (and the engine of one-shot ``p2psync sync``)."""
+
+    def __init__(self, node: Node, *, host: str = "0.0.0.0", port: int = 8470, peers: tuple[str, ...] = (),
+                 mdns: bool = True) -> None:
+        self.node = node
+        self.host, self.port = host, port
+        self.static_peers = list(peers)
+        self.mdns = mdns
+        self.node_id = node.identity.node_id
+        self.org = node.trust.org
+        self.role = node.identity.role
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="p2psync-node")
+        self.peers: dict[str, PeerState] = {}
+        self.server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Condition()
+        self._seen = (0, 0)
+        self._keys_dir = node.home / KEYS_DIR
+        with node.db.read() as session:
+            self._root_der = unb64(get_setting(session, "root_cert") or "")
+            self._cert_der = unb64(get_setting(session, "cert") or "")
+        self.started_at = utc_now()
+
+    # ------------------------------------------------------------ link.Local
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+
+    def policy_version(self) -> int:
+        return self.node.trust.policy.version
+
+    async def vectors(self, docs: list[str] | None = None) -> Deps:
+        return await self.call(self.node.vectors, docs)
+
+    async def policy_blob(self) -> bytes:
+        return await self.call(self.node.policy_blob)
+
+    async def entries_since(self, after_id: int) -> list[tuple[int, str, str, int, bytes]]:
+        return await self.call(self.node.entries_since, after_id)
+
+    async def receive(self, blobs: list[bytes]) -> int:
+        result = await self.call(self.node.receive, blobs)
+        if result.applied:
+            await self.notify()
+        return result.applied
+
+    async def adopt_policy(self, blob: bytes) -> bool:
+        try:
+            adopted = await self.call(self.node.adopt_policy, blob)
+        except P2PSyncError as exc:
+            logger.warning("refused a policy: %s", exc)
+            return False
+        if adopted:
+            await self.notify()
+        return adopted
+
+    async def wait_for_change(self, seen_id: int, seen_policy: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._seen[0] > seen_id or self._seen[1] > seen_policy)
+
+    async def notify(self) -> None:
+        last = await self.call(self.node.last_entry_id)
+        async with self._changed:
+            self._seen = (last, self.policy_version())
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def manual(self) -> bool:
+        return self.node.settings()["mode"] == "manual"
+
+    @property
+    def interval(self) -> float:
+        return float(self.node.settings()["interval"] or 5) * 60
+
+    async def start(self) -> None:
+        await self.notify()
+        self.server = await serve(self._accept, self.host, self.port, ssl=tls.server_context(self._keys_dir, self._root_der),
+                                  max_size=MAX_FRAME, compression=None, ping_interval=20, ping_timeout=20)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._tasks.append(asyncio.create_task(self._poll()))
+        if not self.manual:
+            self._start_dialers()
+
+    def _start_dialers(self) -> None:
+        for url in self.static_peers:
+            self._tasks.append(asyncio.create_task(self._dial_forever(url, relay=False)))
+        for url in self.node.trust.policy.relays:
+            self._tasks.append(asyncio.create_task(self._dial_forever(url, relay=True)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        await self.call(self._save_peers)
+        self.worker.shutdown(wait=True)
+
+    async def restart_links(self) -> None:
+        """Drop every link and dial again: what ``p2psync restart`` does."""
+        for task in self._tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
+        del self._tasks[1:]
+        if self.server is not None:
+            for ws in list(self.server.connections):
+                await ws.close(1012, "restarting")
+        if not self.manual:
+            self._start_dialers()
+
+    async def _poll(self) -> None:
+        """Notice entries and policies written by other processes on this home (e.g. the CLI), and
+        write link statistics to the sync log now and then."""
+        for tick in itertools.count(1):
+            await asyncio.sleep(POLL_SECONDS)
+            if tick % SAVE_EVERY_POLLS == 0:
+                await self.call(self._save_peers)
+            last, blob = await self.call(self._db_position)
+            if blob and self.node.trust.policy.version < _version_of(blob):
+                await self.adopt_policy(blob)
+            if last != self._seen[0]:
+                await self.notify()
+
+    def _db_position(self) -> tuple[int, bytes]:
+        return self.node.last_entry_id(), self.node.policy_blob()
+
+    # ------------------------------------------------------------ links
+
+    async def _accept(self, ws: ServerConnection) -> None:
+        ssl_object = ws.transport.get_extra_info("ssl_object")
+        if ssl_object is not None and not ssl_object.getpeercert(binary_form=True):
+            await self._enrollment(ws)
+            return
+        try:
+            member = tls.peer_member(ssl_object, self.node.trust)
+        except CertificateError as exc:
+            await ws.close(1008, str(exc)[:120])
+            return
+        if self.manual:
+            await ws.close(1013, "this node syncs only when asked (manual mode)")
+            return
+        state = self.peers.get(member.node_id)
+        if state is not None and state.online:
+            await ws.close(1013, "already linked")
+            return
+        address = "{}:{}".format(*ws.remote_address[:2]) if ws.remote_address else ""
+        await self._run_link(ws, member.node_id, "node", address, member.office, expect=member.node_id)
+
+    async def _enrollment(self, ws: ServerConnection) -> None:
+        """A client without a certificate may only enroll, and only at the head office."""
+        try:
+            raw = await asyncio.wait_for(ws.recv(), 15)
+        except (TimeoutError, WebSocketException):
+            return
+        if len(raw) > MAX_MESSAGE:
+            await ws.close(1009, "too large")
+            return
+        data = raw.encode() if isinstance(raw, str) else raw
+        if self.node.identity.is_head:
+            reply = await self.call(registrar.handle_enroll, self.node, data)
+        else:
+            reply = refusal("this node is not the head office; enroll with the head office")
+        with contextlib.suppress(WebSocketException):
+            await ws.send(reply)
+
+    async def _run_link(self, ws: Any, key: str, kind: str, address: str, office: str, *, expect: str | None,
+                        once: bool = False) -> PeerState:
+        state = self.peers.setdefault(key, PeerState(key, kind))
+        state.address, state.office, state.online = address, office, True
+        state.stats, state.recorded = LinkStats(), (0, 0)
+
+        def check(hello: Hello) -> None:
+            if expect is not None and hello.node != expect:
+                raise ProtocolError("peer's hello does not match its certificate")
+
+        try:
+            await converse(ws, self, state.stats, until_caught_up=once, check_peer=check)
+            state.last_error = ""
+        except (ProtocolError, WebSocketException, OSError, TimeoutError, P2PSyncError) as exc:
+            state.last_error = str(exc)[:300] or type(exc).__name__
+            logger.info("link with %s ended: %s", key[:16], state.last_error)
+            if once:
+                raise
+        finally:
+            state.online = False
+            await self.call(self._record, state)
+        return state
+
+    async def _dial_forever(self, url: str, *, relay: bool) -> None:
+        delay = BACKOFF_START
+        while True:
+            try:
+                await asyncio.wait_for(self.dial(url, relay=relay), self.interval)
+                delay = BACKOFF_START
+            except TimeoutError:
+                delay = BACKOFF_START  # periodic full reconcile: reconnect at once
+                continue
+            except (P2PSyncError, WebSocketException, OSError) as exc:
+                logger.info("cannot sync with %s: %s", url, exc)
+                self.peers.setdefault(url, PeerState(url, "relay" if relay else "node", url)).last_error = str(exc)[:300]
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def dial(self, url: str, *, relay: bool, once: bool = False) -> PeerState:
+        """One conversation with the peer or relay at `url`."""
+        if relay:
+            async with connect(url, max_size=MAX_FRAME, compression=None, open_timeout=15) as ws:
+                challenge = await asyncio.wait_for(ws.recv(), 15)
+                await ws.send(relay_auth.answer(challenge, self._root_der, self._cert_der, self.node.trust.keys.signing))
+                return await self._run_link(ws, url, "relay", url, "relay", expect=None, once=once)
+        context = tls.client_context(self._keys_dir, self._root_der)
+        async with connect(url.replace("ws://", "wss://", 1), ssl=context, max_size=MAX_FRAME, compression=None,
+                           open_timeout=15) as ws:
+            member = tls.peer_member(ws.transport.get_extra_info("ssl_object"), self.node.trust)
+            existing = self.peers.get(member.node_id)
+            if existing is not None and existing.online:
+                raise P2PSyncError(f"already linked with {member.office}")
+            return await self._run_link(ws, member.node_id, "node", url, member.office, expect=member.node_id,
+                                        once=once)
+
+    async def sync_once(self, timeout: float = ONE_SHOT_TIMEOUT) -> list[PeerState]:
+        """``p2psync sync``: one full exchange with every reachable peer and relay, then stop."""
+        targets = [(url, False) for url in self.static_peers] + [(url, True) for url in self.node.trust.policy.relays]
+        results = []
+        for url, relay in targets:
+            try:
+                results.append(await asyncio.wait_for(self.dial(url, relay=relay, once=True), timeout))
+            except (P2PSyncError, WebSocketException, OSError, TimeoutError) as exc:
+                state = self.peers.setdefault(url, PeerState(url, "relay" if relay else "node", url))
+                state.last_error = str(exc)[:300] or type(exc).__name__
+                await self.call(self._record, state)
+                results.append(state)
+        return results
+
+    # ------------------------------------------------------------ status
+
+    def _record(self, state: PeerState) -> None:
+        with self.node.db.write() as session:
+            row = session.get(PeerRow, state.key) or PeerRow(key=state.key, kind=state.kind)
+            row.office, row.address, row.last_seen = state.office, state.address, utc_now()
+            row.last_sync = state.last_sync or row.last_sync
+            sent, received = state.stats.sent - state.recorded[0], state.stats.received - state.recorded[1]
+            row.sent += sent
+            row.received += received
+            row.last_error = state.last_error
+            session.add(row)
+            for direction, count in (("sent", sent), ("received", received)):
+                if count:
+                    session.add(SyncLogRow(at=utc_now(), peer=state.key, office=state.office, direction=direction,
+                                           entries=count))
+        state.recorded = (state.stats.sent, state.stats.received)
+
+    def _save_peers(self) -> None:
+        for state in self.peers.values():
+            self._record(state)
+
+    async def status(self) -> dict[str, Any]:
+        data = await self.call(status_from_db, self.node)
+        live = {key: state for key, state in self.peers.items()}
+        for peer in data["peers"]:
+            state = live.pop(peer["peer"], None)
+            if state is not None:
+                peer.update(_live(state))
+        data["peers"] += [{"peer": k, "kind": s.kind, "office": s.office, "address": s.address, "sent": 0,
+                           "received": 0, "last_sync": s.last_sync, "last_error": s.last_error, **_live(s)}
+                          for k, s in live.items()]
+        data["node"].update(running=True, started_at=self.started_at, listening=f"{self.host}:{self.port}")
+        return data
+
+
+def _live(state: PeerState) -> dict[str, Any]:
+    live = {"online": state.online, "backlog": state.stats.backlog, "last_error": state.last_error}
+    return {**live, "last_sync": state.last_sync} if state.last_sync else live
+
+
+def _version_of(blob: bytes) -> int:
+    try:
+        return int(json.loads(json.loads(blob)["body"])["version"])
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+def status_from_db(node: Node) -> dict[str, Any]:
+    """Status as the database records it (all a stopped node can tell)."""
+    settings = node.settings()
+    with node.db.read() as session:
+        peers = [{"peer": p.key, "kind": p.kind, "office": p.office, "address": p.address, "online": False,
+                  "last_sync": p.last_sync, "sent": p.sent, "received": p.received, "backlog": 0,
+                  "last_error": p.last_error} for p in session.exec(select(PeerRow).order_by(PeerRow.key))]
+        quarantined = [{"at": q.received_at, "document": q.doc, "author": q.author, "seq": q.seq, "reason": q.reason}
+                       for q in session.exec(select(Quarantine).order_by(Quarantine.id))]
+        waiting = len(session.exec(select(Pending.id)).all())
+        log = [{"at": r.at, "peer": r.peer, "office": r.office, "direction": r.direction, "entries": r.entries}
+               for r in session.exec(select(SyncLogRow).order_by(SyncLogRow.id.desc()).limit(20))]  # type: ignore[union-attr]
+    policy = node.trust.policy
+    return {
+        "node": {"office": node.identity.office, "role": node.identity.role, "node_id": node.identity.node_id,
+                 "company": node.identity.company, "registration_id": node.registration_id,
+                 "mode": settings["mode"], "interval_minutes": int(settings["interval"] or 5), "running": False,
+                 "policy_version": policy.version, "key_epoch": policy.epoch, "sync_after": policy.sync_after,
+                 "revoked": node.trust.revoked},
+        "peers": peers,
+        "waiting_entries": waiting,
+        "quarantined": quarantined,
+        "sync_log": log,
+    }
+
