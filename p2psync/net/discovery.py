@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import ifaddr  # zeroconf's own dependency; it is what zeroconf uses to enumerate interfaces
 from zeroconf import InterfaceChoice, ServiceInfo, ServiceStateChange, Zeroconf
@@ -32,8 +32,8 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 __all__ = [
     "PROTOCOL_VERSION",
     "SERVICE_TYPE",
-    "Advertiser",
     "AdvertRejected",
+    "Advertiser",
     "Browser",
     "Interfaces",
     "Peer",
@@ -55,6 +55,9 @@ TAG_CONTEXT = b"p2psync-mdns-v1"
 Interfaces = InterfaceChoice | list[str | int]
 
 RESOLVE_TIMEOUT_MS = 3000
+#: TTL of every advert record. Shorter than mDNS's 75-minute default for service records, so a node
+#: that dies without a goodbye drops out of peers' views within minutes; refreshes cost little.
+ADVERT_TTL = 120
 #: Bounds on what a hostile LAN can make us hold: per-value size, addresses per advert, adverts kept.
 MAX_VALUE_BYTES = 64
 MAX_ADDRESSES = 16
@@ -216,7 +219,7 @@ class Advertiser:
         """Probe for the name and register; announcements continue in the background."""
         if self.info is not None:
             return
-        zc = self._shared or AsyncZeroconf(interfaces=self._interfaces)
+        zc = self._shared if self._shared is not None else AsyncZeroconf(interfaces=self._interfaces)
         host = f"p2psync-{self._node_id[:12]}.local."
         info = ServiceInfo(
             SERVICE_TYPE,
@@ -225,6 +228,8 @@ class Advertiser:
             properties={"v": PROTOCOL_VERSION, "org": self._tag, "node": self._node_id, "port": str(self._port)},
             server=host,
             parsed_addresses=self._addresses or _default_addresses(self._interfaces),
+            host_ttl=ADVERT_TTL,
+            other_ttl=ADVERT_TTL,
         )
         try:
             announcing = await zc.async_register_service(info, allow_name_change=True)
@@ -251,7 +256,7 @@ class Advertiser:
             if self._shared is None:
                 await zc.async_close()
 
-    async def __aenter__(self) -> Advertiser:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -301,27 +306,27 @@ class Browser:
     async def start(self) -> None:
         if self._browser is not None:
             return
-        self._zc = self._shared or AsyncZeroconf(interfaces=self._interfaces)
+        self._zc = self._shared if self._shared is not None else AsyncZeroconf(interfaces=self._interfaces)
         if self._on_event is not None:
             self._dispatcher = asyncio.create_task(self._dispatch())
         self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change])
 
     async def stop(self) -> None:
         browser, zc, self._browser, self._zc = self._browser, self._zc, None, None
+        if browser is not None:
+            await browser.async_cancel()  # first, so that no new resolution starts
         tasks = [*self._resolving.values(), *([self._dispatcher] if self._dispatcher else [])]
         self._resolving.clear()
         self._dispatcher = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if browser is not None:
-            await browser.async_cancel()
         if zc is not None and self._shared is None:
             await zc.async_close()
         self._adverts.clear()
         self._peers.clear()
 
-    async def __aenter__(self) -> Browser:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

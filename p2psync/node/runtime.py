@@ -25,7 +25,7 @@ from websockets.exceptions import WebSocketException
 from p2psync.books.change import Deps
 from p2psync.books.model import utc_now
 from p2psync.errors import P2PSyncError
-from p2psync.net import tls
+from p2psync.net import discovery, tls
 from p2psync.net.link import LinkStats, converse
 from p2psync.node import registrar
 from p2psync.node.home import KEYS_DIR
@@ -146,6 +146,8 @@ class NodeRuntime:
                                   max_size=MAX_FRAME, compression=None, ping_interval=20, ping_timeout=20)
         self.port = self.server.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._poll()))
+        if self.mdns:
+            self._tasks.append(asyncio.create_task(self._discover()))
         if not self.manual:
             self._start_dialers()
 
@@ -177,6 +179,42 @@ class NodeRuntime:
                 await ws.close(1012, "restarting")
         if not self.manual:
             self._start_dialers()
+
+    async def _discover(self) -> None:
+        """Advertise on the LAN and link to members found there. Both sides see each other, so only
+        the one with the smaller node id dials: one link per pair."""
+        interfaces = [self.host] if self.host not in ("0.0.0.0", "") else discovery.InterfaceChoice.All
+        addresses = [self.host] if self.host not in ("0.0.0.0", "") else None
+        async with discovery.Advertiser(self.org, self.node_id, self.port, addresses=addresses,
+                                        interfaces=interfaces), \
+                discovery.Browser(self.org, self.node_id, interfaces=interfaces) as browser:
+            dialing: dict[str, asyncio.Task[None]] = {}
+            while True:
+                event = await browser.events.get()
+                peer = event.peer
+                if event.change == "removed" or self.manual or self.node_id > peer.node_id:
+                    continue
+                task = dialing.get(peer.node_id)
+                if task is None or task.done():
+                    url = f"wss://{peer.addresses[0]}:{peer.port}"
+                    dialing[peer.node_id] = asyncio.create_task(self._dial_discovered(url, peer.node_id))
+
+    async def _dial_discovered(self, url: str, node_id: str) -> None:
+        """Keep a link to a LAN peer while it is advertised; give up after repeated failures."""
+        delay = BACKOFF_START
+        for _attempt in range(8):
+            state = self.peers.get(node_id)
+            if state is not None and state.online:
+                return
+            try:
+                await asyncio.wait_for(self.dial(url, relay=False), self.interval)
+                delay = BACKOFF_START
+            except TimeoutError:
+                continue
+            except (P2PSyncError, WebSocketException, OSError) as exc:
+                logger.info("cannot link to LAN peer %s at %s: %s", node_id[:16], url, exc)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, BACKOFF_MAX)
 
     async def _poll(self) -> None:
         """Notice entries and policies written by other processes on this home (e.g. the CLI), and
