@@ -14,7 +14,7 @@ from p2psync.books.rules import parse_date
 from p2psync.cli import render
 from p2psync.cli.context import home_option, open_node
 from p2psync.errors import InvalidInput, P2PSyncError
-from p2psync.net import enrollment
+from p2psync.net import discovery, enrollment
 from p2psync.node import Node, control, registrar
 from p2psync.node.runtime import NodeRuntime, status_from_db
 from p2psync.node.home import resolve_home
@@ -24,6 +24,7 @@ from p2psync.trust.invite import InviteCode
 from p2psync.trust.keys import NodeKeys
 
 DEFAULT_PORT = 8470
+LAN_SEARCH_SECONDS = 3.0
 
 
 @click.command("invite")
@@ -48,18 +49,32 @@ def join_cmd(home: str | None, code: str, via: str | None) -> None:
     """At a branch: register with the head office using its one-time CODE."""
     invite = InviteCode.parse(code)
     path = resolve_home(home)
-    if via is None:
-        raise InvalidInput("give the head office's address with --via ws://HOST:PORT")
     keys = NodeKeys.generate()
     request = enroll.request(invite, keys)
-    reply = asyncio.run(enrollment.exchange(via, request))
-    enrolled = enroll.read_reply(reply, invite, request, keys)
+    enrolled = asyncio.run(_enroll(via, invite, request, keys))
     node = Node.join(path, enrolled, keys)
     try:
         render.info(f"Joined {node.identity.company} as branch {node.identity.office} "
                     f"({enrolled.grant.office_name}); Registration ID {node.registration_id}")
     finally:
         node.close()
+
+
+async def _enroll(via: str | None, invite: InviteCode, request: bytes, keys: NodeKeys) -> enroll.Enrollment:
+    """Enroll at `via`, or at whichever node found on the LAN answers as our head office."""
+    if via is not None:
+        return enroll.read_reply(await enrollment.exchange(via, request), invite, request, keys)
+    with render.err.status("Looking for the head office on the LAN"):
+        candidates = await discovery.find_any(LAN_SEARCH_SECONDS)
+    errors = []
+    for url in candidates:
+        try:
+            return enroll.read_reply(await enrollment.exchange(url, request), invite, request, keys)
+        except P2PSyncError as exc:
+            errors.append(f"{url}: {exc}")
+    if errors:
+        raise P2PSyncError("no node on the LAN enrolled this code; " + "; ".join(errors[:3]))
+    raise P2PSyncError("no head office found on the LAN; give its address with --via wss://HOST:PORT")
 
 
 @click.command("settings")

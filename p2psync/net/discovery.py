@@ -112,14 +112,15 @@ class AdvertRejected(ValueError):
     """An advert that is not a usable peer of our organisation; the message says why."""
 
 
-def parse_advert(info: ServiceInfo, tag: str) -> Peer:
-    """Validate a resolved advert against our organisation tag and turn it into a `Peer`.
+def parse_advert(info: ServiceInfo, tag: str | None) -> Peer:
+    """Validate a resolved advert against our organisation tag (None: any organisation, for a
+    branch that has not joined yet) and turn it into a `Peer`.
 
     Pure (no I/O) so it can be tested with hand-made records. Raises `AdvertRejected`.
     """
     props = info.properties
     org = _text(props, "org")
-    if not hmac.compare_digest(org, tag):
+    if tag is not None and not hmac.compare_digest(org, tag):
         raise AdvertRejected("another organisation")
     version = _text(props, "v")
     if version not in SUPPORTED_VERSIONS:
@@ -278,14 +279,14 @@ class Browser:
 
     def __init__(
         self,
-        org_id: str,
+        org_id: str | None,
         node_id: str,
         on_event: Callable[[PeerEvent], Awaitable[None]] | None = None,
         *,
         interfaces: Interfaces = InterfaceChoice.All,
         zeroconf: AsyncZeroconf | None = None,
     ) -> None:
-        self._tag = blinded_tag(org_id)
+        self._tag = blinded_tag(org_id) if org_id is not None else None
         self._node_id = _checked_node_id(node_id)
         self._on_event = on_event
         self._interfaces = interfaces
@@ -404,3 +405,20 @@ class Browser:
                 await self._on_event(event)
             except Exception:
                 logger.exception("peer event handler failed on %s of %s", event.change, event.peer.node_id)
+
+
+async def find_any(seconds: float, interfaces: Interfaces = InterfaceChoice.All) -> list[str]:
+    """Addresses (``wss://HOST:PORT``) of every p2psync node advertised on the LAN within `seconds`,
+    whatever its organisation: what a branch that has not joined yet can look for."""
+    found: dict[str, str] = {}
+    async with Browser(None, "0" * 32, interfaces=interfaces) as browser:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            try:
+                event = await asyncio.wait_for(browser.events.get(), left)
+            except TimeoutError:
+                break
+            if event.change != "removed" and event.peer.addresses:
+                found[event.peer.node_id] = f"wss://{event.peer.addresses[0]}:{event.peer.port}"
+    return list(found.values())
