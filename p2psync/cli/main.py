@@ -21,6 +21,7 @@ from p2psync.cli.books_commands import (
     voucher,
 )
 from p2psync.cli.demo import demo_cmd
+from p2psync.cli.relay_command import relay_cmd
 from p2psync.cli.trust_commands import (
     invite_cmd,
     join_cmd,
@@ -106,7 +107,7 @@ def branch_list(home: str | None, as_json: bool) -> None:
 
 
 for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo_cmd, invite_cmd, join_cmd,
-                settings_cmd, revoke_cmd, quarantine_cmd, run_cmd, sync_cmd, status_cmd, restart_cmd):
+                settings_cmd, revoke_cmd, quarantine_cmd, run_cmd, sync_cmd, status_cmd, restart_cmd, relay_cmd):
     cli.add_command(command)
 
 

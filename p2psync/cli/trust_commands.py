@@ -169,13 +169,13 @@ async def _serve(runtime: NodeRuntime) -> None:
             return {"ok": True}
         return {"error": f"unknown command {command[:40]!r}"}
 
-    await runtime.start()
     channel = await control.serve(runtime.node.home, handle)
-    node = runtime.node.identity
-    render.info(f"{node.office} ({'head office' if node.is_head else 'branch'}) serving on "
-                f"wss://{runtime.host}:{runtime.port}, {runtime.node.settings()['mode']} mode "
-                f"(started {dt.datetime.now():%H:%M:%S})")
     try:
+        await runtime.start()
+        node = runtime.node.identity
+        render.info(f"{node.office} ({'head office' if node.is_head else 'branch'}) serving on "
+                    f"wss://{runtime.host}:{runtime.port}, {runtime.node.settings()['mode']} mode "
+                    f"(started {dt.datetime.now():%H:%M:%S})")
         await stop.wait()
     finally:
         channel.close()
@@ -203,8 +203,9 @@ def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
         render.table("Sync", ["Peer", "Office", "Sent", "Received", "Result"],
                      [[r["peer"][:40], r["office"], r["sent"], r["received"], "ok" if r["ok"] else r["error"]]
                       for r in rows], numeric={2, 3})
-    if not rows or not any(r["ok"] for r in rows):
-        raise P2PSyncError("no exchange succeeded")
+    if not any(r["ok"] for r in rows):
+        failures = "; ".join(f"{r['peer']}: {r['error']}" for r in rows)
+        raise P2PSyncError(f"no exchange succeeded: {failures}" if failures else "no exchange succeeded")
 
 
 async def _sync_once(runtime: NodeRuntime) -> list:

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 HELLO_TIMEOUT = 15.0
 #: A peer that acknowledges nothing for this long is stalled; the link is dropped and retried.
 ACK_TIMEOUT = 60.0
+#: Websocket close code for a peer that broke the conversation (RFC 6455, section 7.4.1).
+CLOSE_PROTOCOL_ERROR = 1002
 
 
 class Local(Protocol):
@@ -73,7 +75,19 @@ class PeerRefused(ProtocolError):
 
 async def converse(ws: Connection, local: Local, stats: LinkStats, *, until_caught_up: bool = False,
                    check_peer: Callable[[Hello], None] | None = None) -> None:
-    """Run the conversation until the link closes (or, for a one-shot sync, both sides caught up)."""
+    """Run the conversation until the link closes (or, for a one-shot sync, both sides caught up).
+    A peer that breaks the protocol is told why: the link closes with code 1002 and the reason."""
+    try:
+        await _converse(ws, local, stats, until_caught_up, check_peer)
+    except PeerRefused:
+        raise
+    except ProtocolError as exc:
+        await ws.close(CLOSE_PROTOCOL_ERROR, str(exc).encode()[:120].decode(errors="ignore"))
+        raise
+
+
+async def _converse(ws: Connection, local: Local, stats: LinkStats, until_caught_up: bool,
+                    check_peer: Callable[[Hello], None] | None) -> None:
     conn = SyncConnection()
     await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), await local.vectors()))
     first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)

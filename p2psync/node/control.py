@@ -23,7 +23,10 @@ def socket_path(home: Path) -> Path:
 
 
 async def serve(home: Path, handle: Handler) -> asyncio.AbstractServer:
+    """Listen for requests; refuses when another node already answers on this home."""
     path = socket_path(home)
+    if await _answers(path):
+        raise P2PSyncError(f"a node is already running on {home}; stop it first")
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # left by a node that was killed
 
@@ -47,6 +50,15 @@ async def serve(home: Path, handle: Handler) -> asyncio.AbstractServer:
     finally:
         os.umask(old_umask)
     return server
+
+
+async def _answers(path: Path) -> bool:
+    try:
+        _reader, writer = await asyncio.open_unix_connection(str(path))
+    except OSError:
+        return False
+    writer.close()
+    return True
 
 
 def request(home: Path, command: str, timeout: float = 30.0) -> dict[str, Any] | None:

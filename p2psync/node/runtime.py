@@ -12,13 +12,15 @@ import itertools
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from sqlalchemy import func
 from sqlmodel import select
 from websockets.asyncio.client import connect
+from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import WebSocketException
 
@@ -33,7 +35,7 @@ from p2psync.node.office import Node
 from p2psync.protocol import relay_auth
 from p2psync.protocol.sync import MAX_FRAME, Hello, ProtocolError
 from p2psync.store.db import get_setting
-from p2psync.store.tables import PeerRow, Pending, Quarantine, SyncLogRow
+from p2psync.store.tables import Entry, PeerRow, Pending, Quarantine, SyncLogRow
 from p2psync.trust.certs import CertificateError
 from p2psync.trust.enroll import MAX_MESSAGE, refusal
 from p2psync.trust.keys import unb64
@@ -57,6 +59,7 @@ class PeerState:
     stats: LinkStats = field(default_factory=LinkStats)
     last_error: str = ""
     recorded: tuple[int, int] = (0, 0)  # (sent, received) of `stats` already written to the database
+    link: Connection | None = field(default=None, repr=False)  # the open websocket while online
 
     @property
     def last_sync(self) -> str:
@@ -79,6 +82,8 @@ class NodeRuntime:
         self.peers: dict[str, PeerState] = {}
         self.server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._dialers: list[asyncio.Task[None]] = []
+        self._dialed: dict[str, str] = {}  # peer address -> node id its certificate showed
         self._changed = asyncio.Condition()
         self._seen = (0, 0)
         self._keys_dir = node.home / KEYS_DIR
@@ -117,6 +122,7 @@ class NodeRuntime:
             logger.warning("refused a policy: %s", exc)
             return False
         if adopted:
+            await self._close_links(self.node.trust.policy.revoked, 1008, "revoked by the head office")
             await self.notify()
         return adopted
 
@@ -125,7 +131,7 @@ class NodeRuntime:
             await self._changed.wait_for(lambda: self._seen[0] > seen_id or self._seen[1] > seen_policy)
 
     async def notify(self) -> None:
-        last = await self.call(self.node.last_entry_id)
+        last = await self.call(last_shared_entry_id, self.node)
         async with self._changed:
             self._seen = (last, self.policy_version())
             self._changed.notify_all()
@@ -142,8 +148,12 @@ class NodeRuntime:
 
     async def start(self) -> None:
         await self.notify()
-        self.server = await serve(self._accept, self.host, self.port, ssl=tls.server_context(self._keys_dir, self._root_der),
-                                  max_size=MAX_FRAME, compression=None, ping_interval=20, ping_timeout=20)
+        try:
+            self.server = await serve(self._accept, self.host, self.port,
+                                      ssl=tls.server_context(self._keys_dir, self._root_der), max_size=MAX_FRAME,
+                                      compression=None, ping_interval=20, ping_timeout=20)
+        except OSError as exc:
+            raise P2PSyncError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.port = self.server.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._poll()))
         if self.mdns:
@@ -153,11 +163,18 @@ class NodeRuntime:
 
     def _start_dialers(self) -> None:
         for url in self.static_peers:
-            self._tasks.append(asyncio.create_task(self._dial_forever(url, relay=False)))
+            self._dialers.append(asyncio.create_task(self._dial_forever(url, relay=False)))
         for url in self.node.trust.policy.relays:
-            self._tasks.append(asyncio.create_task(self._dial_forever(url, relay=True)))
+            self._dialers.append(asyncio.create_task(self._dial_forever(url, relay=True)))
+
+    async def _stop_dialers(self) -> None:
+        for task in self._dialers:
+            task.cancel()
+        await asyncio.gather(*self._dialers, return_exceptions=True)
+        self._dialers.clear()
 
     async def stop(self) -> None:
+        await self._stop_dialers()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -169,16 +186,16 @@ class NodeRuntime:
         self.worker.shutdown(wait=True)
 
     async def restart_links(self) -> None:
-        """Drop every link and dial again: what ``p2psync restart`` does."""
-        for task in self._tasks[1:]:
-            task.cancel()
-        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
-        del self._tasks[1:]
-        if self.server is not None:
-            for ws in list(self.server.connections):
-                await ws.close(1012, "restarting")
+        """Drop every link and dial again at once: what ``p2psync restart`` does. LAN discovery keeps
+        running and links again to the members it sees."""
+        await self._stop_dialers()
+        await self._close_links(list(self.peers), 1012, "restarting")
         if not self.manual:
             self._start_dialers()
+
+    async def _close_links(self, keys: Iterable[str], code: int, reason: str) -> None:
+        links = [state.link for key in keys if (state := self.peers.get(key)) is not None and state.link is not None]
+        await asyncio.gather(*(link.close(code, reason) for link in links))
 
     async def _discover(self) -> None:
         """Advertise on the LAN and link to members found there. Both sides see each other, so only
@@ -207,12 +224,14 @@ class NodeRuntime:
             if state is not None and state.online:
                 return
             try:
-                await asyncio.wait_for(self.dial(url, relay=False), self.interval)
-                delay = BACKOFF_START
+                state = await asyncio.wait_for(self.dial(url, relay=False), self.interval)
             except TimeoutError:
                 continue
             except (P2PSyncError, WebSocketException, OSError) as exc:
                 logger.info("cannot link to LAN peer %s at %s: %s", node_id[:16], url, exc)
+            else:
+                if state.stats.synced_at:  # a link that was refused or broke before syncing backs off
+                    delay = BACKOFF_START
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -230,7 +249,7 @@ class NodeRuntime:
                 await self.notify()
 
     def _db_position(self) -> tuple[int, bytes]:
-        return self.node.last_entry_id(), self.node.policy_blob()
+        return last_shared_entry_id(self.node), self.node.policy_blob()
 
     # ------------------------------------------------------------ links
 
@@ -274,7 +293,7 @@ class NodeRuntime:
     async def _run_link(self, ws: Any, key: str, kind: str, address: str, office: str, *, expect: str | None,
                         once: bool = False) -> PeerState:
         state = self.peers.setdefault(key, PeerState(key, kind))
-        state.address, state.office, state.online = address, office, True
+        state.address, state.office, state.online, state.link = address, office, True, ws
         state.stats, state.recorded = LinkStats(), (0, 0)
 
         def check(hello: Hello) -> None:
@@ -290,7 +309,7 @@ class NodeRuntime:
             if once:
                 raise
         finally:
-            state.online = False
+            state.online, state.link = False, None
             await self.call(self._record, state)
         return state
 
@@ -298,14 +317,16 @@ class NodeRuntime:
         delay = BACKOFF_START
         while True:
             try:
-                await asyncio.wait_for(self.dial(url, relay=relay), self.interval)
-                delay = BACKOFF_START
+                state = await asyncio.wait_for(self.dial(url, relay=relay), self.interval)
             except TimeoutError:
                 delay = BACKOFF_START  # periodic full reconcile: reconnect at once
                 continue
             except (P2PSyncError, WebSocketException, OSError) as exc:
                 logger.info("cannot sync with %s: %s", url, exc)
-                self.peers.setdefault(url, PeerState(url, "relay" if relay else "node", url)).last_error = str(exc)[:300]
+                self._dial_failed(url, relay, exc)
+            else:
+                if state.stats.synced_at:  # a link that was refused or broke before syncing backs off
+                    delay = BACKOFF_START
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -320,11 +341,26 @@ class NodeRuntime:
         async with connect(url.replace("ws://", "wss://", 1), ssl=context, max_size=MAX_FRAME, compression=None,
                            open_timeout=15) as ws:
             member = tls.peer_member(ws.transport.get_extra_info("ssl_object"), self.node.trust)
+            await self._learn_address(url, member.node_id)
             existing = self.peers.get(member.node_id)
             if existing is not None and existing.online:
                 raise P2PSyncError(f"already linked with {member.office}")
             return await self._run_link(ws, member.node_id, "node", url, member.office, expect=member.node_id,
                                         once=once)
+
+    async def _learn_address(self, url: str, node_id: str) -> None:
+        """From now on failures to reach `url` are shown on its node's entry, not on one of their own."""
+        known = self._dialed.get(url)
+        self._dialed[url] = node_id
+        if known is None:
+            self.peers.pop(url, None)
+            await self.call(self._forget_peer, url)
+
+    def _dial_failed(self, url: str, relay: bool, exc: BaseException) -> PeerState:
+        key = self._dialed.get(url, url)
+        state = self.peers.setdefault(key, PeerState(key, "relay" if relay else "node", url))
+        state.last_error = str(exc)[:300] or type(exc).__name__
+        return state
 
     async def sync_once(self, timeout: float = ONE_SHOT_TIMEOUT) -> list[PeerState]:
         """``p2psync sync``: one full exchange with every reachable peer and relay, then stop."""
@@ -334,8 +370,7 @@ class NodeRuntime:
             try:
                 results.append(await asyncio.wait_for(self.dial(url, relay=relay, once=True), timeout))
             except (P2PSyncError, WebSocketException, OSError, TimeoutError) as exc:
-                state = self.peers.setdefault(url, PeerState(url, "relay" if relay else "node", url))
-                state.last_error = str(exc)[:300] or type(exc).__name__
+                state = self._dial_failed(url, relay, exc)
                 await self.call(self._record, state)
                 results.append(state)
         return results
@@ -358,27 +393,43 @@ class NodeRuntime:
                                            entries=count))
         state.recorded = (state.stats.sent, state.stats.received)
 
+    def _forget_peer(self, key: str) -> None:
+        with self.node.db.write() as session:
+            row = session.get(PeerRow, key)
+            if row is not None:
+                session.delete(row)
+
     def _save_peers(self) -> None:
         for state in self.peers.values():
             self._record(state)
 
     async def status(self) -> dict[str, Any]:
         data = await self.call(status_from_db, self.node)
-        live = {key: state for key, state in self.peers.items()}
+        live = dict(self.peers)
         for peer in data["peers"]:
             state = live.pop(peer["peer"], None)
             if state is not None:
-                peer.update(_live(state))
-        data["peers"] += [{"peer": k, "kind": s.kind, "office": s.office, "address": s.address, "sent": 0,
-                           "received": 0, "last_sync": s.last_sync, "last_error": s.last_error, **_live(s)}
-                          for k, s in live.items()]
+                _add_live(peer, state)
+        data["peers"] += [_add_live({"peer": k, "kind": s.kind, "office": s.office, "address": s.address, "sent": 0,
+                                     "received": 0, "last_sync": ""}, s) for k, s in live.items()]
         data["node"].update(running=True, started_at=self.started_at, listening=f"{self.host}:{self.port}")
         return data
 
 
-def _live(state: PeerState) -> dict[str, Any]:
-    live = {"online": state.online, "backlog": state.stats.backlog, "last_error": state.last_error}
-    return {**live, "last_sync": state.last_sync} if state.last_sync else live
+def _add_live(peer: dict[str, Any], state: PeerState) -> dict[str, Any]:
+    """A peer's recorded status brought up to date with its link: state, and entries not yet recorded."""
+    peer["sent"] += state.stats.sent - state.recorded[0]
+    peer["received"] += state.stats.received - state.recorded[1]
+    peer.update(online=state.online, backlog=state.stats.backlog, last_error=state.last_error)
+    if state.last_sync:
+        peer["last_sync"] = state.last_sync
+    return peer
+
+
+def last_shared_entry_id(node: Node) -> int:
+    """The newest logged entry that links send (local books never leave the node)."""
+    with node.db.read() as session:
+        return session.exec(select(func.max(Entry.id)).where(Entry.envelope != None)).one() or 0  # noqa: E711
 
 
 def _version_of(blob: bytes) -> int:

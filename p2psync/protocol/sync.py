@@ -152,7 +152,9 @@ class SyncConnection:
             raise ProtocolError(f"expected hello, got {str(kind)[:20]!r}")
         try:
             return self._control(kind, data)
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except ProtocolError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, P2PSyncError):
             raise ProtocolError(f"malformed {str(kind)[:20]} frame") from None
 
     def _control(self, kind: Any, data: dict[str, Any]) -> Event:

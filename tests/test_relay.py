@@ -1,0 +1,625 @@
+"""The relay, end to end on loopback: real nodes (head office and enrolled branches) talk to a real
+relay through a minimal node-side client written here (websocket + relay_auth + SyncConnection).
+
+Each test attacks or exercises one promise: entries reach a branch through the relay alone; the relay
+holds and sees no names; organisations are isolated; revoked, tampered, forged, replayed, equivocating,
+garbage and flooding traffic is refused without disturbing other members; a restarted relay keeps
+what it stored."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import struct
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from p2psync.books import reports
+from p2psync.books.change import Change, Deps
+from p2psync.books.drafts import make_draft
+from p2psync.node import registrar
+from p2psync.node.office import Node
+from p2psync.protocol import entry, relay_auth
+from p2psync.protocol.sync import (
+    MAX_FRAME,
+    Ack,
+    CaughtUp,
+    Entries,
+    Hello,
+    PolicyOffer,
+    Refused,
+    SyncConnection,
+    batches,
+)
+from p2psync.relay.server import Limits, Relay, address, start
+from p2psync.relay.store import SqliteRelayStore
+from p2psync.store import queries
+from p2psync.store.db import get_setting
+from p2psync.trust.keys import NodeKeys, unb64
+
+WAIT = 20.0  # the bound on every wait in these tests
+COMPANY = "Kestrel Canary Traders"
+CANARIES = (b"Kestrel", b"Quokka", b"zebra-narration")
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 120))
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Wait (bounded) until `predicate` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# ---------------------------------------------------------------- nodes
+
+
+def build_org(base: Path, branches: tuple[str, ...] = ("BR1",)) -> tuple[Node, list[Node]]:
+    """A head office with canary names in its books, and enrolled branches that hold nothing yet."""
+    head = Node.create_head(base / "HO", COMPANY, "HO", "Kestrel Head Office")
+    for code in branches:
+        head.add_office(code, f"Kestrel {code} Office")
+    head.add_ledger("Quokka Cash", "Cash-in-Hand")
+    head.add_ledger("Quokka Sales", "Sales Accounts")
+    post(head)
+    return head, [registrar.enroll_here(head, base / code, code) for code in branches]
+
+
+def post(node: Node, count: int = 1, amount: str = "1234.56") -> None:
+    for i in range(count):
+        node.post(make_draft("Sales", "2024-05-01", [f"Quokka Cash={amount}"], [f"Quokka Sales={amount}"],
+                             f"zebra-narration {node.identity.office} {i}"))
+
+
+def books(node: Node) -> tuple[Any, Any]:
+    with node.db.read() as session:
+        vouchers = queries.vouchers(session)
+        lines = queries.lines_of(session, [v.number for v in vouchers])
+        return (reports.trial_balance(queries.balances(session), "consolidated"),
+                reports.day_book(vouchers, lines, "consolidated"))
+
+
+def take(node: Node, client: Client) -> int:
+    """Give `node` what it received through the relay (policies first); returns entries applied."""
+    for blob in client.policies:
+        node.adopt_policy(blob)
+    result = node.receive(client.received)
+    assert not result.quarantined, result.quarantined
+    return result.applied
+
+
+@dataclass(frozen=True)
+class Creds:
+    node_id: str
+    org: str
+    role: str
+    root_cert: bytes
+    cert: bytes
+    signing: Ed25519PrivateKey
+    policy: bytes
+    policy_version: int
+
+
+def creds(node: Node) -> Creds:
+    with node.db.read() as session:
+        root_cert, cert = get_setting(session, "root_cert"), get_setting(session, "cert")
+    assert root_cert and cert
+    return Creds(node.identity.node_id, node.trust.org, node.identity.role, unb64(root_cert), unb64(cert),
+                 node.trust.keys.signing, node.policy_blob(), node.trust.policy.version)
+
+
+# ---------------------------------------------------------------- a minimal node-side client
+
+
+@dataclass
+class Client:
+    """Answers the challenge, says hello, offers its policy if the relay's is older, records every
+    frame both ways, and acknowledges received batches (unless told to hold them)."""
+
+    ws: ClientConnection
+    who: Creds
+    auto_ack: bool = True
+    conn: SyncConnection = field(default_factory=SyncConnection)
+    frames: list[str | bytes] = field(default_factory=list)
+    relay: Hello | None = None
+    received: list[bytes] = field(default_factory=list)
+    policies: list[bytes] = field(default_factory=list)
+    acks: dict[int, Ack] = field(default_factory=dict)
+    unacked: list[int] = field(default_factory=list)
+    caught_up: bool = False
+    refused: str | None = None
+    closed: bool = False
+    reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, url: str, who: Creds, vectors: Deps | None = None, auto_ack: bool = True,
+                   org: str | None = None) -> Client:
+        ws = await connect(url, compression=None, max_size=MAX_FRAME, proxy=None, open_timeout=WAIT)
+        client = cls(ws, who, auto_ack)
+        challenge = await asyncio.wait_for(ws.recv(), WAIT)
+        client.frames.append(challenge)
+        await client.send(relay_auth.answer(challenge, who.root_cert, who.cert, who.signing))
+        client.reader = asyncio.create_task(client._read())
+        with contextlib.suppress(ConnectionClosed):  # a refused node may be cut off at any point
+            await client.send(client.conn.hello(who.node_id, org or who.org, who.role, who.policy_version,
+                                                vectors or {}))
+            await until(lambda: client.relay is not None or client.closed, "the relay's hello")
+            if client.relay is not None and client.relay.policy_version < who.policy_version:
+                await client.send(client.conn.policy(who.policy))
+        return client
+
+    async def send(self, frame: str | bytes) -> None:
+        self.frames.append(frame)
+        await self.ws.send(frame)
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                self.frames.append(frame)
+                await self._on(self.conn.receive(frame))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+
+    async def _on(self, event: Any) -> None:
+        if isinstance(event, Hello):
+            self.relay = event
+        elif isinstance(event, Entries):
+            self.received.extend(event.blobs)
+            if self.auto_ack:
+                await self.send(self.conn.ack(event.batch, {}))
+            else:
+                self.unacked.append(event.batch)
+        elif isinstance(event, PolicyOffer):
+            self.policies.append(event.blob)
+        elif isinstance(event, CaughtUp):
+            self.caught_up = True
+        elif isinstance(event, Ack):
+            self.acks[event.batch] = event
+        elif isinstance(event, Refused):
+            self.refused = event.reason
+
+    async def push(self, blobs: Iterable[bytes]) -> list[Ack]:
+        """Send entries in batches, waiting for each acknowledgement."""
+        acks = []
+        for chunk in batches(blobs):
+            frame = self.conn.entries(chunk)
+            (batch,) = struct.unpack_from(">I", frame, 1)
+            await self.send(frame)
+            await until(lambda batch=batch: batch in self.acks or self.closed, f"acknowledgement of batch {batch}")
+            assert batch in self.acks, f"closed before acknowledging: {self.refused}"
+            acks.append(self.acks[batch])
+        return acks
+
+    async def push_node(self, node: Node) -> list[Ack]:
+        """Everything `node` holds that the relay's hello said it lacks."""
+        assert self.relay is not None
+        return await self.push(node.entries(self.relay.vectors))
+
+    async def ack_held(self) -> None:
+        held, self.unacked, self.auto_ack = self.unacked, [], True
+        for batch in held:
+            await self.send(self.conn.ack(batch, {}))
+
+    async def wait_caught_up(self) -> None:
+        await until(lambda: self.caught_up or self.closed, "caught-up")
+        assert self.caught_up, f"closed before catching up: {self.refused}"
+
+    async def wait_refused(self) -> str:
+        await until(lambda: self.closed, "the relay to close the connection")
+        assert self.refused is not None
+        return self.refused
+
+    async def close(self) -> None:
+        await self.ws.close()
+        if self.reader is not None:
+            await asyncio.wait_for(self.reader, WAIT)
+
+
+@asynccontextmanager
+async def relay_at(db: Path, limits: Limits | None = None) -> AsyncIterator[tuple[Relay, str]]:
+    """A relay in this process on a free loopback port."""
+    store = SqliteRelayStore(db)
+    relay = Relay(store, limits)
+    server = await start(relay, "127.0.0.1", 0)
+    try:
+        yield relay, address(server, "127.0.0.1")
+    finally:
+        server.close()
+        await server.wait_closed()
+        relay.close()
+        store.close()
+
+
+# ---------------------------------------------------------------- delivery
+
+
+def test_entries_reach_a_branch_through_the_relay_alone(tmp_path: Path) -> None:
+    head, (branch,) = build_org(tmp_path)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (relay, url):
+            ho = await Client.open(url, creds(head))
+            assert ho.relay is not None and ho.relay.vectors == {} and ho.relay.role == "relay"
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch), branch.vectors())
+            await br.wait_caught_up()
+            assert take(branch, br) == len(head.entries())
+            assert books(branch) == books(head)
+
+            # live, both ways: the head office posts, then the branch posts on the books it received
+            post(head, 2)
+            before = len(br.received)
+            await ho.push(head.entries(branch.vectors()))
+            await until(lambda: len(br.received) == before + 2, "live entries at the branch")
+            br.received = br.received[before:]
+            assert take(branch, br) == 2
+            post(branch, 1, "10.00")
+            await br.push(branch.entries(head.vectors()))
+            await until(lambda: len(ho.received) == 1, "the branch's entry at the head office")
+            assert take(head, ho) == 1
+            assert books(branch) == books(head)
+            assert relay.stats.dropped == 0 and relay.stats.stored == len(head.entries())
+            await ho.close()
+            await br.close()
+
+    run(scenario())
+
+
+def test_the_relay_holds_and_sees_no_names(tmp_path: Path) -> None:
+    head, (branch,) = build_org(tmp_path)
+    db = tmp_path / "relay.db"
+    frames: list[str | bytes] = []
+
+    async def scenario() -> None:
+        async with relay_at(db) as (_relay, url):
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+            assert take(branch, br) > 0
+            frames.extend(ho.frames + br.frames)
+            await ho.close()
+            await br.close()
+
+    run(scenario())
+    with head.db.read() as session:  # the canaries are there to be found, in the head office's books
+        assert any(CANARIES[1].decode() in row.name for row, _group in queries.ledgers(session))
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("relay.db*"))
+    assert head.identity.node_id.encode() in stored  # clear headers are stored...
+    wire = b"".join(f if isinstance(f, bytes) else f.encode() for f in frames)
+    for canary in CANARIES:  # ...but no company, office, ledger name or narration
+        assert canary not in stored, canary
+        assert canary not in wire, canary
+
+
+def test_another_organisation_can_neither_read_nor_write_the_first(tmp_path: Path) -> None:
+    head, _ = build_org(tmp_path / "a", ())
+    other = Node.create_head(tmp_path / "b" / "HO", "Other Co")
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (relay, url):
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            first = relay.store.vectors(head.trust.org)
+
+            intruder = await Client.open(url, creds(other))
+            assert intruder.relay is not None and intruder.relay.org == other.trust.org
+            await intruder.wait_caught_up()
+            assert intruder.relay.vectors == {} and intruder.received == []
+            acks = await intruder.push(head.entries())  # replaying the first organisation's entries
+            assert all(a.vectors == {} for a in acks)
+            await intruder.push_node(other)
+            assert relay.store.vectors(head.trust.org) == first
+            assert relay.store.vectors(other.trust.org) == other.vectors()
+            assert relay.stats.dropped == len(head.entries())
+
+            posing = await Client.open(url, creds(other), org=head.trust.org)  # a hello naming the first org
+            assert "another organisation" in await posing.wait_refused()
+            for client in (ho, intruder):
+                await client.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def test_a_revoked_node_is_cut_off_and_refused_at_connect(tmp_path: Path) -> None:
+    head, (branch,) = build_org(tmp_path)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (relay, url):
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+
+            registrar.revoke(head, "BR1")
+            await ho.send(ho.conn.policy(head.policy_blob()))
+            assert "revoked" in await br.wait_refused()
+            stored = relay.store.policy(head.trust.org)
+            assert stored is not None and stored.version == head.trust.policy.version
+
+            again = await Client.open(url, creds(branch))
+            assert "revoked" in await again.wait_refused()
+            assert again.received == []
+            await ho.close()
+
+    run(scenario())
+
+
+def test_tampered_and_forged_entries_are_not_stored(tmp_path: Path) -> None:
+    head, (branch,) = build_org(tmp_path)
+    genuine = head.entries()
+    first = genuine[0]
+    tampered = bytearray(first)
+    tampered[-entry.SIGNATURE_BYTES - 1] ^= 0x01  # the last ciphertext byte
+    forged = first[:-entry.SIGNATURE_BYTES] + Ed25519PrivateKey.generate().sign(first[:-entry.SIGNATURE_BYTES])
+    stranger = NodeKeys.generate()
+    unknown = entry.seal(Change("masters", stranger.node_id, 1, b"update", {}), head.trust.org, 1,
+                         head.trust.epoch_key(1), stranger.signing)
+    bad = [bytes(tampered), forged, unknown, b"not an entry at all"]
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (relay, url):
+            ho = await Client.open(url, creds(head))
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+            (ack,) = await ho.push(bad)
+            assert ack.vectors == {}
+            assert relay.store.vectors(head.trust.org) == {}
+            assert relay.stats.dropped == len(bad) and relay.stats.stored == 0
+            await ho.push(genuine)
+            await until(lambda: len(br.received) == len(genuine), "the genuine entries at the branch")
+            assert br.received == genuine
+            assert relay.store.vectors(head.trust.org) == head.vectors()
+            for client in (ho, br):
+                await client.close()
+
+    run(scenario())
+
+
+def test_duplicates_and_replays_are_idempotent(tmp_path: Path) -> None:
+    head, (branch,) = build_org(tmp_path)
+    genuine = head.entries()
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (relay, url):
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+            ho = await Client.open(url, creds(head))
+            await ho.push(genuine)
+            await ho.push(genuine)  # the same again
+            await ho.close()
+            replay = await Client.open(url, creds(head))  # and replayed on a new connection, reversed
+            await replay.push(list(reversed(genuine)))
+            await until(lambda: relay.stats.duplicates == 2 * len(genuine), "the duplicates to be counted")
+            assert relay.stats.stored == len(genuine)
+            page = relay.store.entries_after(head.trust.org, 0, 1000)
+            assert [e.blob for e in page.entries] == genuine
+            await replay.close()
+            assert br.received == genuine  # forwarded once each
+            assert take(branch, br) == len(genuine)
+            await br.close()
+
+    run(scenario())
+
+
+def test_an_equivocating_entry_is_refused(tmp_path: Path) -> None:
+    head, _ = build_org(tmp_path, ())
+    genuine = head.entries()
+    header = entry.peek(genuine[0])
+    other = head.trust.seal(Change(header.doc, header.author, header.seq, b"another update", {}))
+    assert entry.check_signature(other, head.trust) and other != genuine[0]  # validly signed, different
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (relay, url):
+            ho = await Client.open(url, creds(head))
+            await ho.push(genuine)
+            (ack,) = await ho.push([other])
+            assert ack.vectors == {header.doc: {header.author: head.vectors()[header.doc][header.author]}}
+            assert relay.stats.equivocations == 1
+            assert relay.store.entries_after(head.trust.org, 0, 1).entries[0].blob == genuine[0]
+            await ho.close()
+
+    run(scenario())
+
+
+def test_a_garbage_frame_closes_only_its_own_connection(tmp_path: Path) -> None:
+    head, (branch,) = build_org(tmp_path)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (relay, url):
+            ho = await Client.open(url, creds(head))
+            raw = await connect(url, compression=None, proxy=None, open_timeout=WAIT)  # garbage instead of auth
+            await raw.recv()
+            await raw.send(b"\xff\x00 garbage")
+            assert "authentication failed" in str(await asyncio.wait_for(raw.recv(), WAIT))
+            member = await Client.open(url, creds(branch))  # garbage after a proper hello
+            await member.send(b"\x07 not a batch")
+            assert "unknown binary frame" in await member.wait_refused()
+
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+            assert take(branch, br) == len(head.entries())
+            assert relay.stats.refused == 2
+            for client in (ho, br):
+                await client.close()
+
+    run(scenario())
+
+
+def test_silent_and_malformed_peers_are_refused(tmp_path: Path) -> None:
+    head, (branch,) = build_org(tmp_path)
+    limits = Limits(auth_timeout=0.2, hello_timeout=0.2)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db", limits) as (relay, url):
+            silent = await connect(url, compression=None, proxy=None, open_timeout=WAIT)
+            await silent.recv()  # the challenge, left unanswered
+            assert "no authentication" in str(await asyncio.wait_for(silent.recv(), WAIT))
+            who = creds(branch)
+            mute = await connect(url, compression=None, proxy=None, open_timeout=WAIT)
+            await mute.send(relay_auth.answer(await mute.recv(), who.root_cert, who.cert, who.signing))
+            await mute.recv()  # the relay's hello; ours never comes
+            assert "no hello" in str(await asyncio.wait_for(mute.recv(), WAIT))
+            odd = await connect(url, compression=None, proxy=None, open_timeout=WAIT)
+            await odd.send(relay_auth.answer(await odd.recv(), who.root_cert, who.cert, who.signing))
+            await odd.recv()
+            await odd.send(json.dumps({"type": "hello", "v": 1, "node": who.node_id, "org": who.org, "role": "branch",
+                                       "policy": 1, "vectors": {"masters": {"x": 0}}}))
+            assert "malformed" in str(await asyncio.wait_for(odd.recv(), WAIT))
+
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            assert relay.stats.refused == 3 and relay.stats.stored == len(head.entries())
+            await ho.close()
+
+    run(scenario())
+
+
+def test_a_flooding_member_is_refused_while_another_still_syncs(tmp_path: Path) -> None:
+    head, (branch, second) = build_org(tmp_path, ("BR1", "BR2"))
+    limits = Limits(entries_per_second=50, entries_burst=50, max_debt_seconds=1.0, max_pending_batches=1000)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db", limits) as (relay, url):
+            flood = await Client.open(url, creds(branch))
+            flood.conn.window = 1000
+            junk = [b"junk entry %d" % i for i in range(50)]
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(100):  # without waiting for acknowledgements
+                    await flood.send(flood.conn.entries(junk))
+            assert "rate limit" in await flood.wait_refused()
+            assert relay.stats.refused == 1
+
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            other = await Client.open(url, creds(second))
+            await other.wait_caught_up()
+            assert take(second, other) == len(head.entries())
+            for client in (ho, other):
+                await client.close()
+
+    run(scenario())
+
+
+def test_an_organisation_over_its_quota_is_refused(tmp_path: Path) -> None:
+    head, _ = build_org(tmp_path, ())
+    genuine = head.entries()
+    limits = Limits(quota_bytes=len(genuine[0]) + 1)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db", limits) as (relay, url):
+            ho = await Client.open(url, creds(head))
+            await ho.push(genuine[:1])
+            await ho.send(ho.conn.entries(genuine[1:]))
+            assert "quota" in await ho.wait_refused()
+            assert relay.store.usage_bytes(head.trust.org) == len(genuine[0])
+
+    run(scenario())
+
+
+def test_a_slow_member_overflows_without_holding_up_the_others(tmp_path: Path) -> None:
+    head, (branch, second) = build_org(tmp_path, ("BR1", "BR2"))
+    limits = Limits(live_queue_entries=2)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db", limits) as (relay, url):
+            slow = await Client.open(url, creds(branch), auto_ack=False)
+            fast = await Client.open(url, creds(second))
+            ho = await Client.open(url, creds(head))
+            for blob in head.entries():
+                await ho.push([blob])
+            for _ in range(8):
+                post(head)
+                await ho.push(head.entries(relay.store.vectors(head.trust.org)))
+            total = len(head.entries())
+            await until(lambda: len(fast.received) == total, "everything at the fast member")
+            assert relay.stats.overflows >= 1 and len(slow.received) < total
+            await slow.ack_held()  # the slow member catches up from the store
+            await until(lambda: len(slow.received) == total, "everything at the slow member")
+            assert take(branch, slow) == total
+            for client in (slow, fast, ho):
+                await client.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- a real relay process
+
+
+def _relay_command() -> list[str]:
+    from p2psync.cli.main import cli
+
+    if "relay" in cli.commands:  # type: ignore[attr-defined]
+        return [sys.executable, "-m", "p2psync", "relay"]
+    return [sys.executable, "-m", "p2psync.cli.relay_command"]  # until it is registered in cli.main
+
+
+@asynccontextmanager
+async def relay_process(db: Path, home: Path) -> AsyncIterator[str]:
+    env = {**os.environ, "P2PSYNC_HOME": str(home)}
+    proc = await asyncio.create_subprocess_exec(
+        *_relay_command(), "--host", "127.0.0.1", "--port", "0", "--db", str(db),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env)
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), WAIT)).decode()  # type: ignore[union-attr]
+        assert line.startswith("relay listening on ws://127.0.0.1:"), line
+        yield line.split()[-1]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), WAIT) == 0
+
+
+@pytest.mark.slow
+def test_a_restarted_relay_process_keeps_what_it_stored(tmp_path: Path) -> None:
+    head, (branch, second) = build_org(tmp_path, ("BR1", "BR2"))
+    db, home = tmp_path / "relay" / "relay.db", tmp_path / "relay-home"
+    home.mkdir()
+
+    async def scenario() -> None:
+        async with relay_process(db, home) as url:
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+            assert take(branch, br) == len(head.entries())
+            post(branch)
+            await br.push(branch.entries(head.vectors()))
+            for client in (ho, br):
+                await client.close()
+        async with relay_process(db, home) as url:
+            late = await Client.open(url, creds(second))
+            assert late.relay is not None and late.relay.policy_version == head.trust.policy.version
+            await late.wait_caught_up()
+            assert take(second, late) == len(head.entries()) + 1
+            ho = await Client.open(url, creds(head), head.vectors())
+            await ho.wait_caught_up()
+            assert take(head, ho) == 1
+            assert books(second) == books(head) == books(branch)
+            for client in (late, ho):
+                await client.close()
+
+    run(scenario())
