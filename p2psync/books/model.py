@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from p2psync.books.groups import group_key
+from p2psync.canonical import dumps
 from p2psync.errors import InvalidInput
 
 SCHEMA_VERSION = 1
@@ -181,11 +182,6 @@ class VoucherState:
 # ---------------------------------------------------------------- canonical JSON encoding
 
 
-def dumps(value: dict[str, Any]) -> str:
-    """Canonical JSON: sorted keys, no spaces, so equal records encode to equal strings."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def encode_revision(rev: Revision) -> str:
     c = rev.content
     return dumps(
@@ -334,11 +330,6 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {type(value).__name__}")
     return value
-
-
-def utc_now() -> str:
-    """A sortable UTC timestamp with microseconds, used to order concurrent revisions."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def check_office_code(code: str) -> str:

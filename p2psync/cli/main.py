@@ -20,6 +20,7 @@ from p2psync.cli.books_commands import (
     report,
     voucher,
 )
+from p2psync.cli.context import HOME_HELP, home_option, open_node
 from p2psync.cli.demo import demo_cmd
 from p2psync.cli.relay_command import relay_cmd
 from p2psync.cli.trust_commands import (
@@ -33,7 +34,6 @@ from p2psync.cli.trust_commands import (
     status_cmd,
     sync_cmd,
 )
-from p2psync.cli.context import HOME_HELP, home_option, open_node
 from p2psync.errors import P2PSyncError
 from p2psync.node import Node
 from p2psync.node.home import KEYS_DIR, LOG_FILE, ROOT_KEY_FILE, resolve_home

@@ -16,8 +16,8 @@ from p2psync.cli.context import home_option, open_node
 from p2psync.errors import InvalidInput, P2PSyncError
 from p2psync.net import discovery, enrollment
 from p2psync.node import Node, control, registrar
-from p2psync.node.runtime import NodeRuntime, status_from_db
 from p2psync.node.home import resolve_home
+from p2psync.node.runtime import NodeRuntime, status_from_db
 from p2psync.store.tables import Quarantine
 from p2psync.trust import enroll
 from p2psync.trust.invite import InviteCode

@@ -8,8 +8,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from p2psync.node.membership import Membership
 from p2psync.trust.certs import CertificateError, Member, verify_node_cert
-from p2psync.trust.membership import Membership
 
 CERT_FILE = "node-cert.pem"
 KEY_FILE = "node-signing.pem"

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from p2psync.books import admit, schema
 from p2psync.books.change import Change, decode_deps, encode_deps, unmet
-from p2psync.books.model import utc_now
+from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError

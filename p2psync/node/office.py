@@ -28,15 +28,16 @@ from p2psync.books.model import (
     VoucherContent,
     check_name,
     check_office_code,
-    utc_now,
 )
 from p2psync.books.money import parse_amount
 from p2psync.books.resolve import heads, resolve
 from p2psync.books.rules import Chart, validate_voucher
+from p2psync.canonical import utc_now
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.net.tls import write_cert_files
 from p2psync.node import inbox
 from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, ensure_private_dir
+from p2psync.node.membership import Membership
 from p2psync.store import log, queries
 from p2psync.store.books import BookStore
 from p2psync.store.db import Database, get_setting, set_setting
@@ -44,7 +45,6 @@ from p2psync.store.tables import Entry
 from p2psync.trust.certs import issue_node_cert, make_root_cert, root_public_from_cert, to_der
 from p2psync.trust.enroll import Enrollment
 from p2psync.trust.keys import NodeKeys, b64, org_id, registration_id, unb64, write_private
-from p2psync.trust.membership import Membership
 from p2psync.trust.policy import Authority, PolicyError
 from p2psync.trust.policy import sign as sign_policy
 from p2psync.trust.policy import verify as verify_policy

@@ -13,15 +13,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import select
 
 from p2psync.books import schema
-from p2psync.books.model import check_office_code, utc_now
+from p2psync.books.model import check_office_code
+from p2psync.canonical import utc_now
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.node.home import KEYS_DIR, ROOT_KEY_FILE
 from p2psync.store import log, queries
+from p2psync.store.db import get_setting, set_setting
 from p2psync.store.tables import Invite
 from p2psync.trust import enroll
 from p2psync.trust.certs import issue_node_cert, to_der
 from p2psync.trust.invite import MAX_WRONG_TRIES, InviteCode, derive_keys
-from p2psync.store.db import get_setting, set_setting
 from p2psync.trust.keys import NodeKeys, load_root, node_id, unb64
 from p2psync.trust.policy import Authority, Policy
 from p2psync.trust.policy import sign as sign_policy

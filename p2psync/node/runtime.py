@@ -25,7 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import WebSocketException
 
 from p2psync.books.change import Deps
-from p2psync.books.model import utc_now
+from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError
 from p2psync.net import discovery, tls
 from p2psync.net.link import LinkStats, converse

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from p2psync.books.change import Change, decode_deps
-from p2psync.books.model import dumps
 from p2psync.books.schema import parse_doc_name
+from p2psync.canonical import dumps
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import Member
 from p2psync.trust.keys import b64, unb64

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from p2psync.books.model import dumps
+from p2psync.canonical import dumps
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import Member, root_public_from_cert, verify_node_cert
 from p2psync.trust.keys import b64, org_id, unb64

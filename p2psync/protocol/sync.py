@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2psync.books.change import Deps, decode_deps
-from p2psync.books.model import dumps
+from p2psync.canonical import dumps
 from p2psync.errors import P2PSyncError
 
 VERSION = 1

@@ -8,7 +8,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from p2psync.books.change import Change, Deps, decode_deps, encode_deps
-from p2psync.books.model import utc_now
+from p2psync.canonical import utc_now
 from p2psync.store.tables import Entry
 
 

@@ -12,8 +12,9 @@ from sqlmodel import Session, select
 
 from p2psync.books import schema
 from p2psync.books.groups import group_key
-from p2psync.books.model import Revision, decode_revision, dumps
+from p2psync.books.model import Revision, decode_revision
 from p2psync.books.resolve import resolve
+from p2psync.canonical import dumps
 from p2psync.store.tables import (
     ConflictRow,
     GroupRow,

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from p2psync.books.model import dumps
+from p2psync.canonical import dumps
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import root_public_from_cert, verify_node_cert
 from p2psync.trust.invite import EnrollKeys, InviteCode, org_pin, same, tag

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from p2psync.books.model import dumps, utc_now
+from p2psync.canonical import dumps, utc_now
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import CertificateError, Member, verify_node_cert
 from p2psync.trust.keys import b64, unb64
