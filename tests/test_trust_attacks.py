@@ -12,7 +12,7 @@ from p2psync.books.change import Change
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.trust import policy as pol
-from p2psync.trust.certs import CertificateError, make_root_cert, issue_node_cert, to_der, verify_node_cert
+from p2psync.trust.certs import CertificateError, issue_node_cert, make_root_cert, to_der, verify_node_cert
 from p2psync.trust.keys import NodeKeys, org_id, registration_id
 from p2psync.trust.policy import PolicyError
 from p2psync.trust.seal import SealError

@@ -1,0 +1,222 @@
+"""Helpers shared by the tests: nodes with a standard chart of accounts, report builders, and
+whole-node state captures used to prove that refused operations change nothing."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from p2psync.books import reports, schema
+from p2psync.books.drafts import Draft, make_draft
+from p2psync.books.groups import group_key
+from p2psync.books.model import Revision, decode_revision
+from p2psync.node import registrar
+from p2psync.node.home import DB_FILE, KEYS_DIR
+from p2psync.node.office import Node
+from p2psync.store import queries
+from p2psync.store.tables import Entry, Pending
+from p2psync.trust import enroll
+from p2psync.trust.invite import InviteCode
+from p2psync.trust.keys import NodeKeys
+
+COMPANY = "Acme Traders"
+OFFICES = ("HO", "BR1", "BR2")
+
+#: The standard chart: ledger name -> group. One ledger per kind the voucher rules care about.
+LEDGERS: dict[str, str] = {
+    "Cash": "Cash-in-Hand",
+    "Bank": "Bank Accounts",
+    "Sales": "Sales Accounts",
+    "Purchases": "Purchase Accounts",
+    "Freight": "Direct Expenses",
+    "Commission": "Direct Incomes",
+    "Rent": "Indirect Expenses",
+    "Interest": "Indirect Incomes",
+    "Capital": "Capital Account",
+    "Debtors": "Sundry Debtors",
+    "Creditors": "Sundry Creditors",
+    "Furniture": "Fixed Assets",
+    "Loan": "Secured Loans",
+}
+
+
+def draft(kind: str, date: str, dr: dict[str, str], cr: dict[str, str], narration: str = "") -> Draft:
+    """A draft from {ledger: amount} on each side."""
+    return make_draft(kind, date, [f"{k}={v}" for k, v in dr.items()], [f"{k}={v}" for k, v in cr.items()],
+                      narration)
+
+
+# ---------------------------------------------------------------- offices and exchange
+# Every call that creates a node or moves entries between nodes is here, so that the tests follow
+# the node's API in one place.
+
+
+def setup_head(home: Path) -> Node:
+    head = Node.create_head(home, COMPANY, "HO", "Head Office")
+    head.add_office("BR1", "Branch One")
+    head.add_office("BR2", "Branch Two")
+    for name, group in LEDGERS.items():
+        head.add_ledger(name, group)
+    return head
+
+
+def setup_branch(home: Path, code: str, head: Node) -> Node:
+    """A branch enrolled with a one-time code, holding the head office's masters."""
+    text, _expires = registrar.invite(head, code)
+    invite = InviteCode.parse(text)
+    keys = NodeKeys.generate()
+    request = enroll.request(invite, keys)
+    enrollment = enroll.read_reply(registrar.handle_enroll(head, request), invite, request, keys)
+    branch = Node.join(home, enrollment, keys)
+    send(head, branch)
+    return branch
+
+
+def outgoing(source: Node, target: Node | None = None) -> list[bytes]:
+    """The entries `source` holds, all of them or only those `target` lacks, in dependency order."""
+    return source.entries(target.vectors() if target is not None else None)
+
+
+def deliver(target: Node, items: list[bytes], policy_from: Node | None = None) -> int:
+    """Hand `target` entries (any order, duplicates allowed); returns how many it applied. The
+    signed policy travels first, as in a real exchange, so that new members are known."""
+    if policy_from is not None:
+        target.adopt_policy(policy_from.policy_blob())
+    result = target.receive(items)
+    assert not result.quarantined, result.quarantined
+    return result.applied
+
+
+def send(source: Node, target: Node) -> int:
+    return deliver(target, outgoing(source, target), policy_from=source)
+
+
+def sync(*nodes: Node) -> None:
+    """Every node receives every other node's entries (twice round, so relayed entries arrive too)."""
+    for _ in range(2):
+        for target in nodes:
+            for source in nodes:
+                if source is not target:
+                    send(source, target)
+
+
+def copy_home(src: Path, dst: Path) -> None:
+    """A consistent copy of a closed node: its database (through the sqlite backup API) and keys."""
+    dst.mkdir(parents=True)
+    shutil.copytree(src / KEYS_DIR, dst / KEYS_DIR)
+    source, target = sqlite3.connect(src / DB_FILE), sqlite3.connect(dst / DB_FILE)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+def open_trio(template: Path, where: Path) -> list[Node]:
+    """Fresh copies of the template trio, opened: [HO, BR1, BR2]."""
+    nodes = []
+    for code in OFFICES:
+        copy_home(template / code, where / code)
+        nodes.append(Node.open(where / code))
+    return nodes
+
+
+# ---------------------------------------------------------------- reports
+
+
+def day_book(node: Node, office: str | None = None) -> dict[str, Any]:
+    with node.db.read() as session:
+        vouchers = queries.vouchers(session, office)
+        lines = queries.lines_of(session, [v.number for v in vouchers])
+        return reports.day_book(vouchers, lines, office or "consolidated")
+
+
+def statement(node: Node, ledger: str, office: str | None = None, start: Any = None) -> dict[str, Any]:
+    key = group_key(ledger)
+    with node.db.read() as session:
+        return reports.ledger_statement(ledger, queries.opening_of(session, key, office),
+                                        queries.postings(session, key, office), office or "consolidated",
+                                        start)
+
+
+def all_reports(node: Node, offices: tuple[str | None, ...] = (None, *OFFICES)) -> dict[str, Any]:
+    """Every report, consolidated and per office (ledger statements consolidated), as plain values."""
+    out: dict[str, Any] = {}
+    for office in offices:
+        scope = office or "consolidated"
+        with node.db.read() as session:
+            balances = queries.balances(session, office)
+        out[f"trial-balance/{scope}"] = reports.trial_balance(balances, scope)
+        out[f"profit-loss/{scope}"] = reports.profit_and_loss(balances, scope)
+        out[f"balance-sheet/{scope}"] = reports.balance_sheet(balances, scope)
+        out[f"day-book/{scope}"] = day_book(node, office)
+    for ledger in LEDGERS:
+        out[f"ledger/{ledger}"] = statement(node, ledger)
+    return out
+
+
+# ---------------------------------------------------------------- whole-node state
+
+
+def doc_contents(node: Node) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every document's root maps, decoded to plain dicts."""
+    out = {}
+    for name in sorted(node.vectors()):
+        doc = node.store.read_doc(name)
+        maps = schema.MASTERS_MAPS if schema.parse_doc_name(name).is_masters else (schema.REVISIONS,)
+        out[name] = {m: dict(schema.root(doc, m).items()) for m in maps}
+    return out
+
+
+def entries(node: Node) -> set[tuple[str, str, int, bytes]]:
+    with node.db.read() as session:
+        return {(e.doc, e.author, e.seq, e.update) for e in session.exec(select(Entry))}
+
+
+def assert_log_whole(node: Node) -> None:
+    """Each author's sequence in each document runs 1..n: nothing applied out of its author's order."""
+    seqs: dict[tuple[str, str], list[int]] = {}
+    with node.db.read() as session:
+        for doc, author, seq in session.exec(select(Entry.doc, Entry.author, Entry.seq).order_by(Entry.id)):
+            seqs.setdefault((doc, author), []).append(seq)
+    for key, got in seqs.items():
+        assert got == list(range(1, len(got) + 1)), key
+
+
+def pending_count(node: Node) -> int:
+    with node.db.read() as session:
+        return len(list(session.exec(select(Pending))))
+
+
+def revisions(node: Node) -> list[Revision]:
+    """Every voucher revision held in the node's documents (not in its materialized tables)."""
+    out = []
+    for name, maps in doc_contents(node).items():
+        if not schema.parse_doc_name(name).is_masters:
+            out.extend(decode_revision(value) for value in maps[schema.REVISIONS].values())
+    return out
+
+
+def voucher_rows(node: Node) -> list[dict[str, Any]]:
+    with node.db.read() as session:
+        return [row.model_dump() for row in queries.vouchers(session)]
+
+
+def conflict_rows(node: Node) -> set[tuple[str, str, str, str]]:
+    with node.db.read() as session:
+        return {(c.kind, c.subject, c.winner, c.loser) for c in queries.conflicts(session)}
+
+
+def state(node: Node) -> dict[str, Any]:
+    """Everything observable about a node's books, for before/after comparisons."""
+    return {
+        "vectors": node.vectors(),
+        "docs": doc_contents(node),
+        "vouchers": voucher_rows(node),
+        "conflicts": conflict_rows(node),
+        "reports": all_reports(node),
+    }
