@@ -1,89 +1,202 @@
-"""``p2psync demo``: a head office and two branches on this machine, end to end.
+"""``p2psync demo``: a head office and two branches on this machine, end to end, as real processes.
 
-The three offices run in this process and hand each other their changes directly; the same changes
-travel over encrypted websocket links once the network layer is in place.
+A relay and three nodes run as separate ``p2psync`` processes on loopback. The branches register with
+one-time codes, every office posts vouchers, BR1 finds the head office on the LAN (zeroconf on the
+loopback interface), BR2 reaches the others only through the relay. The demo ends when the three
+consolidated trial balances are identical.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 import random
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from decimal import Decimal
+from typing import Any
 
 import click
 
-from p2psync.books import reports
-from p2psync.books.drafts import make_draft
-from p2psync.books.importer import ImportedDraft
 from p2psync.cli import render
-from p2psync.node import Node, registrar
-from p2psync.store import queries
+from p2psync.errors import P2PSyncError
 
+COMPANY = "Demo Traders Pvt Ltd"
 LEDGERS = [("Cash", "Cash-in-Hand", "2,00,000"), ("HDFC Bank", "Bank Accounts", "5,00,000"),
-           ("Capital", "Capital Account", "7,00,000"), ("Sales", "Sales Accounts", None),
+           ("Capital", "Capital Account", "7,00,000 Cr"), ("Sales", "Sales Accounts", None),
            ("Purchases", "Purchase Accounts", None), ("Rent", "Indirect Expenses", None),
-           ("Salaries", "Indirect Expenses", None), ("Sharma Traders", "Sundry Debtors", None)]
+           ("Salaries", "Indirect Expenses", None)]
+#: (type, debit, credit, weight, largest amount): mostly sales, so cash and bank stay in credit.
+KINDS = [("sales", "Cash", "Sales", 5, 40_000), ("receipt", "HDFC Bank", "Sales", 3, 60_000),
+         ("payment", "Rent", "Cash", 2, 15_000), ("payment", "Salaries", "HDFC Bank", 1, 30_000),
+         ("purchase", "Purchases", "HDFC Bank", 2, 50_000), ("contra", "HDFC Bank", "Cash", 1, 20_000)]
+ADDRESS = re.compile(r"(wss?://[\w.\-]+:\d+)")
+WAIT_SECONDS = 90.0
 
 
-def _exchange(nodes: list[Node]) -> int:
-    moved = 0
-    for source in nodes:
-        for target in nodes:
-            if source is not target:
-                target.adopt_policy(source.policy_blob())
-                moved += target.receive(source.entries(target.vectors())).applied
-    return moved
+class Demo:
+    """The processes of the demo and the commands it runs against them."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.procs: list[subprocess.Popen[str]] = []
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.env.pop("P2PSYNC_HOME", None)
+
+    def home(self, office: str) -> str:
+        return str(self.base / office.lower())
+
+    def run(self, office: str, *args: str) -> str:
+        """A one-shot command at `office`, run in this process (the nodes are the separate processes);
+        its standard output."""
+        from p2psync.cli.main import cli  # the command group that holds this very command
+
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            cli.main(args=["--home", self.home(office), *args], prog_name="p2psync", standalone_mode=False)
+        return captured.getvalue()
+
+    def start(self, args: list[str], log_name: str) -> str:
+        """Start a long-running process; returns the address it prints when ready."""
+        log = open(self.base / f"{log_name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([sys.executable, "-m", "p2psync", *args], stdout=subprocess.PIPE, stderr=log,
+                                text=True, env=self.env)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = ADDRESS.search(line)
+        if not match:
+            raise P2PSyncError(f"{log_name} did not start: {(self.base / f'{log_name}.log').read_text()[-300:]}")
+        return match.group(1)
+
+    def node(self, office: str, *extra: str) -> str:
+        return self.start(["--home", self.home(office), "run", "--host", "127.0.0.1", "--port", "0", *extra],
+                          office.lower())
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def trial_balance(self, office: str) -> dict[str, Any]:
+        return json.loads(self.run(office, "report", "trial-balance", "--json"))
+
+    def status(self, office: str) -> dict[str, Any]:
+        return json.loads(self.run(office, "status", "--json"))
 
 
-def _trial_balance(node: Node) -> dict:
-    with node.db.read() as session:
-        return reports.trial_balance(queries.balances(session), "consolidated")
+@contextlib.contextmanager
+def _workspace(keep: bool) -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="p2psync-demo-"))
+    try:
+        yield base
+    finally:
+        if not keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _vouchers(office: str, count: int, rng: random.Random, path: Path) -> Path:
+    rows = ["voucher,type,date,ledger,dr,cr,narration"]
+    for i in range(1, count + 1):
+        kind, debit, credit, _weight, largest = rng.choices(KINDS, weights=[k[3] for k in KINDS])[0]
+        amount = f"{rng.randint(100, largest)}.{rng.randint(0, 99):02d}"
+        day = f"2026-04-{rng.randint(1, 30):02d}"
+        narration = f"{office} {kind} {i}"
+        rows.append(f"{i},{kind},{day},{debit},{amount},,{narration}")
+        rows.append(f"{i},{kind},{day},{credit},,{amount},{narration}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
 
 
 @click.command("demo")
-@click.option("--keep", is_flag=True, help="Keep the three offices' data directories and print where.")
-@click.option("--vouchers", default=200, show_default=True, help="Vouchers posted at each office.")
+@click.option("--keep", is_flag=True, help="Keep the offices' data directories and logs, and print where.")
+@click.option("--vouchers", default=200, show_default=True, type=click.IntRange(1, 100_000),
+              help="Vouchers posted at each office.")
 def demo_cmd(keep: bool, vouchers: int) -> None:
-    """A head office and two branches on this machine: post at every office, exchange, compare."""
-    base = Path(tempfile.mkdtemp(prefix="p2psync-demo-"))
+    """A head office and two branches on this machine: register, post, sync, compare."""
+    with _workspace(keep) as base:
+        demo = Demo(base)
+        try:
+            _play(demo, vouchers)
+        finally:
+            demo.stop()
+        if keep:
+            render.info(f"Data and logs kept in {base}")
+
+
+def _play(demo: Demo, vouchers: int) -> None:
     rng = random.Random(7)
-    render.info(f"Creating head office HO and branches BR1, BR2 in {base if keep else 'a temporary directory'}")
-    ho = Node.create_head(base / "ho", "Demo Traders Pvt Ltd", "HO", "Head Office")
-    render.info(f"Registration ID {ho.registration_id}")
-    ho.add_office("BR1", "Pune Branch")
-    ho.add_office("BR2", "Nagpur Branch")
-    for name, group, opening in LEDGERS:
-        ho.add_ledger(name, group, opening)
-    branches = [registrar.enroll_here(ho, base / code.lower(), code) for code in ("BR1", "BR2")]
-    render.info("Registered BR1 and BR2 with one-time codes")
-    nodes = [ho, *branches]
-    render.info(f"Sync company details: {_exchange(nodes)} changes sent from the head office to the branches")
-    with render.err.status("Posting vouchers at every office"):
-        for node in nodes:
-            drafts = []
-            for i in range(vouchers):
-                amount = f"{rng.randint(100, 50_000)}.{rng.randint(0, 99):02d}"
-                day = f"2026-04-{rng.randint(1, 30):02d}"
-                kind, dr, cr = rng.choice([("sales", "Cash", "Sales"), ("payment", "Rent", "Cash"),
-                                           ("receipt", "HDFC Bank", "Sales"), ("purchase", "Purchases", "HDFC Bank"),
-                                           ("contra", "HDFC Bank", "Cash")])
-                drafts.append(make_draft(kind, day, [f"{dr}={amount}"], [f"{cr}={amount}"],
-                                         f"{node.identity.office} voucher {i + 1}"))
-            node.post_many([ImportedDraft(f"voucher {n}", d) for n, d in enumerate(drafts, 1)])
-    render.info(f"Posted {vouchers} vouchers at each of HO, BR1 and BR2")
-    render.info(f"Exchanged {_exchange(nodes)} changes between the three offices")
-    balances = [_trial_balance(node) for node in nodes]
+    started = time.monotonic()
+    with render.err.status("Starting a relay") as progress:
+        relay = demo.start(["relay", "--host", "127.0.0.1", "--port", "0", "--db", str(demo.base / "relay.db")], "relay")
+        render.info(f"Relay on {relay}")
+        progress.update("Creating the head office")
+        out = demo.run("HO", "init", "--head-office", "--company", COMPANY, "--name", "Head Office")
+        render.info(next(line for line in out.splitlines() if "Registration ID" in line))
+        for code, name in (("BR1", "Pune Branch"), ("BR2", "Nagpur Branch")):
+            demo.run("HO", "branch", "add", code, name)
+        for name, group, opening in LEDGERS:
+            demo.run("HO", "ledger", "add", name, "--group", group, *(["--opening", opening] if opening else []))
+        demo.run("HO", "settings", "--relay", relay)
+        progress.update("Starting the head office's node")
+        head = demo.node("HO")
+        render.info(f"Head office node on {head}")
+        for code in ("BR1", "BR2"):
+            progress.update(f"Registering {code} with a one-time code")
+            invite = demo.run("HO", "invite", code).strip().splitlines()[-1]
+            joined = demo.run(code, "join", invite, *(["--via", head] if code == "BR2" else []))
+            render.info(f"{code}: one-time code {invite[:9]}… → {joined.strip()}")
+        progress.update("Starting the branches' nodes")
+        demo.node("BR1")  # finds the head office on the LAN by zeroconf
+        demo.node("BR2", "--no-mdns")  # no LAN: only the relay
+        render.info("BR1 runs on the LAN (zeroconf); BR2 reaches the others only through the relay")
+        for office in ("HO", "BR1", "BR2"):
+            progress.update(f"Posting {vouchers} vouchers at {office}")
+            demo.run(office, "voucher", "import", str(_vouchers(office, vouchers, rng, demo.base / f"{office}.csv")))
+        render.info(f"Posted {vouchers} vouchers at each of HO, BR1 and BR2")
+        progress.update("Waiting for the three offices to agree")
+        balances = _converge(demo)
+    for office in ("HO", "BR1", "BR2"):
+        _show_status(office, demo.status(office))
     tb = balances[0]
     render.table("Consolidated trial balance (identical at HO, BR1 and BR2)", ["Ledger", "Debit", "Credit"],
-                 [[r["ledger"], render.money(r["debit"]), render.money(r["credit"])] for r in tb["rows"]],
-                 numeric={1, 2}, footer=["Total", render.money(tb["total"]["debit"], False),
-                                         render.money(tb["total"]["credit"], False)])
-    same = all(b == tb for b in balances)
-    for node in nodes:
-        node.close()
-    if not keep:
-        shutil.rmtree(base, ignore_errors=True)
-    if not same:
-        raise click.ClickException("the offices' trial balances differ")
-    render.info("All three offices hold identical books.")
+                 [[r["ledger"], _money(r["debit"]), _money(r["credit"])] for r in tb["rows"]], numeric={1, 2},
+                 footer=["Total", _money(tb["total"]["debit"]), _money(tb["total"]["credit"])])
+    render.info(f"All three offices hold identical books ({time.monotonic() - started:.1f} s).")
+
+
+def _converge(demo: Demo) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        balances = [demo.trial_balance(office) for office in ("HO", "BR1", "BR2")]
+        posted = [len(json.loads(demo.run(office, "voucher", "list", "--json"))) for office in ("HO", "BR1", "BR2")]
+        if balances[0] == balances[1] == balances[2] and len(set(posted)) == 1:
+            return balances
+        if time.monotonic() > deadline:
+            raise P2PSyncError(f"the offices did not agree within {WAIT_SECONDS:.0f} s (vouchers held: {posted})")
+        time.sleep(0.5)
+
+
+def _money(text: str) -> str:
+    return render.money(Decimal(text))
+
+
+def _show_status(office: str, data: dict[str, Any]) -> None:
+    rows = [[p["office"] or "relay", "Online" if p["online"] else "Offline", (p["last_sync"] or "never")[11:19],
+             p["sent"], p["received"]] for p in data["peers"]]
+    render.table(f"Status at {office}", ["Peer", "Status", "Last sync (UTC)", "Sent", "Received"], rows,
+                 numeric={3, 4})

@@ -1,0 +1,22 @@
+"""The README's main command: `p2psync demo` runs a relay and three nodes as real processes and
+ends with identical books at every office."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_the_offices_agree() -> None:
+    done = subprocess.run([sys.executable, "-m", "p2psync", "demo", "--vouchers", "30"], capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "Registration ID" in out
+    assert out.count("Joined Demo Traders Pvt Ltd") == 2
+    assert "Status at BR2" in out and "relay" in out.split("Status at BR2")[1]
+    assert "All three offices hold identical books" in out
+    assert "Traceback" not in done.stderr
