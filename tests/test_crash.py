@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import LEDGERS, all_reports, assert_log_whole, doc_contents, draft, setup_head
+from helpers import LEDGERS, all_reports, assert_log_whole, copy_home, doc_contents, draft, setup_head
 from pycrdt import Doc
 from sqlmodel import select
 
@@ -172,6 +172,14 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- damaged caches
 
 
+@pytest.fixture(scope="module")
+def snapshot_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed node whose documents have snapshots and log entries after them, built once."""
+    home = tmp_path_factory.mktemp("snapshots") / "HO"
+    books_with_snapshots(home).close()
+    return home
+
+
 def books_with_snapshots(home: Path) -> Node:
     """A node whose documents have snapshots and log entries after them."""
     node = setup_head(home)
@@ -221,10 +229,9 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_damaged_snapshots_are_rebuilt_from_the_log(tmp_path: Path, damage: str) -> None:
+def test_damaged_snapshots_are_rebuilt_from_the_log(snapshot_home: Path, tmp_path: Path, damage: str) -> None:
     home = tmp_path / "HO"
-    node = books_with_snapshots(home)
-    node.close()
+    copy_home(snapshot_home, home)
     node = Node.open(home)
     expected = book_state(node)
     node.close()
@@ -256,14 +263,15 @@ def test_damaged_snapshots_are_rebuilt_from_the_log(tmp_path: Path, damage: str)
         node.close()
 
 
-def test_materialized_tables_are_rebuilt_from_the_log(tmp_path: Path) -> None:
+def test_materialized_tables_are_rebuilt_from_the_log(snapshot_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "HO"
-    node = books_with_snapshots(home)
+    copy_home(snapshot_home, home)
+    node = Node.open(home)
     expected = book_state(node)
     node.close()
     with sqlite3.connect(home / DB_FILE) as conn:
         for table in ("voucherrow", "linerow", "revisionrow", "ledgerrow", "openingrow", "snapshot"):
-            conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            conn.execute(f"DELETE FROM {table}")
     conn.close()
     node = Node.open(home)
     try:

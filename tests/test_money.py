@@ -103,7 +103,7 @@ def test_parse_amount_refuses_digits_that_are_not_plain_ascii(text: str) -> None
         parse_amount(text)
 
 
-@pytest.mark.parametrize("text", [None, 100, 100.0, Decimal("100"), b"100"])
+@pytest.mark.parametrize("text", [None, 100, 100.0, Decimal(100), b"100"])
 def test_parse_amount_refuses_non_text(text: object) -> None:
     with pytest.raises(InvalidInput):
         parse_amount(text)  # type: ignore[arg-type]

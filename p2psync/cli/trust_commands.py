@@ -201,7 +201,7 @@ def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
         render.info("No peer or relay to sync with: give --peer wss://HOST:PORT or set relays at the head office.")
     else:
         render.table("Sync", ["Peer", "Office", "Sent", "Received", "Result"],
-                     [[r["peer"][:40], r["office"], r["sent"], r["received"], "ok" if r["ok"] else r["error"]]
+                     [[r["peer"][:40], r["office"], r["sent"], r["received"], "ok" if r["ok"] else _clip(r["error"])]
                       for r in rows], numeric={2, 3})
     if not any(r["ok"] for r in rows):
         failures = "; ".join(f"{r['peer']}: {r['error']}" for r in rows)
@@ -234,12 +234,19 @@ def status_cmd(home: str | None, as_json: bool) -> None:
                 + (f" every {info['interval_minutes']} min" if info["mode"] == "auto" else ""))
     render.table("Peers", ["Peer", "Office", "Status", "Last sync", "Sent", "Received", "Backlog", "Last error"],
                  [[p["peer"][:24], p["office"], "Online" if p["online"] else "Offline", (p["last_sync"] or "never")[:19],
-                   p["sent"], p["received"], p["backlog"], p["last_error"]] for p in data["peers"]], numeric={4, 5, 6})
+                   p["sent"], p["received"], p["backlog"], _clip(p["last_error"])] for p in data["peers"]],
+                 numeric={4, 5, 6})
     if data["waiting_entries"]:
         render.info(f"{data['waiting_entries']} received entries wait for earlier ones")
     if data["quarantined"]:
         render.table("Failed to import (quarantine)", ["Received", "Document", "Seq", "Reason"],
                      [[q["at"][:19], q["document"], q["seq"], q["reason"]] for q in data["quarantined"]])
+
+
+def _clip(text: str, width: int = 40) -> str:
+    """A long error cut to fit its table column, so the table keeps every other column readable
+    (``--json`` has it whole)."""
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 @click.command("restart")

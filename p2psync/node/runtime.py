@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import random
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -153,7 +154,8 @@ class NodeRuntime:
                                       ssl=tls.server_context(self._keys_dir, self._root_der), max_size=MAX_FRAME,
                                       compression=None, ping_interval=20, ping_timeout=20)
         except OSError as exc:
-            raise P2PSyncError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise P2PSyncError(f"cannot listen on {self.host}:{self.port}: {reason}") from None
         self.port = self.server.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._poll()))
         if self.mdns:
@@ -188,8 +190,8 @@ class NodeRuntime:
     async def restart_links(self) -> None:
         """Drop every link and dial again at once: what ``p2psync restart`` does. LAN discovery keeps
         running and links again to the members it sees."""
-        await self._stop_dialers()
         await self._close_links(list(self.peers), 1012, "restarting")
+        await self._stop_dialers()
         if not self.manual:
             self._start_dialers()
 
