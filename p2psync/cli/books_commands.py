@@ -277,8 +277,11 @@ def voucher_import(home: str | None, file: Path, as_json: bool) -> None:
     if as_json:
         render.print_json({"imported": len(revs), "numbers": [r.number for r in revs]})
     else:
-        render.info(f"Imported {len(revs)} voucher{'s' if len(revs) != 1 else ''} from {file.name}"
-                    + (f" ({revs[0].number} .. {revs[-1].number})" if revs else ""))
+        series: dict[str, list[str]] = {}
+        for rev in revs:
+            series.setdefault(rev.content.type.label, []).append(rev.number)
+        ranges = ", ".join(f"{n[0]} to {n[-1]}" if len(n) > 1 else n[0] for n in series.values())
+        render.info(f"Imported {len(revs)} voucher{'s' if len(revs) != 1 else ''} from {file.name}: {ranges}")
 
 
 # ---------------------------------------------------------------- reports

@@ -161,6 +161,11 @@ async def _serve(runtime: NodeRuntime) -> None:
     async def handle(command: str) -> dict:
         if command == "status":
             return await runtime.status()
+        if command == "sync":  # auto mode: a full reconcile now; manual mode: the caller syncs itself
+            if runtime.manual:
+                return {"ok": False}
+            await runtime.restart_links()
+            return {"ok": True}
         if command == "restart":
             await runtime.restart_links()
             return {"ok": True}
@@ -190,6 +195,11 @@ async def _serve(runtime: NodeRuntime) -> None:
 @home_option
 def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
     """One full exchange now with the given peers and the relays, then exit."""
+    if not peers:
+        reply = control.request(resolve_home(home), "sync")
+        if reply is not None and reply.get("ok"):
+            render.info("The node is running: it is reconnecting to every peer and relay for a full exchange now.")
+            return
     with open_node(home) as node:
         runtime = NodeRuntime(node, peers=peers, mdns=False)
         results = asyncio.run(_sync_once(runtime))

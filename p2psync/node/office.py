@@ -286,6 +286,7 @@ class Node:
                 progress(done)
         with self.store.transaction() as batch:
             counters: dict[str, int] = {}
+            posted: list[Revision] = []
             by_doc: dict[str, list[Revision]] = {}
             for _where, content in contents:
                 kind = content.type.value
@@ -296,11 +297,12 @@ class Node:
                 rev = Revision(secrets.token_hex(12), number, office, content, Action.POST, (), 1,
                                self.identity.node_id, utc_now())
                 by_doc.setdefault(schema.voucher_doc(office, content.date, self._is_local(content.date)), []).append(rev)
+                posted.append(rev)
             for doc_name, revs in by_doc.items():
                 batch.change(doc_name, _put_all(revs), self._masters_deps(batch, chart, revs))
         if progress:
             progress(len(drafts))
-        return [rev for revs in by_doc.values() for rev in revs]
+        return posted
 
     def amend(self, number: str, draft: Draft) -> Revision:
         chart = self.chart()

@@ -318,11 +318,15 @@ class NodeRuntime:
     async def _dial_forever(self, url: str, *, relay: bool) -> None:
         delay = BACKOFF_START
         while True:
+            reconcile = asyncio.timeout(self.interval)
             try:
-                state = await asyncio.wait_for(self.dial(url, relay=relay), self.interval)
-            except TimeoutError:
-                delay = BACKOFF_START  # periodic full reconcile: reconnect at once
-                continue
+                async with reconcile:
+                    state = await self.dial(url, relay=relay)
+            except TimeoutError as exc:
+                if reconcile.expired():
+                    delay = BACKOFF_START  # periodic full reconcile: reconnect at once
+                    continue
+                self._dial_failed(url, relay, exc)  # a connect or handshake timeout: back off
             except (P2PSyncError, WebSocketException, OSError) as exc:
                 logger.info("cannot sync with %s: %s", url, exc)
                 self._dial_failed(url, relay, exc)
