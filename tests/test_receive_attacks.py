@@ -1,0 +1,145 @@
+"""Attacks on receiving: entries that skip or repeat a sequence, equivocate, replay, come from another
+organisation, a revoked or unknown author, or date a voucher before the sync-after date. Each is
+refused with a precise reason (or held back, for a gap), and nothing already stored changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from helpers import draft, outgoing, send, setup_branch, setup_head, state, voucher_rows
+from test_convergence import _forge, _revision
+
+from p2psync.books.model import Line, Side, encode_revision
+
+from p2psync.books.change import Change
+from p2psync.node import Node, registrar
+from p2psync.protocol import entry
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> tuple[Node, Node, Node]:
+    head = setup_head(tmp_path / "HO")
+    br1 = setup_branch(tmp_path / "BR1", "BR1", head)
+    br2 = setup_branch(tmp_path / "BR2", "BR2", head)
+    for branch in (br1, br2):
+        branch.adopt_policy(head.policy_blob())
+    yield head, br1, br2
+    for node in (head, br1, br2):
+        node.close()
+
+
+def post(node: Node, amount: str, date: str = "2026-04-01") -> None:
+    node.post(draft("journal", date, {"Rent": amount}, {"Creditors": amount}, f"rent {amount}"))
+
+
+def new_entries(source: Node, target: Node) -> list[bytes]:
+    return outgoing(source, target)
+
+
+def test_a_skipped_sequence_waits_and_is_never_applied_out_of_order(org: tuple[Node, Node, Node]) -> None:
+    head, br1, _br2 = org
+    post(br1, "1")
+    post(br1, "2")
+    first, second = new_entries(br1, head)[-2:]
+    before = state(head)
+    result = head.receive([second])
+    assert (result.applied, result.waiting, result.quarantined) == (0, 1, [])
+    assert state(head) == before
+    result = head.receive([first])
+    assert result.applied == 2 and result.waiting == 0
+
+
+def test_replayed_entries_are_harmless_duplicates(org: tuple[Node, Node, Node]) -> None:
+    head, br1, _br2 = org
+    post(br1, "5")
+    blobs = new_entries(br1, head)
+    assert head.receive(blobs).applied == len(blobs)
+    after = state(head)
+    replay = head.receive(blobs + blobs)
+    assert (replay.applied, replay.duplicates, replay.quarantined) == (0, 2 * len(blobs), [])
+    assert state(head) == after
+
+
+def test_a_different_entry_with_a_held_sequence_is_refused_as_equivocation(org: tuple[Node, Node, Node]) -> None:
+    head, br1, _br2 = org
+    post(br1, "7")
+    held = new_entries(br1, head)[-1]
+    head.receive(new_entries(br1, head))
+    original = entry.open_entry(held, br1.trust)
+    twin = br1.trust.seal(Change(original.doc, original.author, original.seq, original.update, original.deps))
+    assert twin != held  # same change, fresh nonce: a different entry for the same sequence
+    before = state(head)
+    result = head.receive([twin])
+    assert result.applied == 0 and "equivocation" in result.quarantined[0]
+    assert state(head) == before
+
+
+def test_an_entry_of_another_organisation_is_refused(org: tuple[Node, Node, Node], tmp_path: Path) -> None:
+    head, _br1, _br2 = org
+    other = setup_head(tmp_path / "OTHER")
+    post(other, "9")
+    before = state(head)
+    result = head.receive(outgoing(other))
+    assert result.applied == 0 and all("another organisation" in r for r in result.quarantined)
+    assert state(head) == before
+    other.close()
+
+
+def test_an_unknown_author_waits_in_quarantine_until_the_policy_admits_it(org: tuple[Node, Node, Node],
+                                                                          tmp_path: Path) -> None:
+    head, br1, _br2 = org
+    head.add_office("BR3", "Branch Three")
+    br3 = registrar.enroll_here(head, tmp_path / "BR3", "BR3")
+    send(head, br3)
+    post(br3, "11")
+    own = [blob for blob in new_entries(br3, br1) if entry.peek(blob).author == br3.identity.node_id]
+    result = br1.receive(own)  # br1 has not heard of BR3 yet
+    assert result.applied == 0 and len(result.quarantined) == len(own)
+    assert all("unknown author" in r for r in result.quarantined)
+    send(head, br1)  # the admitting policy arrives: the quarantined entries are retried and applied
+    assert "vouchers/BR3/2026-04" in br1.vectors()
+    assert br1.receive(own).duplicates == len(own)
+    br3.close()
+
+
+def test_a_revoked_branch_is_refused_after_its_cutoff(org: tuple[Node, Node, Node]) -> None:
+    head, br1, br2 = org
+    post(br1, "13")
+    send(br1, head)
+    registrar.revoke(head, "BR1")
+    post(br1, "14")  # made after the revocation, sealed with the old epoch key it still holds
+    late = new_entries(br1, head)
+    before = state(head)
+    result = head.receive(late)
+    assert result.applied == 0 and all("revoked" in r for r in result.quarantined)
+    assert state(head) == before
+    # the other branch refuses it too once the policy reached it, but keeps what came before
+    br2.adopt_policy(head.policy_blob())
+    send(head, br2)
+    assert br2.receive(late).applied == 0
+    assert "vouchers/BR1/2026-04" in br2.vectors()
+    # and the revoked branch cannot read what is written from now on
+    post(head, "15")
+    br1.adopt_policy(head.policy_blob())
+    result = br1.receive(new_entries(head, br1))
+    assert result.applied == 0 and any("no key for epoch" in r for r in result.quarantined)
+
+
+def test_a_voucher_before_the_sync_after_date_stays_local_and_is_refused_if_sent(org: tuple[Node, Node, Node]) -> None:
+    head, br1, _br2 = org
+    registrar.set_sync_after(head, dt.date(2026, 4, 1))
+    br1.adopt_policy(head.policy_blob())
+    post(br1, "17", date="2026-03-15")  # before the date: kept in BR1's local book, never sealed
+    assert new_entries(br1, head) == []
+    assert [v["number"] for v in voucher_rows(br1)] == ["BR1/JRN/00001"]
+    # a forged shared entry dated before the date is refused on receipt
+    rev = _revision("BR1", "BR1/JRN/00042", (Line("Rent", Side.DR, 1), Line("Creditors", Side.CR, 1)))
+    rev = dataclasses.replace(rev, content=dataclasses.replace(rev.content, date=dt.date(2026, 3, 31)))
+    blob = _forge(br1, "vouchers/BR1/2026-04", lambda m: m.__setitem__(rev.id, encode_revision(rev)))
+    before = state(head)
+    result = head.receive([blob])
+    assert result.applied == 0 and "before the sync-after date" in result.quarantined[0]
+    assert state(head) == before
