@@ -147,12 +147,15 @@ def linked(home: Path, *offices: str) -> bool:
 # ---------------------------------------------------------------- homes
 
 
-def make_org(base: Path, branches: tuple[str, ...] = ("BR1", "BR2"), company: str = COMPANY) -> list[Path]:
+def make_org(base: Path, branches: tuple[str, ...] = ("BR1", "BR2"), company: str = COMPANY,
+             relays: tuple[str, ...] = ()) -> list[Path]:
     """Homes of a head office (with the standard ledgers) and enrolled branches: [HO, *branches].
     Each branch has had its first exchange with the head office ("Sync Company Details"): it holds
-    the masters and the policy that lists every branch."""
+    the masters and the policy that lists every branch (and the relays given)."""
     head = Node.create_head(base / "HO", company, "HO", "Head Office")
     try:
+        if relays:
+            registrar.set_relays(head, list(relays))
         for code in branches:
             head.add_office(code, f"Branch {code}")
         for name, group in LEDGERS.items():
@@ -235,12 +238,13 @@ def reports(home: Path, offices: tuple[str, ...]) -> dict[str, Any]:
 
 
 class NodeProcess:
-    """``p2psync run`` on one home, on loopback, without mDNS."""
+    """``p2psync run`` on one home, on loopback (without mDNS unless asked)."""
 
-    def __init__(self, home: Path, port: int = 0, peers: tuple[str, ...] = ()) -> None:
+    def __init__(self, home: Path, port: int = 0, peers: tuple[str, ...] = (), mdns: bool = False) -> None:
         self.home = home
         self.port = port
         self.peers = peers
+        self.mdns = mdns
         self.proc: subprocess.Popen[bytes] | None = None
         self.out = home.parent / f"{home.name}-run.out"
 
@@ -256,7 +260,7 @@ class NodeProcess:
         """Start, and return once the node serves (its port is then known, also for port 0)."""
         before = len(SERVING.findall(self.output()))
         args = [sys.executable, "-m", "p2psync", "--home", str(self.home), "run", "--host", "127.0.0.1",
-                "--port", str(self.port), "--no-mdns"]
+                "--port", str(self.port), *([] if self.mdns else ["--no-mdns"])]
         for peer in self.peers:
             args += ["--peer", peer]
         with self.out.open("ab") as out:
@@ -299,8 +303,8 @@ class Fleet:
     def __init__(self) -> None:
         self.nodes: list[NodeProcess] = []
 
-    def start(self, home: Path, port: int = 0, peers: tuple[str, ...] = ()) -> NodeProcess:
-        node = NodeProcess(home, port, peers)
+    def start(self, home: Path, port: int = 0, peers: tuple[str, ...] = (), mdns: bool = False) -> NodeProcess:
+        node = NodeProcess(home, port, peers, mdns)
         self.nodes.append(node)
         return node.start()
 
