@@ -12,7 +12,6 @@ Its tables live in their own SQLModel registry, so they never mix with a node's 
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,14 +20,14 @@ from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import Index, LargeBinary, UniqueConstraint, func
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import registry
-from sqlmodel import Column, Field, Session, SQLModel, create_engine, select
+from sqlmodel import Column, Field, Session, SQLModel, select
 
 from p2psync.books.change import Deps
 from p2psync.errors import StoreError
 from p2psync.protocol.entry import Header
+from p2psync.store.db import sqlite_engine
 
 SCHEMA_VERSION = "1"
 
@@ -155,24 +154,6 @@ class RelayMeta(RelayModel, table=True):
 # ---------------------------------------------------------------- SQLite implementation
 
 
-def _configure(engine: Engine) -> None:
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")  # durable before acknowledged
-        cursor.execute("PRAGMA busy_timeout=15000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        immediate = conn.get_execution_options().get("immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
 class SqliteRelayStore:
     """The relay's embedded store: one SQLite file for every organisation it serves."""
 
@@ -182,9 +163,8 @@ class SqliteRelayStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the relay database's folder {path.parent}: {exc.strerror}") from None
-        self.engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False},
+        self.engine = sqlite_engine(path, connect_args={"check_same_thread": False},
                                     pool_size=8, max_overflow=8)
-        _configure(self.engine)
         self._lock = threading.Lock()  # one writer at a time inside this process
         self._open()
 

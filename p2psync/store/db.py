@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -18,6 +19,15 @@ from p2psync.store import tables
 from p2psync.store.tables import Setting
 
 SCHEMA_VERSION = "1"
+
+
+def sqlite_engine(path: Path, **options: Any) -> Engine:
+    """An engine on a SQLite file in WAL mode with full fsync on commit, where a connection with the
+    execution option ``immediate=True`` begins its transactions with BEGIN IMMEDIATE (the write lock
+    up front). Shared by the node's database and the relay's."""
+    engine = create_engine(f"sqlite:///{path}", **options)
+    _configure(engine)
+    return engine
 
 
 def _configure(engine: Engine) -> None:
@@ -43,8 +53,7 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
-        _configure(self.engine)
+        self.engine = sqlite_engine(path, poolclass=NullPool)
 
     def create(self) -> None:
         try:
