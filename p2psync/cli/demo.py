@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import click

@@ -122,7 +122,7 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
     sync_after = node.trust.policy.sync_after_as_of(policy)
 
     def validate(c: Change, doc, changed) -> None:  # type: ignore[no-untyped-def]
-        chart = schema.read_chart(batch.doc(schema.MASTERS))
+        chart = node.chart(batch.session)
         admit.check_change(c.doc, doc, changed, chart, author, sync_after)
 
     try:

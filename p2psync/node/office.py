@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from p2psync.books import schema
 from p2psync.books.change import Change, Deps
@@ -81,7 +81,7 @@ class Node:
         self.identity = identity
         self.trust = membership
         self.store = BookStore(db, identity.node_id, _client_id(identity.node_id), seal=self._seal)
-        self._chart: tuple[int, Chart] | None = None
+        self._chart: tuple[tuple[int, int], Chart] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -189,12 +189,15 @@ class Node:
 
     # ------------------------------------------------------------ masters
 
-    def chart(self) -> Chart:
-        with self.db.read() as session:
-            loaded = self.store.loaded(session, schema.MASTERS)
-            if self._chart is None or self._chart[0] != loaded.upto:
-                self._chart = (loaded.upto, schema.read_chart(loaded.doc))
-            return self._chart[1]
+    def chart(self, session: Session | None = None) -> Chart:
+        """The ledgers and groups in force, decoded once per change of the masters document."""
+        if session is None:
+            with self.db.read() as own:
+                return self.chart(own)
+        loaded = self.store.loaded(session, schema.MASTERS)
+        if self._chart is None or self._chart[0] != (id(loaded), loaded.upto):
+            self._chart = ((id(loaded), loaded.upto), schema.read_chart(loaded.doc))
+        return self._chart[1]
 
     def _put_office(self, office: Office) -> None:
         with self.store.transaction() as batch:
