@@ -246,6 +246,10 @@ def status_cmd(home: str | None, as_json: bool) -> None:
                  [[p["peer"][:24], p["office"], "Online" if p["online"] else "Offline", (p["last_sync"] or "never")[:19],
                    p["sent"], p["received"], p["backlog"], _clip(p["last_error"])] for p in data["peers"]],
                  numeric={4, 5, 6})
+    if data["sync_log"]:
+        render.table("Recent sync log", ["At (UTC)", "Peer", "Office", "Direction", "Entries"],
+                     [[r["at"][:19].replace("T", " "), r["peer"][:24], r["office"], r["direction"], r["entries"]]
+                      for r in data["sync_log"][:10]], numeric={4})
     if data["waiting_entries"]:
         render.info(f"{data['waiting_entries']} received entries wait for earlier ones")
     if data["quarantined"]:
