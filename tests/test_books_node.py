@@ -162,10 +162,12 @@ def test_empty_opening_is_refused_but_a_ledger_may_have_none(head: Node) -> None
     assert balances(head)["Vault"].opening == 0
 
 
-def test_opening_of_unknown_ledger_is_refused(head: Node) -> None:
+def test_opening_of_unknown_ledger_or_office_is_refused(head: Node) -> None:
     before = state(head)
     with pytest.raises(NotFound):
         head.set_opening("Vault", "100")
+    with pytest.raises(NotFound):
+        head.set_opening("Cash", "100", office="BR9")
     assert state(head) == before
 
 

@@ -8,6 +8,7 @@ import random
 import secrets
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from helpers import (
 )
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from pycrdt import Doc
+from pycrdt import Doc, Map
 
 from p2psync.books import schema
 from p2psync.books.change import Change
@@ -463,57 +464,74 @@ def _forge(author: Node, doc_name: str, mutate: Any) -> bytes:
 BALANCED = (Line("Rent", Side.DR, 100), Line("Creditors", Side.CR, 100))
 
 
-def _forgeries(branch: Node, posted: Revision) -> dict[str, bytes]:
-    doc = "vouchers/BR1/2026-04"
-    ho_doc = "vouchers/HO/2026-04"
-    unbalanced = (Line("Rent", Side.DR, 100), Line("Creditors", Side.CR, 99))
-    rev = _revision("BR1", "BR1/JRN/00009", unbalanced)
-    foreign = _revision("HO", "HO/JRN/00009", BALANCED)
-    both_sides = _revision("BR1", "BR1/JRN/00009", (Line("Rent", Side.DR, 1), Line("rent", Side.CR, 1)))
-    unknown = _revision("BR1", "BR1/JRN/00009", (Line("Vault", Side.DR, 1), Line("Capital", Side.CR, 1)))
-    orphan_amend = _revision("BR1", posted.number, BALANCED, action=Action.AMEND)
-    return {
-        "unbalanced voucher": _forge(branch, doc, lambda m: m.__setitem__(rev.id, encode_revision(rev))),
-        "another office's books": _forge(branch, ho_doc, lambda m: m.__setitem__(foreign.id, encode_revision(foreign))),
-        "one ledger on both sides": _forge(branch, doc, lambda m: m.__setitem__(both_sides.id,
-                                                                              encode_revision(both_sides))),
-        "unknown ledger": _forge(branch, doc, lambda m: m.__setitem__(unknown.id, encode_revision(unknown))),
-        "amend naming no parent": _forge(branch, doc, lambda m: m.__setitem__(orphan_amend.id,
-                                                                             encode_revision(orphan_amend))),
-        "deleted revision": _forge(branch, doc, lambda m: m.pop(posted.id)),
-        "overwritten revision": _forge(branch, doc, lambda m: m.__setitem__(posted.id, encode_revision(
-            _revision("BR1", posted.number, BALANCED)))),
-        "malformed value": _forge(branch, doc, lambda m: m.__setitem__("x" * 24, '{"v": 1, "lines": "oops"}')),
-    }
+DOC = "vouchers/BR1/2026-04"
+UNBALANCED = (Line("Rent", Side.DR, 100), Line("Creditors", Side.CR, 99))
 
 
-@pytest.mark.parametrize(("forgery", "reason"), [
-    ("unbalanced voucher", "do not equal"),
-    ("another office's books", "may not write office HO"),
-    ("one ledger on both sides", "both debited and credited"),
-    ("unknown ledger", "unknown ledger 'Vault'"),
-    ("amend naming no parent", "names no revision it replaces"),
-    ("deleted revision", "delete of revisions/"),
-    ("overwritten revision", "update of revisions/"),
-    ("malformed value", "malformed voucher revision"),
-])
-def test_an_entry_that_would_break_the_books_is_refused_and_changes_nothing(trio: list[Node], forgery: str,
-                                                                           reason: str) -> None:
-    head, branch, other = trio
+def _adding(rev: Revision) -> Callable[[Map], None]:
+    return lambda revisions_map: revisions_map.__setitem__(rev.id, encode_revision(rev))
+
+
+#: Entries a member could sign that would break the books, each with the reason it must be refused for.
+FORGERIES: dict[str, tuple[Callable[[Node, Revision], bytes], str]] = {
+    "unbalanced voucher": (
+        lambda b, p: _forge(b, DOC, _adding(_revision("BR1", "BR1/JRN/00009", UNBALANCED))), "do not equal"),
+    "another office's books": (
+        lambda b, p: _forge(b, "vouchers/HO/2026-04", _adding(_revision("HO", "HO/JRN/00009", BALANCED))),
+        "may not write office HO"),
+    "one ledger on both sides": (
+        lambda b, p: _forge(b, DOC, _adding(_revision("BR1", "BR1/JRN/00009", (
+            Line("Rent", Side.DR, 1), Line("rent", Side.CR, 1))))), "both debited and credited"),
+    "unknown ledger": (
+        lambda b, p: _forge(b, DOC, _adding(_revision("BR1", "BR1/JRN/00009", (
+            Line("Vault", Side.DR, 1), Line("Capital", Side.CR, 1))))), "unknown ledger 'Vault'"),
+    "amend naming no parent": (
+        lambda b, p: _forge(b, DOC, _adding(_revision("BR1", p.number, BALANCED, action=Action.AMEND))),
+        "names no revision it replaces"),
+    "deleted revision": (lambda b, p: _forge(b, DOC, lambda m: m.pop(p.id)), "delete of revisions/"),
+    "overwritten revision": (
+        lambda b, p: _forge(b, DOC, lambda m: m.__setitem__(p.id, encode_revision(_revision("BR1", p.number, BALANCED)))),
+        "update of revisions/"),
+    "malformed value": (
+        lambda b, p: _forge(b, DOC, lambda m: m.__setitem__("x" * 24, '{"v": 1, "lines": "oops"}')),
+        "malformed voucher revision"),
+}
+
+
+@pytest.fixture(scope="module")
+def posted_template(trio_template: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Revision]:
+    """The three offices after BR1 posted a voucher and everyone exchanged."""
+    where = tmp_path_factory.mktemp("posted")
+    head, branch, other = open_trio(trio_template, where)
     posted = branch.post(draft("journal", "2026-04-01", {"Rent": "1"}, {"Creditors": "1"}))
     sync(head, branch, other)
-    before = {"docs": doc_contents(head), "reports": all_reports(head), "vectors": head.vectors()}
-    blob = _forgeries(branch, posted)[forgery]
-    result = head.receive([blob])
-    assert result.applied == 0 and len(result.quarantined) == 1
-    assert reason in result.quarantined[0]
-    assert {"docs": doc_contents(head), "reports": all_reports(head), "vectors": head.vectors()} == before
-    # the same entry again is refused again, and honest work still flows afterwards
-    assert head.receive([blob]).applied == 0
-    head.post(draft("journal", "2026-04-02", {"Rent": "2"}, {"Creditors": "2"}))
-    branch.post(draft("journal", "2026-04-02", {"Rent": "3"}, {"Creditors": "3"}))
-    sync(head, branch, other)
-    assert_converged([head, branch, other])
+    for node in (head, branch, other):
+        node.close()
+    return where, posted
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+def test_an_entry_that_would_break_the_books_is_refused_and_changes_nothing(
+        posted_template: tuple[Path, Revision], tmp_path: Path, forgery: str) -> None:
+    template, posted = posted_template
+    head, branch, _ = nodes = open_trio(template, tmp_path)
+    try:
+        before = {"docs": doc_contents(head), "reports": all_reports(head), "vectors": head.vectors()}
+        make, reason = FORGERIES[forgery]
+        blob = make(branch, posted)
+        result = head.receive([blob])
+        assert result.applied == 0 and len(result.quarantined) == 1
+        assert reason in result.quarantined[0]
+        assert {"docs": doc_contents(head), "reports": all_reports(head), "vectors": head.vectors()} == before
+        # the same entry again is refused again, and honest work still flows afterwards
+        assert head.receive([blob]).applied == 0
+        head.post(draft("journal", "2026-04-02", {"Rent": "2"}, {"Creditors": "2"}))
+        branch.post(draft("journal", "2026-04-02", {"Rent": "3"}, {"Creditors": "3"}))
+        sync(*nodes)
+        assert_converged(nodes)
+    finally:
+        for node in nodes:
+            node.close()
 
 
 def test_the_type_rule_is_checked_when_posting_not_on_receipt(trio: list[Node]) -> None:

@@ -11,7 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import Fleet, environment, linked, make_org, post_here, voucher_numbers, wait_converged, wait_until
+from procs import (
+    Fleet,
+    cli,
+    environment,
+    linked,
+    make_org,
+    post_here,
+    status,
+    voucher_numbers,
+    wait_converged,
+    wait_until,
+)
 
 CANARY = "CANARY-relay-narration-Ashoka"
 
@@ -65,3 +76,37 @@ def test_offices_on_one_lan_find_each_other_by_zeroconf(tmp_path: Path, fleet: F
     number = post_here(br1, "payment", "2026-04-05", "Rent", "Cash", "800.00", "found by zeroconf")
     wait_converged(ho, br1)
     assert number in voucher_numbers(ho)
+
+
+@pytest.mark.slow
+def test_a_branch_enrolls_through_the_relay_and_syncs_there(tmp_path: Path, fleet: Fleet,
+                                                            relay: tuple[str, Path]) -> None:
+    url, db = relay
+    (ho,) = make_org(tmp_path / "org", (), relays=(url,))
+    cli(ho, "branch", "add", "BR1", "Far Away Branch")
+    code = cli(ho, "invite", "BR1").stdout.strip().splitlines()[-1]
+    fleet.start(ho)
+    wait_until(lambda: any(p["kind"] == "relay" and p["online"] for p in status(ho)["peers"]),
+               "the head office to link to the relay")
+    br1 = tmp_path / "org" / "BR1"
+    joined = cli(br1, "join", code, "--via", url)
+    assert "Joined" in joined.stdout and "Far Away Branch" in joined.stdout
+    assert cli(br1, "join", code, "--via", url, check=False).returncode != 0  # home taken, and code used
+    fleet.start(br1)
+    wait_converged(ho, br1)  # "sync company details": the new branch receives the masters
+    number = post_here(br1, "receipt", "2026-04-06", "Cash", "Sales", "999.00", f"{CANARY} far away")
+    wait_converged(ho, br1)
+    assert number in voucher_numbers(ho)
+    raw = b"".join(path.read_bytes() for path in db.parent.glob("relay.db*"))
+    assert CANARY.encode() not in raw and b"Far Away Branch" not in raw
+
+
+def test_enrolling_through_a_relay_without_its_head_office_is_refused(tmp_path: Path,
+                                                                       relay: tuple[str, Path]) -> None:
+    url, _db = relay
+    (ho,) = make_org(tmp_path / "org", ())
+    cli(ho, "branch", "add", "BR1", "Branch")
+    code = cli(ho, "invite", "BR1").stdout.strip().splitlines()[-1]
+    refused = cli(tmp_path / "org" / "BR1", "join", code, "--via", url, check=False)
+    assert refused.returncode == 1
+    assert "head office is not connected" in refused.stderr and "Traceback" not in refused.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidURI, WebSocketException
@@ -23,6 +24,8 @@ async def exchange(url: str, request: bytes, timeout: float = TIMEOUT) -> bytes:
                                open_timeout=timeout) as ws:
                 await ws.send(request)
                 reply = await ws.recv()
+                if _is_challenge(reply):  # a relay greets every client first; it passes the request on
+                    reply = await ws.recv()
     except TimeoutError:
         raise P2PSyncError(f"no answer from {url} within {timeout:.0f} s") from None
     except InvalidURI:
@@ -30,3 +33,10 @@ async def exchange(url: str, request: bytes, timeout: float = TIMEOUT) -> bytes:
     except (OSError, WebSocketException) as exc:
         raise P2PSyncError(f"cannot reach the head office at {url}: {exc}") from None
     return reply.encode() if isinstance(reply, str) else reply
+
+
+def _is_challenge(message: str | bytes) -> bool:
+    try:
+        return json.loads(message).get("type") == "challenge"
+    except (ValueError, AttributeError):
+        return False

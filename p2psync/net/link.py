@@ -21,6 +21,7 @@ from p2psync.protocol.entry import EntryError
 from p2psync.protocol.sync import (
     Ack,
     CaughtUp,
+    EnrollForward,
     Entries,
     Hello,
     PolicyOffer,
@@ -53,6 +54,7 @@ class Local(Protocol):
     def receive(self, blobs: list[bytes]) -> Awaitable[int]: ...
     def adopt_policy(self, blob: bytes) -> Awaitable[bool]: ...
     def wait_for_change(self, seen_id: int, seen_policy: int) -> Awaitable[None]: ...
+    def enroll(self, request: bytes) -> Awaitable[bytes]: ...
 
 
 @dataclass
@@ -130,6 +132,8 @@ async def _read(ws: Connection, conn: SyncConnection, local: Local, stats: LinkS
             acked.set()
         elif isinstance(event, CaughtUp):
             stats.peer_caught_up = True
+        elif isinstance(event, EnrollForward):
+            await ws.send(conn.enroll_reply(event.ticket, await local.enroll(event.request)))
         elif isinstance(event, Refused):
             raise PeerRefused(f"peer refused: {event.reason}")
         elif isinstance(event, Hello):

@@ -127,6 +127,12 @@ class NodeRuntime:
             await self.notify()
         return adopted
 
+    async def enroll(self, request: bytes) -> bytes:
+        """Answer an enrollment request (passed on by a relay): only the head office can."""
+        if not self.node.identity.is_head:
+            return refusal("this node is not the head office; enroll with the head office")
+        return await self.call(registrar.handle_enroll, self.node, request)
+
     async def wait_for_change(self, seen_id: int, seen_policy: int) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: self._seen[0] > seen_id or self._seen[1] > seen_policy)

@@ -71,7 +71,23 @@ class Refused:
     reason: str
 
 
-Event = Hello | PolicyOffer | Entries | Ack | CaughtUp | Refused
+@dataclass(frozen=True)
+class EnrollForward:
+    """A relay passes a branch's enrollment request to its head office."""
+
+    ticket: int
+    request: bytes
+
+
+@dataclass(frozen=True)
+class EnrollReply:
+    """The head office's answer to a forwarded enrollment request."""
+
+    ticket: int
+    reply: bytes
+
+
+Event = Hello | PolicyOffer | Entries | Ack | CaughtUp | Refused | EnrollForward | EnrollReply
 
 
 @dataclass
@@ -113,6 +129,12 @@ class SyncConnection:
 
     def caught_up(self) -> str:
         return dumps({"type": "caught-up"})
+
+    def enroll_forward(self, ticket: int, request: bytes) -> str:
+        return dumps({"type": "enroll-forward", "ticket": ticket, "request": request.decode()})
+
+    def enroll_reply(self, ticket: int, reply: bytes) -> str:
+        return dumps({"type": "enroll-reply", "ticket": ticket, "reply": reply.decode()})
 
     def refuse(self, reason: str) -> str:
         return dumps({"type": "refused", "reason": reason[:500]})
@@ -181,6 +203,10 @@ class SyncConnection:
             return Ack(batch, vectors)
         if kind == "caught-up":
             return CaughtUp()
+        if kind == "enroll-forward":
+            return EnrollForward(_count(data["ticket"]), _message(data["request"]))
+        if kind == "enroll-reply":
+            return EnrollReply(_count(data["ticket"]), _message(data["reply"]))
         raise ProtocolError(f"unknown frame type {str(kind)[:20]!r}")
 
     def _batch(self, frame: bytes) -> Entries:
@@ -213,6 +239,12 @@ def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
         raise TypeError("expected a non-negative integer")
     return value
+
+
+def _message(value: Any) -> bytes:
+    if not isinstance(value, str) or len(value) > 1024 * 1024:
+        raise TypeError("expected an enrollment message")
+    return value.encode()
 
 
 def _vectors(value: Any) -> Deps:

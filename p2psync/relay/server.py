@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import time
 from collections import deque
@@ -41,6 +42,7 @@ from p2psync.protocol.sync import (
     MAX_FRAME,
     Ack,
     CaughtUp,
+    EnrollReply,
     Entries,
     Event,
     Hello,
@@ -51,11 +53,15 @@ from p2psync.protocol.sync import (
     batches,
 )
 from p2psync.relay.store import RelayStore, SqliteRelayStore, StoredEntry
+from p2psync.trust import enroll
 from p2psync.trust.certs import Member
 from p2psync.trust.policy import Policy, PolicyError
 from p2psync.trust.policy import verify as verify_policy
 
 logger = logging.getLogger(__name__)
+
+#: How long a branch enrolling through the relay waits for its head office's answer.
+ENROLL_TIMEOUT = 20.0
 
 T = TypeVar("T")
 RELAY_NODE = "relay"
@@ -274,6 +280,22 @@ class Relay:
     async def handle(self, ws: Transport) -> None:
         await Session(self, ws).run()
 
+    async def pass_enrollment(self, raw: bytes) -> bytes:
+        """Carry a branch's enrollment request to its head office, if connected, and its reply back.
+        The relay learns nothing from either: the request is public keys and MACs, the reply
+        ciphertext under a key derived from the invite code."""
+        try:
+            pin = enroll.request_pin(raw)
+        except P2PSyncError as exc:
+            return enroll.refusal(str(exc))
+        heads = [s for org in self.orgs.values() if org.id.startswith(pin) for s in org.sessions if s.is_head]
+        reply = enroll.refusal("the head office is not connected to this relay now; try again while it is online")
+        for session in heads:
+            reply = await session.forward_enrollment(raw)
+            if b'"enrolled"' in reply:
+                break
+        return reply
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
@@ -381,12 +403,20 @@ class Session:
         self._greeted = asyncio.Event()
         self._said_hello = False
         self._pending: asyncio.Queue[tuple[Entries, float]] = asyncio.Queue()
+        self.is_head = False
+        self._enrollments: dict[int, asyncio.Future[bytes]] = {}
+        self._tickets = itertools.count(1)
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         try:
             auth = await self._authenticate()
+            if isinstance(auth, bytes):  # not a member: a branch enrolling through the relay
+                await self._send_quietly((await self.relay.pass_enrollment(auth)).decode())
+                await self.ws.close()
+                return
             self.node = auth.member.node_id
+            self.is_head = auth.member.is_head
             self.org = await self.relay.join(self, auth)
             self.keys = OrgKeys(self.org, auth.member)
             logger.info("org %s: node %s connected", self.org.id[:12], self.node[:12])
@@ -412,13 +442,17 @@ class Session:
             for task in self._side_tasks:
                 task.cancel()
 
-    async def _authenticate(self) -> Authenticated:
+    async def _authenticate(self) -> Authenticated | bytes:
+        """A member's proof, or (as bytes) the enrollment request of a branch that is not one yet."""
         frame, nonce = relay_auth.challenge()
         await self.ws.send(frame)
         try:
             answer = await asyncio.wait_for(self.ws.recv(), self.limits.auth_timeout)
         except TimeoutError:
             raise Refusal(f"no authentication within {self.limits.auth_timeout:g} s") from None
+        raw = answer.encode() if isinstance(answer, str) else answer
+        if len(raw) <= enroll.MAX_MESSAGE and b'"type":"enroll"' in raw:
+            return raw
         try:
             return relay_auth.verify(answer, nonce)
         except (P2PSyncError, ValueError, TypeError) as exc:
@@ -483,6 +517,10 @@ class Session:
             self._acked.set()
         elif isinstance(event, CaughtUp):
             logger.debug("node %s is caught up with the relay", self.node[:12])
+        elif isinstance(event, EnrollReply):
+            waiting = self._enrollments.pop(event.ticket, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(event.reply)
 
     def _greet(self, hello: Hello) -> None:
         assert self.org is not None
@@ -580,6 +618,19 @@ class Session:
         answer to its own hello, which says which version it holds."""
         if self._said_hello:
             self._spawn(self._send_quietly(self.conn.policy(blob)))
+
+    async def forward_enrollment(self, raw: bytes) -> bytes:
+        """Ask this (head office) member to answer an enrollment request."""
+        ticket = next(self._tickets)
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._enrollments[ticket] = answer
+        try:
+            await self.ws.send(self.conn.enroll_forward(ticket, raw))
+            return await asyncio.wait_for(answer, ENROLL_TIMEOUT)
+        except (TimeoutError, ConnectionClosed):
+            return enroll.refusal("the head office did not answer in time; try again")
+        finally:
+            self._enrollments.pop(ticket, None)
 
     def kick(self, reason: str) -> None:
         logger.warning("node %s: %s", self.node[:12], reason)

@@ -1,7 +1,7 @@
 """The enrollment exchange, without I/O: a branch proves it holds an invite code; the head office
 answers with the branch's certificate, the policy and the organisation's names, encrypted to the code.
 
-    branch -> HO   {"type": "enroll", "invite", "signing", "sealing", "nonce", "mac"}
+    branch -> HO   {"type": "enroll", "invite", "signing", "sealing", "nonce", "pin", "mac"}
     HO -> branch   {"type": "enrolled", "nonce", "box", "mac"}  or  {"type": "refused", "reason"}
 
 ``mac`` in the request is HMAC(K_mac, "join" | fields); in the reply HMAC(K_mac, "head" | request mac |
@@ -42,6 +42,7 @@ class Request:
     nonce: bytes
     mac: bytes
     raw_fields: bytes
+    pin: bytes
 
 
 @dataclass(frozen=True)
@@ -70,30 +71,38 @@ class Enrollment:
     ring: dict[int, bytes]
 
 
-def _fields(invite_id: bytes, signing: bytes, sealing: bytes, nonce: bytes) -> bytes:
+def _fields(invite_id: bytes, signing: bytes, sealing: bytes, nonce: bytes, pin: bytes) -> bytes:
     return dumps({"invite": invite_id.hex(), "signing": b64(signing), "sealing": b64(sealing),
-                  "nonce": b64(nonce)}).encode()
+                  "nonce": b64(nonce), "pin": pin.hex()}).encode()
 
 
 def request(code: InviteCode, keys: NodeKeys) -> bytes:
     signing, sealing = raw_public(keys.signing.public_key()), raw_public(keys.sealing.public_key())
     nonce = os.urandom(16)
-    fields = _fields(code.invite_id, signing, sealing, nonce)
+    fields = _fields(code.invite_id, signing, sealing, nonce, code.pin)
     mac = tag(code.keys().mac, b"join", fields)
     return dumps({"type": "enroll", "v": 1, "invite": code.invite_id.hex(), "signing": b64(signing),
-                  "sealing": b64(sealing), "nonce": b64(nonce), "mac": b64(mac)}).encode()
+                  "sealing": b64(sealing), "nonce": b64(nonce), "pin": code.pin.hex(), "mac": b64(mac)}).encode()
+
+
+def request_pin(raw: bytes) -> str:
+    """The organisation pin (hex) a request names: how a relay finds the head office to pass it to."""
+    pin = _load(raw, "enroll").get("pin")
+    if not isinstance(pin, str) or len(pin) != 6:
+        raise EnrollError("enrollment request names no organisation")
+    return pin.lower()
 
 
 def parse_request(raw: bytes) -> Request:
     """Decode a request's fields; the MAC is checked by `check_request` once the invite is known."""
     data = _load(raw, "enroll")
     try:
-        invite_id = bytes.fromhex(data["invite"])
+        invite_id, pin = bytes.fromhex(data["invite"]), bytes.fromhex(data["pin"])
         signing_raw, sealing_raw = unb64(data["signing"]), unb64(data["sealing"])
         nonce, mac = unb64(data["nonce"]), unb64(data["mac"])
         request = Request(invite_id, Ed25519PublicKey.from_public_bytes(signing_raw),
                           X25519PublicKey.from_public_bytes(sealing_raw), nonce, mac,
-                          _fields(invite_id, signing_raw, sealing_raw, nonce))
+                          _fields(invite_id, signing_raw, sealing_raw, nonce, pin), pin)
     except (KeyError, TypeError, ValueError):
         raise EnrollError("enrollment request is malformed") from None
     if len(invite_id) != 4 or len(nonce) != 16 or len(mac) != 32:
