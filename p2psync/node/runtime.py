@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POLL_SECONDS = 0.5
+#: Websocket settings of every link: no compression (entries are compressed and encrypted already),
+#: bounded frames, keepalive, and a short close handshake so a vanished peer cannot delay shutdown.
+LINK_OPTIONS: dict[str, Any] = {"max_size": MAX_FRAME, "compression": None, "ping_interval": 20,
+                                "ping_timeout": 20, "close_timeout": 2}
 SAVE_EVERY_POLLS = 20
 BACKOFF_START, BACKOFF_MAX = 1.0, 60.0
 ONE_SHOT_TIMEOUT = 120.0
@@ -84,6 +88,8 @@ class NodeRuntime:
         self.server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._dialers: list[asyncio.Task[None]] = []
+        #: One dialer per member advertised on the LAN, for as long as its advert lasts.
+        self._lan_dialers: dict[str, asyncio.Task[None]] = {}
         self._dialed: dict[str, str] = {}  # peer address -> node id its certificate showed
         self._changed = asyncio.Condition()
         self._seen = (0, 0)
@@ -157,8 +163,7 @@ class NodeRuntime:
         await self.notify()
         try:
             self.server = await serve(self._accept, self.host, self.port,
-                                      ssl=tls.server_context(self._keys_dir, self._root_der), max_size=MAX_FRAME,
-                                      compression=None, ping_interval=20, ping_timeout=20)
+                                      ssl=tls.server_context(self._keys_dir, self._root_der), **LINK_OPTIONS)
         except OSError as exc:
             reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             raise P2PSyncError(f"cannot listen on {self.host}:{self.port}: {reason}") from None
@@ -183,6 +188,11 @@ class NodeRuntime:
 
     async def stop(self) -> None:
         await self._stop_dialers()
+        lan = list(self._lan_dialers.values())
+        self._lan_dialers.clear()
+        for task in lan:
+            task.cancel()
+        await asyncio.gather(*lan, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -213,35 +223,16 @@ class NodeRuntime:
         async with discovery.Advertiser(self.org, self.node_id, self.port, addresses=addresses,
                                         interfaces=interfaces), \
                 discovery.Browser(self.org, self.node_id, interfaces=interfaces) as browser:
-            dialing: dict[str, asyncio.Task[None]] = {}
             while True:
                 event = await browser.events.get()
                 peer = event.peer
-                if event.change == "removed" or self.manual or self.node_id > peer.node_id:
+                running = self._lan_dialers.pop(peer.node_id, None)
+                if running is not None and (event.change == "removed" or not running.done()):
+                    running.cancel()  # gone, or moved: dial the new address
+                if event.change == "removed" or self.manual or self.node_id > peer.node_id or not peer.addresses:
                     continue
-                task = dialing.get(peer.node_id)
-                if task is None or task.done():
-                    url = f"wss://{peer.addresses[0]}:{peer.port}"
-                    dialing[peer.node_id] = asyncio.create_task(self._dial_discovered(url, peer.node_id))
-
-    async def _dial_discovered(self, url: str, node_id: str) -> None:
-        """Keep a link to a LAN peer while it is advertised; give up after repeated failures."""
-        delay = BACKOFF_START
-        for _attempt in range(8):
-            state = self.peers.get(node_id)
-            if state is not None and state.online:
-                return
-            try:
-                state = await asyncio.wait_for(self.dial(url, relay=False), self.interval)
-            except TimeoutError:
-                continue
-            except (P2PSyncError, WebSocketException, OSError) as exc:
-                logger.info("cannot link to LAN peer %s at %s: %s", node_id[:16], url, exc)
-            else:
-                if state.stats.synced_at:  # a link that was refused or broke before syncing backs off
-                    delay = BACKOFF_START
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, BACKOFF_MAX)
+                url = f"wss://{peer.addresses[0]}:{peer.port}"
+                self._lan_dialers[peer.node_id] = asyncio.create_task(self._dial_forever(url, relay=False))
 
     async def _poll(self) -> None:
         """Notice entries and policies written by other processes on this home (e.g. the CLI), and
@@ -345,13 +336,12 @@ class NodeRuntime:
     async def dial(self, url: str, *, relay: bool, once: bool = False) -> PeerState:
         """One conversation with the peer or relay at `url`."""
         if relay:
-            async with connect(url, max_size=MAX_FRAME, compression=None, open_timeout=15) as ws:
+            async with connect(url, open_timeout=15, **LINK_OPTIONS) as ws:
                 challenge = await asyncio.wait_for(ws.recv(), 15)
                 await ws.send(relay_auth.answer(challenge, self._root_der, self._cert_der, self.node.trust.keys.signing))
                 return await self._run_link(ws, url, "relay", url, "relay", expect=None, once=once)
         context = tls.client_context(self._keys_dir, self._root_der)
-        async with connect(url.replace("ws://", "wss://", 1), ssl=context, max_size=MAX_FRAME, compression=None,
-                           open_timeout=15) as ws:
+        async with connect(url.replace("ws://", "wss://", 1), ssl=context, open_timeout=15, **LINK_OPTIONS) as ws:
             member = tls.peer_member(ws.transport.get_extra_info("ssl_object"), self.node.trust)
             await self._learn_address(url, member.node_id)
             existing = self.peers.get(member.node_id)
