@@ -143,3 +143,37 @@ def test_a_voucher_before_the_sync_after_date_stays_local_and_is_refused_if_sent
     result = head.receive([blob])
     assert result.applied == 0 and "before the sync-after date" in result.quarantined[0]
     assert state(head) == before
+
+
+def test_a_replacement_machine_numbers_in_a_series_of_its_own(org: tuple[Node, Node, Node], tmp_path: Path) -> None:
+    """A lost laptop's vouchers and its replacement's can never share a number, even when the new
+    machine posts before it has received the old one's books."""
+    head, _br1, br2 = org
+    post(br2, "21")
+    send(br2, head)
+    registrar.revoke(head, "BR2")
+    replacement = registrar.enroll_here(head, tmp_path / "BR2-new", "BR2")
+    replacement.adopt_policy(head.policy_blob())
+    masters = [b for b in outgoing(head, replacement) if entry.peek(b).doc == "masters"]
+    replacement.receive(masters)  # the ledgers, but not yet the old laptop's vouchers
+    post(replacement, "22")
+    numbers = [v["number"] for v in voucher_rows(replacement)]
+    assert numbers == ["BR2/JRN/2-00001"]
+    send(replacement, head)
+    send(head, replacement)
+    held = {v["number"]: v["amount"] for v in voucher_rows(head)}
+    assert held["BR2/JRN/00001"] == 2100 and held["BR2/JRN/2-00001"] == 2200
+    assert all(v["conflicts"] == 0 for v in voucher_rows(head))
+    # and a member cannot post into another machine's series
+    assert replacement.series == 2 and br2.series == 1
+    replacement.close()
+
+
+def test_a_voucher_numbered_in_another_machines_series_is_refused(org: tuple[Node, Node, Node]) -> None:
+    head, br1, _br2 = org
+    rev = _revision("BR1", "BR1/JRN/2-00001", (Line("Rent", Side.DR, 1), Line("Creditors", Side.CR, 1)))
+    blob = _forge(br1, "vouchers/BR1/2026-04", lambda m: m.__setitem__(rev.id, encode_revision(rev)))
+    before = state(head)
+    result = head.receive([blob])
+    assert result.applied == 0 and "number series" in result.quarantined[0]
+    assert state(head) == before

@@ -19,6 +19,7 @@ from p2psync.books.model import (
     decode_office,
     decode_opening,
     decode_revision,
+    number_series,
 )
 from p2psync.books.rules import Chart, check_balanced
 from p2psync.errors import P2PSyncError, RuleViolation
@@ -33,6 +34,7 @@ class Author:
 
     office: str
     is_head: bool
+    series: int = 1
 
 
 def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], chart: Chart,
@@ -61,7 +63,7 @@ def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], ch
                 if name.is_masters:
                     _check_master(map_name, key, value)
                 else:
-                    _check_revision(name, key, value, chart, sync_after)
+                    _check_revision(name, key, value, chart, sync_after, author)
             except RuleViolation:
                 raise
             except P2PSyncError as exc:
@@ -91,8 +93,11 @@ def _check_scope(map_name: str, key: str, author: Author) -> None:
         raise RuleViolation(f"office {author.office} may not write {map_name} records of office {owner}")
 
 
-def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart, sync_after: dt.date | None) -> None:
+def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart, sync_after: dt.date | None,
+                    author: Author) -> None:
     rev = decode_revision(value)
+    if rev.action is Action.POST and number_series(rev.number)[0] != author.series:
+        raise RuleViolation(f"voucher {rev.number[:40]} is not in its author's number series {author.series}")
     if sync_after is not None and rev.content.date < sync_after:
         raise RuleViolation(f"voucher {rev.number} is dated {rev.content.date}, before the sync-after date {sync_after}")
     if rev.id != key:

@@ -332,6 +332,23 @@ def _int(value: Any) -> int:
     return value
 
 
+def voucher_number(office: str, kind: VoucherType, series: int, position: int) -> str:
+    """``BR1/SAL/00012`` for an office's first machine; ``BR1/SAL/2-00012`` for its second, and so on.
+
+    Each machine an office ever had (a replaced laptop, say) numbers in a series of its own, given
+    at registration, so numbers are unique in the organisation by construction."""
+    tail = f"{position:05d}" if series == 1 else f"{series}-{position:05d}"
+    return f"{office}/{kind.prefix}/{tail}"
+
+
+def number_series(number: str) -> tuple[int, int]:
+    """(series, position) of a voucher number; (0, 0) if it is not one this code writes."""
+    match = re.fullmatch(r"[^/]+/[A-Z]{3}/(?:(\d{1,4})-)?(\d{1,9})", number)
+    if not match:
+        return 0, 0
+    return int(match.group(1) or 1), int(match.group(2))
+
+
 def check_office_code(code: str) -> str:
     code = code.strip().upper()
     if not OFFICE_CODE.match(code):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,17 @@ MAX_REQUEST = 64 * 1024
 Handler = Callable[[str], Awaitable[dict[str, Any]]]
 
 
+#: Unix socket paths are limited to about 100 bytes; a deeper home gets its socket in the temp folder.
+MAX_SOCKET_PATH = 100
+
+
 def socket_path(home: Path) -> Path:
-    return home / SOCKET_NAME
+    """In the home; for a home too deep for a socket path, a per-user name in the temp folder."""
+    path = home.resolve() / SOCKET_NAME
+    if len(str(path).encode()) < MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"p2psync-{os.getuid()}-{digest}.sock"
 
 
 async def serve(home: Path, handle: Handler) -> asyncio.AbstractServer:

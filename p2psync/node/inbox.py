@@ -118,7 +118,7 @@ def _apply_ready(node: Node, batch: Batch, result: Received) -> None:
 
 def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received) -> bool:
     member = node.trust.author(change.author)
-    author = admit.Author(member.office, member.is_head)
+    author = admit.Author(member.office, member.is_head, member.series)
     sync_after = node.trust.policy.sync_after_as_of(policy)
 
     def validate(c: Change, doc, changed) -> None:  # type: ignore[no-untyped-def]

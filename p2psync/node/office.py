@@ -28,6 +28,7 @@ from p2psync.books.model import (
     VoucherContent,
     check_name,
     check_office_code,
+    voucher_number,
 )
 from p2psync.books.money import parse_amount
 from p2psync.books.resolve import heads, resolve
@@ -153,6 +154,11 @@ class Node:
     def _seal(self, change: Change) -> bytes | None:
         """Sealed entries for shared documents; local books are never sealed or sent."""
         return None if schema.parse_doc_name(change.doc).local else self.trust.seal(change)
+
+    @property
+    def series(self) -> int:
+        """This machine's voucher number series within its office, from its certificate."""
+        return self.trust.author(self.identity.node_id).series
 
     @property
     def registration_id(self) -> str:
@@ -294,8 +300,8 @@ class Node:
             for _where, content in contents:
                 kind = content.type.value
                 if kind not in counters:
-                    counters[kind] = queries.next_in_series(batch.session, office, kind)
-                number = f"{office}/{content.type.prefix}/{counters[kind]:05d}"
+                    counters[kind] = queries.next_in_series(batch.session, office, kind, self.series)
+                number = voucher_number(office, content.type, self.series, counters[kind])
                 counters[kind] += 1
                 rev = Revision(secrets.token_hex(12), number, office, content, Action.POST, (), 1,
                                self.identity.node_id, utc_now())

@@ -104,7 +104,9 @@ def _enroll(node: Node, raw: bytes) -> bytes:
         if dt.datetime.fromisoformat(row.expires_at) < now:
             raise enroll.EnrollError("this invite code has expired; issue a new one")
         office_name = next((o.name for o in queries.offices(session) if o.code == row.office), row.office)
-        cert = to_der(issue_node_cert(root, _root_cert(node), request.signing, request.sealing, row.office, "branch"))
+        series = 1 + sum(1 for nid in node.trust.policy.members if node.trust.author(nid).office == row.office)
+        cert = to_der(issue_node_cert(root, _root_cert(node), request.signing, request.sealing, row.office, "branch",
+                                      series))
         policy = Authority(root, node.trust.ring).admit(node.trust.policy, cert)
         blob = sign_policy(policy, root)
         grant = enroll.Grant(_root_cert_der(node), cert, blob, node.identity.company, row.office, office_name)

@@ -123,11 +123,16 @@ class NodeRuntime:
         return result.applied
 
     async def adopt_policy(self, blob: bytes) -> bool:
+        relays = self.node.trust.policy.relays
         try:
             adopted = await self.call(self.node.adopt_policy, blob)
         except P2PSyncError as exc:
             logger.warning("refused a policy: %s", exc)
             return False
+        if adopted and self.node.trust.policy.relays != relays and self.server is not None and not self.manual:
+            # the head office changed the relays: dial the new ones (in a task of its own, since this
+            # may run inside a link that the restart cancels)
+            self._tasks.append(asyncio.create_task(self._restart_dialers()))
         if adopted:
             await self._close_links(self.node.trust.policy.revoked, 1008, "revoked by the head office")
             await self.notify()
@@ -210,6 +215,10 @@ class NodeRuntime:
         await self._stop_dialers()
         if not self.manual:
             self._start_dialers()
+
+    async def _restart_dialers(self) -> None:
+        await self._stop_dialers()
+        self._start_dialers()
 
     async def _close_links(self, keys: Iterable[str], code: int, reason: str) -> None:
         links = [state.link for key in keys if (state := self.peers.get(key)) is not None and state.link is not None]

@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from p2psync.books import schema
 from p2psync.books.groups import group_key
-from p2psync.books.model import Revision, decode_revision
+from p2psync.books.model import Revision, decode_revision, number_series
 from p2psync.books.resolve import resolve
 from p2psync.canonical import dumps
 from p2psync.store.tables import (
@@ -108,7 +108,7 @@ def _write_vouchers(session: Session, doc_name: str, by_number: dict[str, list[R
             "amount": sum(ln.paise for ln in content.lines if ln.side.value == "Dr"),
             "cancelled": cur.cancelled, "reason": cur.reason, "current": cur.id,
             "revisions": len(state.revisions), "conflicts": len(state.conflicts),
-            "seq": series_position(number),
+            "series": number_series(number)[0], "seq": number_series(number)[1],
         })
         if not cur.cancelled:
             line_rows.extend(
@@ -125,12 +125,6 @@ def _write_vouchers(session: Session, doc_name: str, by_number: dict[str, list[R
     _insert(session, VoucherRow, voucher_rows)
     _insert(session, LineRow, line_rows)
     _insert(session, ConflictRow, conflict_rows)
-
-
-def series_position(number: str) -> int:
-    """The counter at the end of a voucher number such as ``BR1/PMT/00012`` (0 if unparsable)."""
-    tail = number.rsplit("/", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
 
 
 def clear(session: Session) -> None:

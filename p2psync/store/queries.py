@@ -21,9 +21,10 @@ from p2psync.store.tables import (
 )
 
 
-def next_in_series(session: Session, office: str, kind: str) -> int:
+def next_in_series(session: Session, office: str, kind: str, series: int = 1) -> int:
     top = session.exec(
-        select(func.max(VoucherRow.seq)).where(VoucherRow.office == office, VoucherRow.type == kind)
+        select(func.max(VoucherRow.seq)).where(VoucherRow.office == office, VoucherRow.type == kind,
+                                               VoucherRow.series == series)
     ).one()
     return (top or 0) + 1
 

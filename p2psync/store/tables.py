@@ -95,7 +95,8 @@ class VoucherRow(SQLModel, table=True):
     current: str  # id of the current revision
     revisions: int
     conflicts: int
-    seq: int  # position in the office's series for this type, for numbering
+    series: int  # which of the office's machines numbered it (1 for the first)
+    seq: int  # position in that series for this type, for numbering
 
 
 class LineRow(SQLModel, table=True):

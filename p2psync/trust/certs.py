@@ -43,6 +43,8 @@ class Member:
     signing: Ed25519PublicKey
     sealing: X25519PublicKey
     der: bytes
+    #: Which of its office's machines this is (1 for the first): its own voucher number series.
+    series: int = 1
 
     @property
     def is_head(self) -> bool:
@@ -77,12 +79,13 @@ def make_root_cert(root: Ed25519PrivateKey) -> x509.Certificate:
 
 
 def issue_node_cert(root: Ed25519PrivateKey, root_cert: x509.Certificate, signing: Ed25519PublicKey,
-                    sealing: X25519PublicKey, office: str, role: str) -> x509.Certificate:
+                    sealing: X25519PublicKey, office: str, role: str, series: int = 1) -> x509.Certificate:
     org = org_id(root.public_key())
     now = dt.datetime.now(dt.timezone.utc)
     san = x509.SubjectAlternativeName([
         x509.UniformResourceIdentifier(f"{_URN}role:{role}"),
         x509.UniformResourceIdentifier(f"{_URN}x25519:{b64(raw_public(sealing))}"),
+        x509.UniformResourceIdentifier(f"{_URN}series:{series}"),
         x509.DNSName(f"{node_id(signing)}.p2psync.invalid"),
     ])
     return (
@@ -128,10 +131,13 @@ def verify_node_cert(der: bytes, root_public: Ed25519PublicKey) -> Member:
     role = fields.get("role", "")
     if role not in ("head", "branch"):
         raise CertificateError(f"certificate has unknown role {role!r}")
+    series_text = fields.get("series", "1")
+    if not series_text.isdigit() or not 1 <= int(series_text) <= 9999:
+        raise CertificateError(f"certificate has a bad voucher series {series_text[:10]!r}")
     now = dt.datetime.now(dt.timezone.utc)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise CertificateError("certificate is outside its validity period")
-    return Member(claimed, org, str(office), role, signing, sealing, der)
+    return Member(claimed, org, str(office), role, signing, sealing, der, int(series_text))
 
 
 def to_der(cert: x509.Certificate) -> bytes:
