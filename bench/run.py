@@ -1,0 +1,273 @@
+"""p2psync performance, every figure measured in one run on this machine.
+
+    pip install -e '.[bench]'
+    python bench/run.py [--quick] [--scale] [--only SECTIONS]
+
+Prints a table and writes bench/results/latest.json (git-ignored). Sections:
+
+  raw        (1) the limit: raw pycrdt updates between two documents, one process
+  bulk       (2) p2psync: Node.post_many of N vouchers at A until B's reports show them (TLS link)
+  peer       (3) pycrdt-websocket: the same documents synced by pycrdt's Provider against its server
+  live       (4) p2psync: one voucher at a time, posted at A until visible in B's voucher table
+  wire       (5) bytes on the wire per voucher, live and bulk, against the raw pycrdt update
+  firstsync  (6) first sync of a year of vouchers to a fresh branch, each side its own process,
+                 against the same first sync by the peer
+  scale      (7) a head office and branches as processes through one relay, all importing at once;
+                 and the head office's memory holding a bulk-built home across 50 offices
+
+Targets are checked against the figures of this run; nothing is hard-coded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+import firstsync
+import p2p
+import peer
+import raw
+import scale
+
+RESULTS = common.BENCH_DIR / "results"
+SECTIONS = ("raw", "bulk", "peer", "live", "wire", "firstsync", "scale")
+
+
+def sizes(args: argparse.Namespace) -> dict[str, int]:
+    quick = args.quick
+    out = {
+        "bulk": 2_000 if quick else 10_000,
+        "live": 200 if quick else 1_000,
+        "wire_live": 100 if quick else 300,
+        "wire_bulk": 1_000 if quick else 5_000,
+        "first_sync": 10_000 if quick else 100_000,
+        "history_batch": 100,
+        "branches": 5 if quick else 20,
+        "per_node": 200 if quick else 1_000,
+        "ho_vouchers": 1_000_000 if args.scale else (20_000 if quick else 100_000),
+        "ho_offices": 50,
+    }
+    for key in ("bulk", "live", "first_sync", "branches", "per_node", "ho_vouchers"):
+        value = getattr(args, key, None)
+        if value:
+            out[key] = value
+    return out
+
+
+def _chart() -> Any:
+    """The chart every benchmark organisation has (for building revisions without a node)."""
+    from p2psync.node.office import Node
+    with tempfile.TemporaryDirectory() as tmp:
+        (home,) = common.make_org(Path(tmp), ())
+        node = Node.open(home)
+        try:
+            return node.chart()
+        finally:
+            node.close()
+
+
+def same_vouchers(count: int) -> dict[str, list[tuple[str, str]]]:
+    """The values p2psync writes for the bulk vouchers: same drafts (seed), same encoding."""
+    drafts = common.make_drafts(count, seed=2)
+    revisions = common.revisions_like_p2psync(drafts, _chart(), "HO", secrets.token_hex(16))
+    return common.values_by_doc(revisions)
+
+
+def live_values(count: int) -> list[tuple[str, str, str]]:
+    drafts = common.make_drafts(count, seed=4, start=1_000_000)
+    revisions = common.revisions_like_p2psync(drafts, _chart(), "HO", secrets.token_hex(16))
+    return [(doc, key, value) for doc, pairs in common.values_by_doc(revisions).items() for key, value in pairs]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    n = sizes(args)
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    work = Path(tempfile.mkdtemp(prefix="p2psync-bench-", dir=args.workdir))
+    results: dict[str, Any] = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else ("scale" if args.scale else "default"),
+        "machine": common.machine() | {"data_filesystem": common.filesystem_of(work)},
+        "sizes": n,
+    }
+
+    def step(name: str, fn: Any) -> None:
+        if name.split(".")[0] not in only:
+            return
+        print(f"... {name}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        results[name] = fn()
+        print(f"    done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+
+    try:
+        values = same_vouchers(n["bulk"])
+        step("raw", lambda: {"bulk": raw.bulk(values), "single": raw.single_updates(values, min(n["live"], 1000))})
+        if {"bulk", "live"} & only:
+            pair = asyncio.run(p2p.run_pair(work / "pair", n["bulk"], n["live"] if "live" in only else 0, False))
+            if "bulk" in only:
+                results["bulk"] = pair["bulk"]
+            if "live" in only:
+                results["live"] = pair["live"]
+        step("peer", lambda: asyncio.run(peer.bulk_and_live(values, live_values(min(n["live"], 300)))))
+        step("wire", lambda: asyncio.run(p2p.run_pair(work / "wire", n["wire_bulk"], n["wire_live"], True)))
+        if "firstsync" in only:
+            base = work / "firstsync"
+            step("firstsync.build", lambda: firstsync.build(base, n["first_sync"], n["history_batch"]))
+            step("firstsync.p2psync", lambda: firstsync.p2psync(base, n["first_sync"]))
+            step("firstsync.peer", lambda: firstsync.peer(base, n["first_sync"]))
+            if not args.keep:
+                shutil.rmtree(base, ignore_errors=True)
+        step("scale.converge", lambda: scale.converge(work / "scale", n["branches"], n["per_node"]))
+        step("scale.ho_memory", lambda: scale.ho_memory(work / "ho", n["ho_vouchers"], n["ho_offices"]))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["targets"] = targets(results)
+    return results
+
+
+# ---------------------------------------------------------------- targets and the table
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+
+    def add(name: str, value: float | None, goal: str, met: bool | None) -> None:
+        out.append({"target": name, "value": value, "goal": goal, "met": met})
+
+    if "raw" in r and "bulk" in r:
+        ratio = r["bulk"]["vouchers_per_s"] / r["raw"]["bulk"]["vouchers_per_s"]
+        add("bulk / raw pycrdt", ratio, ">= 0.5", ratio >= 0.5)
+    if "bulk" in r and "peer" in r:
+        ratio = r["bulk"]["vouchers_per_s"] / r["peer"]["bulk"]["vouchers_per_s"]
+        add("bulk / pycrdt-websocket", ratio, ">= 1.0", ratio >= 1.0)
+    if "firstsync.p2psync" in r and "firstsync.peer" in r:
+        ratio = r["firstsync.p2psync"]["seconds"] / r["firstsync.peer"]["seconds"]
+        add("first sync time / peer's", ratio, "<= 1.0", ratio <= 1.0)
+    if "live" in r:
+        add("live p50 (ms)", r["live"]["p50_ms"], "<= 5", r["live"]["p50_ms"] <= 5)
+        add("live p99 (ms)", r["live"]["p99_ms"], "<= 25", r["live"]["p99_ms"] <= 25)
+    if "wire" in r:
+        for kind in ("live", "bulk"):
+            w = r["wire"][kind]
+            ratio = (w["tcp_bytes_a_to_b"] + w["tcp_bytes_b_to_a"]) / w["raw_update_bytes"]
+            add(f"wire bytes / raw update ({kind})", ratio, "<= 1.3", ratio <= 1.3)
+    if "scale.ho_memory" in r:
+        m = r["scale.ho_memory"]
+        full = m["vouchers"] >= 1_000_000
+        add(f"HO peak memory (MB), {m['vouchers']:,} vouchers", m["peak_rss_mb"], "<= 500 at 1,000,000",
+            (m["peak_rss_mb"] <= 500) if full else None)
+    return out
+
+
+def table(r: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = []
+
+    def add(label: str, value: Any, fmt: str = "{:,.0f}") -> None:
+        rows.append((label, fmt.format(value) if isinstance(value, (int, float)) else str(value)))
+
+    m = r["machine"]
+    add("machine", f"{m['cores']} cores, {m['cpu']}, {m['memory_mb']:,} MB, Python {m['python']}, "
+                   f"pycrdt {m['pycrdt']}, data on {m['data_filesystem']}")
+    add("code", f"p2psync {m.get('p2psync_commit', '?')}, {m.get('p2psync_uncommitted_files', '?')} files changed in the tree")
+    if "raw" in r:
+        x = r["raw"]["bulk"]
+        add(f"(1) raw pycrdt bulk, {x['vouchers']:,} vouchers, {x['docs']} docs: vouchers/s", x["vouchers_per_s"])
+        add("    apply only: vouchers/s", x["apply_only_vouchers_per_s"])
+        add("    update bytes per voucher (bulk / one per transaction)",
+            f"{x['update_bytes_per_voucher']:.0f} / {r['raw']['single']['update_bytes_per_voucher']:.0f}")
+    if "bulk" in r:
+        x = r["bulk"]
+        add(f"(2) p2psync bulk, {x['vouchers']:,} vouchers: vouchers/s", x["vouchers_per_s"])
+        add("    post_many at A / transfer+apply at B / report at B (s)",
+            f"{x['post_seconds']:.2f} / {x['transfer_and_apply_seconds']:.2f} / {x['report_seconds']:.2f}")
+        if "raw" in r:
+            add("    ratio to (1)", x["vouchers_per_s"] / r["raw"]["bulk"]["vouchers_per_s"], "{:.4f}")
+    if "peer" in r:
+        x = r["peer"]["bulk"]
+        add(f"(3) pycrdt-websocket bulk, {x['vouchers']:,} vouchers: vouchers/s", x["vouchers_per_s"])
+        if "bulk" in r:
+            add("    ratio (2)/(3)", r["bulk"]["vouchers_per_s"] / x["vouchers_per_s"], "{:.4f}")
+        if "live" in r["peer"]:
+            add("    peer live p50 / p99 (ms)", f"{r['peer']['live']['p50_ms']:.2f} / {r['peer']['live']['p99_ms']:.2f}")
+    if "live" in r:
+        x = r["live"]
+        add(f"(4) live latency, {x['vouchers']:,} vouchers: p50 / p90 / p99 / max (ms)",
+            f"{x['p50_ms']:.1f} / {x['p90_ms']:.1f} / {x['p99_ms']:.1f} / {x['max_ms']:.1f}")
+        add("    post at A p50 / notify+send+hop p50 / Node.receive at B p50 (ms)",
+            f"{x['post_at_a_p50_ms']:.1f} / {x['a_to_b_hop_p50_ms']:.1f} / {x['receive_at_b_p50_ms']:.1f}")
+    if "wire" in r:
+        for kind in ("live", "bulk"):
+            w = r["wire"][kind]
+            v = w["vouchers"]
+            add(f"(5) wire bytes/voucher, {kind} ({v:,} in {w['entries']:,} entries): raw/entry/ws/TCP",
+                f"{w['raw_update_bytes'] / v:.0f} / {w['entry_bytes'] / v:.0f} / "
+                f"{(w['ws_bytes_a_to_b'] + w['ws_bytes_b_to_a']) / v:.0f} / "
+                f"{(w['tcp_bytes_a_to_b'] + w['tcp_bytes_b_to_a']) / v:.0f}")
+        if "peer" in r:
+            add("    peer websocket bytes per voucher, live / bulk",
+                f"{r['peer']['live']['ws_bytes_per_voucher']:.0f} / {r['peer']['bulk']['ws_bytes_per_voucher']:.0f}")
+    if "firstsync.p2psync" in r:
+        b, x = r["firstsync.build"], r["firstsync.p2psync"]
+        add(f"(6) first sync, {x['vouchers']:,} vouchers in {b['entries']:,} entries: p2psync seconds", x["seconds"], "{:.2f}")
+        add("    p2psync peak RSS sender / receiver (MB)",
+            f"{x['sender_peak_rss_mb']:.0f} / {x['receiver_peak_rss_mb']:.0f}")
+    if "firstsync.peer" in r:
+        x = r["firstsync.peer"]
+        add("    peer seconds", x["seconds"], "{:.2f}")
+        add("    peer peak RSS server / client (MB)", f"{x['sender_peak_rss_mb']:.0f} / {x['receiver_peak_rss_mb']:.0f}")
+    if "scale.converge" in r:
+        x = r["scale.converge"]
+        add(f"(7) {x['nodes']} node processes via one relay, {x['vouchers_per_node']:,} vouchers each: "
+            "seconds until all agree", x["seconds_to_agree"], "{:.1f}")
+        add("    all agree / HO peak RSS / max node peak RSS / relay peak RSS (MB)",
+            f"{x['all_agree']} / {x['ho_peak_rss_mb']:.0f} / {x['max_node_peak_rss_mb']:.0f} / {x['relay_peak_rss_mb']:.0f}")
+    if "scale.ho_memory" in r:
+        x = r["scale.ho_memory"]
+        add(f"    HO holding {x['vouchers']:,} vouchers, {x['offices']} offices: peak RSS open + consolidated TB (MB)",
+            x["peak_rss_mb"])
+        add("    trial balance seconds / all docs loaded peak RSS (MB)",
+            f"{x['trial_balance_seconds']:.2f} / {x['all_docs_peak_rss_mb']:.0f} ({x['all_docs_loaded']} docs)")
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    lines.append("")
+    lines.append("targets")
+    for t in r.get("targets", []):
+        state = "not measured at full size" if t["met"] is None else ("MET" if t["met"] else "NOT MET")
+        lines.append(f"  {t['target']:<44} {t['value']:>12.4g}  goal {t['goal']:<22} {state}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, a few minutes")
+    parser.add_argument("--scale", action="store_true", help="the head office memory at 1,000,000 vouchers (slow)")
+    parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
+    parser.add_argument("--bulk", type=int, help="vouchers for (1), (2), (3)")
+    parser.add_argument("--live", type=int, help="vouchers for (4)")
+    parser.add_argument("--first-sync", dest="first_sync", type=int, help="vouchers for (6)")
+    parser.add_argument("--branches", type=int, help="branch processes for (7)")
+    parser.add_argument("--per-node", dest="per_node", type=int, help="vouchers each office imports in (7)")
+    parser.add_argument("--ho-vouchers", dest="ho_vouchers", type=int, help="vouchers in the head office home of (7)")
+    parser.add_argument("--workdir", help="where the nodes' homes go (default: the system temporary directory)")
+    parser.add_argument("--keep", action="store_true", help="keep the homes after the run")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args()
+    results = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str))
+    print(table(results))
+    print(f"\nwritten to {args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out}")
+
+
+if __name__ == "__main__":
+    main()
