@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel, create_engine
 
 from p2psync.errors import StoreError
@@ -53,7 +52,7 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.engine = sqlite_engine(path, poolclass=NullPool)
+        self.engine = sqlite_engine(path, pool_size=2, max_overflow=4, pool_pre_ping=False)
 
     def create(self) -> None:
         try:

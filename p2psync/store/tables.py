@@ -82,7 +82,8 @@ class RevisionRow(SQLModel, table=True):
 
 
 class VoucherRow(SQLModel, table=True):
-    __table_args__ = (Index("ix_voucher_office_date", "office", "date"),)
+    __table_args__ = (Index("ix_voucher_office_date", "office", "date"),
+                      Index("ix_voucher_series", "office", "type", "series", "seq"))
     number: str = Field(primary_key=True)
     doc: str
     office: str
