@@ -3,17 +3,22 @@ whole-node state captures used to prove that refused operations change nothing."
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
 import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+from pycrdt import Doc
 from sqlmodel import select
 
 from p2psync.books import reports, schema
+from p2psync.books.change import Change
 from p2psync.books.drafts import Draft, make_draft
 from p2psync.books.groups import group_key
-from p2psync.books.model import Revision, decode_revision
+from p2psync.books.model import Action, Line, Revision, VoucherContent, VoucherType, decode_revision
+from p2psync.canonical import utc_now
 from p2psync.node import registrar
 from p2psync.node.home import DB_FILE, KEYS_DIR
 from p2psync.node.office import Node
@@ -220,3 +225,27 @@ def state(node: Node) -> dict[str, Any]:
         "conflicts": conflict_rows(node),
         "reports": all_reports(node),
     }
+
+
+# ---------------------------------------------------------------- forged entries
+
+
+def forged_revision(office: str, number: str, lines: tuple[Line, ...], action: Action = Action.POST) -> Revision:
+    content = VoucherContent(VoucherType.JOURNAL, dt.date(2026, 4, 1), lines)
+    return Revision(secrets.token_hex(12), number, office, content, action, (), 1, "forged", utc_now(), "")
+
+
+def forge_entry(author: Node, doc_name: str, mutate: Any) -> bytes:
+    """An entry sealed with a real member's key whose update does `mutate` to the document as the
+    author holds it: a buggy or compromised member, not an outsider."""
+    held = author.store.read_doc(doc_name)
+    doc = Doc(client_id=secrets.randbelow(2**31) + 1)
+    doc.apply_update(held.get_update())
+    before = doc.get_state()
+    with doc.transaction():
+        mutate(schema.root(doc, schema.REVISIONS))
+    seq = author.vectors().get(doc_name, {}).get(author.identity.node_id, 0) + 1
+    vector = {a: s for a, s in author.vectors().get(doc_name, {}).items() if a != author.identity.node_id}
+    change = Change(doc_name, author.identity.node_id, seq, doc.get_update(before),
+                    {doc_name: vector} if vector else {})
+    return author.trust.seal(change)

@@ -3,9 +3,7 @@ any order, with duplicates and gaps, end with identical books, and no revision i
 
 from __future__ import annotations
 
-import datetime as dt
 import random
-import secrets
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,6 +22,8 @@ from helpers import (
     doc_contents,
     draft,
     entries,
+    forge_entry,
+    forged_revision,
     open_trio,
     outgoing,
     pending_count,
@@ -34,10 +34,8 @@ from helpers import (
 )
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from pycrdt import Doc, Map
+from pycrdt import Map
 
-from p2psync.books import schema
-from p2psync.books.change import Change
 from p2psync.books.drafts import Draft
 from p2psync.books.groups import group_key
 from p2psync.books.model import (
@@ -45,12 +43,9 @@ from p2psync.books.model import (
     Line,
     Revision,
     Side,
-    VoucherContent,
-    VoucherType,
     encode_revision,
 )
 from p2psync.books.money import to_decimal
-from p2psync.canonical import utc_now
 from p2psync.errors import RuleViolation
 from p2psync.node.office import Node
 from p2psync.store import queries
@@ -440,27 +435,6 @@ def test_concurrent_openings_for_one_office_converge(trio: list[Node]) -> None:
 # ---------------------------------------------------------------- entries that would break the books
 
 
-def _revision(office: str, number: str, lines: tuple[Line, ...], action: Action = Action.POST) -> Revision:
-    content = VoucherContent(VoucherType.JOURNAL, dt.date(2026, 4, 1), lines)
-    return Revision(secrets.token_hex(12), number, office, content, action, (), 1, "forged", utc_now(), "")
-
-
-def _forge(author: Node, doc_name: str, mutate: Any) -> bytes:
-    """An entry sealed with a real member's key whose update does `mutate` to the document as the
-    author holds it: a buggy or compromised member, not an outsider."""
-    held = author.store.read_doc(doc_name)
-    doc = Doc(client_id=secrets.randbelow(2**31) + 1)
-    doc.apply_update(held.get_update())
-    before = doc.get_state()
-    with doc.transaction():
-        mutate(schema.root(doc, schema.REVISIONS))
-    seq = author.vectors().get(doc_name, {}).get(author.identity.node_id, 0) + 1
-    vector = {a: s for a, s in author.vectors().get(doc_name, {}).items() if a != author.identity.node_id}
-    change = Change(doc_name, author.identity.node_id, seq, doc.get_update(before),
-                    {doc_name: vector} if vector else {})
-    return author.trust.seal(change)
-
-
 BALANCED = (Line("Rent", Side.DR, 100), Line("Creditors", Side.CR, 100))
 
 
@@ -475,25 +449,25 @@ def _adding(rev: Revision) -> Callable[[Map], None]:
 #: Entries a member could sign that would break the books, each with the reason it must be refused for.
 FORGERIES: dict[str, tuple[Callable[[Node, Revision], bytes], str]] = {
     "unbalanced voucher": (
-        lambda b, p: _forge(b, DOC, _adding(_revision("BR1", "BR1/JRN/00009", UNBALANCED))), "do not equal"),
+        lambda b, p: forge_entry(b, DOC, _adding(forged_revision("BR1", "BR1/JRN/00009", UNBALANCED))), "do not equal"),
     "another office's books": (
-        lambda b, p: _forge(b, "vouchers/HO/2026-04", _adding(_revision("HO", "HO/JRN/00009", BALANCED))),
+        lambda b, p: forge_entry(b, "vouchers/HO/2026-04", _adding(forged_revision("HO", "HO/JRN/00009", BALANCED))),
         "may not write office HO"),
     "one ledger on both sides": (
-        lambda b, p: _forge(b, DOC, _adding(_revision("BR1", "BR1/JRN/00009", (
+        lambda b, p: forge_entry(b, DOC, _adding(forged_revision("BR1", "BR1/JRN/00009", (
             Line("Rent", Side.DR, 1), Line("rent", Side.CR, 1))))), "both debited and credited"),
     "unknown ledger": (
-        lambda b, p: _forge(b, DOC, _adding(_revision("BR1", "BR1/JRN/00009", (
+        lambda b, p: forge_entry(b, DOC, _adding(forged_revision("BR1", "BR1/JRN/00009", (
             Line("Vault", Side.DR, 1), Line("Capital", Side.CR, 1))))), "unknown ledger 'Vault'"),
     "amend naming no parent": (
-        lambda b, p: _forge(b, DOC, _adding(_revision("BR1", p.number, BALANCED, action=Action.AMEND))),
+        lambda b, p: forge_entry(b, DOC, _adding(forged_revision("BR1", p.number, BALANCED, action=Action.AMEND))),
         "names no revision it replaces"),
-    "deleted revision": (lambda b, p: _forge(b, DOC, lambda m: m.pop(p.id)), "delete of revisions/"),
+    "deleted revision": (lambda b, p: forge_entry(b, DOC, lambda m: m.pop(p.id)), "delete of revisions/"),
     "overwritten revision": (
-        lambda b, p: _forge(b, DOC, lambda m: m.__setitem__(p.id, encode_revision(_revision("BR1", p.number, BALANCED)))),
+        lambda b, p: forge_entry(b, DOC, lambda m: m.__setitem__(p.id, encode_revision(forged_revision("BR1", p.number, BALANCED)))),
         "update of revisions/"),
     "malformed value": (
-        lambda b, p: _forge(b, DOC, lambda m: m.__setitem__("x" * 24, '{"v": 1, "lines": "oops"}')),
+        lambda b, p: forge_entry(b, DOC, lambda m: m.__setitem__("x" * 24, '{"v": 1, "lines": "oops"}')),
         "malformed voucher revision"),
 }
 
@@ -538,8 +512,8 @@ def test_the_type_rule_is_checked_when_posting_not_on_receipt(trio: list[Node]) 
     """Voucher-type rules depend on ledger groups, which replicas may resolve differently for a while;
     so a received entry is held to the chart-independent invariants only, and every replica agrees."""
     head, branch, other = trio
-    journal = _revision("BR1", "BR1/JRN/00001", (Line("Cash", Side.DR, 1), Line("Capital", Side.CR, 1)))
-    blob = _forge(branch, "vouchers/BR1/2026-04", lambda m: m.__setitem__(journal.id, encode_revision(journal)))
+    journal = forged_revision("BR1", "BR1/JRN/00001", (Line("Cash", Side.DR, 1), Line("Capital", Side.CR, 1)))
+    blob = forge_entry(branch, "vouchers/BR1/2026-04", lambda m: m.__setitem__(journal.id, encode_revision(journal)))
     for node in (head, other):
         result = node.receive([blob])
         assert (result.applied, result.quarantined) == (1, [])

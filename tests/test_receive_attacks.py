@@ -9,12 +9,20 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from helpers import draft, outgoing, send, setup_branch, setup_head, state, voucher_rows
-from test_convergence import _forge, _revision
-
-from p2psync.books.model import Line, Side, encode_revision
+from helpers import (
+    draft,
+    forge_entry,
+    forged_revision,
+    outgoing,
+    send,
+    setup_branch,
+    setup_head,
+    state,
+    voucher_rows,
+)
 
 from p2psync.books.change import Change
+from p2psync.books.model import Line, Side, encode_revision
 from p2psync.node import Node, registrar
 from p2psync.protocol import entry
 
@@ -136,9 +144,9 @@ def test_a_voucher_before_the_sync_after_date_stays_local_and_is_refused_if_sent
     assert new_entries(br1, head) == []
     assert [v["number"] for v in voucher_rows(br1)] == ["BR1/JRN/00001"]
     # a forged shared entry dated before the date is refused on receipt
-    rev = _revision("BR1", "BR1/JRN/00042", (Line("Rent", Side.DR, 1), Line("Creditors", Side.CR, 1)))
+    rev = forged_revision("BR1", "BR1/JRN/00042", (Line("Rent", Side.DR, 1), Line("Creditors", Side.CR, 1)))
     rev = dataclasses.replace(rev, content=dataclasses.replace(rev.content, date=dt.date(2026, 3, 31)))
-    blob = _forge(br1, "vouchers/BR1/2026-04", lambda m: m.__setitem__(rev.id, encode_revision(rev)))
+    blob = forge_entry(br1, "vouchers/BR1/2026-04", lambda m: m.__setitem__(rev.id, encode_revision(rev)))
     before = state(head)
     result = head.receive([blob])
     assert result.applied == 0 and "before the sync-after date" in result.quarantined[0]
@@ -171,8 +179,8 @@ def test_a_replacement_machine_numbers_in_a_series_of_its_own(org: tuple[Node, N
 
 def test_a_voucher_numbered_in_another_machines_series_is_refused(org: tuple[Node, Node, Node]) -> None:
     head, br1, _br2 = org
-    rev = _revision("BR1", "BR1/JRN/2-00001", (Line("Rent", Side.DR, 1), Line("Creditors", Side.CR, 1)))
-    blob = _forge(br1, "vouchers/BR1/2026-04", lambda m: m.__setitem__(rev.id, encode_revision(rev)))
+    rev = forged_revision("BR1", "BR1/JRN/2-00001", (Line("Rent", Side.DR, 1), Line("Creditors", Side.CR, 1)))
+    blob = forge_entry(br1, "vouchers/BR1/2026-04", lambda m: m.__setitem__(rev.id, encode_revision(rev)))
     before = state(head)
     result = head.receive([blob])
     assert result.applied == 0 and "number series" in result.quarantined[0]
