@@ -3,7 +3,10 @@ and by zeroconf on the loopback interface."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +26,9 @@ from procs import (
     wait_converged,
     wait_until,
 )
+
+from p2psync.node import Node
+from p2psync.node.runtime import NodeRuntime
 
 CANARY = "CANARY-relay-narration-Ashoka"
 
@@ -110,3 +116,27 @@ def test_enrolling_through_a_relay_without_its_head_office_is_refused(tmp_path: 
     refused = cli(tmp_path / "org" / "BR1", "join", code, "--via", url, check=False)
     assert refused.returncode == 1
     assert "head office is not connected" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
+def test_a_peer_reconnecting_replaces_a_link_that_died_silently(tmp_path: Path, fleet: Fleet) -> None:
+    """The head office still holds a link to BR1 when BR1's end is gone without a close (its process
+    frozen, as after a network blip). A new connection from BR1 must not be refused as "already
+    linked": the held link fails its ping and is replaced."""
+    ho, br1 = make_org(tmp_path, ("BR1",))
+    head = fleet.start(ho)
+    frozen = fleet.start(br1, peers=(head.url,))
+    wait_until(lambda: linked(ho, "BR1"), "the head office to link with BR1")
+    assert frozen.proc is not None
+    os.kill(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        node = Node.open(br1)
+        try:
+            runtime = NodeRuntime(node, host="127.0.0.1", port=0, mdns=False)
+            state = asyncio.run(asyncio.wait_for(runtime.dial(head.url, relay=False, once=True), 60))
+            assert state.office == "HO" and not state.last_error and state.stats.synced_at
+        finally:
+            runtime.worker.shutdown(wait=True)
+            node.close()
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)

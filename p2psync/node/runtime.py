@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POLL_SECONDS = 0.5
+#: How long a held link may take to answer a ping before a reconnecting peer replaces it.
+STALE_CHECK_SECONDS = 3.0
 #: Websocket settings of every link: no compression (entries are compressed and encrypted already),
 #: bounded frames, keepalive, and a short close handshake so a vanished peer cannot delay shutdown.
 LINK_OPTIONS: dict[str, Any] = {"max_size": MAX_FRAME, "compression": None, "ping_interval": 20,
@@ -274,12 +276,28 @@ class NodeRuntime:
         if self.manual:
             await ws.close(1013, "this node syncs only when asked (manual mode)")
             return
-        state = self.peers.get(member.node_id)
-        if state is not None and state.online:
+        if not await self._free_to_link(member.node_id):
             await ws.close(1013, "already linked")
             return
         address = "{}:{}".format(*ws.remote_address[:2]) if ws.remote_address else ""
         await self._run_link(ws, member.node_id, "node", address, member.office, expect=member.node_id)
+
+    async def _free_to_link(self, node_id: str) -> bool:
+        """Whether a new link with `node_id` may start: there is none, or the one we hold is dead
+        (the peer saw it drop before we did, and is reconnecting), which is then closed."""
+        state = self.peers.get(node_id)
+        if state is None or not state.online or state.link is None:
+            return True
+        try:
+            await asyncio.wait_for(await state.link.ping(), STALE_CHECK_SECONDS)
+            return False
+        except (TimeoutError, WebSocketException, OSError):
+            state.link.transport.abort()
+        for _ in range(int(STALE_CHECK_SECONDS / 0.05)):
+            if not state.online:
+                return True
+            await asyncio.sleep(0.05)
+        return not state.online
 
     async def _enrollment(self, ws: ServerConnection) -> None:
         """A client without a certificate may only enroll, and only at the head office."""
@@ -353,8 +371,7 @@ class NodeRuntime:
         async with connect(url.replace("ws://", "wss://", 1), ssl=context, open_timeout=15, **LINK_OPTIONS) as ws:
             member = tls.peer_member(ws.transport.get_extra_info("ssl_object"), self.node.trust)
             await self._learn_address(url, member.node_id)
-            existing = self.peers.get(member.node_id)
-            if existing is not None and existing.online:
+            if not await self._free_to_link(member.node_id):
                 raise P2PSyncError(f"already linked with {member.office}")
             return await self._run_link(ws, member.node_id, "node", url, member.office, expect=member.node_id,
                                         once=once)
