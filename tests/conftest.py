@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers import OFFICES, open_trio, setup_branch, setup_head, sync
+from procs import Fleet
 
 from p2psync.node.office import Node
 
@@ -41,3 +42,9 @@ def branch(trio: list[Node]) -> Node:
     return trio[1]
 
 
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    """The node processes a test starts, all stopped at its end (even when it fails)."""
+    nodes = Fleet()
+    yield nodes
+    nodes.close()

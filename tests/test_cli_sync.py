@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,13 +32,6 @@ from procs import (
 )
 
 from p2psync.node.home import LOG_FILE
-
-
-@pytest.fixture
-def fleet() -> Iterator[Fleet]:
-    nodes = Fleet()
-    yield nodes
-    nodes.close()
 
 
 def open_log(home: Path) -> str:

@@ -34,13 +34,6 @@ CANARY = "CANARY-relay-narration-Ashoka"
 
 
 @pytest.fixture
-def fleet() -> Iterator[Fleet]:
-    nodes = Fleet()
-    yield nodes
-    nodes.close()
-
-
-@pytest.fixture
 def relay(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     db = tmp_path / "relay.db"
     proc = subprocess.Popen([sys.executable, "-m", "p2psync", "relay", "--host", "127.0.0.1", "--port", "0",

@@ -17,7 +17,6 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,6 @@ from p2psync.net import tls
 from p2psync.node.home import KEYS_DIR, LOG_FILE
 from p2psync.protocol.sync import MAX_FRAME, SyncConnection
 from p2psync.trust.keys import unb64
-
-
-@pytest.fixture
-def fleet() -> Iterator[Fleet]:
-    nodes = Fleet()
-    yield nodes
-    nodes.close()
 
 
 def receipt(home: Path, amount: str, date: str = "2026-04-02", narration: str = "") -> str:

@@ -27,7 +27,7 @@ from sqlmodel import Column, Field, Session, SQLModel, select
 from p2psync.books.change import Deps
 from p2psync.errors import StoreError
 from p2psync.protocol.entry import Header
-from p2psync.store.db import sqlite_engine
+from p2psync.store.db import sqlite_engine, write_transaction
 
 SCHEMA_VERSION = "1"
 
@@ -189,20 +189,8 @@ class SqliteRelayStore:
     @contextmanager
     def _write(self) -> Iterator[Session]:
         """A write transaction, committed on normal exit and rolled back on any exception."""
-        with self._lock:
-            connection = self.engine.connect().execution_options(immediate=True)
-            try:
-                with Session(bind=connection, expire_on_commit=False) as session:
-                    try:
-                        yield session
-                        session.commit()
-                    except BaseException:
-                        session.rollback()
-                        raise
-            except OperationalError as exc:
-                raise StoreError(f"relay database error: {exc.orig}") from None
-            finally:
-                connection.close()
+        with self._lock, write_transaction(self.engine, lambda exc: f"relay database error: {exc.orig}") as session:
+            yield session
 
     # ------------------------------------------------------------ entries
 

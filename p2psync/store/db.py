@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,25 +79,31 @@ class Database:
         with Session(self.engine) as session:
             yield session
 
-    @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self) -> AbstractContextManager[Session]:
         """A write transaction, committed on normal exit and rolled back on any exception."""
-        connection = self.engine.connect().execution_options(immediate=True)
-        try:
-            with Session(bind=connection, expire_on_commit=False) as session:
-                try:
-                    yield session
-                    session.commit()
-                except BaseException:
-                    session.rollback()
-                    raise
-        except OperationalError as exc:
-            raise StoreError(_describe(exc)) from None
-        finally:
-            connection.close()
+        return write_transaction(self.engine, _describe)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def write_transaction(engine: Engine, describe: Callable[[OperationalError], str]) -> Iterator[Session]:
+    """A write transaction holding the write lock from its start (BEGIN IMMEDIATE), committed on
+    normal exit and rolled back on any exception; database errors become one `StoreError` line."""
+    connection = engine.connect().execution_options(immediate=True)
+    try:
+        with Session(bind=connection, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+    except OperationalError as exc:
+        raise StoreError(describe(exc)) from None
+    finally:
+        connection.close()
 
 
 def _describe(exc: OperationalError) -> str:
