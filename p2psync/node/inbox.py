@@ -41,59 +41,78 @@ class Received:
     quarantined: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Candidate:
+    """A verified entry waiting to be applied; `row` is set when it waits in the `pending` table."""
+
+    change: Change
+    blob: bytes
+    policy: int
+    row: Pending | None = None
+
+    @property
+    def order(self) -> tuple[str, str, int]:
+        return self.change.key
+
+
 def receive(node: Node, blobs: Iterable[bytes]) -> Received:
     result = Received()
     with node.store.transaction() as batch:
+        fresh: dict[tuple[str, str, int], _Candidate] = {}
         for blob in blobs:
-            _admit_one(node, batch, blob, result)
-        _apply_ready(node, batch, result)
+            candidate = _admit_one(node, batch, blob, result, fresh)
+            if candidate is not None:
+                fresh[candidate.order] = candidate
+        _apply_ready(node, batch, result, list(fresh.values()))
         result.waiting = len(batch.session.exec(select(Pending.id)).all())
     return result
 
 
-def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received) -> None:
-    """Verify one entry and park it until its dependencies are applied."""
+def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
+               fresh: dict[tuple[str, str, int], _Candidate]) -> _Candidate | None:
+    """Verify one entry; it then waits (in memory, or in `pending` past this call) for what it needs."""
     session = batch.session
     try:
         header = entry.peek(blob)
     except EntryError as exc:
         _quarantine(session, blob, "?", "?", 0, str(exc), result)
-        return
+        return None
+    key = (header.doc, header.author, header.seq)
     held = session.exec(select(Entry.envelope).where(
         Entry.doc == header.doc, Entry.author == header.author, Entry.seq == header.seq)).first()
-    if held is not None or _is_parked(session, header.doc, header.author, header.seq, blob):
+    if held is not None or key in fresh or _is_parked(session, *key):
         if held is not None and held != blob:
             _quarantine(session, blob, header.doc, header.author, header.seq,
                         f"a different entry {header.seq} by this author is already held (replay or equivocation)",
                         result)
         else:
             result.duplicates += 1
-        return
+        return None
     try:
         change, _member = node.trust.open(blob)
     except EntryError as exc:
         retry = any(marker in str(exc) for marker in _RETRYABLE)
         _quarantine(session, blob, header.doc, header.author, header.seq, str(exc), result, retryable=retry)
-        return
+        return None
     if schema.parse_doc_name(change.doc).local:
         _quarantine(session, blob, change.doc, change.author, change.seq, "local books are never shared", result)
-        return
+        return None
     if header.policy > node.trust.policy.version:
         _quarantine(session, blob, change.doc, change.author, change.seq,
                     f"entry cites policy version {header.policy}, newer than version {node.trust.policy.version} "
                     "held here", result, retryable=True)
-        return
-    session.add(Pending(doc=change.doc, author=change.author, seq=change.seq, deps=encode_deps(change.deps),
-                        update=change.update, envelope=blob, policy=header.policy, received_at=utc_now()))
-    session.flush()
+        return None
+    return _Candidate(change, blob, header.policy)
 
 
-def _is_parked(session: Session, doc: str, author: str, seq: int, blob: bytes) -> bool:
+def _is_parked(session: Session, doc: str, author: str, seq: int) -> bool:
     return session.exec(select(Pending.id).where(
         Pending.doc == doc, Pending.author == author, Pending.seq == seq)).first() is not None
 
 
-def _apply_ready(node: Node, batch: Batch, result: Received) -> None:
+def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candidate]) -> None:
+    """Apply, in dependency order, every candidate whose dependencies are met: those received now
+    and those waiting from earlier calls. What still waits afterwards is kept in `pending`."""
     session = batch.session
     vectors: dict[str, dict[str, int]] = {}
 
@@ -102,18 +121,31 @@ def _apply_ready(node: Node, batch: Batch, result: Received) -> None:
             vectors[doc] = log.vector(session, doc)
         return vectors[doc].get(author, 0)
 
+    parked = [_Candidate(Change(row.doc, row.author, row.seq, row.update, decode_deps(row.deps)),
+                         row.envelope or b"", row.policy, row)
+              for row in session.exec(select(Pending))]
+    waiting = sorted(fresh + parked, key=lambda c: c.order)
     progress = True
-    while progress:
+    while progress and waiting:
         progress = False
-        for waiting in session.exec(select(Pending).order_by(Pending.doc, Pending.author, Pending.seq)).all():
-            change = Change(waiting.doc, waiting.author, waiting.seq, waiting.update, decode_deps(waiting.deps))
-            if unmet(change, applied):
+        still: list[_Candidate] = []
+        for candidate in waiting:
+            if unmet(candidate.change, applied):
+                still.append(candidate)
                 continue
-            session.delete(waiting)
-            if _apply(node, batch, change, waiting.envelope or b"", waiting.policy, result):
-                vectors.setdefault(change.doc, {})[change.author] = change.seq
+            if candidate.row is not None:
+                session.delete(candidate.row)
+            if _apply(node, batch, candidate.change, candidate.blob, candidate.policy, result):
+                vectors.setdefault(candidate.change.doc, {})[candidate.change.author] = candidate.change.seq
                 progress = True
-            session.flush()
+        waiting = still
+    for candidate in waiting:
+        if candidate.row is None:
+            change = candidate.change
+            session.add(Pending(doc=change.doc, author=change.author, seq=change.seq, deps=encode_deps(change.deps),
+                                update=change.update, envelope=candidate.blob, policy=candidate.policy,
+                                received_at=utc_now()))
+    session.flush()
 
 
 def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received) -> bool:
