@@ -82,17 +82,24 @@ def vouchers(session: Session, doc_name: str, doc: Doc, rev_ids: Iterable[str]) 
         {"id": rev.id, "number": rev.number, "doc": doc_name, "body": schema.root(doc, schema.REVISIONS)[rev.id]}
         for rev in fresh
     ])
+    numbers = sorted({rev.number for rev in fresh})
+    seen = _existing_numbers(session, numbers)
     by_number: dict[str, list[Revision]] = defaultdict(list)
-    for chunk in _chunks(sorted({rev.number for rev in fresh})):
+    for rev in fresh:  # a number seen for the first time: its revisions are exactly these
+        if rev.number not in seen:
+            by_number[rev.number].append(rev)
+    for chunk in _chunks(sorted(seen)):
         for row in session.exec(select(RevisionRow).where(RevisionRow.number.in_(chunk))):  # type: ignore[attr-defined]
             by_number[row.number].append(decode_revision(row.body))
-    _write_vouchers(session, doc_name, by_number)
+    _write_vouchers(session, doc_name, by_number, replacing=seen)
 
 
-def _write_vouchers(session: Session, doc_name: str, by_number: dict[str, list[Revision]]) -> None:
+def _write_vouchers(session: Session, doc_name: str, by_number: dict[str, list[Revision]],
+                    replacing: set[str]) -> None:
+    """Write the rows of each voucher, first removing the old rows of those in `replacing`."""
     numbers = sorted(by_number)
     conn = session.connection()
-    for chunk in _chunks(numbers):
+    for chunk in _chunks(sorted(replacing)):
         conn.execute(delete(LineRow).where(LineRow.number.in_(chunk)))  # type: ignore[attr-defined]
         conn.execute(delete(VoucherRow).where(VoucherRow.number.in_(chunk)))  # type: ignore[attr-defined]
         conn.execute(delete(ConflictRow).where(
@@ -132,6 +139,14 @@ def clear(session: Session) -> None:
     conn = session.connection()
     for table in (OfficeRow, GroupRow, LedgerRow, OpeningRow, RevisionRow, VoucherRow, LineRow, ConflictRow):
         conn.execute(delete(table))
+
+
+def _existing_numbers(session: Session, numbers: list[str]) -> set[str]:
+    """Numbers already materialized: vouchers an amendment or a late revision re-resolves."""
+    found: set[str] = set()
+    for chunk in _chunks(numbers):
+        found.update(session.exec(select(VoucherRow.number).where(VoucherRow.number.in_(chunk))))  # type: ignore[attr-defined]
+    return found
 
 
 def _existing_ids(session: Session, ids: list[str]) -> set[str]:
