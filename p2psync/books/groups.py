@@ -22,9 +22,6 @@ class Nature(str, Enum):
         """Whether a balance of this nature is normally a debit (assets and expenses)."""
         return self in (Nature.ASSET, Nature.EXPENSE)
 
-    @property
-    def in_profit_and_loss(self) -> bool:
-        return self in (Nature.INCOME, Nature.EXPENSE)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from p2psync.books.rules import parse_date
 from p2psync.errors import InvalidInput, P2PSyncError
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
-CSV_COLUMNS = ("voucher", "type", "date", "ledger", "dr", "cr", "narration")
 
 
 @dataclass(frozen=True)

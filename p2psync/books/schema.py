@@ -140,10 +140,6 @@ def read_revision(doc: Doc, rev_id: str) -> Revision:
     return decode_revision(root(doc, REVISIONS)[rev_id])
 
 
-def read_revisions(doc: Doc) -> list[Revision]:
-    return [decode_revision(value) for value in root(doc, REVISIONS).values()]
-
-
 def effective(records: list[LedgerDef] | list[GroupDef]) -> dict[str, list]:
     """Group records by name key, earliest first: the first is in force, the rest are duplicates."""
     by_key: dict[str, list] = defaultdict(list)

@@ -21,11 +21,10 @@ from p2psync.books.model import Revision, VoucherType
 from p2psync.books.money import to_decimal
 from p2psync.books.resolve import resolve
 from p2psync.cli import render
-from p2psync.cli.context import home_option, open_node, optional_date
+from p2psync.cli.context import home_option, json_option, open_node, optional_date
 from p2psync.errors import NotFound
 from p2psync.store import queries
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 office_option = click.option("--office", default=None, help="One office's books (default: consolidated).")
 period_options = [
     click.option("--from", "start", default=None, help="First date of the period."),

@@ -27,6 +27,10 @@ def _inherit_home(ctx: click.Context, _param: click.Parameter, value: str | None
     return (root.obj or {}).get("home")
 
 
+#: ``--json`` on every command that prints something a script may want.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
 def home_option(func: F) -> F:
     return click.option("--home", default=None, metavar="DIR", callback=_inherit_home, help=HOME_HELP)(func)
 

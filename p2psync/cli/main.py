@@ -20,7 +20,7 @@ from p2psync.cli.books_commands import (
     report,
     voucher,
 )
-from p2psync.cli.context import HOME_HELP, home_option, open_node
+from p2psync.cli.context import HOME_HELP, home_option, json_option, open_node
 from p2psync.cli.demo import demo_cmd
 from p2psync.cli.relay_command import relay_cmd
 from p2psync.cli.trust_commands import (
@@ -37,6 +37,7 @@ from p2psync.cli.trust_commands import (
 from p2psync.errors import P2PSyncError
 from p2psync.node import Node
 from p2psync.node.home import KEYS_DIR, LOG_FILE, ROOT_KEY_FILE, resolve_home
+from p2psync.store import queries
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 70
@@ -92,12 +93,10 @@ def branch_add(home: str | None, code: str, name: str) -> None:
 
 
 @branch.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @home_option
 def branch_list(home: str | None, as_json: bool) -> None:
     """List the offices."""
-    from p2psync.store import queries
-
     with open_node(home) as node, node.db.read() as session:
         rows = [{"code": o.code, "name": o.name, "role": o.role} for o in queries.offices(session)]
     if as_json:

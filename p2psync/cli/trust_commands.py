@@ -8,17 +8,15 @@ import datetime as dt
 import signal
 
 import click
-from sqlmodel import select
 
 from p2psync.books.rules import parse_date
 from p2psync.cli import render
-from p2psync.cli.context import home_option, open_node
+from p2psync.cli.context import home_option, json_option, open_node
 from p2psync.errors import InvalidInput, P2PSyncError
 from p2psync.net import discovery, enrollment
 from p2psync.node import Node, control, registrar
 from p2psync.node.home import resolve_home
 from p2psync.node.runtime import NodeRuntime, status_from_db
-from p2psync.store.tables import Quarantine
 from p2psync.trust import enroll
 from p2psync.trust.invite import InviteCode
 from p2psync.trust.keys import NodeKeys
@@ -83,7 +81,7 @@ async def _enroll(via: str | None, invite: InviteCode, request: bytes, keys: Nod
 @click.option("--sync-after", "sync_after", default=None,
               help="Head office: vouchers dated before this are never exchanged ('none' to clear).")
 @click.option("--relay", "relays", multiple=True, help="Head office: relay address ws(s)://HOST:PORT (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @home_option
 def settings_cmd(home: str | None, mode: str | None, interval: int | None, sync_after: str | None,
                  relays: tuple[str, ...], as_json: bool) -> None:
@@ -122,21 +120,19 @@ def revoke_cmd(home: str | None, target: str) -> None:
 
 
 @click.command("quarantine")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @home_option
 def quarantine_cmd(home: str | None, as_json: bool) -> None:
     """Entries received but refused ("failed to import"), each with its reason."""
-    with open_node(home) as node, node.db.read() as session:
-        rows = list(session.exec(select(Quarantine).order_by(Quarantine.id)))
-    data = [{"received_at": r.received_at, "document": r.doc, "author": r.author, "seq": r.seq, "reason": r.reason}
-            for r in rows]
+    with open_node(home) as node:
+        data = [{"received_at": q["at"], **{k: v for k, v in q.items() if k != "at"}} for q in node.quarantined()]
     if as_json:
         render.print_json(data)
     elif not data:
         render.info("Nothing quarantined.")
     else:
         render.table("Quarantine", ["Received", "Document", "Author", "Seq", "Reason"],
-                     [[d["received_at"][:19], d["document"], d["author"][:16], d["seq"], d["reason"]] for d in data])
+                     [[str(d["received_at"])[:19], d["document"], str(d["author"])[:16], d["seq"], d["reason"]] for d in data])
 
 
 @click.command("run")
@@ -191,7 +187,7 @@ async def _serve(runtime: NodeRuntime) -> None:
 
 @click.command("sync")
 @click.option("--peer", "peers", multiple=True, metavar="URL", help="A peer's address wss://HOST:PORT (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @home_option
 def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
     """One full exchange now with the given peers and the relays, then exit."""
@@ -226,7 +222,7 @@ async def _sync_once(runtime: NodeRuntime) -> list:
 
 
 @click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @home_option
 def status_cmd(home: str | None, as_json: bool) -> None:
     """Per peer and relay: online or offline, last sync, backlog, errors; and the quarantine."""

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Refusals that a newer policy may cure (a member we have not heard of yet, a key not yet held).
-_RETRYABLE = ("unknown author", "no key for epoch")
-
 
 @dataclass
 class Received:
@@ -91,8 +88,7 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
     try:
         change, _member = node.trust.open(blob)
     except EntryError as exc:
-        retry = any(marker in str(exc) for marker in _RETRYABLE)
-        _quarantine(session, blob, header.doc, header.author, header.seq, str(exc), result, retryable=retry)
+        _quarantine(session, blob, header.doc, header.author, header.seq, str(exc), result, retryable=exc.retryable)
         return None
     if schema.parse_doc_name(change.doc).local:
         _quarantine(session, blob, change.doc, change.author, change.seq, "local books are never shared", result)

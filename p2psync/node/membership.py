@@ -58,7 +58,8 @@ class Membership:
     def epoch_key(self, epoch: int) -> bytes:
         key = self.ring.get(epoch)
         if key is None:
-            raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked, or policy not yet received)")
+            raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked, or policy not yet "
+                             "received)", retryable=True)
         return key
 
     # ------------------------------------------------------------ sealing

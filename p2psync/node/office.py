@@ -42,11 +42,11 @@ from p2psync.node.membership import Membership
 from p2psync.store import log, queries
 from p2psync.store.books import BookStore
 from p2psync.store.db import Database, get_setting, set_setting
-from p2psync.store.tables import Entry
+from p2psync.store.tables import Entry, Quarantine
 from p2psync.trust.certs import issue_node_cert, make_root_cert, root_public_from_cert, to_der
 from p2psync.trust.enroll import Enrollment
 from p2psync.trust.keys import NodeKeys, b64, org_id, registration_id, unb64, write_private
-from p2psync.trust.policy import Authority, PolicyError
+from p2psync.trust.policy import Authority, StalePolicy
 from p2psync.trust.policy import sign as sign_policy
 from p2psync.trust.policy import verify as verify_policy
 
@@ -180,10 +180,8 @@ class Node:
         """Take a newer valid policy from anyone; False if it is not newer. Raises on forgeries."""
         try:
             self.trust.accept(blob)
-        except PolicyError as exc:
-            if "not newer" in str(exc):
-                return False
-            raise
+        except StalePolicy:
+            return False
         with self.db.write() as session:
             set_setting(session, "policy", blob.decode())
         inbox.retry_quarantined(self)
@@ -389,8 +387,15 @@ class Node:
             return [(i, d, a, s, e) for i, d, a, s, e in rows]
 
     def last_entry_id(self) -> int:
+        """The newest logged entry that is shared (local books never leave the node)."""
         with self.db.read() as session:
-            return session.exec(select(func.max(Entry.id))).one() or 0
+            return session.exec(select(func.max(Entry.id)).where(Entry.envelope != None)).one() or 0  # noqa: E711
+
+    def quarantined(self) -> list[dict[str, object]]:
+        """Refused entries ("failed to import"), oldest first, each with its reason."""
+        with self.db.read() as session:
+            return [{"at": q.received_at, "document": q.doc, "author": q.author, "seq": q.seq, "reason": q.reason}
+                    for q in session.exec(select(Quarantine).order_by(Quarantine.id))]
 
     def entries(self, after: dict[str, dict[str, int]] | None = None) -> list[bytes]:
         """Sealed entries the holder of version vectors `after` lacks, in an order that respects

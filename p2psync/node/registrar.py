@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlmodel import select
 
 from p2psync.books import schema
 from p2psync.books.model import check_office_code
@@ -162,11 +161,6 @@ def revoke(node: Node, target: str) -> list[str]:
     for nid in chosen:
         _reissue(node, lambda auth, p, nid=nid: auth.revoke(p, nid, cutoffs[nid]))
     return chosen
-
-
-def invites(node: Node) -> list[Invite]:
-    with node.db.read() as session:
-        return list(session.exec(select(Invite).order_by(Invite.created_at)))
 
 
 def enroll_here(head: Node, home: Path, office: str) -> Node:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import random
@@ -18,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import func
 from sqlmodel import select
 from websockets.asyncio.client import connect
 from websockets.asyncio.connection import Connection
@@ -36,10 +34,11 @@ from p2psync.node.office import Node
 from p2psync.protocol import relay_auth
 from p2psync.protocol.sync import MAX_FRAME, Hello, ProtocolError
 from p2psync.store.db import get_setting
-from p2psync.store.tables import Entry, PeerRow, Pending, Quarantine, SyncLogRow
+from p2psync.store.tables import PeerRow, Pending, SyncLogRow
 from p2psync.trust.certs import CertificateError
 from p2psync.trust.enroll import MAX_MESSAGE, refusal
 from p2psync.trust.keys import unb64
+from p2psync.trust.policy import claimed_version
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,7 +150,7 @@ class NodeRuntime:
             await self._changed.wait_for(lambda: self._seen[0] > seen_id or self._seen[1] > seen_policy)
 
     async def notify(self) -> None:
-        last = await self.call(last_shared_entry_id, self.node)
+        last = await self.call(self.node.last_entry_id)
         async with self._changed:
             self._seen = (last, self.policy_version())
             self._changed.notify_all()
@@ -253,13 +252,13 @@ class NodeRuntime:
             if tick % SAVE_EVERY_POLLS == 0:
                 await self.call(self._save_peers)
             last, blob = await self.call(self._db_position)
-            if blob and self.node.trust.policy.version < _version_of(blob):
+            if blob and self.node.trust.policy.version < claimed_version(blob):
                 await self.adopt_policy(blob)
             if last != self._seen[0]:
                 await self.notify()
 
     def _db_position(self) -> tuple[int, bytes]:
-        return last_shared_entry_id(self.node), self.node.policy_blob()
+        return self.node.last_entry_id(), self.node.policy_blob()
 
     # ------------------------------------------------------------ links
 
@@ -454,19 +453,6 @@ def _add_live(peer: dict[str, Any], state: PeerState) -> dict[str, Any]:
     return peer
 
 
-def last_shared_entry_id(node: Node) -> int:
-    """The newest logged entry that links send (local books never leave the node)."""
-    with node.db.read() as session:
-        return session.exec(select(func.max(Entry.id)).where(Entry.envelope != None)).one() or 0  # noqa: E711
-
-
-def _version_of(blob: bytes) -> int:
-    try:
-        return int(json.loads(json.loads(blob)["body"])["version"])
-    except (ValueError, KeyError, TypeError):
-        return 0
-
-
 def status_from_db(node: Node) -> dict[str, Any]:
     """Status as the database records it (all a stopped node can tell)."""
     settings = node.settings()
@@ -474,8 +460,6 @@ def status_from_db(node: Node) -> dict[str, Any]:
         peers = [{"peer": p.key, "kind": p.kind, "office": p.office, "address": p.address, "online": False,
                   "last_sync": p.last_sync, "sent": p.sent, "received": p.received, "backlog": 0,
                   "last_error": p.last_error} for p in session.exec(select(PeerRow).order_by(PeerRow.key))]
-        quarantined = [{"at": q.received_at, "document": q.doc, "author": q.author, "seq": q.seq, "reason": q.reason}
-                       for q in session.exec(select(Quarantine).order_by(Quarantine.id))]
         waiting = len(session.exec(select(Pending.id)).all())
         log = [{"at": r.at, "peer": r.peer, "office": r.office, "direction": r.direction, "entries": r.entries}
                for r in session.exec(select(SyncLogRow).order_by(SyncLogRow.id.desc()).limit(20))]  # type: ignore[union-attr]
@@ -488,7 +472,7 @@ def status_from_db(node: Node) -> dict[str, Any]:
                  "revoked": node.trust.revoked},
         "peers": peers,
         "waiting_entries": waiting,
-        "quarantined": quarantined,
+        "quarantined": node.quarantined(),
         "sync_log": log,
     }
 

@@ -27,7 +27,7 @@ from p2psync.books.change import Change, decode_deps
 from p2psync.books.schema import parse_doc_name
 from p2psync.canonical import dumps
 from p2psync.errors import P2PSyncError
-from p2psync.trust.certs import Member
+from p2psync.trust.certs import Member, UnknownMember
 from p2psync.trust.keys import b64, unb64
 
 MAGIC = b"P2E1"
@@ -38,7 +38,12 @@ SIGNATURE_BYTES = 64
 
 
 class EntryError(P2PSyncError):
-    """An entry is refused; the message is the reason recorded in the quarantine."""
+    """An entry is refused; the message is the reason recorded in the quarantine. `retryable` when a
+    newer policy may cure it (an author or an epoch key this node has not heard of yet)."""
+
+    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -92,11 +97,17 @@ def peek(blob: bytes) -> Header:
 def check_signature(blob: bytes, keys: Keys) -> Header:
     """Everything but decryption: organisation, author's certificate, signature, revocation.
     What a relay, which holds no epoch key, checks before storing an entry."""
-    header, body, _ciphertext, signature = _split(blob)
+    return _checked(_split(blob), keys)[0]
+
+
+def _checked(parts: tuple[Header, bytes, bytes, bytes], keys: Keys) -> tuple[Header, bytes, bytes, bytes]:
+    header, body, _ciphertext, signature = parts
     if header.org != keys.org:
         raise EntryError("entry belongs to another organisation")
     try:
         author = keys.author(header.author)
+    except UnknownMember as exc:
+        raise EntryError(str(exc), retryable=True) from None
     except P2PSyncError as exc:
         raise EntryError(str(exc)) from None
     try:
@@ -106,15 +117,16 @@ def check_signature(blob: bytes, keys: Keys) -> Header:
     cutoff = keys.cutoff(header.author, header.doc)
     if cutoff is not None and header.seq > cutoff:
         raise EntryError(f"author {header.author[:16]} is revoked; entries after sequence {cutoff} are refused")
-    return header
+    return parts
 
 
 def open_entry(blob: bytes, keys: Keys) -> Change:
     """Verify an entry and return its change; raises `EntryError` with the precise reason."""
-    check_signature(blob, keys)
-    header, body, ciphertext, _signature = _split(blob)
+    header, body, ciphertext, _signature = _checked(_split(blob), keys)
     try:
         key = keys.epoch_key(header.epoch)
+    except EntryError:
+        raise
     except P2PSyncError as exc:
         raise EntryError(str(exc)) from None
     try:

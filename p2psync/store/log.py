@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from p2psync.books.change import Change, Deps, decode_deps, encode_deps
+from p2psync.books.change import Change, encode_deps
 from p2psync.canonical import utc_now
 from p2psync.store.tables import Entry
 
@@ -49,14 +49,6 @@ def vector(session: Session, doc: str) -> dict[str, int]:
     return {author: seq for author, seq in rows}
 
 
-def last_id(session: Session, doc: str) -> int:
-    return session.exec(select(func.max(Entry.id)).where(Entry.doc == doc)).one() or 0
-
-
-def count(session: Session, doc: str) -> int:
-    return session.exec(select(func.count()).select_from(Entry).where(Entry.doc == doc)).one()
-
-
 def after(session: Session, doc: str, entry_id: int) -> Iterator[Entry]:
     """The document's entries after `entry_id`, in the order they were applied."""
     yield from session.exec(
@@ -66,8 +58,3 @@ def after(session: Session, doc: str, entry_id: int) -> Iterator[Entry]:
 
 def documents(session: Session) -> list[str]:
     return list(session.exec(select(Entry.doc).distinct().order_by(Entry.doc)))
-
-
-def as_change(row: Entry) -> Change:
-    deps: Deps = decode_deps(row.deps)
-    return Change(doc=row.doc, author=row.author, seq=row.seq, update=row.update, deps=deps)

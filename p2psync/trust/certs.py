@@ -32,6 +32,10 @@ class CertificateError(P2PSyncError):
     """A certificate does not chain to the organisation's root or is malformed."""
 
 
+class UnknownMember(CertificateError):
+    """No certificate is known for a node: not a member, or admitted by a policy not yet received."""
+
+
 @dataclass(frozen=True)
 class Member:
     """What a verified node certificate says about its holder."""
@@ -142,10 +146,6 @@ def verify_node_cert(der: bytes, root_public: Ed25519PublicKey) -> Member:
 
 def to_der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
-
-
-def to_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def root_public_from_cert(der: bytes) -> Ed25519PublicKey:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from p2psync.canonical import dumps, utc_now
 from p2psync.errors import P2PSyncError
-from p2psync.trust.certs import CertificateError, Member, verify_node_cert
+from p2psync.trust.certs import CertificateError, Member, UnknownMember, verify_node_cert
 from p2psync.trust.keys import b64, unb64
 from p2psync.trust.seal import open_sealed, seal
 
@@ -32,6 +32,10 @@ MAX_POLICY_BYTES = 4 * 1024 * 1024
 
 class PolicyError(P2PSyncError):
     """A policy is malformed, forged, for another organisation, or not newer than ours."""
+
+
+class StalePolicy(PolicyError):
+    """A valid policy, but not newer than the one held: nothing to do, nothing wrong."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class Policy:
     def member(self, node: str, root: Ed25519PublicKey) -> Member:
         der = self.members.get(node)
         if der is None:
-            raise CertificateError(f"unknown author {node[:16]}: not a member of this organisation")
+            raise UnknownMember(f"unknown author {node[:16]}: not a member of this organisation")
         member = verify_node_cert(unb64(der), root)
         if member.node_id != node:
             raise CertificateError(f"certificate filed for {node[:16]} belongs to {member.node_id[:16]}")
@@ -92,6 +96,15 @@ def sign(policy: Policy, root: Ed25519PrivateKey) -> bytes:
     return dumps({"body": body.decode(), "sig": b64(root.sign(_SIG_CONTEXT + body))}).encode()
 
 
+def claimed_version(blob: bytes) -> int:
+    """The version a signed policy claims, unverified (0 if unreadable): a cheap test of whether a
+    full `verify` is worth doing."""
+    try:
+        return int(json.loads(json.loads(blob)["body"])["version"])
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
 def verify(blob: bytes, root: Ed25519PublicKey, org: str, current: Policy | None = None) -> Policy:
     """Decode and check a signed policy; refuse forged, foreign, malformed and not-newer ones."""
     if len(blob) > MAX_POLICY_BYTES:
@@ -110,7 +123,7 @@ def verify(blob: bytes, root: Ed25519PublicKey, org: str, current: Policy | None
     if policy.org != org:
         raise PolicyError("policy belongs to another organisation")
     if current is not None and policy.version <= current.version:
-        raise PolicyError(f"policy version {policy.version} is not newer than version {current.version} held here")
+        raise StalePolicy(f"policy version {policy.version} is not newer than version {current.version} held here")
     return policy
 
 
