@@ -133,3 +133,25 @@ def test_a_peer_reconnecting_replaces_a_link_that_died_silently(tmp_path: Path, 
             node.close()
     finally:
         os.kill(frozen.proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.slow
+def test_join_without_an_address_finds_the_head_office_on_the_lan(tmp_path: Path, fleet: Fleet) -> None:
+    (ho,) = make_org(tmp_path / "org", ())
+    cli(ho, "branch", "add", "BR1", "Lan Branch")
+    code = cli(ho, "invite", "BR1").stdout.strip().splitlines()[-1]
+    fleet.start(ho, mdns=True)
+    joined = cli(tmp_path / "org" / "BR1", "join", code)  # no --via: zeroconf finds the head office
+    assert "Joined" in joined.stdout and "Lan Branch" in joined.stdout
+
+
+@pytest.mark.slow
+def test_a_running_node_dials_a_relay_the_head_office_adds(tmp_path: Path, fleet: Fleet,
+                                                          relay: tuple[str, Path]) -> None:
+    url, _db = relay
+    (ho,) = make_org(tmp_path / "org", ())
+    fleet.start(ho)
+    assert not status(ho)["peers"]
+    cli(ho, "settings", "--relay", url)  # another process changes the policy while the node runs
+    wait_until(lambda: any(p["kind"] == "relay" and p["online"] for p in status(ho)["peers"]),
+               "the running node to dial the relay named by the new policy")
