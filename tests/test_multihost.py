@@ -27,6 +27,7 @@ import netns
 import pytest
 from helpers import copy_home
 from netns import RELAY, Network
+from outside import require
 from procs import (
     SERVING,
     WAIT,
@@ -180,9 +181,7 @@ class Site:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An organisation made once: HO with BR1 and BR2 enrolled, the relay named by its WAN address."""
-    reason = netns.unavailable()
-    if reason:
-        pytest.skip(reason)
+    require(netns.unavailable())
     base = tmp_path_factory.mktemp("multihost-org")
     make_org(base, OFFICES[1:], relays=(relay_url(),))
     return base
