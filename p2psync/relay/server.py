@@ -12,7 +12,12 @@ valid signature by a certified, unrevoked author (`entry.check_signature`); a po
 against the organisation's root and be newer. It never decrypts anything, and every node checks
 everything again itself. One slow or hostile member cannot hold up the others: forwarding goes through
 a bounded per-connection queue (on overflow the member is fed from the store instead), and each
-connection has a rate limit, a bound on unacknowledged batches, and its organisation a storage quota.
+connection has a rate limit, a bound on unacknowledged batches, and its organisation a storage quota
+and a retention time (how long entries wait for a member that stays away).
+
+Several relay processes can share one store (`RelayStore.shared`, PostgreSQL): then every member is
+fed from the store, woken by the store's notice of new entries from any process, so that what one
+process stores reaches members connected to another, in arrival order.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +57,8 @@ from p2psync.protocol.sync import (
     SyncConnection,
     batches,
 )
-from p2psync.relay.store import RelayStore, SqliteRelayStore, StoredEntry
+from p2psync.relay.metrics import serve_metrics
+from p2psync.relay.store import RelayStore, StoredEntry, open_store
 from p2psync.trust import enroll
 from p2psync.trust.certs import Member
 from p2psync.trust.policy import Policy, PolicyError
@@ -66,6 +72,7 @@ ENROLL_TIMEOUT = 20.0
 T = TypeVar("T")
 RELAY_NODE = "relay"
 MIB = 1024 * 1024
+DAY = 86_400.0
 
 # Close codes (RFC 6455): refused by policy, broken protocol, overloaded, our bug.
 CLOSE_POLICY = 1008
@@ -97,29 +104,63 @@ class Limits:
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     store_threads: int = 4
+    #: Organisations (by id) whose quota differs from `quota_bytes`.
+    org_quota_bytes: Mapping[str, int] = field(default_factory=dict)
+    #: How long an entry waits at the relay for members that have not fetched it; None: until deleted.
+    retention_seconds: float | None = None
+    #: Organisations whose retention differs from `retention_seconds` (None there: keep for ever).
+    org_retention_seconds: Mapping[str, float | None] = field(default_factory=dict)
+    #: How often expired entries are dropped.
+    expire_interval: float = 600.0
+
+    def quota_for(self, org: str) -> int:
+        return self.org_quota_bytes.get(org, self.quota_bytes)
+
+    def retention_for(self, org: str) -> float | None:
+        return self.org_retention_seconds.get(org, self.retention_seconds)
 
 
 @dataclass
 class RelayStats:
-    """Counters since start, for logs and tests."""
+    """Counters since start, for logs, tests and the metrics endpoint (`relay.metrics`)."""
 
-    connections: int = 0
+    connections: int = 0  # open now
+    accepted: int = 0  # members admitted since start
     refused: int = 0
+    #: Refusals by kind (quota, rate, auth, revoked, ...), for operators.
+    refusals: dict[str, int] = field(default_factory=dict)
     stored: int = 0
+    stored_bytes: int = 0
+    forwarded: int = 0
+    forwarded_bytes: int = 0
     duplicates: int = 0
     dropped: int = 0
     equivocations: int = 0
     gaps: int = 0
+    expired: int = 0
     policies: int = 0
     overflows: int = 0
 
+    def refuse(self, kind: str) -> None:
+        self.refused += 1
+        self.refusals[kind] = self.refusals.get(kind, 0) + 1
+
 
 class Refusal(P2PSyncError):
-    """The relay turns this member away; the reason is sent to it before closing."""
+    """The relay turns this member away; the reason is sent to it before closing, `kind` counted."""
 
-    def __init__(self, reason: str, code: int = CLOSE_POLICY) -> None:
+    def __init__(self, reason: str, code: int = CLOSE_POLICY, kind: str = "policy") -> None:
         super().__init__(reason)
         self.code = code
+        self.kind = kind
+
+
+def size(count: int) -> str:
+    """A byte count as a person reads it in a refusal."""
+    for unit, scale in (("GiB", 1024 * MIB), ("MiB", MIB), ("KiB", 1024)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 class Transport(Protocol):
@@ -166,7 +207,7 @@ class Throttle:
         if wait > self.limits.max_debt_seconds:
             raise Refusal(f"rate limit exceeded: this relay takes about {self.limits.entries_per_second:g} "
                           f"entries and {self.limits.bytes_per_second / MIB:g} MiB per second per connection",
-                          CLOSE_TRY_LATER)
+                          CLOSE_TRY_LATER, "rate")
         return wait
 
 
@@ -272,6 +313,22 @@ class Relay:
         self.orgs: dict[str, Org] = {}
         self.stats = RelayStats()
         self._pool = ThreadPoolExecutor(self.limits.store_threads, thread_name_prefix="relay-store")
+        self._expiry: asyncio.Task[None] | None = None
+
+    def begin(self) -> None:
+        """Start what runs beside the connections (in the serving event loop): hearing of entries
+        other relay processes store, and dropping expired entries."""
+        loop = asyncio.get_running_loop()
+        self.store.watch(lambda org: loop.call_soon_threadsafe(self.changed, org))
+        if self._expiry is None:
+            self._expiry = asyncio.create_task(self._expire_forever())
+
+    def changed(self, org_id: str | None) -> None:
+        """Another process stored entries for `org_id` (None: for any): its members here read them."""
+        orgs = list(self.orgs.values()) if org_id is None else [self.orgs[org_id]] if org_id in self.orgs else []
+        for org in orgs:
+            for session in org.sessions:
+                session.refresh()
 
     async def call(self, func: Callable[..., T], *args: Any) -> T:
         """Run blocking store or crypto work off the event loop, so no connection waits on another's disk."""
@@ -297,7 +354,32 @@ class Relay:
         return reply
 
     def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         self._pool.shutdown(wait=True)
+
+    async def _expire_forever(self) -> None:
+        while True:
+            try:
+                await self.expire()
+            except StoreError as exc:
+                logger.error("cannot drop expired entries now: %s", exc)
+            await asyncio.sleep(self.limits.expire_interval)
+
+    async def expire(self, now: float | None = None) -> int:
+        """Drop the entries each organisation's retention no longer keeps; returns how many."""
+        now = time.time() if now is None else now
+        limits, dropped = self.limits, {}
+        for org, seconds in limits.org_retention_seconds.items():
+            if seconds is not None:
+                dropped |= await self.call(self.store.expire, now - seconds, [org])
+        if limits.retention_seconds is not None:
+            dropped |= await self.call(self.store.expire, now - limits.retention_seconds, None,
+                                       list(limits.org_retention_seconds))
+        for org, count in dropped.items():
+            logger.info("org %s: %d entries expired (older than its retention)", org[:12], count)
+        self.stats.expired += sum(dropped.values())
+        return sum(dropped.values())
 
     # ------------------------------------------------------------ membership of sessions
 
@@ -306,11 +388,13 @@ class Relay:
         org = self.orgs.get(auth.org) or await self._load(auth)
         org = self.orgs.setdefault(auth.org, org)
         if org.is_revoked(auth.member.node_id):
-            raise Refusal("this node is revoked by its organisation's head office")
+            raise Refusal("this node is revoked by its organisation's head office", kind="revoked")
         if len(org.sessions) >= self.limits.max_connections_per_org:
-            raise Refusal("too many connections for this organisation; try again later", CLOSE_TRY_LATER)
+            raise Refusal("too many connections for this organisation; try again later", CLOSE_TRY_LATER,
+                          "connections")
         org.sessions.add(session)
         self.stats.connections += 1
+        self.stats.accepted += 1
         return org
 
     def leave(self, session: Session, org: Org) -> None:
@@ -354,15 +438,23 @@ class Relay:
 
     async def store_entries(self, org: Org, checked: Checked, origin: Session) -> None:
         """Store verified entries and forward the new ones to the organisation's other members."""
+        quota = self.limits.quota_for(org.id)
         async with org.store_lock:
-            result = await self.call(self.store.put_entries, org.id, checked.good, self.limits.quota_bytes)
+            result = await self.call(self.store.put_entries, org.id, checked.good, quota)
             if result.over_quota:
-                raise Refusal(f"this organisation's storage quota at the relay "
-                              f"({self.limits.quota_bytes / MIB:g} MiB) is full", CLOSE_TRY_LATER)
+                raise Refusal(f"quota full: this organisation holds {size(result.held_bytes)} of its "
+                              f"{size(quota)} at the relay and this batch needs {size(result.needed_bytes)} more; "
+                              "nothing of it was stored (the entries stay with you: send them again once "
+                              "members have fetched older ones and they expired, or the operator raised the quota)",
+                              CLOSE_TRY_LATER, "quota")
             for session in org.sessions:
                 if session is not origin:
-                    session.forward(result.stored)
+                    if self.store.shared:
+                        session.refresh()  # in arrival order with other processes' entries, from the store
+                    else:
+                        session.forward(result.stored)
         self.stats.stored += len(result.stored)
+        self.stats.stored_bytes += sum(len(e.blob) for e in result.stored)
         self.stats.duplicates += result.duplicates
         self.stats.equivocations += len(result.equivocations)
         self.stats.gaps += len(result.gaps)
@@ -397,7 +489,8 @@ class Session:
         self.cursor = 0
         self._live: deque[StoredEntry] = deque()
         self._live_bytes = 0
-        self._overflowed = False
+        #: The next wake-up reads from the store (after an overflow, or entries another process stored).
+        self._from_store = False
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
         self._greeted = asyncio.Event()
@@ -426,14 +519,14 @@ class Session:
                 self.relay.leave(self, self.org)
                 logger.info("org %s: node %s disconnected", self.org.id[:12], self.node[:12])
         except Refusal as exc:
-            await self._refuse(str(exc), exc.code)
+            await self._refuse(str(exc), exc.code, exc.kind)
         except ProtocolError as exc:
-            await self._refuse(str(exc), CLOSE_PROTOCOL)
+            await self._refuse(str(exc), CLOSE_PROTOCOL, "protocol")
         except ConnectionClosed:
             pass
         except StoreError as exc:
             logger.error("relay store failed serving node %s: %s", self.node[:12] or "?", exc)
-            await self._refuse("the relay cannot store right now; try again later", CLOSE_TRY_LATER)
+            await self._refuse("the relay cannot store right now; try again later", CLOSE_TRY_LATER, "store")
         except Exception:
             logger.exception("relay session with node %s failed", self.node[:12] or "?")
             with contextlib.suppress(Exception):
@@ -449,14 +542,14 @@ class Session:
         try:
             answer = await asyncio.wait_for(self.ws.recv(), self.limits.auth_timeout)
         except TimeoutError:
-            raise Refusal(f"no authentication within {self.limits.auth_timeout:g} s") from None
+            raise Refusal(f"no authentication within {self.limits.auth_timeout:g} s", kind="auth") from None
         raw = answer.encode() if isinstance(answer, str) else answer
         if len(raw) <= enroll.MAX_MESSAGE and b'"type":"enroll"' in raw:
             return raw
         try:
             return relay_auth.verify(answer, nonce)
         except (P2PSyncError, ValueError, TypeError) as exc:
-            raise Refusal(f"authentication failed: {exc}") from None
+            raise Refusal(f"authentication failed: {exc}", kind="auth") from None
 
     async def _converse(self) -> None:
         assert self.org is not None
@@ -483,7 +576,7 @@ class Session:
             try:
                 frame = await asyncio.wait_for(self.ws.recv(), timeout)
             except TimeoutError:
-                raise Refusal(f"no hello within {self.limits.hello_timeout:g} s") from None
+                raise Refusal(f"no hello within {self.limits.hello_timeout:g} s", kind="hello") from None
             event = self._parse(frame)
             wait = self.throttle.charge(len(event.blobs) if isinstance(event, Entries) else 0, len(frame))
             if isinstance(event, Refused):
@@ -511,7 +604,7 @@ class Session:
             await self.relay.offer_policy(self.org, event.blob, self)
         elif isinstance(event, Entries):
             if self._pending.qsize() >= self.limits.max_pending_batches:
-                raise Refusal("too many unacknowledged batches: wait for acknowledgements", CLOSE_TRY_LATER)
+                raise Refusal("too many unacknowledged batches: wait for acknowledgements", CLOSE_TRY_LATER, "flow")
             self._pending.put_nowait((event, asyncio.get_running_loop().time() + wait))
         elif isinstance(event, Ack):
             self._acked.set()
@@ -525,9 +618,9 @@ class Session:
     def _greet(self, hello: Hello) -> None:
         assert self.org is not None
         if hello.org != self.org.id:
-            raise Refusal("hello names another organisation than the certificate")
+            raise Refusal("hello names another organisation than the certificate", kind="hello")
         if hello.node != self.node:
-            raise Refusal("hello names another node than the certificate")
+            raise Refusal("hello names another node than the certificate", kind="hello")
 
     # ------------------------------------------------------------ storing
 
@@ -562,8 +655,8 @@ class Session:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._overflowed:
-                self._overflowed = False
+            if self._from_store:
+                self._from_store = False
                 await self._stream_stored()
             else:
                 live, self._live, self._live_bytes = list(self._live), deque(), 0
@@ -592,6 +685,8 @@ class Session:
             for sent in wanted[at:at + len(blobs)]:
                 self.conn.note_peer_has(sent.doc, sent.author, sent.seq)
             at += len(blobs)
+            self.relay.stats.forwarded += len(blobs)
+            self.relay.stats.forwarded_bytes += sum(len(blob) for blob in blobs)
         if stored:
             self.cursor = max(self.cursor, stored[-1].id)
 
@@ -600,17 +695,22 @@ class Session:
     def forward(self, stored: list[StoredEntry]) -> None:
         """Queue entries another member stored; never blocks. On overflow the queue is dropped and
         the sender catches up from the store, so a slow member costs memory only up to the bound."""
-        if not stored or self._overflowed:
+        if not stored or self._from_store:
             return
-        size = sum(len(e.blob) for e in stored)
+        added = sum(len(e.blob) for e in stored)
         if (len(self._live) + len(stored) > self.limits.live_queue_entries
-                or self._live_bytes + size > self.limits.live_queue_bytes):
-            self._live, self._live_bytes, self._overflowed = deque(), 0, True
+                or self._live_bytes + added > self.limits.live_queue_bytes):
+            self._live, self._live_bytes, self._from_store = deque(), 0, True
             self.relay.stats.overflows += 1
             logger.info("node %s is slow: its live queue overflowed; feeding it from the store", self.node[:12])
         else:
             self._live.extend(stored)
-            self._live_bytes += size
+            self._live_bytes += added
+        self._wake.set()
+
+    def refresh(self) -> None:
+        """New entries are in the store: read them from there (after the cursor) at the next wake."""
+        self._live, self._live_bytes, self._from_store = deque(), 0, True
         self._wake.set()
 
     def push_policy(self, blob: bytes) -> None:
@@ -634,7 +734,7 @@ class Session:
 
     def kick(self, reason: str) -> None:
         logger.warning("node %s: %s", self.node[:12], reason)
-        self._spawn(self._refuse(reason, CLOSE_POLICY, drain=False))  # its reader is still reading
+        self._spawn(self._refuse(reason, CLOSE_POLICY, "revoked", drain=False))  # its reader is still reading
 
     def _spawn(self, job: Any) -> None:
         task = asyncio.create_task(job)
@@ -645,8 +745,8 @@ class Session:
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(frame)
 
-    async def _refuse(self, reason: str, code: int, drain: bool = True) -> None:
-        self.relay.stats.refused += 1
+    async def _refuse(self, reason: str, code: int, kind: str, drain: bool = True) -> None:
+        self.relay.stats.refuse(kind)
         logger.warning("refused node %s: %s", self.node[:12] or "?", reason)
         await self._send_quietly(self.conn.refuse(reason))
         # Read and discard what the member still sends, so its reply to our close is not stuck behind it.
@@ -670,6 +770,7 @@ class Session:
 async def start(relay: Relay, host: str, port: int) -> Server:
     """Listen for members; compression off (entries are ciphertext), keepalive pings on."""
     limits = relay.limits
+    relay.begin()
     return await serve(relay.handle, host, port, max_size=limits.max_frame, compression=None,
                        ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
                        max_queue=4, close_timeout=5, server_header=None)
@@ -678,28 +779,36 @@ async def start(relay: Relay, host: str, port: int) -> Server:
 def address(server: Server, host: str) -> str:
     """The URL members use, with the real port when port 0 was asked for."""
     port = server.sockets[0].getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    return f"ws://{shown}:{port}"
+    return f"ws://{_shown(host)}:{port}"
 
 
-async def run(db: Path, host: str, port: int, stop: asyncio.Event,
-              on_ready: Callable[[str], None] = lambda _url: None, limits: Limits | None = None) -> None:
-    """Serve from database `db` until `stop` is set."""
-    store = SqliteRelayStore(db)
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def run(db: str | Path, host: str, port: int, stop: asyncio.Event,
+              on_ready: Callable[[str, str | None], None] = lambda _url, _metrics: None,
+              limits: Limits | None = None, metrics: tuple[str, int] | None = None) -> None:
+    """Serve from database `db` (a SQLite path or a postgresql:// URL) until `stop` is set, with the
+    Prometheus metrics endpoint at `metrics` (host, port) if given. `on_ready` gets the members'
+    URL and the metrics URL."""
+    store = open_store(db)
     relay = Relay(store, limits)
     try:
-        try:
-            server = await start(relay, host, port)
-        except OSError as exc:
-            raise P2PSyncError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        try:
-            url = address(server, host)
-            logger.info("relay listening on %s with database %s", url, db)
-            on_ready(url)
-            await stop.wait()
-        finally:
-            server.close()
-            await server.wait_closed()
+        with serve_metrics(relay, metrics) as metrics_port:
+            try:
+                server = await start(relay, host, port)
+            except OSError as exc:
+                raise P2PSyncError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            try:
+                url = address(server, host)
+                metrics_url = None if metrics is None else f"http://{_shown(metrics[0])}:{metrics_port}/metrics"
+                logger.info("relay listening on %s with database %s", url, store.where)
+                on_ready(url, metrics_url)
+                await stop.wait()
+            finally:
+                server.close()
+                await server.wait_closed()
     finally:
         relay.close()
         store.close()

@@ -3,41 +3,42 @@ and per-organisation usage.
 
 The relay is untrusted, so it holds nothing but what members gave it: entry blobs (ciphertext and
 their clear headers) and signed policy blobs. `RelayStore` is the interface the server uses; it is
-blocking and speaks only in plain values, so that a shared server database can implement it later
-and back several relay processes. `SqliteRelayStore` is the embedded default: SQLite through
-SQLModel in WAL mode with a full fsync on commit (an entry is durable before it is acknowledged).
-
-Its tables live in their own SQLModel registry, so they never mix with a node's tables.
+blocking and speaks only in plain values. `SqlRelayStore` implements it on any SQLAlchemy engine;
+`SqliteRelayStore` is the embedded default (WAL mode, full fsync on commit: an entry is durable
+before it is acknowledged) and `postgres.PostgresRelayStore` the shared one that several relay
+processes use at once. `open_store` picks one from what `p2psync relay --db` was given.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import Index, LargeBinary, UniqueConstraint, func
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import registry
-from sqlmodel import Column, Field, Session, SQLModel, select
+from sqlalchemy import delete, func
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, select
 
 from p2psync.books.change import Deps
 from p2psync.errors import StoreError
 from p2psync.protocol.entry import Header
+from p2psync.relay.schema import RelayEntry, RelayFloor, RelayPolicy, RelayUsage, prepare
 from p2psync.store.db import sqlite_engine, write_transaction
 
-SCHEMA_VERSION = "1"
-
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- interface
 
 
 @dataclass(frozen=True)
 class StoredEntry:
-    """An entry as the relay holds it; `id` is its arrival order within the relay."""
+    """An entry as the relay holds it; `id` is its arrival order within the organisation."""
 
     id: int
     doc: str
@@ -60,6 +61,14 @@ class StoredPolicy:
     blob: bytes
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What one organisation holds at the relay."""
+
+    bytes: int
+    entries: int
+
+
 @dataclass
 class PutResult:
     """What `put_entries` did with each entry it was given."""
@@ -72,20 +81,33 @@ class PutResult:
     gaps: list[tuple[str, str, int]] = field(default_factory=list)
     #: True if nothing was stored because the organisation's quota would be exceeded.
     over_quota: bool = False
+    #: With `over_quota`: the bytes already held and the bytes the new entries needed.
+    held_bytes: int = 0
+    needed_bytes: int = 0
+
+
+#: Told which organisation's entries changed (None: perhaps any of them), from a thread of the store's.
+OnChange = Callable[[str | None], None]
 
 
 class RelayStore(Protocol):
     """Storage behind a relay. Every method is atomic and safe to call from several threads."""
 
+    #: True when other relay processes may write the same data: their changes come through `watch`.
+    shared: bool
+    #: Where the data is, for messages (no password).
+    where: str
+
     def put_entries(self, org: str, items: Sequence[tuple[Header, bytes]], quota: int | None = None) -> PutResult:
         """Store the entries not yet held, all or none; duplicates are ignored, a different entry
         for a held (doc, author, seq) is refused as equivocation, one whose author's previous
         sequence is not held is refused as a gap (vectors would otherwise claim what is missing).
-        With `quota`, nothing is stored if the organisation's bytes would exceed it."""
+        With `quota`, nothing is stored if the organisation's bytes would exceed it.
+        Within an organisation, arrival ids become visible to readers in increasing order."""
         ...
 
     def vectors(self, org: str, docs: Sequence[str] | None = None) -> Deps:
-        """Per document (all, or those in `docs`), each author's highest sequence held."""
+        """Per document (all, or those in `docs`), each author's highest sequence held (or expired)."""
         ...
 
     def entries_after(self, org: str, after_id: int, limit: int, skip: Deps | None = None) -> Page:
@@ -101,95 +123,79 @@ class RelayStore(Protocol):
 
     def usage_bytes(self, org: str) -> int: ...
 
+    def usage(self) -> dict[str, Usage]:
+        """Every organisation's usage, for metrics."""
+        ...
+
+    def expire(self, before: float, orgs: Collection[str] | None = None,
+               exclude: Collection[str] = ()) -> dict[str, int]:
+        """Drop entries stored before `before` (seconds since the epoch) of the organisations in
+        `orgs` (all if None) but not in `exclude`; returns how many per organisation. What an author
+        had expires as a floor that still counts as held, so nobody is asked to send it again."""
+        ...
+
+    def watch(self, on_change: OnChange) -> None:
+        """Call `on_change` when another process stores entries (never, for an unshared store)."""
+        ...
+
     def close(self) -> None: ...
 
 
-# ---------------------------------------------------------------- SQLite tables
+def open_store(location: str | Path) -> RelayStore:
+    """The store at `location`: a ``postgresql://`` URL, or the path of a SQLite file."""
+    text = str(location)
+    if text.startswith(("postgresql:", "postgres:", "postgresql+psycopg:")):
+        from p2psync.relay.postgres import PostgresRelayStore  # only with the `postgres` extra
+
+        return PostgresRelayStore(text)
+    if "://" in text:
+        raise StoreError(f"unknown relay database {text.split('://')[0]}://...: give a file path or a "
+                         "postgresql:// URL")
+    return SqliteRelayStore(Path(text).expanduser())
 
 
-class RelayModel(SQLModel, registry=registry()):
-    """Base of the relay's tables: a metadata of their own, apart from a node's."""
+# ---------------------------------------------------------------- on any SQLAlchemy engine
 
 
-class RelayEntry(RelayModel, table=True):
-    __tablename__ = "relay_entry"
-    __table_args__ = (
-        UniqueConstraint("org", "doc", "author", "seq"),
-        Index("ix_relay_entry_arrival", "org", "id"),
-        {"sqlite_autoincrement": True},  # arrival ids are never reused
-    )
+class SqlRelayStore:
+    """The store on one SQLAlchemy engine. Subclasses say how writers to one organisation are kept
+    apart (`_lock_org`) and how other processes hear of new entries (`_announce`)."""
 
-    id: int | None = Field(default=None, primary_key=True)
-    org: str
-    doc: str
-    author: str
-    seq: int
-    size: int
-    blob: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    shared = False
 
-
-class RelayPolicy(RelayModel, table=True):
-    __tablename__ = "relay_policy"
-
-    org: str = Field(primary_key=True)
-    version: int
-    blob: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-
-
-class RelayUsage(RelayModel, table=True):
-    __tablename__ = "relay_usage"
-
-    org: str = Field(primary_key=True)
-    bytes: int = 0
-    entries: int = 0
-
-
-class RelayMeta(RelayModel, table=True):
-    __tablename__ = "relay_meta"
-
-    key: str = Field(primary_key=True)
-    value: str
-
-
-# ---------------------------------------------------------------- SQLite implementation
-
-
-class SqliteRelayStore:
-    """The relay's embedded store: one SQLite file for every organisation it serves."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the relay database's folder {path.parent}: {exc.strerror}") from None
-        self.engine = sqlite_engine(path, connect_args={"check_same_thread": False},
-                                    pool_size=8, max_overflow=8)
-        self._lock = threading.Lock()  # one writer at a time inside this process
+    def __init__(self, engine: Engine, where: str, writer_lock: AbstractContextManager[object]) -> None:
+        self.engine = engine
+        self.where = where
+        self._writer_lock = writer_lock
         self._open()
 
     def _open(self) -> None:
-        try:
-            RelayModel.metadata.create_all(self.engine)
-            with self._write() as session:
-                meta = session.get(RelayMeta, "schema_version")
-                if meta is None:
-                    session.add(RelayMeta(key="schema_version", value=SCHEMA_VERSION))
-                elif meta.value != SCHEMA_VERSION:
-                    raise StoreError(f"{self.path} has relay schema version {meta.value!r}; "
-                                     f"this p2psync needs {SCHEMA_VERSION}")
-        except OperationalError as exc:
-            raise StoreError(f"cannot use relay database {self.path}: {exc.orig}") from None
+        with self._write(f"cannot use relay database {self.where}") as session:
+            self._lock_schema(session)
+            upgraded = prepare(session.connection(), self.where)
+        if upgraded:
+            logger.info("relay database %s upgraded from schema version %s", self.where, upgraded)
+
+    def _lock_schema(self, session: Session) -> None:
+        """Keep two processes from creating or upgrading the tables at once."""
+
+    def _lock_org(self, session: Session, org: str) -> None:
+        """Keep writers to `org` apart until this transaction ends (so arrival ids commit in order)."""
+
+    def _announce(self, session: Session, org: str) -> None:
+        """Tell other processes, once this transaction commits, that `org` has new entries."""
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
-        with Session(self.engine) as session:
+        with _database_errors(f"relay database {self.where}"), Session(self.engine) as session:
             yield session
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
+    def _write(self, context: str | None = None) -> Iterator[Session]:
         """A write transaction, committed on normal exit and rolled back on any exception."""
-        with self._lock, write_transaction(self.engine, lambda exc: f"relay database error: {exc.orig}") as session:
+        context = context or f"relay database {self.where}"
+        with (self._writer_lock, _database_errors(context),
+              write_transaction(self.engine, lambda exc: f"{context}: {exc.orig}") as session):
             yield session
 
     # ------------------------------------------------------------ entries
@@ -197,31 +203,38 @@ class SqliteRelayStore:
     def put_entries(self, org: str, items: Sequence[tuple[Header, bytes]], quota: int | None = None) -> PutResult:
         result = PutResult()
         with self._write() as session:
+            self._lock_org(session, org)
             accepted = _plan(session, org, items, result)
-            usage = session.get(RelayUsage, org) or RelayUsage(org=org)
+            usage = session.get(RelayUsage, org) or RelayUsage(org=org, bytes=0, entries=0)
             added = sum(len(blob) for _h, blob in accepted)
             if quota is not None and accepted and usage.bytes + added > quota:
-                result.over_quota = True
+                result.over_quota, result.held_bytes, result.needed_bytes = True, usage.bytes, added
                 return result
-            rows = [RelayEntry(org=org, doc=h.doc, author=h.author, seq=h.seq, size=len(b), blob=b)
+            now = int(time.time())
+            rows = [RelayEntry(org=org, doc=h.doc, author=h.author, seq=h.seq, size=len(b), stored_at=now, blob=b)
                     for h, b in accepted]
             session.add_all(rows)
             session.flush()
             usage.bytes += added
             usage.entries += len(rows)
             session.add(usage)
+            if rows:
+                self._announce(session, org)
             result.stored = [StoredEntry(r.id, r.doc, r.author, r.seq, r.blob) for r in rows]  # type: ignore[arg-type]
         return result
 
     def vectors(self, org: str, docs: Sequence[str] | None = None) -> Deps:
-        query = (select(RelayEntry.doc, RelayEntry.author, func.max(RelayEntry.seq))
-                 .where(RelayEntry.org == org).group_by(RelayEntry.doc, RelayEntry.author))
+        held = (select(RelayEntry.doc, RelayEntry.author, func.max(RelayEntry.seq))
+                .where(RelayEntry.org == org).group_by(RelayEntry.doc, RelayEntry.author))
+        floors = select(RelayFloor.doc, RelayFloor.author, RelayFloor.seq).where(RelayFloor.org == org)
         if docs is not None:
-            query = query.where(RelayEntry.doc.in_(list(docs)))  # type: ignore[attr-defined]
+            held = held.where(RelayEntry.doc.in_(list(docs)))  # type: ignore[attr-defined]
+            floors = floors.where(RelayFloor.doc.in_(list(docs)))  # type: ignore[attr-defined]
         out: Deps = {}
         with self._read() as session:
-            for doc, author, seq in session.exec(query):
-                out.setdefault(doc, {})[author] = seq
+            for doc, author, seq in [*session.exec(held), *session.exec(floors)]:
+                vector = out.setdefault(doc, {})
+                vector[author] = max(seq, vector.get(author, 0))
         return out
 
     def entries_after(self, org: str, after_id: int, limit: int, skip: Deps | None = None) -> Page:
@@ -230,7 +243,7 @@ class SqliteRelayStore:
             refs = session.exec(
                 select(RelayEntry.id, RelayEntry.doc, RelayEntry.author, RelayEntry.seq)
                 .where(RelayEntry.org == org, RelayEntry.id > after_id)  # type: ignore[operator]
-                .order_by(RelayEntry.id).limit(limit)).all()
+                .order_by(RelayEntry.id).limit(limit)).all()  # type: ignore[arg-type]
             if not refs:
                 return Page([], after_id)
             wanted = [r for r in refs if r[3] > skip.get(r[1], {}).get(r[2], 0)]
@@ -238,6 +251,23 @@ class SqliteRelayStore:
                                       .where(RelayEntry.id.in_([r[0] for r in wanted])))  # type: ignore[union-attr]
                          .all()) if wanted else {}
         return Page([StoredEntry(i, d, a, s, blobs[i]) for i, d, a, s in wanted], refs[-1][0])
+
+    def expire(self, before: float, orgs: Collection[str] | None = None,
+               exclude: Collection[str] = ()) -> dict[str, int]:
+        cutoff = int(before)
+        query = select(RelayEntry.org).where(RelayEntry.stored_at < cutoff).distinct()
+        if orgs is not None:
+            query = query.where(RelayEntry.org.in_(list(orgs)))  # type: ignore[attr-defined]
+        if exclude:
+            query = query.where(RelayEntry.org.not_in(list(exclude)))  # type: ignore[attr-defined]
+        with self._read() as session:
+            targets = list(session.exec(query).all())
+        counts = {}
+        for org in targets:  # one transaction per organisation: no long lock on the others
+            with self._write() as session:
+                self._lock_org(session, org)
+                counts[org] = _expire_org(session, org, cutoff)
+        return {org: count for org, count in counts.items() if count}
 
     # ------------------------------------------------------------ policy and usage
 
@@ -248,6 +278,7 @@ class SqliteRelayStore:
 
     def set_policy(self, org: str, version: int, blob: bytes) -> bool:
         with self._write() as session:
+            self._lock_org(session, org)
             row = session.get(RelayPolicy, org)
             if row is not None and row.version >= version:
                 return False
@@ -259,8 +290,41 @@ class SqliteRelayStore:
             row = session.get(RelayUsage, org)
             return row.bytes if row else 0
 
+    def usage(self) -> dict[str, Usage]:
+        with self._read() as session:
+            return {row.org: Usage(row.bytes, row.entries) for row in session.exec(select(RelayUsage))}
+
+    def watch(self, on_change: OnChange) -> None:
+        """Nothing to watch: no other process writes this store."""
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _database_errors(context: str) -> Iterator[None]:
+    """Any database failure (server gone, disk full, connection refused) as one `StoreError` line."""
+    try:
+        yield
+    except DBAPIError as exc:
+        raise StoreError(f"{context}: {str(exc.orig).strip()}") from None
+
+
+class SqliteRelayStore(SqlRelayStore):
+    """The relay's embedded store: one SQLite file for every organisation it serves, one process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the relay database's folder {path.parent}: {exc.strerror}") from None
+        engine = sqlite_engine(path, connect_args={"check_same_thread": False}, pool_size=8, max_overflow=8)
+        # One writer at a time inside this process: SQLite has one write lock for the whole file.
+        super().__init__(engine, str(path), threading.Lock())
+
+
+# ---------------------------------------------------------------- shared steps
 
 
 def _plan(session: Session, org: str, items: Sequence[tuple[Header, bytes]],
@@ -282,8 +346,10 @@ def _plan_chain(session: Session, org: str, doc: str, author: str,
 
     The run's entries take the batch positions its members had, lowest sequence first, so that an
     author's entries are always stored (and forwarded) in sequence order."""
-    held_max = session.exec(select(func.max(RelayEntry.seq)).where(
-        RelayEntry.org == org, RelayEntry.doc == doc, RelayEntry.author == author)).one() or 0
+    floor_row = session.get(RelayFloor, (org, doc, author))
+    floor = floor_row.seq if floor_row else 0
+    held_max = max(floor, session.exec(select(func.max(RelayEntry.seq)).where(
+        RelayEntry.org == org, RelayEntry.doc == doc, RelayEntry.author == author)).one() or 0)
     old = sorted({h.seq for _p, h, _b in members if h.seq <= held_max})
     held = dict(session.exec(select(RelayEntry.seq, RelayEntry.blob).where(
         RelayEntry.org == org, RelayEntry.doc == doc, RelayEntry.author == author,
@@ -292,7 +358,9 @@ def _plan_chain(session: Session, org: str, doc: str, author: str,
     positions: list[int] = []
     for position, header, blob in members:
         known = held[header.seq] if header.seq in held else fresh.get(header.seq, (None, None))[1]
-        if known is None:
+        if known is None and header.seq <= floor:
+            result.duplicates += 1  # held once and expired: taking it again would only make it wait again
+        elif known is None:
             fresh[header.seq] = (header, blob)
             positions.append(position)
         elif known == blob:
@@ -308,3 +376,23 @@ def _plan_chain(session: Session, org: str, doc: str, author: str,
         else:
             result.gaps.append((doc, author, seq))
     return [(position, header, blob) for position, (header, blob) in zip(sorted(positions), run)]
+
+
+def _expire_org(session: Session, org: str, cutoff: int) -> int:
+    """Drop one organisation's entries stored before `cutoff`, raising the floors they leave."""
+    expired = session.exec(
+        select(RelayEntry.doc, RelayEntry.author, func.max(RelayEntry.seq), func.count(), func.sum(RelayEntry.size))
+        .where(RelayEntry.org == org, RelayEntry.stored_at < cutoff)  # type: ignore[operator]
+        .group_by(RelayEntry.doc, RelayEntry.author)).all()
+    for doc, author, seq, _count, _size in expired:
+        floor = session.get(RelayFloor, (org, doc, author)) or RelayFloor(org=org, doc=doc, author=author, seq=0)
+        floor.seq = max(floor.seq, seq)
+        session.add(floor)
+    session.exec(delete(RelayEntry).where(RelayEntry.org == org, RelayEntry.stored_at < cutoff))  # type: ignore[arg-type]
+    count = sum(row[3] for row in expired)
+    usage = session.get(RelayUsage, org)
+    if usage is not None:
+        usage.bytes -= sum(row[4] for row in expired)
+        usage.entries -= count
+        session.add(usage)
+    return count
