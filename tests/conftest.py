@@ -1,12 +1,16 @@
-"""Fixtures: an HO and two branches sharing the standard chart, copied fresh for each test."""
+"""Fixtures: an HO and two branches sharing the standard chart, copied fresh for each test; the node
+processes a test starts; a throwaway PostgreSQL server for the relay's shared store."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import pgserver
 import pytest
 from helpers import OFFICES, open_trio, setup_branch, setup_head, sync
+from outside import require
+from pgserver import PostgresServer
 from procs import Fleet
 
 from p2psync.node.office import Node
@@ -48,3 +52,18 @@ def fleet() -> Iterator[Fleet]:
     nodes = Fleet()
     yield nodes
     nodes.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server per test process, started on first use."""
+    require(pgserver.missing())
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on that server, as a postgresql:// URL."""
+    return postgres_server.create_database()

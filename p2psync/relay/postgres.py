@@ -70,7 +70,7 @@ class PostgresRelayStore(SqlRelayStore):
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                                connect_args={"connect_timeout": 10})
         # Writers need no lock in this process: `_lock_org` keeps them apart in the database.
-        super().__init__(engine, url.render_as_string(hide_password=True), nullcontext())
+        super().__init__(engine, url.set(drivername="postgresql").render_as_string(hide_password=True), nullcontext())
 
     def _lock_schema(self, session: Session) -> None:
         session.exec(text("SELECT pg_advisory_xact_lock(:key)"), params={"key": SCHEMA_LOCK})  # type: ignore[call-overload]

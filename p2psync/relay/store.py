@@ -195,7 +195,7 @@ class SqlRelayStore:
         """A write transaction, committed on normal exit and rolled back on any exception."""
         context = context or f"relay database {self.where}"
         with (self._writer_lock, _database_errors(context),
-              write_transaction(self.engine, lambda exc: f"{context}: {exc.orig}") as session):
+              write_transaction(self.engine, lambda exc: f"{context}: {_one_line(exc)}") as session):
             yield session
 
     # ------------------------------------------------------------ entries
@@ -307,7 +307,11 @@ def _database_errors(context: str) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        raise StoreError(f"{context}: {str(exc.orig).strip()}") from None
+        raise StoreError(f"{context}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: DBAPIError) -> str:
+    return " ".join(str(exc.orig).split())
 
 
 class SqliteRelayStore(SqlRelayStore):
