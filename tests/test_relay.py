@@ -15,6 +15,7 @@ import os
 import signal
 import struct
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -43,8 +45,9 @@ from p2psync.protocol.sync import (
     SyncConnection,
     batches,
 )
+from p2psync.relay.metrics import serve_metrics
 from p2psync.relay.server import Limits, Relay, address, start
-from p2psync.relay.store import SqliteRelayStore
+from p2psync.relay.store import open_store
 from p2psync.store import queries
 from p2psync.store.db import get_setting
 from p2psync.trust.keys import NodeKeys, unb64
@@ -235,9 +238,9 @@ class Client:
 
 
 @asynccontextmanager
-async def relay_at(db: Path, limits: Limits | None = None) -> AsyncIterator[tuple[Relay, str]]:
-    """A relay in this process on a free loopback port."""
-    store = SqliteRelayStore(db)
+async def relay_at(db: Path | str, limits: Limits | None = None) -> AsyncIterator[tuple[Relay, str]]:
+    """A relay in this process on a free loopback port, on a SQLite file or a postgresql:// URL."""
+    store = open_store(db)
     relay = Relay(store, limits)
     server = await start(relay, "127.0.0.1", 0)
     try:
@@ -252,11 +255,17 @@ async def relay_at(db: Path, limits: Limits | None = None) -> AsyncIterator[tupl
 # ---------------------------------------------------------------- delivery
 
 
-def test_entries_reach_a_branch_through_the_relay_alone(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def relay_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The relay's database: a SQLite file, or a fresh database on the test PostgreSQL server."""
+    return tmp_path / "relay.db" if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def test_entries_reach_a_branch_through_the_relay_alone(tmp_path: Path, relay_db: Path | str) -> None:
     head, (branch,) = build_org(tmp_path)
 
     async def scenario() -> None:
-        async with relay_at(tmp_path / "relay.db") as (relay, url):
+        async with relay_at(relay_db) as (relay, url):
             ho = await Client.open(url, creds(head))
             assert ho.relay is not None and ho.relay.vectors == {} and ho.relay.role == "relay"
             await ho.push_node(head)
@@ -536,6 +545,124 @@ def test_an_organisation_over_its_quota_is_refused(tmp_path: Path) -> None:
             await ho.send(ho.conn.entries(genuine[1:]))
             assert "quota" in await ho.wait_refused()
             assert relay.store.usage_bytes(head.trust.org) == len(genuine[0])
+
+    run(scenario())
+
+
+def test_a_quota_of_one_organisation_refuses_precisely_and_loses_nothing_acknowledged(tmp_path: Path,
+                                                                                      relay_db: Path | str) -> None:
+    head, (branch,) = build_org(tmp_path / "small")
+    other, _ = build_org(tmp_path / "other", ())
+    genuine = head.entries()
+    first = sum(len(blob) for blob in genuine[:2])
+    limits = Limits(org_quota_bytes={head.trust.org: first + 1})
+
+    async def scenario() -> None:
+        async with relay_at(relay_db, limits) as (relay, url):
+            ho = await Client.open(url, creds(head))
+            acked = await ho.push(genuine[:2])
+            await ho.send(ho.conn.entries(genuine[2:]))
+            reason = await ho.wait_refused()
+            assert reason.startswith(f"quota full: this organisation holds {first} bytes of its {first + 1} bytes")
+            assert "nothing of it was stored" in reason and relay.stats.refusals == {"quota": 1}
+            assert acked and relay.store.usage_bytes(head.trust.org) == first
+            br = await Client.open(url, creds(branch))  # what was acknowledged is there for the others
+            await br.wait_caught_up()
+            assert br.received == genuine[:2]
+            elsewhere = await Client.open(url, creds(other))  # another organisation keeps the default quota
+            await elsewhere.push_node(other)
+            assert relay.store.usage_bytes(other.trust.org) == sum(len(b) for b in other.entries())
+            for client in (br, elsewhere):
+                await client.close()
+        async with relay_at(relay_db) as (relay, url):  # the operator raises the quota: the rest goes in
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch), branch.vectors())
+            await br.wait_caught_up()
+            assert take(branch, br) == len(genuine) and books(branch) == books(head)
+            for client in (ho, br):
+                await client.close()
+
+    run(scenario())
+
+
+def test_retention_drops_what_waited_too_long_but_not_where_it_is_kept(tmp_path: Path,
+                                                                       relay_db: Path | str) -> None:
+    head, (branch,) = build_org(tmp_path / "brief")
+    other, (other_branch,) = build_org(tmp_path / "kept")
+    limits = Limits(retention_seconds=1.0, org_retention_seconds={other.trust.org: None}, expire_interval=0.2)
+
+    async def scenario() -> None:
+        async with relay_at(relay_db, limits) as (relay, url):
+            ho, kept = await Client.open(url, creds(head)), await Client.open(url, creds(other))
+            await ho.push_node(head)
+            await kept.push_node(other)
+            await until(lambda: relay.stats.expired == len(head.entries()), "the brief organisation's entries to expire")
+            assert relay.store.usage_bytes(head.trust.org) == 0
+            late = await Client.open(url, creds(branch))
+            await late.wait_caught_up()
+            assert late.received == [] and late.relay is not None
+            assert late.relay.vectors == head.vectors()  # expired entries still count as held: none is asked for again
+            await ho.push(head.entries())  # sent again: taken as duplicates, not stored to wait again
+            assert relay.stats.duplicates == len(head.entries()) and relay.store.usage_bytes(head.trust.org) == 0
+            assert relay.stats.stored == len(head.entries()) + len(other.entries())
+            other_late = await Client.open(url, creds(other_branch))
+            await other_late.wait_caught_up()
+            assert take(other_branch, other_late) == len(other.entries())
+            for client in (ho, kept, late, other_late):
+                await client.close()
+
+    run(scenario())
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The relay's metrics endpoint as {'name{label="value"}': number} (counters without '_total')."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=WAIT) as response:
+        body = response.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return out
+
+
+def test_the_metrics_endpoint_counts_what_happened(tmp_path: Path) -> None:
+    head, (branch, revoked) = build_org(tmp_path, ("BR1", "BR2"))
+    banned = creds(revoked)
+    registrar.revoke(head, "BR2")
+    genuine = head.entries()
+    org = head.trust.org
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (relay, url):
+            with serve_metrics(relay, ("127.0.0.1", 0)) as port:
+                assert port is not None
+                before = scrape(port)
+                assert before["p2psync_relay_entries_stored_total"] == 0
+                ho = await Client.open(url, creds(head))
+                await ho.push_node(head)
+                br = await Client.open(url, creds(branch))
+                await br.wait_caught_up()
+                assert len(br.received) == len(genuine)
+                refused = await Client.open(url, banned)
+                assert "revoked" in await refused.wait_refused()
+                seen = scrape(port)
+                size = sum(len(blob) for blob in genuine)
+                assert seen["p2psync_relay_connections_open"] == 2
+                assert seen["p2psync_relay_connections_total"] == 2
+                assert seen["p2psync_relay_entries_stored_total"] == len(genuine)
+                assert seen["p2psync_relay_bytes_stored_total"] == size
+                assert seen["p2psync_relay_entries_forwarded_total"] == len(genuine)
+                assert seen["p2psync_relay_bytes_forwarded_total"] == size
+                assert seen['p2psync_relay_refusals_total{kind="revoked"}'] == 1
+                assert seen[f'p2psync_relay_org_bytes{{org="{org}"}}'] == size
+                assert seen[f'p2psync_relay_org_entries{{org="{org}"}}'] == len(genuine)
+                assert seen[f'p2psync_relay_org_quota_bytes{{org="{org}"}}'] == Limits().quota_bytes
+                for client in (ho, br):
+                    await client.close()
+                await until(lambda: scrape(port)["p2psync_relay_connections_open"] == 0, "connections to close")
 
     run(scenario())
 
