@@ -7,7 +7,7 @@ SQLite (one process, for reference) and on PostgreSQL through one and through tw
 Each of `--orgs` organisations has a head office that posted `--entries` vouchers, one entry each.
 Per organisation a branch connects first and waits, caught up; then every head office pushes all its
 entries at once (windowed batches, as nodes do) and the clock runs until every branch has received
-every entry live. With two processes, head offices connect to one and their branches to the other,
+every entry live; also each relay process's peak memory. With two processes, head offices connect to one and their branches to the other,
 so every entry crosses processes through the shared database (LISTEN/NOTIFY and a store read). The
 PostgreSQL server is a throwaway one (fsync on, like SQLite's full sync); client, relays and server
 share this machine's cores, so the figures are for comparing set-ups, not absolute capacity.
@@ -177,10 +177,19 @@ def run_case(name: str, dbs: list[str], orgs: list[Org], work: Path, cross: bool
     try:
         heads, branches = (urls[:1], urls[1:]) if cross else (urls, urls)
         seconds = asyncio.run(measure(orgs, heads, branches))
+        peak = max(peak_rss_mb(proc.pid) for proc, _url in started)
     finally:
         stop([proc for proc, _url in started])
     total = sum(len(org.entries) for org in orgs)
-    return {"entries": total, "seconds": seconds, "per_second": total / seconds}
+    return {"entries": total, "seconds": seconds, "per_second": total / seconds, "peak_mb": peak}
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main() -> None:
@@ -204,9 +213,10 @@ def main() -> None:
                 server.stop()
         else:
             print(f"PostgreSQL cases skipped: {why_not}")
-    print(f"\n{'relay':<28} {'entries':>8} {'seconds':>8} {'entries/s':>10}")
+    print(f"\n{'relay':<28} {'entries':>8} {'seconds':>8} {'entries/s':>10} {'peak MiB':>9}")
     for name, figures in results.items():
-        print(f"{name:<28} {figures['entries']:>8.0f} {figures['seconds']:>8.2f} {figures['per_second']:>10.0f}")
+        print(f"{name:<28} {figures['entries']:>8.0f} {figures['seconds']:>8.2f} {figures['per_second']:>10.0f} "
+              f"{figures['peak_mb']:>9.0f}")
 
 
 if __name__ == "__main__":
