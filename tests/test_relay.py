@@ -13,7 +13,9 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import struct
+import subprocess
 import sys
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -705,10 +707,10 @@ def _relay_command() -> list[str]:
 
 
 @asynccontextmanager
-async def relay_process(db: Path, home: Path) -> AsyncIterator[str]:
+async def relay_process(db: Path, home: Path, *options: str) -> AsyncIterator[str]:
     env = {**os.environ, "P2PSYNC_HOME": str(home)}
     proc = await asyncio.create_subprocess_exec(
-        *_relay_command(), "--host", "127.0.0.1", "--port", "0", "--db", str(db),
+        *_relay_command(), "--host", "127.0.0.1", "--port", "0", "--db", str(db), *options,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env)
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), WAIT)).decode()  # type: ignore[union-attr]
@@ -750,3 +752,50 @@ def test_a_restarted_relay_process_keeps_what_it_stored(tmp_path: Path) -> None:
                 await client.close()
 
     run(scenario())
+
+
+@pytest.mark.slow
+def test_the_relay_command_applies_an_organisation_quota_and_expires_at_start(tmp_path: Path) -> None:
+    head, _ = build_org(tmp_path, ())
+    genuine = head.entries()
+    org, home = head.trust.org, tmp_path / "relay-home"
+    home.mkdir()
+    quota_mib = (len(genuine[0]) + 1) / (1024 * 1024)
+
+    async def scenario() -> None:
+        async with relay_process(tmp_path / "relay.db", home, "--org-quota", f"{org}={quota_mib!r}",
+                                 "--org-retention", f"{'f' * 64}=1", "--retention", "30") as url:
+            ho = await Client.open(url, creds(head))
+            await ho.push(genuine[:1])
+            await ho.send(ho.conn.entries(genuine[1:]))
+            assert (await ho.wait_refused()).startswith(f"quota full: this organisation holds {len(genuine[0])} bytes")
+        await asyncio.sleep(2.1)  # the stored entry is now older than 0.00001 days, counted in whole seconds
+        async with relay_process(tmp_path / "relay.db", home, "--retention", "0.00001") as url:
+            await until(lambda: held() == 0, "the relay to drop the expired entry as it starts")
+            again = await Client.open(url, creds(head))  # says it holds nothing: the relay has nothing to send
+            await again.wait_caught_up()
+            assert again.received == [] and again.relay is not None
+            assert again.relay.vectors == {genuine_doc: {head.identity.node_id: 1}}
+            await again.close()
+
+    def held() -> int:
+        with contextlib.closing(sqlite3.connect(tmp_path / "relay.db")) as db:
+            return int(db.execute("SELECT count(*) FROM relay_entry").fetchone()[0])
+
+    genuine_doc = entry.peek(genuine[0]).doc
+    run(scenario())
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--org-quota", "acme=5"], "the organisation must be its 64-character hex id"),
+    (["--org-retention", f"{'a' * 64}=soon"], "give ORG=NUMBER"),
+    (["--org-quota", f"{'a' * 64}=0"], "the number must be above 0"),
+    (["--metrics", "9471"], "give HOST:PORT"),
+    (["--quota", "0"], "--quota"),
+    (["--db", "mysql://db.internal/relay"], "unknown relay database mysql://"),
+])
+def test_bad_relay_options_get_a_precise_error(tmp_path: Path, options: list[str], message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "p2psync", "--home", str(tmp_path), "relay", "--port", "0",
+                             *options], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
