@@ -38,7 +38,7 @@ from p2psync.store.db import get_setting
 from p2psync.trust.keys import unb64
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from pgserver import PostgresServer, missing  # noqa: E402  (the test suite's throwaway server)
+from pgserver import PostgresServer, missing  # the test suite's throwaway server
 
 LISTENING = re.compile(r"relay listening on (ws://\S+)")
 

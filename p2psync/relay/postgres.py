@@ -32,7 +32,7 @@ from p2psync.relay.store import OnChange, SqlRelayStore
 try:
     import psycopg
 except ImportError:  # pragma: no cover - depends on the installed extras
-    psycopg = None
+    psycopg = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 

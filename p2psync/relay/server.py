@@ -319,7 +319,11 @@ class Relay:
         """Start what runs beside the connections (in the serving event loop): hearing of entries
         other relay processes store, and dropping expired entries."""
         loop = asyncio.get_running_loop()
-        self.store.watch(lambda org: loop.call_soon_threadsafe(self.changed, org))
+
+        def on_change(org: str | None) -> None:  # called from the store's thread
+            loop.call_soon_threadsafe(self.changed, org)
+
+        self.store.watch(on_change)
         if self._expiry is None:
             self._expiry = asyncio.create_task(self._expire_forever())
 
@@ -369,7 +373,7 @@ class Relay:
     async def expire(self, now: float | None = None) -> int:
         """Drop the entries each organisation's retention no longer keeps; returns how many."""
         now = time.time() if now is None else now
-        limits, dropped = self.limits, {}
+        limits, dropped = self.limits, dict[str, int]()
         for org, seconds in limits.org_retention_seconds.items():
             if seconds is not None:
                 dropped |= await self.call(self.store.expire, now - seconds, [org])

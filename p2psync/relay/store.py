@@ -250,7 +250,7 @@ class SqlRelayStore:
             blobs = dict(session.exec(select(RelayEntry.id, RelayEntry.blob)
                                       .where(RelayEntry.id.in_([r[0] for r in wanted])))  # type: ignore[union-attr]
                          .all()) if wanted else {}
-        return Page([StoredEntry(i, d, a, s, blobs[i]) for i, d, a, s in wanted], refs[-1][0])
+        return Page([StoredEntry(i, d, a, s, blobs[i]) for i, d, a, s in wanted], refs[-1][0])  # type: ignore[arg-type]
 
     def expire(self, before: float, orgs: Collection[str] | None = None,
                exclude: Collection[str] = ()) -> dict[str, int]:
@@ -385,8 +385,9 @@ def _plan_chain(session: Session, org: str, doc: str, author: str,
 def _expire_org(session: Session, org: str, cutoff: int) -> int:
     """Drop one organisation's entries stored before `cutoff`, raising the floors they leave."""
     expired = session.exec(
-        select(RelayEntry.doc, RelayEntry.author, func.max(RelayEntry.seq), func.count(), func.sum(RelayEntry.size))
-        .where(RelayEntry.org == org, RelayEntry.stored_at < cutoff)  # type: ignore[operator]
+        select(RelayEntry.doc, RelayEntry.author, func.max(RelayEntry.seq), func.count(),  # type: ignore[call-overload]
+               func.sum(RelayEntry.size))
+        .where(RelayEntry.org == org, RelayEntry.stored_at < cutoff)
         .group_by(RelayEntry.doc, RelayEntry.author)).all()
     for doc, author, seq, _count, _size in expired:
         floor = session.get(RelayFloor, (org, doc, author)) or RelayFloor(org=org, doc=doc, author=author, seq=0)
