@@ -59,7 +59,7 @@ class RelayCollector(Collector):
         refusals = CounterMetricFamily(f"{PREFIX}_refusals", "Connections refused or closed by the relay, "
                                        "by kind (quota, rate, auth, revoked, hello, flow, protocol, store, ...).",
                                        labels=["kind"])
-        for kind, count in sorted(stats.refusals.items()):
+        for kind, count in sorted(list(stats.refusals.items())):  # a copy: the server counts on
             refusals.add_metric([kind], count)
         yield refusals
         yield from self._usage()
