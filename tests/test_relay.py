@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
@@ -33,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from p2psync.books import reports
 from p2psync.books.change import Change, Deps
 from p2psync.books.drafts import make_draft
+from p2psync.cli.main import cli as cli_group
 from p2psync.node import registrar
 from p2psync.node.office import Node
 from p2psync.protocol import entry, relay_auth
@@ -792,10 +794,15 @@ def test_the_relay_command_applies_an_organisation_quota_and_expires_at_start(tm
     (["--org-quota", f"{'a' * 64}=0"], "the number must be above 0"),
     (["--metrics", "9471"], "give HOST:PORT"),
     (["--quota", "0"], "--quota"),
-    (["--db", "mysql://db.internal/relay"], "unknown relay database mysql://"),
 ])
 def test_bad_relay_options_get_a_precise_error(tmp_path: Path, options: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli_group, ["--home", str(tmp_path), "relay", "--port", "0", *options])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_an_unknown_relay_database_is_a_precise_error(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "p2psync", "--home", str(tmp_path), "relay", "--port", "0",
-                             *options], capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode != 0 and message in result.stderr, result.stderr
+                             "--db", "mysql://db.internal/relay"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 1 and "unknown relay database mysql://" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr

@@ -37,7 +37,7 @@ ORG_ID = re.compile(r"[0-9a-f]{64}")
               help="Another quota for one organisation (its 64-hex id, as shown by the metrics); repeatable.")
 @click.option("--retention", "retention_days", default=None, type=click.FloatRange(min=0, min_open=True),
               metavar="DAYS", help="How long entries wait for members that have not fetched them "
-                                   "(default: until the relay's database is cleared).")
+                                   "(default: keep them).")
 @click.option("--org-retention", "org_retentions", multiple=True, metavar="ORG=DAYS",
               help="Another retention for one organisation ('forever' to keep its entries); repeatable.")
 @click.option("--metrics", "metrics", default=None, metavar="HOST:PORT",
