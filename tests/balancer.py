@@ -17,6 +17,7 @@ class Balancer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="balancer", daemon=True)
         self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
         self.port = 0
         #: Which backend each connection went to, in order (index into `backends`).
         self.routed: list[int] = []
@@ -34,6 +35,8 @@ class Balancer:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
+            for writer in self._open:  # members see their links drop, as when a balancer goes away
+                writer.close()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -51,7 +54,11 @@ class Balancer:
             except OSError:
                 continue  # that process is down: the next one
             self.routed.append(index)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            self._open |= {writer, up_writer}
+            try:
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            finally:
+                self._open -= {writer, up_writer}
             return
         writer.close()
 
