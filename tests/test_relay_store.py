@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -149,6 +150,28 @@ def test_a_shared_store_hears_what_another_process_stored(pg_url: str) -> None:
         time.sleep(0.05)
     time.sleep(0.3)
     assert heard == [OTHER]
+    here.close()
+    there.close()
+
+
+def test_a_dropped_listening_connection_is_replaced_and_wakes_every_member(pg_url: str) -> None:
+    here, there = open_store(pg_url), open_store(pg_url)
+    heard: list[str | None] = []
+    here.watch(heard.append)
+
+    def hears(what: str | None) -> None:
+        deadline = time.monotonic() + 30
+        while what not in heard and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert what in heard, heard
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # as a database restart or a network cut would
+        killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()").fetchall()
+    assert killed == [(True,)]
+    hears(None)  # anything may have been missed meanwhile: every member reads the store again
+    there.put_entries(OTHER, [item(1)])
+    hears(OTHER)
     here.close()
     there.close()
 
