@@ -10,7 +10,6 @@ box). ``box`` is ChaCha20-Poly1305 under K_enc with the request mac as associate
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from p2psync.canonical import dumps
+from p2psync.canonical import dumps, loads
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import root_public_from_cert, verify_node_cert
 from p2psync.trust.invite import EnrollKeys, InviteCode, org_pin, same, tag
@@ -134,14 +133,14 @@ def read_reply(raw: bytes, code: InviteCode, sent: bytes, keys: NodeKeys) -> Enr
         raise EnrollError("unexpected reply from the head office")
     ekeys = code.keys()
     try:
-        req_mac = unb64(json.loads(sent)["mac"])
+        req_mac = unb64(loads(sent)["mac"])
         nonce, box, mac = unb64(data["nonce"]), unb64(data["box"]), unb64(data["mac"])
     except (KeyError, TypeError, ValueError):
         raise EnrollError("reply from the head office is malformed") from None
     if not same(tag(ekeys.mac, b"head", req_mac, nonce, box), mac):
         raise EnrollError("the reply does not prove knowledge of the invite code: not our head office")
     try:
-        grant_data = json.loads(ChaCha20Poly1305(ekeys.enc).decrypt(nonce, box, req_mac))
+        grant_data = loads(ChaCha20Poly1305(ekeys.enc).decrypt(nonce, box, req_mac))
         grant = Grant(unb64(grant_data["root_cert"]), unb64(grant_data["cert"]), grant_data["policy"].encode(),
                       str(grant_data["company"]), str(grant_data["office"]), str(grant_data["office_name"]))
     except (InvalidTag, KeyError, TypeError, ValueError):
@@ -168,7 +167,7 @@ def _load(raw: bytes, expected: str | None) -> dict[str, Any]:
     if len(raw) > MAX_MESSAGE:
         raise EnrollError("enrollment message is too large")
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise EnrollError("enrollment message is not JSON") from None
     if not isinstance(data, dict) or (expected and data.get("type") != expected):
