@@ -116,7 +116,7 @@ def verify_node_cert(der: bytes, root_public: Ed25519PublicKey, now: dt.datetime
     before the head office issued it, so a receiver's clock may run up to that much behind."""
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise CertificateError("certificate is not valid DER X.509") from None
     try:
         root_public.verify(cert.signature, cert.tbs_certificate_bytes)
@@ -158,7 +158,7 @@ def root_public_from_cert(der: bytes) -> Ed25519PublicKey:
     try:
         cert = x509.load_der_x509_certificate(der)
         key = cert.public_key()
-    except (ValueError, UnsupportedAlgorithm):
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
         raise CertificateError("root certificate is malformed or not self-signed") from None
     if not isinstance(key, Ed25519PublicKey):  # checked first: other key types verify differently
         raise CertificateError("root certificate does not hold an Ed25519 key")
