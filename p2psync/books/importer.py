@@ -52,7 +52,7 @@ def parse_csv(text: str) -> list[ImportedDraft]:
     try:
         return _csv_vouchers(reader)
     except csv.Error as exc:  # e.g. a field longer than the csv module's limit
-        raise InvalidInput(f"row {reader.line_num}: {exc}") from None
+        raise InvalidInput(f"row {reader.line_num + 1}: {exc}") from None  # line_num: rows read whole
 
 
 def _csv_vouchers(reader: csv.DictReader[str]) -> list[ImportedDraft]:
