@@ -143,7 +143,9 @@ class Node:
             raise P2PSyncError(f"the keys in {home / KEYS_DIR} do not belong to this node")
         root = root_public_from_cert(unb64(root_cert))
         policy = verify_policy(policy_blob.encode(), root, org_id(root))
-        return cls(home, db, Identity(**values), Membership(root, policy, keys))  # type: ignore[arg-type]
+        node = cls(home, db, Identity(**values), Membership(root, policy, keys))  # type: ignore[arg-type]
+        node.store.check_snapshots()
+        return node
 
     def close(self) -> None:
         try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from p2psync.errors import StoreError
@@ -76,19 +76,44 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.engine) as session:
-            yield session
+        try:
+            with Session(self.engine) as session:
+                yield session
+        except IntegrityError:
+            raise
+        except DatabaseError as exc:
+            raise StoreError(_describe(exc)) from None
 
     def write(self) -> AbstractContextManager[Session]:
         """A write transaction, committed on normal exit and rolled back on any exception."""
         return write_transaction(self.engine, _describe)
+
+    def recreate(self, models: list[type[SQLModel]]) -> None:
+        """Empty tables holding caches by dropping and creating them again, even when their pages are
+        damaged (a torn write): their entries are removed from the schema without reading a page of
+        theirs, and VACUUM then writes a file without them. Nothing else may use the file meanwhile."""
+        names = [model.__tablename__ for model in models]  # type: ignore[attr-defined]
+        self.engine.dispose()
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("PRAGMA writable_schema=ON")
+            conn.execute(f"DELETE FROM sqlite_master WHERE tbl_name IN ({','.join('?' * len(names))})", names)
+            conn.execute("PRAGMA writable_schema=OFF")
+            conn.execute("COMMIT")
+            conn.execute("VACUUM")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot rebuild the caches in {self.path}: {exc}") from None
+        finally:
+            conn.close()
+        SQLModel.metadata.create_all(self.engine, tables=[model.__table__ for model in models])  # type: ignore
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
 @contextmanager
-def write_transaction(engine: Engine, describe: Callable[[OperationalError], str]) -> Iterator[Session]:
+def write_transaction(engine: Engine, describe: Callable[[DatabaseError], str]) -> Iterator[Session]:
     """A write transaction holding the write lock from its start (BEGIN IMMEDIATE), committed on
     normal exit and rolled back on any exception; database errors become one `StoreError` line."""
     connection = engine.connect().execution_options(immediate=True)
@@ -100,16 +125,20 @@ def write_transaction(engine: Engine, describe: Callable[[OperationalError], str
             except BaseException:
                 session.rollback()
                 raise
-    except OperationalError as exc:
+    except IntegrityError:
+        raise  # a bug, not a state of the disk
+    except DatabaseError as exc:  # full, locked, damaged...
         raise StoreError(describe(exc)) from None
     finally:
         connection.close()
 
 
-def _describe(exc: OperationalError) -> str:
+def _describe(exc: DatabaseError) -> str:
     text = str(exc.orig)
     if "full" in text:
         return "the disk is full; nothing was written"
+    if "malformed" in text or "not a database" in text:
+        return f"the database file is damaged ({text}); 'p2psync rebuild' rebuilds its caches from the entry log"
     if "locked" in text or "busy" in text:
         return "the database is busy (another p2psync command is writing); try again"
     return f"database error: {text}"
