@@ -10,6 +10,7 @@ box). ``box`` is ChaCha20-Poly1305 under K_enc with the request mac as associate
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -124,7 +125,8 @@ def refusal(reason: str) -> bytes:
     return dumps({"type": "refused", "reason": reason[:300]}).encode()
 
 
-def read_reply(raw: bytes, code: InviteCode, sent: bytes, keys: NodeKeys) -> Enrollment:
+def read_reply(raw: bytes, code: InviteCode, sent: bytes, keys: NodeKeys,
+               now: dt.datetime | None = None) -> Enrollment:
     """Verify the head office's reply against the code and our request; decode the grant."""
     data = _load(raw, None)
     if data.get("type") == "refused":
@@ -145,15 +147,17 @@ def read_reply(raw: bytes, code: InviteCode, sent: bytes, keys: NodeKeys) -> Enr
                       str(grant_data["company"]), str(grant_data["office"]), str(grant_data["office_name"]))
     except (InvalidTag, KeyError, TypeError, ValueError):
         raise EnrollError("reply from the head office cannot be decrypted") from None
-    return verify_grant(grant, code, keys)
+    return verify_grant(grant, code, keys, now)
 
 
-def verify_grant(grant: Grant, code: InviteCode, keys: NodeKeys) -> Enrollment:
+def verify_grant(grant: Grant, code: InviteCode, keys: NodeKeys, now: dt.datetime | None = None) -> Enrollment:
+    """Check the grant against the code and this node's keys; the certificate's validity by this
+    machine's clock (`now`, for tests)."""
     root = root_public_from_cert(grant.root_cert)
     org = org_id(root)
     if org_pin(org) != code.pin:
         raise EnrollError("this head office belongs to another organisation than the invite code")
-    member = verify_node_cert(grant.cert, root)
+    member = verify_node_cert(grant.cert, root, now)
     if member.node_id != keys.node_id or raw_public(member.sealing) != raw_public(keys.sealing.public_key()):
         raise EnrollError("the certificate issued is not for this node's keys")
     policy = verify(grant.policy, root, org)
