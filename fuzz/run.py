@@ -1,6 +1,6 @@
 """Fuzz every decoder for a bounded budget and say how many inputs each was given.
 
-    python -m fuzz.run [--seconds S] [--runs N] [--only NAME ...] [--corpus DIR]
+    python -m fuzz.run [--seconds S] [--runs N] [--jobs J] [--only NAME ...] [--corpus DIR]
 
 Each harness runs in its own process under atheris, starting from the seed corpus (written on first
 use; the fuzzer adds what it finds that reaches new code). A harness that finds a defect stops and
@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fuzz import corpus
@@ -40,21 +41,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60, help="time budget per harness")
     parser.add_argument("--runs", type=int, default=-1, help="input budget per harness (-1: time only)")
+    parser.add_argument("--jobs", type=int, default=1, help="harnesses run at once")
     parser.add_argument("--only", nargs="*", choices=NAMES, default=list(NAMES))
     parser.add_argument("--corpus", type=Path, default=HERE / "corpus")
     args = parser.parse_args(argv)
     corpus.write(args.corpus, tuple(args.only))
     total, failed = 0, []
     print(f"{'harness':<12} {'inputs':>10} {'seconds':>8}  result")
-    for name in args.only:
+
+    def timed(name: str) -> tuple[str, float, tuple[int, bool, str]]:
         started = time.monotonic()
-        tried, crashed, tail = run_one(name, args.seconds, args.runs, args.corpus)
-        total += tried
-        print(f"{name:<12} {tried:>10} {time.monotonic() - started:>8.0f}  {'DEFECT' if crashed else 'ok'}",
-              flush=True)
-        if crashed:
-            failed.append(name)
-            print(tail, file=sys.stderr)
+        outcome = run_one(name, args.seconds, args.runs, args.corpus)
+        return name, time.monotonic() - started, outcome
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for name, seconds, (tried, crashed, tail) in pool.map(timed, args.only):
+            total += tried
+            print(f"{name:<12} {tried:>10} {seconds:>8.0f}  {'DEFECT' if crashed else 'ok'}", flush=True)
+            if crashed:
+                failed.append(name)
+                print(tail, file=sys.stderr)
     print(f"{'total':<12} {total:>10}")
     return 1 if failed else 0
 
