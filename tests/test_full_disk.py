@@ -22,7 +22,6 @@ from outside import require
 from procs import cli, environment, make_org, query, reports, voucher_numbers
 
 from p2psync.errors import StoreError
-from p2psync.node.home import DB_FILE
 from p2psync.node.office import Node
 
 DISK_BYTES = 24 * 1024 * 1024

@@ -11,7 +11,7 @@ import pytest
 from helpers import draft, open_trio, outgoing, state, voucher_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_fuzz_decoders import mutations
+from mutations import mutations
 
 from fuzz.common import quiet_logs
 from p2psync.books.importer import read_file

@@ -14,8 +14,8 @@ from sqlmodel import Session
 
 from p2psync.books import schema
 from p2psync.books.change import Change, Deps
-from p2psync.store import docs, log, materialize
 from p2psync.errors import StoreError
+from p2psync.store import docs, log, materialize
 from p2psync.store.db import Database
 from p2psync.store.docs import LoadedDoc
 from p2psync.store.tables import Snapshot
