@@ -91,14 +91,16 @@ class Database:
     def recreate(self, models: list[type[SQLModel]]) -> None:
         """Empty tables holding caches by dropping and creating them again, even when their pages are
         damaged (a torn write): their entries are removed from the schema without reading a page of
-        theirs, and VACUUM then writes a file without them. Nothing else may use the file meanwhile."""
+        theirs, and VACUUM then writes a file without them."""
         names = [model.__tablename__ for model in models]  # type: ignore[attr-defined]
         self.engine.dispose()
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
+            (version,) = conn.execute("PRAGMA schema_version").fetchone()
             conn.execute("PRAGMA writable_schema=ON")
             conn.execute(f"DELETE FROM sqlite_master WHERE tbl_name IN ({','.join('?' * len(names))})", names)
+            conn.execute(f"PRAGMA schema_version={int(version) + 1}")  # other connections re-read the schema
             conn.execute("PRAGMA writable_schema=OFF")
             conn.execute("COMMIT")
             conn.execute("VACUUM")
