@@ -28,7 +28,7 @@ def run_one(name: str, seconds: float, runs: int, where: Path) -> tuple[int, boo
     """(inputs tried, defect found, last lines of output) for one harness."""
     crashes = HERE / "crashes"
     crashes.mkdir(exist_ok=True)
-    options = [f"-max_total_time={int(seconds)}", f"-runs={runs}", "-timeout=30", "-rss_limit_mb=2048",
+    options = [f"-max_total_time={int(seconds)}", f"-runs={runs}", "-timeout=120", "-rss_limit_mb=2048",
                "-print_final_stats=1", f"-artifact_prefix={crashes}/{name}-", str(where / name)]
     proc = subprocess.run([sys.executable, "-m", "fuzz.driver", name, *options], cwd=HERE.parent,
                           capture_output=True, text=True, errors="replace")
@@ -39,7 +39,7 @@ def run_one(name: str, seconds: float, runs: int, where: Path) -> tuple[int, boo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=60, help="time budget per harness")
+    parser.add_argument("--seconds", type=float, default=60, help="time budget per harness (0: none)")
     parser.add_argument("--runs", type=int, default=-1, help="input budget per harness (-1: time only)")
     parser.add_argument("--jobs", type=int, default=1, help="harnesses run at once")
     parser.add_argument("--only", nargs="*", choices=NAMES, default=list(NAMES))

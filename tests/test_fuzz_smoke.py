@@ -18,14 +18,15 @@ RUNS = 200
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_every_harness_runs_under_atheris(tmp_path: Path) -> None:
     try:
         import atheris  # noqa: F401
     except ImportError:
         require("atheris is not installed")
-    result = subprocess.run([sys.executable, "-m", "fuzz.run", "--runs", str(RUNS), "--seconds", "120", "--jobs", "2",
+    result = subprocess.run([sys.executable, "-m", "fuzz.run", "--runs", str(RUNS), "--seconds", "0", "--jobs", "2",
                              "--corpus", str(tmp_path / "corpus")], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600, check=False)
+                            timeout=840, check=False)  # a bound on a hang, not a speed check
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     tried = dict(re.findall(r"^(\w+)\s+(\d+)\s+\d+\s+ok$", result.stdout, re.MULTILINE))
     assert set(tried) == set(NAMES), result.stdout
