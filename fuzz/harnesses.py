@@ -7,7 +7,7 @@ import importlib
 from types import ModuleType
 
 NAMES = ("entry", "sync", "relay_auth", "certs", "policy", "invite", "enroll", "model", "importer", "control",
-         "inbox", "relay")
+         "advert", "inbox", "relay")
 
 
 def harness(name: str) -> ModuleType:
