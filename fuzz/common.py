@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import shutil
 import struct
 import tempfile
@@ -124,8 +125,6 @@ def resign_entry(blob: bytes, header: bytes, signer: Ed25519PrivateKey) -> bytes
 @contextmanager
 def quiet_logs() -> Iterator[None]:
     """Refusals are logged as warnings; a fuzz run would print millions of them."""
-    import logging
-
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
     try:
