@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -66,11 +67,8 @@ class Database:
         """Refuse a file that is not a p2psync database of a version this code understands."""
         if not self.path.exists():
             raise StoreError(f"no p2psync data at {self.path.parent}; run 'p2psync init' first")
-        try:
-            with self.read() as session:
-                version = get_setting(session, "schema_version")
-        except OperationalError as exc:
-            raise StoreError(f"{self.path} is not a usable p2psync database: {exc.orig}") from None
+        with self.read() as session:  # a file that is not a database: StoreError, see `describe`
+            version = get_setting(session, "schema_version")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version!r}; this p2psync needs {SCHEMA_VERSION}")
 
@@ -82,11 +80,11 @@ class Database:
         except IntegrityError:
             raise
         except DatabaseError as exc:
-            raise StoreError(_describe(exc)) from None
+            raise StoreError(self.describe(exc)) from None
 
     def write(self) -> AbstractContextManager[Session]:
         """A write transaction, committed on normal exit and rolled back on any exception."""
-        return write_transaction(self.engine, _describe)
+        return write_transaction(self.engine, self.describe)
 
     def recreate(self, models: list[type[SQLModel]]) -> None:
         """Empty tables holding caches by dropping and creating them again, even when their pages are
@@ -110,8 +108,29 @@ class Database:
             conn.close()
         SQLModel.metadata.create_all(self.engine, tables=[model.__table__ for model in models])  # type: ignore
 
+    def describe(self, exc: DatabaseError) -> str:
+        """One line for a database error, saying what the user can do about it."""
+        text = str(exc.orig)
+        if "full" in text or (("I/O error" in text or "unable to open" in text) and _no_space(self.path)):
+            # SQLite also reports a full disk as an I/O error when it cannot grow its shared-memory file
+            return "the disk is full; nothing was written"
+        if "locked" in text or "busy" in text:
+            return "the database is busy (another p2psync command is writing); try again"
+        if "not a database" in text:
+            return f"{self.path} is not a usable p2psync database: {text}"
+        if "malformed" in text:
+            return f"the database file is damaged ({text}); 'p2psync rebuild' rebuilds its caches from the entry log"
+        return f"database error: {text}"
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _no_space(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < 64 * 1024
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -133,17 +152,6 @@ def write_transaction(engine: Engine, describe: Callable[[DatabaseError], str]) 
         raise StoreError(describe(exc)) from None
     finally:
         connection.close()
-
-
-def _describe(exc: DatabaseError) -> str:
-    text = str(exc.orig)
-    if "full" in text:
-        return "the disk is full; nothing was written"
-    if "malformed" in text or "not a database" in text:
-        return f"the database file is damaged ({text}); 'p2psync rebuild' rebuilds its caches from the entry log"
-    if "locked" in text or "busy" in text:
-        return "the database is busy (another p2psync command is writing); try again"
-    return f"database error: {text}"
 
 
 def _all_tables() -> list:
