@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
+from p2psync.canonical import loads
 from p2psync.errors import InvalidInput
 
 #: Version vectors: document -> author -> highest sequence number applied.
@@ -31,7 +32,7 @@ def encode_deps(deps: Deps) -> str:
 
 def decode_deps(text: str) -> Deps:
     try:
-        data = json.loads(text)
+        data = loads(text)
     except ValueError:
         raise InvalidInput("malformed dependencies: not JSON") from None
     if not isinstance(data, dict) or not all(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from p2psync.books.drafts import Draft
 from p2psync.books.model import Line, Side, VoucherType
 from p2psync.books.money import parse_amount
 from p2psync.books.rules import parse_date
+from p2psync.canonical import loads
 from p2psync.errors import InvalidInput, P2PSyncError
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -49,6 +49,13 @@ def read_file(path: Path) -> list[ImportedDraft]:
 
 def parse_csv(text: str) -> list[ImportedDraft]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _csv_vouchers(reader)
+    except csv.Error as exc:  # e.g. a field longer than the csv module's limit
+        raise InvalidInput(f"row {reader.line_num + 1}: {exc}") from None  # line_num: rows read whole
+
+
+def _csv_vouchers(reader: csv.DictReader[str]) -> list[ImportedDraft]:
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     missing = [c for c in ("voucher", "type", "date", "ledger") if c not in header]
     if missing or not ({"dr", "cr"} & set(header)):
@@ -89,7 +96,7 @@ def _csv_voucher(ref: str, rows: list[tuple[int, dict[str, str]]]) -> ImportedDr
 
 def parse_json(text: str) -> list[ImportedDraft]:
     try:
-        data = json.loads(text, parse_float=str, parse_int=str)
+        data = loads(text, parse_float=str, parse_int=str)
     except ValueError as exc:
         raise InvalidInput(f"not valid JSON: {exc}") from None
     if isinstance(data, dict):

@@ -7,14 +7,13 @@ a whole revision, never mix the lines of two.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from p2psync.books.groups import group_key
-from p2psync.canonical import dumps
+from p2psync.canonical import dumps, loads
 from p2psync.errors import InvalidInput
 
 SCHEMA_VERSION = 1
@@ -306,8 +305,8 @@ def _load_object(text: Any, what: str) -> dict[str, Any]:
     if not isinstance(text, str):
         raise InvalidInput(f"malformed {what}: not a JSON string")
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: nesting too deep to decode
+        data = loads(text)
+    except ValueError:
         raise InvalidInput(f"malformed {what}: not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"malformed {what}: not a JSON object")

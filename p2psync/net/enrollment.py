@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidURI, WebSocketException
 
+from p2psync.canonical import loads
 from p2psync.errors import P2PSyncError
 from p2psync.net.tls import enrollment_context
 from p2psync.trust.enroll import MAX_MESSAGE
@@ -37,6 +37,6 @@ async def exchange(url: str, request: bytes, timeout: float = TIMEOUT) -> bytes:
 
 def _is_challenge(message: str | bytes) -> bool:
     try:
-        return json.loads(message).get("type") == "challenge"
+        return loads(message).get("type") == "challenge"
     except (ValueError, AttributeError):
         return False

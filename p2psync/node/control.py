@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from p2psync.canonical import loads
 from p2psync.errors import P2PSyncError
 
 SOCKET_NAME = "control.sock"
@@ -43,10 +44,9 @@ async def serve(home: Path, handle: Handler) -> asyncio.AbstractServer:
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            request = json.loads(line[:MAX_REQUEST] or b"{}")
-            reply = await handle(str(request.get("command", "")))
-        except (ValueError, TimeoutError, AttributeError):
+            command = decode_request(await asyncio.wait_for(reader.readline(), 10))
+            reply = await handle(command)
+        except (ValueError, TimeoutError):
             reply = {"error": "malformed request"}
         except P2PSyncError as exc:
             reply = {"error": str(exc)}
@@ -61,6 +61,19 @@ async def serve(home: Path, handle: Handler) -> asyncio.AbstractServer:
     finally:
         os.umask(old_umask)
     return server
+
+
+def decode_request(line: bytes) -> str:
+    """The command a request line asks for; `ValueError` if the line is not a request."""
+    if len(line) > MAX_REQUEST:
+        raise ValueError("request too long")
+    request = loads(line or b"{}")
+    if not isinstance(request, dict):
+        raise ValueError("request is not an object")
+    command = request.get("command", "")
+    if not isinstance(command, str):
+        raise ValueError("command is not text")
+    return command
 
 
 async def _answers(path: Path) -> bool:

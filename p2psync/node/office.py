@@ -82,6 +82,8 @@ class Node:
         self.identity = identity
         self.trust = membership
         self.store = BookStore(db, identity.node_id, _client_id(identity.node_id), seal=self._seal)
+        #: Stamps this office's records (`at`): decides concurrent amendments and duplicate ledgers.
+        self.clock: Callable[[], str] = utc_now
         self._chart: tuple[tuple[int, int], Chart] | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -143,7 +145,9 @@ class Node:
             raise P2PSyncError(f"the keys in {home / KEYS_DIR} do not belong to this node")
         root = root_public_from_cert(unb64(root_cert))
         policy = verify_policy(policy_blob.encode(), root, org_id(root))
-        return cls(home, db, Identity(**values), Membership(root, policy, keys))  # type: ignore[arg-type]
+        node = cls(home, db, Identity(**values), Membership(root, policy, keys))  # type: ignore[arg-type]
+        node.store.check_snapshots()
+        return node
 
     def close(self) -> None:
         try:
@@ -226,7 +230,7 @@ class Node:
         parent_group = chart.groups.get(parent)
         if parent_group is None:
             raise NotFound(f"unknown group {parent!r}")
-        record = GroupDef(name, parent_group.name, self.identity.office, self.identity.node_id, utc_now())
+        record = GroupDef(name, parent_group.name, self.identity.office, self.identity.node_id, self.clock())
         with self.store.transaction() as batch:
             batch.change(schema.MASTERS, lambda doc: schema.put_group(doc, record))
         return record
@@ -240,14 +244,14 @@ class Node:
         group_def = chart.groups.get(group)
         if group_def is None:
             raise NotFound(f"unknown group {group!r}; see 'p2psync group list'")
-        record = LedgerDef(name, group_def.name, self.identity.office, self.identity.node_id, utc_now())
+        record = LedgerDef(name, group_def.name, self.identity.office, self.identity.node_id, self.clock())
         balance = self._opening_paise(opening, group_def.name, chart.groups) if opening else None
 
         def mutate(doc):  # type: ignore[no-untyped-def]
             schema.put_ledger(doc, record)
             if balance:
                 schema.put_opening(doc, Opening(name, self.identity.office, balance,
-                                                self.identity.node_id, utc_now()))
+                                                self.identity.node_id, self.clock()))
 
         with self.store.transaction() as batch:
             batch.change(schema.MASTERS, mutate)
@@ -260,7 +264,7 @@ class Node:
         if found is None:
             raise NotFound(f"unknown ledger {ledger!r}")
         opening = Opening(found.name, target, self._opening_paise(amount, found.group, chart.groups),
-                          self.identity.node_id, utc_now())
+                          self.identity.node_id, self.clock())
         with self.store.transaction() as batch:
             batch.change(schema.MASTERS, lambda doc: schema.put_opening(doc, opening))
         return opening
@@ -302,7 +306,7 @@ class Node:
                 number = voucher_number(office, content.type, self.series, counters[kind])
                 counters[kind] += 1
                 rev = Revision(secrets.token_hex(12), number, office, content, Action.POST, (), 1,
-                               self.identity.node_id, utc_now())
+                               self.identity.node_id, self.clock())
                 by_doc.setdefault(schema.voucher_doc(office, content.date, self._is_local(content.date)), []).append(rev)
                 posted.append(rev)
             for doc_name, revs in by_doc.items():
@@ -344,7 +348,7 @@ class Node:
             parents = tuple(heads(revs))
             generation = max(r.generation for r in revs if r.id in parents) + 1
             rev = Revision(secrets.token_hex(12), number, row.office, content or state.current.content, action,
-                           parents, generation, self.identity.node_id, utc_now(), reason)
+                           parents, generation, self.identity.node_id, self.clock(), reason)
             batch.change(row.doc, _put_all([rev]), self._masters_deps(batch, chart, [rev]))
         return rev
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from p2psync.books.change import Change, decode_deps
 from p2psync.books.schema import parse_doc_name
-from p2psync.canonical import dumps
+from p2psync.canonical import dumps, loads
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import Member, UnknownMember
 from p2psync.trust.keys import b64, unb64
@@ -178,7 +178,7 @@ def _split(blob: bytes) -> tuple[Header, bytes, bytes, bytes]:
 
 def _parse_header(raw: bytes) -> Header:
     try:
-        data = json.loads(raw)
+        data = loads(raw)
         header = Header(
             org=_text(data["org"]), doc=_text(data["doc"]), author=_text(data["author"]),
             seq=_positive(data["seq"]), epoch=_positive(data["epoch"]),

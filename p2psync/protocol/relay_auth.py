@@ -10,14 +10,13 @@ No per-organisation setup: the root certificate is the organisation.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from p2psync.canonical import dumps
+from p2psync.canonical import dumps, loads
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import Member, root_public_from_cert, verify_node_cert
 from p2psync.trust.keys import b64, org_id, unb64
@@ -44,7 +43,7 @@ def challenge() -> tuple[str, bytes]:
 
 def answer(frame: str | bytes, root_cert: bytes, cert: bytes, signing: Ed25519PrivateKey) -> str:
     try:
-        data = json.loads(frame)
+        data = loads(frame)
         if data.get("type") == "refused":
             raise AuthError(f"the relay refused: {str(data.get('reason'))[:300]}")
         nonce = unb64(data["nonce"])
@@ -60,7 +59,7 @@ def verify(frame: str | bytes, nonce: bytes) -> Authenticated:
     if len(frame) > MAX_AUTH_FRAME:
         raise AuthError("authentication frame too large")
     try:
-        data = json.loads(frame)
+        data = loads(frame)
         root_der, cert_der, sig = unb64(data["root_cert"]), unb64(data["cert"]), unb64(data["sig"])
     except (ValueError, KeyError, TypeError, AttributeError):
         raise AuthError("malformed authentication frame") from None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2psync.books.change import Deps, decode_deps
-from p2psync.canonical import dumps
+from p2psync.canonical import dumps, loads
 from p2psync.errors import P2PSyncError
 
 VERSION = 1
@@ -162,7 +162,7 @@ class SyncConnection:
         if len(frame) > MAX_FRAME:
             raise ProtocolError("frame too large")
         try:
-            data = json.loads(frame)
+            data = loads(frame)
         except ValueError:
             raise ProtocolError("control frame is not JSON") from None
         if not isinstance(data, dict):

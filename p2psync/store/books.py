@@ -14,9 +14,11 @@ from sqlmodel import Session
 
 from p2psync.books import schema
 from p2psync.books.change import Change, Deps
+from p2psync.errors import StoreError
 from p2psync.store import docs, log, materialize
 from p2psync.store.db import Database
 from p2psync.store.docs import LoadedDoc
+from p2psync.store.tables import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +108,24 @@ class BookStore:
                 if loaded.entries != loaded.snapshot_entries:
                     docs.save_snapshot(session, loaded)
 
+    def check_snapshots(self) -> None:
+        """Rebuild the caches from the log if the snapshot table itself is damaged (a torn page):
+        a damaged snapshot *value* is caught by its checksum when loaded, but a damaged table would
+        fail the next write to it. SQLite checks that table's pages alone (quick_check(TABLE))."""
+        try:
+            with self.db.read() as session:
+                found = session.connection().exec_driver_sql("PRAGMA quick_check(snapshot)").scalars().all()
+        except StoreError as exc:
+            found = [str(exc)]
+        if found != ["ok"]:
+            logger.warning("snapshot table is damaged (%s); rebuilding every cache from the entry log", found[0][:200])
+            self.rebuild()
+
     def rebuild(self) -> None:
         """Recreate snapshots and every materialized table from the log alone."""
         self.forget()
+        self.db.recreate([Snapshot, *materialize.TABLES])
         with self.db.write() as session:
-            materialize.clear(session)
-            session.connection().exec_driver_sql("DELETE FROM snapshot")
             for name in log.documents(session):
                 loaded = docs.load(session, name, self.client_id)
                 self._docs[name] = loaded

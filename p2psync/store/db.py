@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -10,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from p2psync.errors import StoreError
@@ -66,29 +67,74 @@ class Database:
         """Refuse a file that is not a p2psync database of a version this code understands."""
         if not self.path.exists():
             raise StoreError(f"no p2psync data at {self.path.parent}; run 'p2psync init' first")
-        try:
-            with self.read() as session:
-                version = get_setting(session, "schema_version")
-        except OperationalError as exc:
-            raise StoreError(f"{self.path} is not a usable p2psync database: {exc.orig}") from None
+        with self.read() as session:  # a file that is not a database: StoreError, see `describe`
+            version = get_setting(session, "schema_version")
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version!r}; this p2psync needs {SCHEMA_VERSION}")
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.engine) as session:
-            yield session
+        try:
+            with Session(self.engine) as session:
+                yield session
+        except IntegrityError:
+            raise
+        except DatabaseError as exc:
+            raise StoreError(self.describe(exc)) from None
 
     def write(self) -> AbstractContextManager[Session]:
         """A write transaction, committed on normal exit and rolled back on any exception."""
-        return write_transaction(self.engine, _describe)
+        return write_transaction(self.engine, self.describe)
+
+    def recreate(self, models: list[type[SQLModel]]) -> None:
+        """Empty tables holding caches by dropping and creating them again, even when their pages are
+        damaged (a torn write): their entries are removed from the schema without reading a page of
+        theirs, and VACUUM then writes a file without them."""
+        names = [model.__tablename__ for model in models]  # type: ignore[attr-defined]
+        self.engine.dispose()
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            (version,) = conn.execute("PRAGMA schema_version").fetchone()
+            conn.execute("PRAGMA writable_schema=ON")
+            conn.execute(f"DELETE FROM sqlite_master WHERE tbl_name IN ({','.join('?' * len(names))})", names)
+            conn.execute(f"PRAGMA schema_version={int(version) + 1}")  # other connections re-read the schema
+            conn.execute("PRAGMA writable_schema=OFF")
+            conn.execute("COMMIT")
+            conn.execute("VACUUM")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot rebuild the caches in {self.path}: {exc}") from None
+        finally:
+            conn.close()
+        SQLModel.metadata.create_all(self.engine, tables=[model.__table__ for model in models])  # type: ignore
+
+    def describe(self, exc: DatabaseError) -> str:
+        """One line for a database error, saying what the user can do about it."""
+        text = str(exc.orig)
+        if "full" in text or (("I/O error" in text or "unable to open" in text) and _no_space(self.path)):
+            # SQLite also reports a full disk as an I/O error when it cannot grow its shared-memory file
+            return "the disk is full; nothing was written"
+        if "locked" in text or "busy" in text:
+            return "the database is busy (another p2psync command is writing); try again"
+        if "not a database" in text:
+            return f"{self.path} is not a usable p2psync database: {text}"
+        if "malformed" in text:
+            return f"the database file is damaged ({text}); 'p2psync rebuild' rebuilds its caches from the entry log"
+        return f"database error: {text}"
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
+def _no_space(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < 64 * 1024
+    except OSError:
+        return False
+
+
 @contextmanager
-def write_transaction(engine: Engine, describe: Callable[[OperationalError], str]) -> Iterator[Session]:
+def write_transaction(engine: Engine, describe: Callable[[DatabaseError], str]) -> Iterator[Session]:
     """A write transaction holding the write lock from its start (BEGIN IMMEDIATE), committed on
     normal exit and rolled back on any exception; database errors become one `StoreError` line."""
     connection = engine.connect().execution_options(immediate=True)
@@ -100,19 +146,12 @@ def write_transaction(engine: Engine, describe: Callable[[OperationalError], str
             except BaseException:
                 session.rollback()
                 raise
-    except OperationalError as exc:
+    except IntegrityError:
+        raise  # a bug, not a state of the disk
+    except DatabaseError as exc:  # full, locked, damaged...
         raise StoreError(describe(exc)) from None
     finally:
         connection.close()
-
-
-def _describe(exc: OperationalError) -> str:
-    text = str(exc.orig)
-    if "full" in text:
-        return "the disk is full; nothing was written"
-    if "locked" in text or "busy" in text:
-        return "the database is busy (another p2psync command is writing); try again"
-    return f"database error: {text}"
 
 
 def _all_tables() -> list:

@@ -7,6 +7,7 @@ import hashlib
 import logging
 
 from pycrdt import Doc
+from sqlalchemy.exc import DatabaseError
 from sqlmodel import Session
 
 from p2psync.books.schema import new_doc
@@ -50,7 +51,11 @@ def load(session: Session, name: str, client_id: int | None) -> LoadedDoc:
 
 def _apply_snapshot(session: Session, name: str, doc: Doc) -> tuple[int, int]:
     """Apply the stored snapshot; (-1, 0) when it is damaged, (0, 0) when there is none."""
-    snap = session.get(Snapshot, name)
+    try:
+        snap = session.get(Snapshot, name)
+    except DatabaseError:  # a torn page in the snapshot's value
+        logger.warning("snapshot of %s cannot be read; rebuilding it from the log", name)
+        return -1, 0
     if snap is None:
         return 0, 0
     if checksum(snap.state) != snap.checksum:

@@ -134,11 +134,8 @@ def _write_vouchers(session: Session, doc_name: str, by_number: dict[str, list[R
     _insert(session, ConflictRow, conflict_rows)
 
 
-def clear(session: Session) -> None:
-    """Empty every materialized table, before a rebuild from the log."""
-    conn = session.connection()
-    for table in (OfficeRow, GroupRow, LedgerRow, OpeningRow, RevisionRow, VoucherRow, LineRow, ConflictRow):
-        conn.execute(delete(table))
+#: The report tables: derived from the documents, so they can be dropped and rebuilt at any time.
+TABLES = (OfficeRow, GroupRow, LedgerRow, OpeningRow, RevisionRow, VoucherRow, LineRow, ConflictRow)
 
 
 def _existing_numbers(session: Session, numbers: list[str]) -> set[str]:

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -25,6 +25,9 @@ from p2psync.trust.keys import b64, node_id, org_id, raw_public, unb64
 
 ROOT_YEARS = 30
 NODE_YEARS = 10
+#: How far before its issue a certificate is already valid: the clock skew tolerated between the head
+#: office and a node whose clock runs behind it.
+BACKDATE = dt.timedelta(days=1)
 _URN = "urn:p2psync:"
 
 
@@ -72,7 +75,7 @@ def make_root_cert(root: Ed25519PrivateKey) -> x509.Certificate:
         .issuer_name(name)
         .public_key(root.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + dt.timedelta(days=365 * ROOT_YEARS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
@@ -98,7 +101,7 @@ def issue_node_cert(root: Ed25519PrivateKey, root_cert: x509.Certificate, signin
         .issuer_name(root_cert.subject)
         .public_key(signing)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + dt.timedelta(days=365 * NODE_YEARS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(san, critical=False)
@@ -106,11 +109,14 @@ def issue_node_cert(root: Ed25519PrivateKey, root_cert: x509.Certificate, signin
     )
 
 
-def verify_node_cert(der: bytes, root_public: Ed25519PublicKey) -> Member:
-    """Check that `der` is a node certificate signed by this organisation's root and decode it."""
+def verify_node_cert(der: bytes, root_public: Ed25519PublicKey, now: dt.datetime | None = None) -> Member:
+    """Check that `der` is a node certificate signed by this organisation's root and decode it.
+
+    Validity is judged by this machine's clock (`now`, for tests): a certificate is valid from a day
+    before the head office issued it, so a receiver's clock may run up to that much behind."""
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise CertificateError("certificate is not valid DER X.509") from None
     try:
         root_public.verify(cert.signature, cert.tbs_certificate_bytes)
@@ -126,7 +132,7 @@ def verify_node_cert(der: bytes, root_public: Ed25519PublicKey) -> Member:
         fields = dict(u[len(_URN):].split(":", 1) for u in uris if u.startswith(_URN))
         signing = cert.public_key()
         sealing = X25519PublicKey.from_public_bytes(unb64(fields["x25519"]))
-    except (IndexError, KeyError, ValueError, x509.ExtensionNotFound):
+    except (IndexError, KeyError, ValueError, UnsupportedAlgorithm, x509.ExtensionNotFound):
         raise CertificateError("certificate lacks the p2psync node fields") from None
     if subject_org != org:
         raise CertificateError("certificate belongs to another organisation")
@@ -138,7 +144,7 @@ def verify_node_cert(der: bytes, root_public: Ed25519PublicKey) -> Member:
     series_text = fields.get("series", "1")
     if not series_text.isdigit() or not 1 <= int(series_text) <= 9999:
         raise CertificateError(f"certificate has a bad voucher series {series_text[:10]!r}")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.timezone.utc)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise CertificateError("certificate is outside its validity period")
     return Member(claimed, org, str(office), role, signing, sealing, der, int(series_text))
@@ -152,9 +158,12 @@ def root_public_from_cert(der: bytes) -> Ed25519PublicKey:
     try:
         cert = x509.load_der_x509_certificate(der)
         key = cert.public_key()
-        key.verify(cert.signature, cert.tbs_certificate_bytes)  # type: ignore[union-attr]
-    except (ValueError, InvalidSignature, AttributeError):
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
         raise CertificateError("root certificate is malformed or not self-signed") from None
-    if not isinstance(key, Ed25519PublicKey):
+    if not isinstance(key, Ed25519PublicKey):  # checked first: other key types verify differently
         raise CertificateError("root certificate does not hold an Ed25519 key")
+    try:
+        key.verify(cert.signature, cert.tbs_certificate_bytes)
+    except InvalidSignature:
+        raise CertificateError("root certificate is malformed or not self-signed") from None
     return key

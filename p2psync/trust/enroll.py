@@ -10,7 +10,7 @@ box). ``box`` is ChaCha20-Poly1305 under K_enc with the request mac as associate
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from p2psync.canonical import dumps
+from p2psync.canonical import dumps, loads
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import root_public_from_cert, verify_node_cert
 from p2psync.trust.invite import EnrollKeys, InviteCode, org_pin, same, tag
@@ -125,7 +125,8 @@ def refusal(reason: str) -> bytes:
     return dumps({"type": "refused", "reason": reason[:300]}).encode()
 
 
-def read_reply(raw: bytes, code: InviteCode, sent: bytes, keys: NodeKeys) -> Enrollment:
+def read_reply(raw: bytes, code: InviteCode, sent: bytes, keys: NodeKeys,
+               now: dt.datetime | None = None) -> Enrollment:
     """Verify the head office's reply against the code and our request; decode the grant."""
     data = _load(raw, None)
     if data.get("type") == "refused":
@@ -134,27 +135,29 @@ def read_reply(raw: bytes, code: InviteCode, sent: bytes, keys: NodeKeys) -> Enr
         raise EnrollError("unexpected reply from the head office")
     ekeys = code.keys()
     try:
-        req_mac = unb64(json.loads(sent)["mac"])
+        req_mac = unb64(loads(sent)["mac"])
         nonce, box, mac = unb64(data["nonce"]), unb64(data["box"]), unb64(data["mac"])
     except (KeyError, TypeError, ValueError):
         raise EnrollError("reply from the head office is malformed") from None
     if not same(tag(ekeys.mac, b"head", req_mac, nonce, box), mac):
         raise EnrollError("the reply does not prove knowledge of the invite code: not our head office")
     try:
-        grant_data = json.loads(ChaCha20Poly1305(ekeys.enc).decrypt(nonce, box, req_mac))
+        grant_data = loads(ChaCha20Poly1305(ekeys.enc).decrypt(nonce, box, req_mac))
         grant = Grant(unb64(grant_data["root_cert"]), unb64(grant_data["cert"]), grant_data["policy"].encode(),
                       str(grant_data["company"]), str(grant_data["office"]), str(grant_data["office_name"]))
     except (InvalidTag, KeyError, TypeError, ValueError):
         raise EnrollError("reply from the head office cannot be decrypted") from None
-    return verify_grant(grant, code, keys)
+    return verify_grant(grant, code, keys, now)
 
 
-def verify_grant(grant: Grant, code: InviteCode, keys: NodeKeys) -> Enrollment:
+def verify_grant(grant: Grant, code: InviteCode, keys: NodeKeys, now: dt.datetime | None = None) -> Enrollment:
+    """Check the grant against the code and this node's keys; the certificate's validity by this
+    machine's clock (`now`, for tests)."""
     root = root_public_from_cert(grant.root_cert)
     org = org_id(root)
     if org_pin(org) != code.pin:
         raise EnrollError("this head office belongs to another organisation than the invite code")
-    member = verify_node_cert(grant.cert, root)
+    member = verify_node_cert(grant.cert, root, now)
     if member.node_id != keys.node_id or raw_public(member.sealing) != raw_public(keys.sealing.public_key()):
         raise EnrollError("the certificate issued is not for this node's keys")
     policy = verify(grant.policy, root, org)
@@ -168,7 +171,7 @@ def _load(raw: bytes, expected: str | None) -> dict[str, Any]:
     if len(raw) > MAX_MESSAGE:
         raise EnrollError("enrollment message is too large")
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise EnrollError("enrollment message is not JSON") from None
     if not isinstance(data, dict) or (expected and data.get("type") != expected):

@@ -8,7 +8,6 @@ key ring sealed to every member. A node accepts only a newer policy that verifie
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from p2psync.canonical import dumps, utc_now
+from p2psync.canonical import dumps, loads, utc_now
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import CertificateError, Member, UnknownMember, verify_node_cert
 from p2psync.trust.keys import b64, unb64
@@ -74,7 +73,11 @@ class Policy:
         der = self.members.get(node)
         if der is None:
             raise UnknownMember(f"unknown author {node[:16]}: not a member of this organisation")
-        member = verify_node_cert(unb64(der), root)
+        try:
+            raw = unb64(der)
+        except ValueError:
+            raise CertificateError(f"certificate filed for {node[:16]} is not base64") from None
+        member = verify_node_cert(raw, root)
         if member.node_id != node:
             raise CertificateError(f"certificate filed for {node[:16]} belongs to {member.node_id[:16]}")
         return member
@@ -83,8 +86,11 @@ class Policy:
         box = self.sealed.get(node)
         if box is None:
             raise PolicyError("no epoch key is sealed to this node (revoked, or not yet a member)")
-        ring = json.loads(open_sealed(unb64(box), sealing, _ring_info(self.org, node)))
-        return {int(epoch): unb64(key) for epoch, key in ring.items()}
+        try:
+            ring = loads(open_sealed(unb64(box), sealing, _ring_info(self.org, node)))
+            return {int(epoch): unb64(key) for epoch, key in ring.items()}
+        except (ValueError, TypeError, AttributeError):
+            raise PolicyError("the epoch key ring sealed to this node is malformed") from None
 
 
 def _ring_info(org: str, node: str) -> bytes:
@@ -92,7 +98,11 @@ def _ring_info(org: str, node: str) -> bytes:
 
 
 def sign(policy: Policy, root: Ed25519PrivateKey) -> bytes:
-    body = policy.body()
+    return sign_body(policy.body(), root)
+
+
+def sign_body(body: bytes, root: Ed25519PrivateKey) -> bytes:
+    """A signed policy blob around `body` (any bytes: the fuzz harnesses sign malformed bodies)."""
     return dumps({"body": body.decode(), "sig": b64(root.sign(_SIG_CONTEXT + body))}).encode()
 
 
@@ -100,7 +110,7 @@ def claimed_version(blob: bytes) -> int:
     """The version a signed policy claims, unverified (0 if unreadable): a cheap test of whether a
     full `verify` is worth doing."""
     try:
-        return int(json.loads(json.loads(blob)["body"])["version"])
+        return _count(loads(loads(blob)["body"])["version"])
     except (ValueError, KeyError, TypeError):
         return 0
 
@@ -110,7 +120,7 @@ def verify(blob: bytes, root: Ed25519PublicKey, org: str, current: Policy | None
     if len(blob) > MAX_POLICY_BYTES:
         raise PolicyError("policy is larger than allowed")
     try:
-        outer = json.loads(blob)
+        outer = loads(blob)
         body = outer["body"].encode()
         signature = unb64(outer["sig"])
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -128,21 +138,57 @@ def verify(blob: bytes, root: Ed25519PublicKey, org: str, current: Policy | None
 
 
 def _decode(body: bytes) -> Policy:
+    """Every field checked for its type: a policy is signed, but a decoder trusts no input's shape."""
     try:
-        data: dict[str, Any] = json.loads(body)
+        data: dict[str, Any] = loads(body)
         policy = Policy(
-            org=str(data["org"]), version=int(data["version"]), issued_at=str(data["issued_at"]),
-            epoch=int(data["epoch"]), members=dict(data["members"]), sealed=dict(data["sealed"]),
-            revoked={k: dict(v) for k, v in data["revoked"].items()},
-            sync_after=data["sync_after"], relays=tuple(data["relays"]),
-            sync_after_history={str(int(k)): v for k, v in data["sync_after_history"].items()},
+            org=_text(data["org"]), version=_count(data["version"]), issued_at=_text(data["issued_at"]),
+            epoch=_count(data["epoch"]), members=_texts(data["members"]), sealed=_texts(data["sealed"]),
+            revoked={_text(node): _cutoffs(cutoffs) for node, cutoffs in _mapping(data["revoked"]).items()},
+            sync_after=_date(data["sync_after"]), relays=tuple(_text(r) for r in _sequence(data["relays"])),
+            sync_after_history={str(_count(int(v))): _date(d) for v, d in _mapping(data["sync_after_history"]).items()},
         )
-        for date in (policy.sync_after, *policy.sync_after_history.values()):
-            if date is not None:
-                dt.date.fromisoformat(date)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError):
         raise PolicyError("policy body is malformed") from None
     return policy
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected text")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+        raise TypeError("expected a non-negative integer")
+    return value
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object")
+    return value
+
+
+def _sequence(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list")
+    return value
+
+
+def _texts(value: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in _mapping(value).items()}
+
+
+def _cutoffs(value: Any) -> dict[str, int]:
+    return {_text(k): _count(v) for k, v in _mapping(value).items()}
+
+
+def _date(value: Any) -> str | None:
+    if value is not None:
+        dt.date.fromisoformat(_text(value))
+    return value
 
 
 class Authority:
