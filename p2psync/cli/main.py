@@ -37,7 +37,7 @@ from p2psync.cli.trust_commands import (
 from p2psync.errors import P2PSyncError
 from p2psync.node import Node
 from p2psync.node.home import KEYS_DIR, LOG_FILE, ROOT_KEY_FILE, resolve_home
-from p2psync.store import queries
+from p2psync.node import views
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 70
@@ -97,8 +97,8 @@ def branch_add(home: str | None, code: str, name: str) -> None:
 @home_option
 def branch_list(home: str | None, as_json: bool) -> None:
     """List the offices."""
-    with open_node(home) as node, node.db.read() as session:
-        rows = [{"code": o.code, "name": o.name, "role": o.role} for o in queries.offices(session)]
+    with open_node(home) as node:
+        rows = views.offices(node)
     if as_json:
         render.print_json(rows)
     else:

@@ -9,12 +9,11 @@ import signal
 
 import click
 
-from p2psync.books.rules import parse_date
 from p2psync.cli import render
 from p2psync.cli.context import home_option, json_option, open_node
-from p2psync.errors import InvalidInput, P2PSyncError
+from p2psync.errors import P2PSyncError
 from p2psync.net import discovery, enrollment
-from p2psync.node import Node, control, registrar
+from p2psync.node import Node, control, registrar, views
 from p2psync.node.home import resolve_home
 from p2psync.node.runtime import NodeRuntime, status_from_db
 from p2psync.trust import enroll
@@ -87,20 +86,7 @@ def settings_cmd(home: str | None, mode: str | None, interval: int | None, sync_
                  relays: tuple[str, ...], as_json: bool) -> None:
     """Show or change data synchronization settings."""
     with open_node(home) as node:
-        local = {k: v for k, v in (("mode", mode), ("interval", str(interval) if interval else None)) if v}
-        if local:
-            node.set_local(**local)
-        if sync_after is not None:
-            registrar.set_sync_after(node, None if sync_after.lower() == "none" else parse_date(sync_after))
-        if relays:
-            for url in relays:
-                if not url.startswith(("ws://", "wss://")):
-                    raise InvalidInput(f"relay address {url!r} must start with ws:// or wss://")
-            registrar.set_relays(node, list(relays))
-        policy = node.trust.policy
-        data = {"office": node.identity.office, "file_type": "Head Office" if node.identity.is_head else "Branch Office",
-                "registration_id": node.registration_id, **node.settings(), "sync_after": policy.sync_after,
-                "relays": list(policy.relays), "policy_version": policy.version, "key_epoch": policy.epoch}
+        data = views.change_settings(node, mode, interval, sync_after, list(relays) or None)
     if as_json:
         render.print_json(data)
     else:
@@ -125,7 +111,7 @@ def revoke_cmd(home: str | None, target: str) -> None:
 def quarantine_cmd(home: str | None, as_json: bool) -> None:
     """Entries received but refused ("failed to import"), each with its reason."""
     with open_node(home) as node:
-        data = [{"received_at": q["at"], **{k: v for k, v in q.items() if k != "at"}} for q in node.quarantined()]
+        data = views.quarantine(node)
     if as_json:
         render.print_json(data)
     elif not data:
