@@ -162,7 +162,8 @@ def voucher_amend(home: str | None, number: str, kind: str | None, date: str, de
                   credits: tuple[str, ...], narration: str, as_json: bool) -> None:
     """Replace voucher NUMBER with a new revision (the old one is kept in its history)."""
     with open_node(home) as node:
-        rev = node.amend(number, views.amendment(node, number, kind, date, list(debits), list(credits), narration))
+        draft = make_draft(kind or views.voucher_type(node, number), date, list(debits), list(credits), narration)
+        rev = node.amend(number, draft)
     _show_revision(rev, "Amended", as_json)
 
 

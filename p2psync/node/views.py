@@ -9,7 +9,6 @@ import datetime as dt
 from typing import Any
 
 from p2psync.books import reports
-from p2psync.books.drafts import Draft, make_draft
 from p2psync.books.groups import group_key
 from p2psync.books.model import Revision
 from p2psync.books.money import to_decimal
@@ -133,14 +132,13 @@ def voucher(node: Node, number: str) -> Data:
             "conflicts": [revision_data(r) for r in state.conflicts]}
 
 
-def amendment(node: Node, number: str, kind: str | None, date: str, debits: list[str], credits: list[str],
-              narration: str) -> Draft:
-    """The draft replacing voucher `number`; its type is the voucher's own unless given."""
+def voucher_type(node: Node, number: str) -> str:
+    """The type of voucher `number`: an amendment keeps it unless told otherwise."""
     with node.db.read() as session:
         row = queries.voucher(session, number.strip().upper())
     if row is None:
         raise NotFound(f"no voucher numbered {number}")
-    return make_draft(kind or row.type, date, debits, credits, narration)
+    return row.type
 
 
 # ---------------------------------------------------------------- reports
