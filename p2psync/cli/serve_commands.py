@@ -103,8 +103,7 @@ async def _serve(home: Path, node: Node | None, serving: Serving) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    dashboard = Dashboard(home)
-    server = DashboardServer(dashboard, serving.dashboard_host, serving.dashboard_port) if serving.dashboard else None
+    server: DashboardServer | None = None
     running: list[tuple[NodeRuntime, asyncio.AbstractServer]] = []
 
     async def start_node(new: Node) -> NodeRuntime:
@@ -118,7 +117,9 @@ async def _serve(home: Path, node: Node | None, serving: Serving) -> None:
                     f"(started {dt.datetime.now():%H:%M:%S})")
         return runtime
 
-    dashboard.start_node = start_node
+    dashboard = Dashboard(home, start_node)
+    if serving.dashboard:
+        server = DashboardServer(dashboard, serving.dashboard_host, serving.dashboard_port)
     try:
         if server is not None:
             url = await server.start()

@@ -71,7 +71,7 @@ class DashboardServer:
         runner = web.AppRunner(make_app(self.dashboard, guard), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, port, shutdown_timeout=SHUTDOWN_SECONDS).start()
+            await web.TCPSite(runner, self.host, port).start()
         except OSError as exc:
             await runner.cleanup()
             if exc.errno == errno.EADDRINUSE:

@@ -42,7 +42,7 @@ async def join(request: web.Request) -> web.Response:
 async def _set_up(dashboard: Dashboard, making: Callable[[], Awaitable[Node]]) -> web.Response:
     """One setup at a time, and only while the office has none; then the node starts serving."""
     async with dashboard.setup_lock:
-        if dashboard.runtime is not None or dashboard.start_node is None:
+        if dashboard.runtime is not None:
             raise P2PSyncError("this office is already set up")
         node = await making()
         dashboard.attach(await dashboard.start_node(node))

@@ -19,8 +19,8 @@ class Dashboard:
     create the organisation or to join one, and `start_node` turns the new node into a running one."""
 
     home: Path
+    start_node: Callable[[Node], Awaitable[NodeRuntime]]
     runtime: NodeRuntime | None = None
-    start_node: Callable[[Node], Awaitable[NodeRuntime]] | None = None
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     setup_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
