@@ -5,6 +5,7 @@ import { ApiError, get, post } from "./api.js";
 import { balance, field, h, money, table, when } from "./dom.js";
 
 const app = { state: null, status: null, screen: null, offices: [], ledgers: [] };
+const typeLabel = value => app.state.voucher_types.find(t => t.value === value)?.label || value;
 
 const SCREENS = {
   status: { title: "Status", build: statusScreen },
@@ -129,14 +130,14 @@ function statusScreen() {
   const render = async data => {
     const conflicts = await get("/api/conflicts");
     const node = data.node;
-    body.replaceChildren(
+    body.replaceChildren(h("div", {},
       h("p", {}, `Node ${node.running ? "running" : "not running"} in ${node.mode} mode`,
         node.mode === "auto" ? `, full reconcile every ${node.interval_minutes} min` : "",
         `. Policy version ${node.policy_version}, sync after ${node.sync_after || "(no date)"}.`),
       h("h3", {}, "Peers and relays"),
-      table(["Peer", "Kind", "Office", "Status", "Last sync", "Sent", "Received", "Backlog", "Last error"],
+      table(["Address", "Kind", "Office", "Status", "Last sync", "Sent", "Received", "Backlog", "Last error"],
         data.peers.map(p => h("tr", { "data-office": p.office, "data-peer": p.peer },
-          h("td", {}, p.peer.length > 24 ? p.peer.slice(0, 24) + "…" : p.peer), h("td", {}, p.kind), h("td", {}, p.office),
+          h("td", { title: p.peer }, p.address || p.peer.slice(0, 16)), h("td", {}, p.kind), h("td", {}, p.office),
           h("td", { class: p.online ? "online status" : "offline status" }, p.online ? "Online" : "Offline"),
           h("td", {}, when(p.last_sync)), h("td", { class: "num" }, p.sent), h("td", { class: "num" }, p.received),
           h("td", { class: "num" }, p.backlog), h("td", {}, p.last_error))),
@@ -152,7 +153,7 @@ function statusScreen() {
       h("h3", {}, "Sync log"),
       table(["At (UTC)", "Peer", "Office", "Direction", "Entries"],
         data.sync_log.map(r => [when(r.at), r.peer.slice(0, 24), r.office, r.direction, r.entries]),
-        { id: "sync-log", numeric: [4], empty: "Nothing exchanged yet." }));
+        { id: "sync-log", numeric: [4], empty: "Nothing exchanged yet." })));
   };
   return {
     element,
@@ -173,7 +174,7 @@ function vouchersScreen() {
     const rows = await get("/api/vouchers", { office: filter.value });
     list.replaceChildren(table(["Date", "Number", "Type", "Office", "Narration", "Amount", "Status", ""],
       rows.map(v => h("tr", { class: v.cancelled ? "cancelled" : null, "data-number": v.number },
-        h("td", {}, v.date), h("td", {}, v.number), h("td", {}, v.type), h("td", {}, v.office), h("td", {}, v.narration),
+        h("td", {}, v.date), h("td", {}, v.number), h("td", {}, typeLabel(v.type)), h("td", {}, v.office), h("td", {}, v.narration),
         h("td", { class: "num" }, money(v.amount)),
         h("td", {}, v.cancelled ? "cancelled" : v.conflicts ? "conflict" : v.revisions > 1 ? "amended" : ""),
         h("td", {}, v.cancelled ? null : [
@@ -267,7 +268,7 @@ const REPORTS = {
   "day-book": data => table(["Date", "Number", "Type", "Office", "Particulars", "Debit", "Credit"],
     data.rows.flatMap(v => [
       h("tr", { class: v.cancelled ? "cancelled" : null, "data-number": v.number },
-        h("td", {}, v.date), h("td", {}, v.number), h("td", {}, v.type + (v.cancelled ? " (cancelled)" : "")),
+        h("td", {}, v.date), h("td", {}, v.number), h("td", {}, typeLabel(v.type) + (v.cancelled ? " (cancelled)" : "")),
         h("td", {}, v.office), h("td", {}, v.narration), h("td"), h("td")),
       ...v.lines.map(l => h("tr", { class: "sub" }, h("td"), h("td"), h("td"), h("td"), h("td", {}, l.ledger),
         h("td", { class: "num" }, money(l.debit)), h("td", { class: "num" }, money(l.credit))))]),
