@@ -201,7 +201,8 @@ def test_refusals_are_the_node_rules_own_messages_and_write_nothing(head: Node) 
                 assert "Traceback" not in got["error"]
             async with web.http.post(web.base + "/api/vouchers", data="{not json", headers={
                     **web.origin(), "Content-Type": "application/json"}) as response:
-                assert response.status == 400 and (await response.json())["error"] == "the request body is not valid JSON"
+                assert (response.status, await response.json()) == (400, {
+                    "error": "the request body is not valid JSON"})
             assert (await web.get("/api/reports/nonsense"))[0] == 400
             assert (await web.get("/api/reports/ledger", ledger="No Such Ledger"))[1] == {
                 "error": "unknown ledger 'No Such Ledger'"}
@@ -219,8 +220,10 @@ def test_the_api_answers_what_the_command_line_prints(head: Node) -> None:
                        "lines": [{**line, "amount": "24,000.50"} for line in PAYMENT["lines"]]}
             assert (await web.post("/api/vouchers/amend", amended))[0] == 200
             await web.post("/api/vouchers", {**PAYMENT, "type": "receipt", "lines": [
-                {"side": "Dr", "ledger": "Bank", "amount": "1,00,000"}, {"side": "Cr", "ledger": "Capital", "amount": "100000"}]})
-            status, cancelled = await web.post("/api/vouchers/cancel", {"number": "HO/RCT/00001", "reason": "duplicate"})
+                {"side": "Dr", "ledger": "Bank", "amount": "1,00,000"},
+                {"side": "Cr", "ledger": "Capital", "amount": "100000"}]})
+            status, cancelled = await web.post("/api/vouchers/cancel",
+                                               {"number": "HO/RCT/00001", "reason": "duplicate"})
             assert status == 200 and cancelled["action"] == "cancel"
             out = {}
             for kind in ("trial-balance", "day-book", "balance-sheet", "profit-loss"):
@@ -257,6 +260,8 @@ def test_settings_applied_at_the_head_office_sign_a_policy_a_branch_may_not(head
             assert after["policy_version"] == version + 2  # one new policy for the date, one for the relays
             again = await web.post("/api/settings", {"sync_after": "2026-04-01", "relays": ["wss://relay.example:8471"]})
             assert again[1]["policy_version"] == version + 2  # applying unchanged values signs nothing
+            cleared = (await web.post("/api/settings", {"sync_after": ""}))[1]
+            assert (cleared["sync_after"], cleared["policy_version"]) == (None, version + 3)
         async with served(branch, branch.home) as web:
             status, refused = await web.post("/api/settings", {"sync_after": "2026-05-01"})
             assert (status, refused["error"]) == (422, "only the head office can do this; it holds the organisation's "

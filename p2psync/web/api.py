@@ -5,7 +5,7 @@ a refusal comes back as ``{"error": "..."}`` with the node's own message."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -109,6 +109,22 @@ async def on_node(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
 
 # ---------------------------------------------------------------- the office
 
+#: What the page reads as is: the same data ``--json`` prints.
+READS: dict[str, Callable[[Node], Any]] = {
+    "/api/settings": views.settings, "/api/offices": views.offices, "/api/ledgers": views.ledgers,
+    "/api/quarantine": views.quarantine, "/api/conflicts": views.conflicts,
+}
+
+
+def _reader(view: Callable[[Node], Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def read(request: web.Request) -> web.Response:
+        return reply(await on_node(request, view))
+    return read
+
+
+for _path, _view in READS.items():
+    routes.get(_path)(_reader(_view))
+
 
 @routes.get("/api/state")
 async def state(request: web.Request) -> web.Response:
@@ -143,11 +159,6 @@ async def restart(request: web.Request) -> web.Response:
     return reply({"ok": True, "message": "Restarted every link."})
 
 
-@routes.get("/api/settings")
-async def get_settings(request: web.Request) -> web.Response:
-    return reply(await on_node(request, views.settings))
-
-
 @routes.post("/api/settings")
 async def change_settings(request: web.Request) -> web.Response:
     data = await body(request)
@@ -157,17 +168,15 @@ async def change_settings(request: web.Request) -> web.Response:
     relays = data.get("relays")
     if relays is not None and (not isinstance(relays, list) or not all(isinstance(r, str) for r in relays)):
         raise BadRequest("'relays' must be a list of addresses")
+    sync_after = data.get("sync_after")  # "" clears the date
+    if sync_after is not None and not isinstance(sync_after, str):
+        raise BadRequest("'sync_after' must be a date like 2026-04-01, or empty")
     run = runtime(request)
     before = await on_node(request, views.settings)
-    after = await on_node(request, views.change_settings, text(data, "mode", required=False), interval,
-                          text(data, "sync_after", required=False) if "sync_after" in data else None, relays)
+    after = await on_node(request, views.change_settings, text(data, "mode", required=False), interval, sync_after,
+                          relays)
     await run.settings_changed(before)
     return reply(after)
-
-
-@routes.get("/api/offices")
-async def offices(request: web.Request) -> web.Response:
-    return reply(await on_node(request, views.offices))
 
 
 @routes.post("/api/offices")
@@ -186,22 +195,7 @@ async def invite(request: web.Request) -> web.Response:
     return reply({"office": (text(data, "office") or "").upper(), "code": code, "expires": expires}, 201)
 
 
-@routes.get("/api/quarantine")
-async def quarantine(request: web.Request) -> web.Response:
-    return reply(await on_node(request, views.quarantine))
-
-
-@routes.get("/api/conflicts")
-async def conflicts(request: web.Request) -> web.Response:
-    return reply(await on_node(request, views.conflicts))
-
-
 # ---------------------------------------------------------------- the books
-
-
-@routes.get("/api/ledgers")
-async def ledgers(request: web.Request) -> web.Response:
-    return reply(await on_node(request, views.ledgers))
 
 
 @routes.post("/api/ledgers")
