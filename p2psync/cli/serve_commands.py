@@ -121,14 +121,14 @@ async def _serve(home: Path, node: Node | None, serving: Serving) -> None:
     if serving.dashboard:
         server = DashboardServer(dashboard, serving.dashboard_host, serving.dashboard_port)
     try:
-        if server is not None:
-            url = await server.start()
-            if node is None:
-                render.info("This office is not set up yet: open the dashboard to create the organisation "
-                            "(head office) or to join it with a one-time code (branch).")
-            render.info(f"Dashboard: {url}")
+        url = await server.start() if server is not None else None
         if node is not None:
-            dashboard.attach(await start_node(node))
+            dashboard.attach(await start_node(node))  # first line printed: where the node serves, as before
+        elif url is not None:
+            render.info("This office is not set up yet: open the dashboard to create the organisation "
+                        "(head office) or to join it with a one-time code (branch).")
+        if url is not None:
+            render.info(f"Dashboard: {url}")
         await stop.wait()
     finally:
         if server is not None:

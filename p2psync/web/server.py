@@ -60,7 +60,7 @@ class DashboardServer:
     async def start(self) -> str:
         port = await self._listen(self.port)
         if port is None and self.port == DEFAULT_PORT:
-            logger.warning("port %s is taken; the dashboard uses a free port instead", self.port)
+            logger.info("port %s is taken; the dashboard uses a free port instead", self.port)
             port = await self._listen(0)
         if port is None:
             raise P2PSyncError(f"cannot serve the dashboard on {self.host}:{self.port}: address in use")
