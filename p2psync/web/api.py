@@ -64,11 +64,18 @@ async def body(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def text(data: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+def text(data: dict[str, Any], key: str) -> str:
+    """A required text field."""
+    value = optional_text(data, key)
+    if value is None:
+        raise BadRequest(f"{key!r} is required")
+    return value
+
+
+def optional_text(data: dict[str, Any], key: str) -> str | None:
+    """A text field that may be missing, null or empty (all None)."""
     value = data.get(key)
-    if value is None or (value == "" and not required):
-        if required:
-            raise BadRequest(f"{key!r} is required")
+    if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{key!r} must be text")
@@ -89,7 +96,7 @@ def lines(data: dict[str, Any]) -> tuple[Any, ...]:
         side = text(item, "side")
         if side not in ("Dr", "Cr"):
             raise BadRequest("a line's side must be Dr or Cr")
-        out.append(make_line(text(item, "ledger") or "", text(item, "amount") or "", Side(side)))
+        out.append(make_line(optional_text(item, "ledger") or "", optional_text(item, "amount") or "", Side(side)))
     return tuple(out)
 
 
@@ -173,7 +180,7 @@ async def change_settings(request: web.Request) -> web.Response:
         raise BadRequest("'sync_after' must be a date like 2026-04-01, or empty")
     run = runtime(request)
     before = await on_node(request, views.settings)
-    after = await on_node(request, views.change_settings, text(data, "mode", required=False), interval, sync_after,
+    after = await on_node(request, views.change_settings, optional_text(data, "mode"), interval, sync_after,
                           relays)
     await run.settings_changed(before)
     return reply(after)
@@ -190,9 +197,9 @@ async def add_office(request: web.Request) -> web.Response:
 @routes.post("/api/invites")
 async def invite(request: web.Request) -> web.Response:
     data = await body(request)
-    ttl = registrar.parse_ttl(text(data, "ttl", required=False) or "15m")
+    ttl = registrar.parse_ttl(optional_text(data, "ttl") or "15m")
     code, expires = await on_node(request, registrar.invite, text(data, "office"), ttl)
-    return reply({"office": (text(data, "office") or "").upper(), "code": code, "expires": expires}, 201)
+    return reply({"office": text(data, "office").upper(), "code": code, "expires": expires}, 201)
 
 
 # ---------------------------------------------------------------- the books
@@ -202,7 +209,7 @@ async def invite(request: web.Request) -> web.Response:
 async def add_ledger(request: web.Request) -> web.Response:
     data = await body(request)
     record = await on_node(request, Node.add_ledger, text(data, "name"), text(data, "group"),
-                           text(data, "opening", required=False))
+                           optional_text(data, "opening"))
     await runtime(request).notify()
     return reply({"name": record.name, "group": record.group}, 201)
 
@@ -221,8 +228,8 @@ async def voucher(request: web.Request) -> web.Response:
 @routes.post("/api/vouchers")
 async def post_voucher(request: web.Request) -> web.Response:
     data = await body(request)
-    draft = draft_of(text(data, "type") or "", text(data, "date") or "", lines(data),
-                     text(data, "narration", required=False) or "")
+    draft = draft_of(text(data, "type"), text(data, "date"), lines(data),
+                     optional_text(data, "narration") or "")
     rev = await on_node(request, Node.post, draft)
     await runtime(request).notify()
     return reply(views.revision_data(rev), 201)
@@ -231,11 +238,11 @@ async def post_voucher(request: web.Request) -> web.Response:
 @routes.post("/api/vouchers/amend")
 async def amend_voucher(request: web.Request) -> web.Response:
     data = await body(request)
-    number, new_lines = text(data, "number") or "", lines(data)
+    number, new_lines = text(data, "number"), lines(data)
 
     def amend(node: Node) -> Any:
-        draft = draft_of(text(data, "type", required=False) or views.voucher_type(node, number),
-                         text(data, "date") or "", new_lines, text(data, "narration", required=False) or "")
+        draft = draft_of(optional_text(data, "type") or views.voucher_type(node, number),
+                         text(data, "date"), new_lines, optional_text(data, "narration") or "")
         return node.amend(number, draft)
 
     rev = await on_node(request, amend)
@@ -246,7 +253,7 @@ async def amend_voucher(request: web.Request) -> web.Response:
 @routes.post("/api/vouchers/cancel")
 async def cancel_voucher(request: web.Request) -> web.Response:
     data = await body(request)
-    rev = await on_node(request, Node.cancel, text(data, "number"), text(data, "reason", required=False) or "")
+    rev = await on_node(request, Node.cancel, text(data, "number"), optional_text(data, "reason") or "")
     await runtime(request).notify()
     return reply(views.revision_data(rev))
 

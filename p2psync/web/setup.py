@@ -11,7 +11,7 @@ from aiohttp import web
 from p2psync.errors import P2PSyncError
 from p2psync.node import joining, views
 from p2psync.node.office import Node
-from p2psync.web.api import body, reply, text
+from p2psync.web.api import body, optional_text, reply, text
 from p2psync.web.state import DASHBOARD, Dashboard
 
 routes = web.RouteTableDef()
@@ -20,8 +20,8 @@ routes = web.RouteTableDef()
 @routes.post("/api/setup/head")
 async def create_head(request: web.Request) -> web.Response:
     data = await body(request)
-    company, office = text(data, "company"), text(data, "office", required=False) or "HO"
-    name = text(data, "name", required=False) or "Head Office"
+    company, office = text(data, "company"), optional_text(data, "office") or "HO"
+    name = optional_text(data, "name") or "Head Office"
     dashboard: Dashboard = request.app[DASHBOARD]
     return await _set_up(dashboard, lambda: asyncio.to_thread(Node.create_head, dashboard.home, company, office, name))
 
@@ -29,11 +29,11 @@ async def create_head(request: web.Request) -> web.Response:
 @routes.post("/api/setup/join")
 async def join(request: web.Request) -> web.Response:
     data = await body(request)
-    code, via = text(data, "code"), text(data, "via", required=False)
+    code, via = text(data, "code"), optional_text(data, "via")
     dashboard: Dashboard = request.app[DASHBOARD]
 
     async def joined() -> Node:
-        node, _name = await joining.join(dashboard.home, code or "", via)
+        node, _name = await joining.join(dashboard.home, code, via)
         return node
 
     return await _set_up(dashboard, joined)
