@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from helpers import draft, outgoing, state
+from helpers import draft, forge_entry, forged_revision, outgoing, state
 from procs import here
 
+from p2psync.books.model import Line, Side, encode_revision
 from p2psync.node.office import Node
 from p2psync.node.runtime import NodeRuntime
 from p2psync.web.guard import TOKEN_FILE, cookie_name
@@ -301,6 +302,25 @@ def test_events_announce_entries_as_they_arrive_from_another_office(head: Node, 
                 assert arrived["entry"] > first["entry"]
             day_book = (await web.get("/api/reports/day-book", office="BR1"))[1]
             assert [row["narration"] for row in day_book["rows"]] == ["counter sale at BR1"]
+
+    run(scenario())
+
+
+def test_status_lists_a_refused_entry_with_its_reason(head: Node, branch: Node) -> None:
+    unbalanced = forged_revision("BR1", "BR1/JRN/00042", (Line("Rent", Side.DR, 100), Line("Cash", Side.CR, 99)))
+    blob = forge_entry(branch, "vouchers/BR1/2026-04",
+                       lambda m: m.__setitem__(unbalanced.id, encode_revision(unbalanced)))
+
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            assert web.runtime is not None
+            assert await web.runtime.receive([blob]) == 0
+            refused = (await web.get("/api/quarantine"))[1]
+            assert [(q["document"], q["author"], q["seq"]) for q in refused] == [
+                ("vouchers/BR1/2026-04", branch.identity.node_id, 1)]
+            assert "do not equal credits" in refused[0]["reason"]
+            status = (await web.get("/api/status"))[1]
+            assert [q["reason"] for q in status["quarantined"]] == [refused[0]["reason"]]
 
     run(scenario())
 

@@ -187,7 +187,11 @@ def test_two_offices_work_through_their_dashboards(tmp_path: Path, fleet: Fleet,
     screen(ho_page, "status")
     branch_row = ho_page.locator("#peers tr[data-office=BR1]")
     expect(branch_row.locator(".status")).to_have_text("Online")
+    expect(branch_row).not_to_contain_text("never")
     shot(ho_page, "status")
+    ho_page.click("#restart")
+    expect(ho_page.locator(".notice")).to_have_text("Restarted every link.")
+    expect(branch_row.locator(".status")).to_have_text("Online")  # the branch links again
     br.stop()
     expect(branch_row.locator(".status")).to_have_text("Offline")
     assert ho_page.evaluate("window.notReloaded") is True
