@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from outside import require
-from procs import Fleet, here
+from procs import Fleet, cli, here
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -97,6 +97,7 @@ def test_two_offices_work_through_their_dashboards(tmp_path: Path, fleet: Fleet,
     ho_page.click("#create-head")
     ho_page.wait_for_selector("nav button[data-screen=registration]")  # the page reloads as the node starts
     ho.wait_serving()
+    assert cli(ho_home, "dashboard").stdout == f"Dashboard: {ho.dashboard_url}\n"  # asked of the running node
     for name, group in (("Cash", "Cash-in-Hand"), ("Sales", "Sales Accounts"), ("Rent", "Indirect Expenses"),
                         ("Capital", "Capital Account")):
         here(ho_home, "ledger", "add", name, "--group", group)
