@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -21,9 +21,10 @@ from p2psync.node import control
 from p2psync.node.home import DB_FILE, resolve_home
 from p2psync.node.office import Node
 from p2psync.node.runtime import NodeRuntime
-from p2psync.web.server import DEFAULT_PORT as DASHBOARD_PORT
-from p2psync.web.server import DashboardServer
-from p2psync.web.state import Dashboard
+from p2psync.web import DEFAULT_PORT as DASHBOARD_PORT
+
+if TYPE_CHECKING:  # the web server is imported only by the commands that serve it: every other command starts faster
+    from p2psync.web.server import DashboardServer
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_PORT = 8470
@@ -98,6 +99,9 @@ def dashboard_cmd(home: str | None, **options: Any) -> None:
 
 async def _serve(home: Path, node: Node | None, serving: Serving) -> None:
     """Serve until stopped. Without a `node`, the dashboard alone until the page sets the office up."""
+    from p2psync.web.server import DashboardServer
+    from p2psync.web.state import Dashboard
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -44,11 +44,17 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except BadRequest as exc:
         return reply({"error": str(exc)}, 400)
     except P2PSyncError as exc:
-        status = {InvalidInput: 400, NotFound: 404, RuleViolation: 422}.get(type(exc), 409)
-        return reply({"error": str(exc)}, status)
+        return reply({"error": str(exc)}, _status(exc))
     except Exception as exc:  # a bug: the detail goes to the log, never to the page
         logger.exception("dashboard request %s %s failed", request.method, request.path)
         return reply({"error": f"internal error: {type(exc).__name__}; details in the node's log"}, 500)
+
+
+def _status(exc: P2PSyncError) -> int:
+    for kind, status in ((InvalidInput, 400), (NotFound, 404), (RuleViolation, 422)):
+        if isinstance(exc, kind):
+            return status
+    return 409  # the node cannot do it now (not set up, another node running, a peer unreachable...)
 
 
 # ---------------------------------------------------------------- reading requests

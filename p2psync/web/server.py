@@ -10,13 +10,12 @@ from pathlib import Path
 from aiohttp import web
 
 from p2psync.errors import P2PSyncError
-from p2psync.web import api, events, setup
+from p2psync.web import DEFAULT_PORT, api, events, setup
 from p2psync.web.guard import Guard, load_token
 from p2psync.web.state import DASHBOARD, Dashboard
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-DEFAULT_PORT = 8472
 #: Open event streams end when the node stops; this bounds the wait for any other request.
 SHUTDOWN_SECONDS = 2.0
 
