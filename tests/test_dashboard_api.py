@@ -195,6 +195,10 @@ def test_refusals_are_the_node_rules_own_messages_and_write_nothing(head: Node) 
                 ("/api/settings", {"interval": "5"}, 400, "whole number of minutes"),
                 ("/api/offices", {"code": "bad code!", "name": "X"}, 400, "office code"),
                 ("/api/invites", {"office": "BR9"}, 404, "BR9"),
+                ("/api/ledgers", {"name": "Misc", "group": "No Such Group"}, 404, "unknown group 'No Such Group'"),
+                ("/api/ledgers", {"name": "cash", "group": "Cash-in-Hand"}, 400, "already exists as 'Cash'"),
+                ("/api/ledgers", {"name": "Petty Cash", "group": "Cash-in-Hand", "opening": "1.234"}, 400,
+                 "more than two decimal places"),
             ]
             for path, body, status, message in cases:
                 got_status, got = await web.post(path, body)
@@ -226,6 +230,9 @@ def test_the_api_answers_what_the_command_line_prints(head: Node) -> None:
             status, cancelled = await web.post("/api/vouchers/cancel",
                                                {"number": "HO/RCT/00001", "reason": "duplicate"})
             assert status == 200 and cancelled["action"] == "cancel"
+            status, made = await web.post("/api/ledgers", {"name": "Petty Cash", "group": "cash-in-hand",
+                                                            "opening": "2,500"})
+            assert (status, made) == (201, {"name": "Petty Cash", "group": "Cash-in-Hand"})
             out = {}
             for kind in ("trial-balance", "day-book", "balance-sheet", "profit-loss"):
                 out[kind] = (await web.get(f"/api/reports/{kind}"))[1]
@@ -234,6 +241,8 @@ def test_the_api_answers_what_the_command_line_prints(head: Node) -> None:
             out["vouchers"] = (await web.get("/api/vouchers"))[1]
             out["settings"] = (await web.get("/api/settings"))[1]
             out["offices"] = (await web.get("/api/offices"))[1]
+            out["ledgers"] = (await web.get("/api/ledgers"))[1]
+            out["groups"] = (await web.get("/api/groups"))[1]
             return out
 
     api = run(scenario())
@@ -245,8 +254,12 @@ def test_the_api_answers_what_the_command_line_prints(head: Node) -> None:
     cli["vouchers"] = json.loads(here(head.home, "voucher", "list", "--json"))
     cli["settings"] = json.loads(here(head.home, "settings", "--json"))
     cli["offices"] = json.loads(here(head.home, "branch", "list", "--json"))
+    cli["ledgers"] = json.loads(here(head.home, "ledger", "list", "--json"))
+    cli["groups"] = json.loads(here(head.home, "group", "list", "--json"))
+    assert "Petty Cash" in [ledger["name"] for ledger in cli["ledgers"]]
     assert api == cli
-    assert api["trial-balance"]["total"] == {"debit": "24000.50", "credit": "24000.50"}  # the receipt is cancelled
+    # the amended payment and Petty Cash's opening (balanced by a difference line); the receipt is cancelled
+    assert api["trial-balance"]["total"] == {"debit": "26500.50", "credit": "26500.50"}
 
 
 def test_settings_applied_at_the_head_office_sign_a_policy_a_branch_may_not(head: Node, branch: Node) -> None:

@@ -20,7 +20,6 @@ from p2psync.books.money import to_decimal
 from p2psync.cli import render
 from p2psync.cli.context import home_option, json_option, open_node
 from p2psync.node import views
-from p2psync.store import queries
 
 office_option = click.option("--office", default=None, help="One office's books (default: consolidated).")
 period_options = [
@@ -59,10 +58,8 @@ def group_add(home: str | None, name: str, parent: str) -> None:
 @home_option
 def group_list(home: str | None, as_json: bool) -> None:
     """List every group with its nature."""
-    with open_node(home) as node, node.db.read() as session:
-        rows = sorted(queries.groups(session).values(), key=lambda g: (g.primary, g.name))
-        data = [{"name": g.name, "parent": g.parent, "nature": g.nature, "primary": g.primary,
-                 "predefined": g.predefined} for g in rows]
+    with open_node(home) as node:
+        data = views.groups(node)
     if as_json:
         render.print_json(data)
     else:

@@ -96,6 +96,14 @@ def conflicts(node: Node) -> list[Data]:
 # ---------------------------------------------------------------- masters and vouchers
 
 
+def groups(node: Node) -> list[Data]:
+    """Every account group, predefined and user-made, with its nature."""
+    with node.db.read() as session:
+        rows = sorted(queries.groups(session).values(), key=lambda g: (g.primary, g.name))
+    return [{"name": g.name, "parent": g.parent, "nature": g.nature, "primary": g.primary,
+             "predefined": g.predefined} for g in rows]
+
+
 def ledgers(node: Node) -> list[Data]:
     with node.db.read() as session:
         return [{"name": led.name, "group": grp.name, "nature": grp.nature, "created_at_office": led.office}

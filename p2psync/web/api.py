@@ -125,6 +125,7 @@ async def on_node(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
 #: What the page reads as is: the same data ``--json`` prints.
 READS: dict[str, Callable[[Node], Any]] = {
     "/api/settings": views.settings, "/api/offices": views.offices, "/api/ledgers": views.ledgers,
+    "/api/groups": views.groups,
     "/api/quarantine": views.quarantine, "/api/conflicts": views.conflicts,
 }
 

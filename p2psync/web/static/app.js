@@ -254,14 +254,34 @@ function reportScreen(kind) {
   const filters = h("div", { class: "row filters" }, field("Office", office),
     kind === "ledger" ? field("Ledger", ledger) : null,
     ["trial-balance", "balance-sheet"].includes(kind) ? null : field("From", from), field(kind.includes("balance") ? "As on" : "To", to));
-  const element = h("div", {}, h("h2", {}, SCREENS[location.hash.slice(1)]?.title || kind), filters, box, body);
+  const element = h("div", {}, h("h2", {}, SCREENS[location.hash.slice(1)]?.title || kind), filters, box, body,
+    kind === "ledger" ? ledgerForm() : null);
   const refresh = async () => {
+    if (kind === "ledger") {  // a ledger made here or at another office joins the choice
+      const chosen = ledger.value;
+      ledger.replaceChildren(...app.ledgers.map(l => h("option", { value: l.name }, l.name)));
+      if (chosen) ledger.value = chosen;
+    }
     const data = await act(box, () => get(`/api/reports/${kind}`, { office: office.value, from: from.value, to: to.value,
       ledger: kind === "ledger" ? ledger.value : "" }));
     if (data) body.replaceChildren(h("p", { class: "muted" }, `Scope: ${data.scope}`), REPORTS[kind](data));
   };
   for (const input of [office, from, to, ledger]) input.addEventListener("change", refresh);
   return { element, refresh };
+}
+
+// Ledger creation: name, group, and this office's opening balance ("50000" debit, "50000 Cr" credit).
+function ledgerForm() {
+  const box = h("div"), name = h("input", { id: "ledger-name" }), opening = h("input", { id: "ledger-opening", placeholder: "e.g. 50,000 or 50,000 Cr" });
+  const group = h("select", { id: "ledger-group" });
+  get("/api/groups").then(groups => group.replaceChildren(...groups.map(g => h("option", { value: g.name }, `${g.name} (${g.nature})`))));
+  return h("section", { class: "card", id: "ledger-form" }, h("h3", {}, "Create a ledger"),
+    h("div", { class: "row" }, h("div", { class: "grow" }, field("Name", name)), field("Under group", group), field("Opening balance here", opening)),
+    h("div", { class: "actions" }, h("button", { class: "primary", id: "add-ledger", onclick: async () => {
+      const made = await act(box, () => post("/api/ledgers", { name: name.value, group: group.value, opening: opening.value }),
+        r => `Created ledger ${r.name} under ${r.group}`);
+      if (made) { name.value = opening.value = ""; await loadLedgers(); }
+    } }, "Create")), box);
 }
 
 const REPORTS = {
