@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from typing import Any
 
 
@@ -40,3 +41,16 @@ def _no_constant(name: str) -> Any:
 def utc_now() -> str:
     """A sortable UTC timestamp with microseconds."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def report_json(value: Any, indent: int | None = None) -> str:
+    """JSON for people's scripts and the dashboard: money as two-place decimal text, dates as ISO."""
+    return json.dumps(value, default=_plain, indent=indent, ensure_ascii=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")

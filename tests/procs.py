@@ -38,6 +38,7 @@ COMPANY = "Sync Links Traders"
 LEDGERS = {"Cash": "Cash-in-Hand", "Bank": "Bank Accounts", "Sales": "Sales Accounts", "Rent": "Indirect Expenses",
            "Capital": "Capital Account"}
 SERVING = re.compile(r"serving on wss://([^\s:]+):(\d+)")
+DASHBOARD = re.compile(r"Dashboard: (http://\S+)")
 
 
 def free_port() -> int:
@@ -238,13 +239,17 @@ def reports(home: Path, offices: tuple[str, ...]) -> dict[str, Any]:
 
 
 class NodeProcess:
-    """``p2psync run`` on one home, on loopback (without mDNS unless asked)."""
+    """``p2psync run`` on one home, on loopback (without mDNS unless asked), with its dashboard on a
+    free port if asked; or ``p2psync dashboard``, which can start before the office is set up."""
 
-    def __init__(self, home: Path, port: int = 0, peers: tuple[str, ...] = (), mdns: bool = False) -> None:
+    def __init__(self, home: Path, port: int = 0, peers: tuple[str, ...] = (), mdns: bool = False,
+                 dashboard: bool = False, command: str = "run") -> None:
         self.home = home
         self.port = port
         self.peers = peers
         self.mdns = mdns
+        self.dashboard = dashboard or command == "dashboard"
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
         self.out = home.parent / f"{home.name}-run.out"
 
@@ -257,23 +262,37 @@ class NodeProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> NodeProcess:
-        """Start, and return once the node serves (its port is then known, also for port 0)."""
-        before = len(SERVING.findall(self.output()))
-        args = [sys.executable, "-m", "p2psync", "--home", str(self.home), "run", "--host", "127.0.0.1",
-                "--port", str(self.port), *([] if self.mdns else ["--no-mdns"])]
+        """Start, and return once the node serves (its port is then known, also for port 0); an office
+        not set up yet, once its dashboard serves."""
+        set_up = (self.home / DB_FILE).exists()
+        before = len(SERVING.findall(self.output())), len(DASHBOARD.findall(self.output()))
+        args = [sys.executable, "-m", "p2psync", "--home", str(self.home), self.command, "--host", "127.0.0.1",
+                "--port", str(self.port), *([] if self.mdns else ["--no-mdns"]),
+                *(["--dashboard-port", "0"] if self.dashboard else ["--no-dashboard"])]
         for peer in self.peers:
             args += ["--peer", peer]
         with self.out.open("ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=environment(self.home.parent),
                                          start_new_session=True)
-        match = wait_until(lambda: self._serving(before), f"{self.home.name} to serve")
-        self.port = int(match.group(2))
+        if self.dashboard:
+            wait_until(lambda: self._printed(DASHBOARD, before[1]), f"{self.home.name}'s dashboard to serve")
+        if set_up:
+            self.wait_serving(before[0])
         return self
 
-    def _serving(self, before: int) -> re.Match[str] | None:
+    def wait_serving(self, before: int = 0) -> None:
+        match = wait_until(lambda: self._printed(SERVING, before), f"{self.home.name} to serve")
+        self.port = int(match.group(2))
+
+    @property
+    def dashboard_url(self) -> str:
+        """The sign-in address the node printed last."""
+        return DASHBOARD.findall(self.output())[-1]
+
+    def _printed(self, pattern: re.Pattern[str], before: int) -> re.Match[str] | None:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"{self.home.name} exited {self.proc.returncode}:\n{self.output()}")
-        matches = list(SERVING.finditer(self.output()))
+        matches = list(pattern.finditer(self.output()))
         return matches[-1] if len(matches) > before else None
 
     def output(self) -> str:
@@ -303,8 +322,9 @@ class Fleet:
     def __init__(self) -> None:
         self.nodes: list[NodeProcess] = []
 
-    def start(self, home: Path, port: int = 0, peers: tuple[str, ...] = (), mdns: bool = False) -> NodeProcess:
-        node = NodeProcess(home, port, peers, mdns)
+    def start(self, home: Path, port: int = 0, peers: tuple[str, ...] = (), mdns: bool = False,
+              dashboard: bool = False, command: str = "run") -> NodeProcess:
+        node = NodeProcess(home, port, peers, mdns, dashboard, command)
         self.nodes.append(node)
         return node.start()
 

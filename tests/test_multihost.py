@@ -94,7 +94,7 @@ class HostNode(NodeProcess):
         return self
 
     def ready(self) -> HostNode:
-        wait_until(lambda: self._serving(self._before), f"{self.home.name} to serve")
+        self.wait_serving(self._before)
         return self
 
     def start(self) -> HostNode:

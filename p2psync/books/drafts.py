@@ -24,11 +24,22 @@ def parse_line(text: str, side: Side) -> Line:
     ledger, sep, amount = text.rpartition("=")
     if not sep or not ledger.strip():
         raise InvalidInput(f"{side.value.lower()} line {text!r} must be LEDGER=AMOUNT")
+    return make_line(ledger, amount, side)
+
+
+def make_line(ledger: str, amount: str, side: Side) -> Line:
+    """One line as typed in a form: a ledger name and an amount."""
+    if not ledger.strip():
+        raise InvalidInput(f"a {side.value.lower()} line needs a ledger")
     return Line(" ".join(ledger.split()), side, parse_amount(amount))
 
 
 def make_draft(kind: str, date: str, debits: list[str], credits: list[str], narration: str = "") -> Draft:
     lines = tuple(parse_line(d, Side.DR) for d in debits) + tuple(parse_line(c, Side.CR) for c in credits)
+    return draft_of(kind, date, lines, narration)
+
+
+def draft_of(kind: str, date: str, lines: tuple[Line, ...], narration: str = "") -> Draft:
     return Draft(VoucherType.parse(kind), parse_date(date), lines, narration.strip())
 
 

@@ -13,17 +13,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from p2psync.books import reports
 from p2psync.books.drafts import make_draft
-from p2psync.books.groups import group_key
 from p2psync.books.importer import read_file
 from p2psync.books.model import Revision, VoucherType
 from p2psync.books.money import to_decimal
-from p2psync.books.resolve import resolve
 from p2psync.cli import render
-from p2psync.cli.context import home_option, json_option, open_node, optional_date
-from p2psync.errors import NotFound
-from p2psync.store import queries
+from p2psync.cli.context import home_option, json_option, open_node
+from p2psync.node import views
 
 office_option = click.option("--office", default=None, help="One office's books (default: consolidated).")
 period_options = [
@@ -62,10 +58,8 @@ def group_add(home: str | None, name: str, parent: str) -> None:
 @home_option
 def group_list(home: str | None, as_json: bool) -> None:
     """List every group with its nature."""
-    with open_node(home) as node, node.db.read() as session:
-        rows = sorted(queries.groups(session).values(), key=lambda g: (g.primary, g.name))
-        data = [{"name": g.name, "parent": g.parent, "nature": g.nature, "primary": g.primary,
-                 "predefined": g.predefined} for g in rows]
+    with open_node(home) as node:
+        data = views.groups(node)
     if as_json:
         render.print_json(data)
     else:
@@ -112,9 +106,8 @@ def ledger_opening(home: str | None, name: str, amount: str, office: str | None)
 @home_option
 def ledger_list(home: str | None, as_json: bool) -> None:
     """List the ledgers."""
-    with open_node(home) as node, node.db.read() as session:
-        data = [{"name": led.name, "group": grp.name, "nature": grp.nature, "created_at_office": led.office}
-                for led, grp in queries.ledgers(session)]
+    with open_node(home) as node:
+        data = views.ledgers(node)
     if as_json:
         render.print_json(data)
     else:
@@ -166,11 +159,7 @@ def voucher_amend(home: str | None, number: str, kind: str | None, date: str, de
                   credits: tuple[str, ...], narration: str, as_json: bool) -> None:
     """Replace voucher NUMBER with a new revision (the old one is kept in its history)."""
     with open_node(home) as node:
-        with node.db.read() as session:
-            row = queries.voucher(session, number.strip().upper())
-        if row is None:
-            raise NotFound(f"no voucher numbered {number}")
-        draft = make_draft(kind or row.type, date, list(debits), list(credits), narration)
+        draft = make_draft(kind or views.voucher_type(node, number), date, list(debits), list(credits), narration)
         rev = node.amend(number, draft)
     _show_revision(rev, "Amended", as_json)
 
@@ -187,19 +176,9 @@ def voucher_cancel(home: str | None, number: str, reason: str, as_json: bool) ->
     _show_revision(rev, "Cancelled", as_json)
 
 
-def _revision_json(rev: Revision) -> dict:
-    c = rev.content
-    return {
-        "number": rev.number, "revision": rev.id, "action": rev.action.value, "office": rev.office,
-        "type": c.type.value, "date": c.date.isoformat(), "narration": c.narration, "reason": rev.reason,
-        "lines": [{"ledger": ln.ledger, "side": ln.side.value, "amount": to_decimal(ln.paise)} for ln in c.lines],
-        "parents": list(rev.parents), "at": rev.at,
-    }
-
-
 def _show_revision(rev: Revision, verb: str, as_json: bool) -> None:
     if as_json:
-        render.print_json(_revision_json(rev))
+        render.print_json(views.revision_data(rev))
         return
     total = sum(ln.paise for ln in rev.content.lines if ln.side.value == "Dr")
     render.info(f"{verb} {rev.content.type.label} {rev.number} dated {rev.content.date.isoformat()} "
@@ -213,11 +192,8 @@ def _show_revision(rev: Revision, verb: str, as_json: bool) -> None:
 @home_option
 def voucher_list(home: str | None, office: str | None, start: str | None, end: str | None, as_json: bool) -> None:
     """List vouchers (cancelled ones marked)."""
-    with open_node(home) as node, node.db.read() as session:
-        rows = queries.vouchers(session, office and office.upper(), optional_date(start), optional_date(end))
-    data = [{"number": v.number, "date": v.date, "type": v.type, "office": v.office, "narration": v.narration,
-             "amount": to_decimal(v.amount), "cancelled": v.cancelled, "revisions": v.revisions,
-             "conflicts": v.conflicts} for v in rows]
+    with open_node(home) as node:
+        data = views.vouchers(node, office, start, end)
     if as_json:
         render.print_json(data)
         return
@@ -233,25 +209,20 @@ def voucher_list(home: str | None, office: str | None, start: str | None, end: s
 @home_option
 def voucher_show(home: str | None, number: str, as_json: bool) -> None:
     """Show voucher NUMBER with every revision and any conflict."""
-    with open_node(home) as node, node.db.read() as session:
-        revs = queries.revisions(session, number.strip().upper())
-    if not revs:
-        raise NotFound(f"no voucher numbered {number}")
-    state = resolve(revs)
-    data = {"current": _revision_json(state.current), "history": [_revision_json(r) for r in state.revisions],
-            "conflicts": [_revision_json(r) for r in state.conflicts]}
+    with open_node(home) as node:
+        data = views.voucher(node, number)
     if as_json:
-        render.print_json(data)
+        render.print_json({k: v for k, v in data.items() if k != "cancelled"})
         return
     cur = data["current"]
-    render.table(f"{cur['number']} ({cur['type']}, {cur['date']}){' CANCELLED: ' + cur['reason'] if state.current.cancelled else ''}",
+    render.table(f"{cur['number']} ({cur['type']}, {cur['date']}){' CANCELLED: ' + cur['reason'] if data['cancelled'] else ''}",
                  ["Ledger", "Debit", "Credit"],
                  [[ln["ledger"], render.money(ln["amount"]) if ln["side"] == "Dr" else "",
                    render.money(ln["amount"]) if ln["side"] == "Cr" else ""] for ln in cur["lines"]],
                  numeric={1, 2})
     if cur["narration"]:
         render.info(f"Narration: {cur['narration']}")
-    lost = {r.id for r in state.conflicts}
+    lost = {r["revision"] for r in data["conflicts"]}
     render.table("History", ["At (UTC)", "Action", "Date", "Amount", "Narration", ""],
                  [[r["at"][:19].replace("T", " "), r["action"], r["date"],
                    render.money(sum((ln["amount"] for ln in r["lines"] if ln["side"] == "Dr"), to_decimal(0))),
@@ -291,10 +262,6 @@ def report() -> None:
     """Trial balance, ledger statement, day book, balance sheet, profit and loss."""
 
 
-def _scope(office: str | None) -> str:
-    return office.upper() if office else "consolidated"
-
-
 @report.command("trial-balance")
 @office_option
 @click.option("--to", "end", default=None, help="As on this date.")
@@ -302,9 +269,8 @@ def _scope(office: str | None) -> str:
 @home_option
 def report_tb(home: str | None, office: str | None, end: str | None, as_json: bool) -> None:
     """Closing balance of every ledger, debits beside credits."""
-    with open_node(home) as node, node.db.read() as session:
-        data = reports.trial_balance(queries.balances(session, office and office.upper(), end=optional_date(end)),
-                                     _scope(office))
+    with open_node(home) as node:
+        data = views.report(node, "trial-balance", office, end=end)
     if as_json:
         render.print_json(data)
         return
@@ -323,15 +289,8 @@ def report_tb(home: str | None, office: str | None, end: str | None, as_json: bo
 def report_ledger(home: str | None, name: str, office: str | None, start: str | None, end: str | None,
                   as_json: bool) -> None:
     """Statement of ledger NAME with a running balance."""
-    with open_node(home) as node, node.db.read() as session:
-        key = group_key(name)
-        ledger_row = next((led for led, _g in queries.ledgers(session) if led.key == key), None)
-        if ledger_row is None:
-            raise NotFound(f"unknown ledger {name!r}")
-        scope_office = office and office.upper()
-        data = reports.ledger_statement(
-            ledger_row.name, queries.opening_of(session, key, scope_office),
-            queries.postings(session, key, scope_office, optional_date(end)), _scope(office), optional_date(start))
+    with open_node(home) as node:
+        data = views.report(node, "ledger", office, start, end, ledger=name)
     if as_json:
         render.print_json(data)
         return
@@ -355,9 +314,8 @@ def _balance(value) -> str:  # type: ignore[no-untyped-def]
 @home_option
 def report_day_book(home: str | None, office: str | None, start: str | None, end: str | None, as_json: bool) -> None:
     """Every voucher of the period, day by day, with its lines."""
-    with open_node(home) as node, node.db.read() as session:
-        rows = queries.vouchers(session, office and office.upper(), optional_date(start), optional_date(end))
-        data = reports.day_book(rows, queries.lines_of(session, [v.number for v in rows]), _scope(office))
+    with open_node(home) as node:
+        data = views.report(node, "day-book", office, start, end)
     if as_json:
         render.print_json(data)
         return
@@ -378,11 +336,8 @@ def report_day_book(home: str | None, office: str | None, start: str | None, end
 @home_option
 def report_pl(home: str | None, office: str | None, start: str | None, end: str | None, as_json: bool) -> None:
     """Profit and loss: gross profit from direct items, net profit after indirect ones."""
-    with open_node(home) as node, node.db.read() as session:
-        balances = queries.balances(session, office and office.upper(), optional_date(start), optional_date(end))
-        if start:  # movements of the period only
-            balances = [b.__class__(**{**vars(b), "opening": 0}) for b in balances]
-        data = reports.profit_and_loss(balances, _scope(office))
+    with open_node(home) as node:
+        data = views.report(node, "profit-loss", office, start, end)
     if as_json:
         render.print_json(data)
         return
@@ -407,9 +362,8 @@ def report_pl(home: str | None, office: str | None, start: str | None, end: str 
 @home_option
 def report_bs(home: str | None, office: str | None, end: str | None, as_json: bool) -> None:
     """Liabilities and assets by primary group, with the profit carried over."""
-    with open_node(home) as node, node.db.read() as session:
-        data = reports.balance_sheet(queries.balances(session, office and office.upper(), end=optional_date(end)),
-                                     _scope(office))
+    with open_node(home) as node:
+        data = views.report(node, "balance-sheet", office, end=end)
     if as_json:
         render.print_json(data)
         return
@@ -430,9 +384,8 @@ def report_bs(home: str | None, office: str | None, end: str | None, as_json: bo
 @home_option
 def conflicts_cmd(home: str | None, as_json: bool) -> None:
     """Concurrent edits that lost: kept, listed here until an amendment resolves them."""
-    with open_node(home) as node, node.db.read() as session:
-        data = [{"kind": c.kind, "subject": c.subject, "winner": c.winner, "loser": c.loser}
-                for c in queries.conflicts(session)]
+    with open_node(home) as node:
+        data = views.conflicts(node)
     if as_json:
         render.print_json(data)
     elif not data:

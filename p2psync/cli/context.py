@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 
-from p2psync.books.rules import parse_date
 from p2psync.node import Node
 from p2psync.node.home import resolve_home
 
@@ -42,7 +40,3 @@ def open_node(home: str | None) -> Iterator[Node]:
         yield node
     finally:
         node.close()
-
-
-def optional_date(text: str | None) -> dt.date | None:
-    return parse_date(text) if text else None

@@ -79,7 +79,8 @@ class Demo:
         return match.group(1)
 
     def node(self, office: str, *extra: str) -> str:
-        return self.start(["--home", self.home(office), "run", "--host", "127.0.0.1", "--port", "0", *extra],
+        return self.start(["--home", self.home(office), "run", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                           *extra],
                           office.lower())
 
     def stop(self) -> None:
@@ -166,6 +167,7 @@ def _play(demo: Demo, vouchers: int) -> None:
         render.info("BR1 runs on the LAN (zeroconf); BR2 reaches the others only through the relay")
         for office in ("HO", "BR1", "BR2"):
             progress.update(f"Posting {vouchers} vouchers at {office}")
+            _wait_for_ledgers(demo, office)
             demo.run(office, "voucher", "import", str(_vouchers(office, vouchers, rng, demo.base / f"{office}.csv")))
         render.info(f"Posted {vouchers} vouchers at each of HO, BR1 and BR2")
         progress.update("Waiting for the three offices to agree")
@@ -177,6 +179,15 @@ def _play(demo: Demo, vouchers: int) -> None:
                  [[r["ledger"], _money(r["debit"]), _money(r["credit"])] for r in tb["rows"]], numeric={1, 2},
                  footer=["Total", _money(tb["total"]["debit"]), _money(tb["total"]["credit"])])
     render.info(f"All three offices hold identical books ({time.monotonic() - started:.1f} s).")
+
+
+def _wait_for_ledgers(demo: Demo, office: str) -> None:
+    """A branch posts against the head office's ledgers: wait until its node has received them."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while len(json.loads(demo.run(office, "ledger", "list", "--json"))) < len(LEDGERS):
+        if time.monotonic() > deadline:
+            raise P2PSyncError(f"{office} did not receive the head office's ledgers within {WAIT_SECONDS:.0f} s")
+        time.sleep(0.2)
 
 
 def _converge(demo: Demo) -> list[dict[str, Any]]:

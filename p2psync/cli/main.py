@@ -23,13 +23,13 @@ from p2psync.cli.books_commands import (
 from p2psync.cli.context import HOME_HELP, home_option, json_option, open_node
 from p2psync.cli.demo import demo_cmd
 from p2psync.cli.relay_command import relay_cmd
+from p2psync.cli.serve_commands import dashboard_cmd, run_cmd
 from p2psync.cli.trust_commands import (
     invite_cmd,
     join_cmd,
     quarantine_cmd,
     restart_cmd,
     revoke_cmd,
-    run_cmd,
     settings_cmd,
     status_cmd,
     sync_cmd,
@@ -37,7 +37,7 @@ from p2psync.cli.trust_commands import (
 from p2psync.errors import P2PSyncError
 from p2psync.node import Node
 from p2psync.node.home import KEYS_DIR, LOG_FILE, ROOT_KEY_FILE, resolve_home
-from p2psync.store import queries
+from p2psync.node import views
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 70
@@ -97,8 +97,8 @@ def branch_add(home: str | None, code: str, name: str) -> None:
 @home_option
 def branch_list(home: str | None, as_json: bool) -> None:
     """List the offices."""
-    with open_node(home) as node, node.db.read() as session:
-        rows = [{"code": o.code, "name": o.name, "role": o.role} for o in queries.offices(session)]
+    with open_node(home) as node:
+        rows = views.offices(node)
     if as_json:
         render.print_json(rows)
     else:
@@ -106,7 +106,8 @@ def branch_list(home: str | None, as_json: bool) -> None:
 
 
 for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo_cmd, invite_cmd, join_cmd,
-                settings_cmd, revoke_cmd, quarantine_cmd, run_cmd, sync_cmd, status_cmd, restart_cmd, relay_cmd):
+                settings_cmd, revoke_cmd, quarantine_cmd, run_cmd, sync_cmd, status_cmd, restart_cmd, relay_cmd,
+                dashboard_cmd):
     cli.add_command(command)
 
 

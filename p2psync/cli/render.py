@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import sys
 from decimal import Decimal
 from typing import Any
@@ -13,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from p2psync.books.money import format_indian, from_decimal
+from p2psync.canonical import report_json
 
 #: Wide enough for a day book when output goes to a file or a pipe rather than a terminal.
 _PIPE_WIDTH = 140
@@ -21,16 +20,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 _WRAPPING = {"Narration", "Particulars", "Ledger", "Name", "Group"}
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=_default, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(report_json(data, indent=2) + "\n")
 
 
 def money(value: Decimal | None, blank_zero: bool = True) -> str:

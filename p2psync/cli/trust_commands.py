@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime as dt
-import signal
 
 import click
 
-from p2psync.books.rules import parse_date
 from p2psync.cli import render
 from p2psync.cli.context import home_option, json_option, open_node
-from p2psync.errors import InvalidInput, P2PSyncError
-from p2psync.net import discovery, enrollment
-from p2psync.node import Node, control, registrar
+from p2psync.errors import P2PSyncError
+from p2psync.node import control, joining, registrar, views
 from p2psync.node.home import resolve_home
 from p2psync.node.runtime import NodeRuntime, status_from_db
-from p2psync.trust import enroll
 from p2psync.trust.invite import InviteCode
-from p2psync.trust.keys import NodeKeys
 
-DEFAULT_PORT = 8470
-LAN_SEARCH_SECONDS = 3.0
 
 
 @click.command("invite")
@@ -45,34 +36,14 @@ def invite_cmd(home: str | None, office: str, ttl: str) -> None:
 @home_option
 def join_cmd(home: str | None, code: str, via: str | None) -> None:
     """At a branch: register with the head office using its one-time CODE."""
-    invite = InviteCode.parse(code)
-    path = resolve_home(home)
-    keys = NodeKeys.generate()
-    request = enroll.request(invite, keys)
-    enrolled = asyncio.run(_enroll(via, invite, request, keys))
-    node = Node.join(path, enrolled, keys)
+    InviteCode.parse(code)  # a mistyped code is refused before looking for the head office
+    with render.err.status("Registering with the head office" if via else "Looking for the head office on the LAN"):
+        node, office_name = asyncio.run(joining.join(resolve_home(home), code, via))
     try:
         render.info(f"Joined {node.identity.company} as branch {node.identity.office} "
-                    f"({enrolled.grant.office_name}); Registration ID {node.registration_id}")
+                    f"({office_name}); Registration ID {node.registration_id}")
     finally:
         node.close()
-
-
-async def _enroll(via: str | None, invite: InviteCode, request: bytes, keys: NodeKeys) -> enroll.Enrollment:
-    """Enroll at `via`, or at whichever node found on the LAN answers as our head office."""
-    if via is not None:
-        return enroll.read_reply(await enrollment.exchange(via, request), invite, request, keys)
-    with render.err.status("Looking for the head office on the LAN"):
-        candidates = await discovery.find_any(LAN_SEARCH_SECONDS)
-    errors = []
-    for url in candidates:
-        try:
-            return enroll.read_reply(await enrollment.exchange(url, request), invite, request, keys)
-        except P2PSyncError as exc:
-            errors.append(f"{url}: {exc}")
-    if errors:
-        raise P2PSyncError("no node on the LAN enrolled this code; " + "; ".join(errors[:3]))
-    raise P2PSyncError("no head office found on the LAN; give its address with --via wss://HOST:PORT")
 
 
 @click.command("settings")
@@ -87,20 +58,7 @@ def settings_cmd(home: str | None, mode: str | None, interval: int | None, sync_
                  relays: tuple[str, ...], as_json: bool) -> None:
     """Show or change data synchronization settings."""
     with open_node(home) as node:
-        local = {k: v for k, v in (("mode", mode), ("interval", str(interval) if interval else None)) if v}
-        if local:
-            node.set_local(**local)
-        if sync_after is not None:
-            registrar.set_sync_after(node, None if sync_after.lower() == "none" else parse_date(sync_after))
-        if relays:
-            for url in relays:
-                if not url.startswith(("ws://", "wss://")):
-                    raise InvalidInput(f"relay address {url!r} must start with ws:// or wss://")
-            registrar.set_relays(node, list(relays))
-        policy = node.trust.policy
-        data = {"office": node.identity.office, "file_type": "Head Office" if node.identity.is_head else "Branch Office",
-                "registration_id": node.registration_id, **node.settings(), "sync_after": policy.sync_after,
-                "relays": list(policy.relays), "policy_version": policy.version, "key_epoch": policy.epoch}
+        data = views.change_settings(node, mode, interval, sync_after, list(relays) or None)
     if as_json:
         render.print_json(data)
     else:
@@ -125,7 +83,7 @@ def revoke_cmd(home: str | None, target: str) -> None:
 def quarantine_cmd(home: str | None, as_json: bool) -> None:
     """Entries received but refused ("failed to import"), each with its reason."""
     with open_node(home) as node:
-        data = [{"received_at": q["at"], **{k: v for k, v in q.items() if k != "at"}} for q in node.quarantined()]
+        data = views.quarantine(node)
     if as_json:
         render.print_json(data)
     elif not data:
@@ -133,56 +91,6 @@ def quarantine_cmd(home: str | None, as_json: bool) -> None:
     else:
         render.table("Quarantine", ["Received", "Document", "Author", "Seq", "Reason"],
                      [[str(d["received_at"])[:19], d["document"], str(d["author"])[:16], d["seq"], d["reason"]] for d in data])
-
-
-@click.command("run")
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--peer", "peers", multiple=True, metavar="URL", help="A peer's address wss://HOST:PORT (repeatable).")
-@click.option("--no-mdns", "no_mdns", is_flag=True, help="Do not advertise or browse on the LAN.")
-@home_option
-def run_cmd(home: str | None, host: str, port: int, peers: tuple[str, ...], no_mdns: bool) -> None:
-    """Run this office's node until stopped (Ctrl-C or SIGTERM)."""
-    with open_node(home) as node:
-        asyncio.run(_serve(NodeRuntime(node, host=host, port=port, peers=peers, mdns=not no_mdns)))
-
-
-async def _serve(runtime: NodeRuntime) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-
-    async def handle(command: str) -> dict:
-        if command == "status":
-            return await runtime.status()
-        if command == "sync":  # auto mode: a full reconcile now; manual mode: the caller syncs itself
-            if runtime.manual:
-                return {"ok": False}
-            await runtime.restart_links()
-            return {"ok": True}
-        if command == "restart":
-            await runtime.restart_links()
-            return {"ok": True}
-        if command == "stop":
-            stop.set()
-            return {"ok": True}
-        return {"error": f"unknown command {command[:40]!r}"}
-
-    channel = await control.serve(runtime.node.home, handle)
-    try:
-        await runtime.start()
-        node = runtime.node.identity
-        render.info(f"{node.office} ({'head office' if node.is_head else 'branch'}) serving on "
-                    f"wss://{runtime.host}:{runtime.port}, {runtime.node.settings()['mode']} mode "
-                    f"(started {dt.datetime.now():%H:%M:%S})")
-        await stop.wait()
-    finally:
-        channel.close()
-        await runtime.stop()
-        with contextlib.suppress(FileNotFoundError):
-            control.socket_path(runtime.node.home).unlink()
 
 
 @click.command("sync")

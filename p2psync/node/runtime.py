@@ -149,6 +149,11 @@ class NodeRuntime:
         async with self._changed:
             await self._changed.wait_for(lambda: self._seen[0] > seen_id or self._seen[1] > seen_policy)
 
+    @property
+    def position(self) -> tuple[int, int]:
+        """The newest shared entry and policy version the links know of: changes when books or policy do."""
+        return self._seen
+
     async def notify(self) -> None:
         last = await self.call(self.node.last_entry_id)
         async with self._changed:
@@ -216,6 +221,14 @@ class NodeRuntime:
         await self._stop_dialers()
         if not self.manual:
             self._start_dialers()
+
+    async def settings_changed(self, before: dict[str, Any]) -> None:
+        """This process changed the settings (`before` is what they were): a new mode or new relays
+        take effect at once, and a new policy goes out on every link."""
+        now = {"mode": self.node.settings()["mode"], "relays": self.node.trust.policy.relays}
+        if now != {"mode": before["mode"], "relays": tuple(before["relays"])}:
+            await self.restart_links()
+        await self.notify()
 
     async def _restart_dialers(self) -> None:
         await self._stop_dialers()

@@ -1,0 +1,399 @@
+// The office dashboard. Every rule lives in the node: this page sends what was typed and shows
+// what the node answers, including its refusals, word for word.
+
+import { ApiError, get, post } from "./api.js";
+import { balance, field, h, money, table, when } from "./dom.js";
+
+const app = { state: null, status: null, screen: null, offices: [], ledgers: [] };
+const typeLabel = value => app.state.voucher_types.find(t => t.value === value)?.label || value;
+
+const SCREENS = {
+  status: { title: "Status", build: statusScreen },
+  vouchers: { title: "Vouchers", build: vouchersScreen },
+  daybook: { title: "Day book", build: () => reportScreen("day-book") },
+  ledger: { title: "Ledger", build: () => reportScreen("ledger") },
+  trial: { title: "Trial balance", build: () => reportScreen("trial-balance") },
+  balance: { title: "Balance sheet", build: () => reportScreen("balance-sheet") },
+  pl: { title: "Profit & loss", build: () => reportScreen("profit-loss") },
+  settings: { title: "Sync settings", build: settingsScreen },
+  registration: { title: "Registration", build: registrationScreen },
+};
+
+// ---------------------------------------------------------------- shell
+
+async function start() {
+  app.state = await get("/api/state");
+  listen();
+  if (!app.state.ready) return show(setupScreen());
+  const id = app.state.identity;
+  document.getElementById("office").textContent =
+    `${id.company} · ${id.office} (${id.file_type}) · Registration ID ${id.registration_id}`;
+  document.title = `${id.office} · ${id.company} · p2psync`;
+  const nav = document.getElementById("nav");
+  nav.replaceChildren(...Object.entries(SCREENS).map(([key, s]) =>
+    h("button", { "data-screen": key, onclick: () => { location.hash = key; } }, s.title)));
+  window.addEventListener("hashchange", route);
+  await route();
+}
+
+async function route() {
+  const key = SCREENS[location.hash.slice(1)] ? location.hash.slice(1) : "status";
+  for (const b of document.querySelectorAll("nav button")) b.classList.toggle("active", b.dataset.screen === key);
+  await Promise.all([loadOffices(), loadLedgers()]);
+  show(SCREENS[key].build());
+}
+
+function show(screen) {
+  app.screen = screen;
+  document.getElementById("main").replaceChildren(screen.element);
+  screen.refresh?.();
+}
+
+function listen() {
+  const live = document.getElementById("live");
+  const events = new EventSource("/api/events");
+  events.onopen = () => { live.textContent = "live"; live.className = "live on"; };
+  events.onerror = () => { live.textContent = "node not reachable"; live.className = "live off"; };
+  events.addEventListener("state", () => {
+    if (app.state && !app.state.ready) location.reload();
+  });
+  events.addEventListener("books", async () => {
+    await Promise.all([loadOffices(), loadLedgers()]);
+    app.screen?.refresh?.();
+  });
+  events.addEventListener("status", event => {
+    app.status = JSON.parse(event.data);
+    app.screen?.onStatus?.(app.status);
+  });
+}
+
+async function loadOffices() { app.offices = await get("/api/offices"); }
+async function loadLedgers() {
+  app.ledgers = await get("/api/ledgers");
+  let list = document.getElementById("ledger-names");
+  if (!list) document.body.append(list = h("datalist", { id: "ledger-names" }));
+  list.replaceChildren(...app.ledgers.map(l => h("option", { value: l.name })));
+}
+
+// A button's action: shows the node's answer (or refusal) in `box`, never throws.
+async function act(box, action, done = "") {
+  box.replaceChildren();
+  try {
+    const result = await action();
+    if (done) box.replaceChildren(h("div", { class: "notice" }, typeof done === "function" ? done(result) : done));
+    return result;
+  } catch (error) {
+    box.replaceChildren(h("div", { class: "error", role: "alert" },
+      error instanceof ApiError ? error.message : `cannot reach the node: ${error.message}`));
+    return undefined;
+  }
+}
+
+function officeSelect(id, withConsolidated = true) {
+  return h("select", { id },
+    withConsolidated ? h("option", { value: "" }, "Consolidated") : null,
+    app.offices.map(o => h("option", { value: o.code }, `${o.code} - ${o.name}`)));
+}
+
+// ---------------------------------------------------------------- setting up
+
+function setupScreen() {
+  const headBox = h("div"), joinBox = h("div");
+  const company = h("input", { id: "setup-company" }), code = h("input", { id: "setup-office", value: "HO" });
+  const name = h("input", { id: "setup-name", value: "Head Office" });
+  const invite = h("input", { id: "join-code", autocomplete: "off" }), via = h("input", { id: "join-via", placeholder: "wss://HOST:8470 (blank: find it on the LAN)" });
+  const element = h("div", {},
+    h("h2", {}, "Set up this office"),
+    h("div", { class: "cards" },
+      h("section", { class: "card" }, h("h3", {}, "Head office: create the organisation"),
+        field("Company name", company), field("Office code", code), field("Office name", name),
+        h("div", { class: "actions" }, h("button", { class: "primary", id: "create-head", onclick: () =>
+          act(headBox, () => post("/api/setup/head", { company: company.value, office: code.value, name: name.value }),
+            r => `Created ${r.company}. Registration ID ${r.registration_id}.`) }, "Create")), headBox),
+      h("section", { class: "card" }, h("h3", {}, "Branch office: join with a one-time code"),
+        field("One-time code from the head office", invite), field("Head office address", via),
+        h("div", { class: "actions" }, h("button", { class: "primary", id: "join", onclick: () =>
+          act(joinBox, () => post("/api/setup/join", { code: invite.value, via: via.value || null }),
+            r => `Joined ${r.company} as ${r.office}. Registration ID ${r.registration_id}.`) }, "Join")), joinBox)));
+  return { element };
+}
+
+// ---------------------------------------------------------------- status
+
+function statusScreen() {
+  const box = h("div"), body = h("div", { id: "status-body" });
+  const element = h("div", {}, h("h2", {}, "Status"),
+    h("div", { class: "actions" },
+      h("button", { class: "primary", id: "sync-now", onclick: () => act(box, () => post("/api/sync"), r => r.message) }, "Sync now"),
+      h("button", { class: "plain", id: "restart", onclick: () => act(box, () => post("/api/restart"), r => r.message) }, "Restart")),
+    box, body);
+  const render = async data => {
+    const conflicts = await get("/api/conflicts");
+    const node = data.node;
+    body.replaceChildren(h("div", {},
+      h("p", {}, `Node ${node.running ? "running" : "not running"} in ${node.mode} mode`,
+        node.mode === "auto" ? `, full reconcile every ${node.interval_minutes} min` : "",
+        `. Policy version ${node.policy_version}, sync after ${node.sync_after || "(no date)"}.`),
+      h("h3", {}, "Peers and relays"),
+      table(["Address", "Kind", "Office", "Status", "Last sync", "Sent", "Received", "Backlog", "Last error"],
+        data.peers.map(p => h("tr", { "data-office": p.office, "data-peer": p.peer },
+          h("td", { title: p.peer }, p.address || p.peer.slice(0, 16)), h("td", {}, p.kind), h("td", {}, p.office),
+          h("td", { class: p.online ? "online status" : "offline status" }, p.online ? "Online" : "Offline"),
+          h("td", {}, when(p.last_sync)), h("td", { class: "num" }, p.sent), h("td", { class: "num" }, p.received),
+          h("td", { class: "num" }, p.backlog), h("td", {}, p.last_error))),
+        { id: "peers", empty: "No peer or relay yet." }),
+      data.waiting_entries ? h("p", {}, `${data.waiting_entries} received entries wait for earlier ones.`) : null,
+      h("h3", {}, "Failed to import (quarantine)"),
+      table(["Received", "Document", "Author", "Seq", "Reason"],
+        data.quarantined.map(q => [when(q.at), q.document, String(q.author).slice(0, 16), q.seq, q.reason]),
+        { id: "quarantine", empty: "Nothing refused." }),
+      h("h3", {}, "Conflicts"),
+      table(["Kind", "Subject", "Kept (current)", "Lost (kept in history)"],
+        conflicts.map(c => [c.kind, c.subject, c.winner, c.loser]), { id: "conflicts", empty: "No conflicts." }),
+      h("h3", {}, "Sync log"),
+      table(["At (UTC)", "Peer", "Office", "Direction", "Entries"],
+        data.sync_log.map(r => [when(r.at), r.peer.slice(0, 24), r.office, r.direction, r.entries]),
+        { id: "sync-log", numeric: [4], empty: "Nothing exchanged yet." })));
+  };
+  return {
+    element,
+    refresh: async () => render(app.status || await get("/api/status")),
+    onStatus: render,
+  };
+}
+
+// ---------------------------------------------------------------- vouchers
+
+function vouchersScreen() {
+  const box = h("div"), list = h("div"), cancelBox = h("div");
+  const filter = officeSelect("voucher-office");
+  const form = voucherForm(box);
+  const element = h("div", {}, h("h2", {}, "Vouchers"), form.element, cancelBox,
+    h("h3", {}, "Vouchers"), h("div", { class: "row filters" }, field("Office", filter)), list);
+  const refresh = async () => {
+    const rows = await get("/api/vouchers", { office: filter.value });
+    list.replaceChildren(table(["Date", "Number", "Type", "Office", "Narration", "Amount", "Status", ""],
+      rows.map(v => h("tr", { class: v.cancelled ? "cancelled" : null, "data-number": v.number },
+        h("td", {}, v.date), h("td", {}, v.number), h("td", {}, typeLabel(v.type)), h("td", {}, v.office), h("td", {}, v.narration),
+        h("td", { class: "num" }, money(v.amount)),
+        h("td", {}, v.cancelled ? "cancelled" : v.conflicts ? "conflict" : v.revisions > 1 ? "amended" : ""),
+        h("td", {}, v.cancelled ? null : [
+          h("button", { class: "plain small", onclick: () => form.amend(v.number) }, "Amend"), " ",
+          h("button", { class: "plain small", onclick: () => cancelForm(cancelBox, v.number) }, "Cancel")]))),
+      { id: "voucher-list", numeric: [5], empty: "No vouchers yet." }));
+  };
+  filter.addEventListener("change", refresh);
+  return { element, refresh };
+}
+
+function voucherForm(box) {
+  const kind = h("select", { id: "voucher-type" }, app.state.voucher_types.map(t => h("option", { value: t.value }, t.label)));
+  const date = h("input", { id: "voucher-date", type: "date", value: new Date().toISOString().slice(0, 10) });
+  const narration = h("input", { id: "voucher-narration" });
+  const rows = h("tbody");
+  const title = h("h3", {}, "Post a voucher");
+  let amending = null;
+  const addLine = (side = "Dr", ledger = "", amount = "") => rows.append(h("tr", {},
+    h("td", {}, h("select", { class: "line-side" }, ["Dr", "Cr"].map(s => h("option", { value: s, selected: s === side }, s)))),
+    h("td", {}, h("input", { class: "line-ledger", list: "ledger-names", value: ledger })),
+    h("td", {}, h("input", { class: "line-amount", inputmode: "decimal", value: amount })),
+    h("td", {}, h("button", { class: "plain small", onclick: e => e.target.closest("tr").remove() }, "×"))));
+  const reset = () => {
+    amending = null; title.textContent = "Post a voucher"; submit.textContent = "Post";
+    kind.disabled = false; narration.value = ""; rows.replaceChildren(); addLine("Dr"); addLine("Cr");
+  };
+  const lines = () => [...rows.querySelectorAll("tr")].map(tr => ({
+    side: tr.querySelector(".line-side").value, ledger: tr.querySelector(".line-ledger").value,
+    amount: tr.querySelector(".line-amount").value })).filter(l => l.ledger || l.amount);
+  const submit = h("button", { class: "primary", id: "voucher-submit", onclick: async () => {
+    const body = { type: kind.value, date: date.value, narration: narration.value, lines: lines() };
+    const rev = await act(box, () => amending ? post("/api/vouchers/amend", { ...body, number: amending })
+      : post("/api/vouchers", body), r => `${amending ? "Amended" : "Posted"} ${r.number}`);
+    if (rev) { reset(); app.screen?.refresh?.(); }
+  } }, "Post");
+  const element = h("section", { class: "card", id: "voucher-form" }, title,
+    h("div", { class: "row" }, field("Type", kind), field("Date", date), h("div", { class: "grow" }, field("Narration", narration))),
+    h("table", { class: "lines" }, h("thead", {}, h("tr", {}, h("th", {}, "Dr/Cr"), h("th", {}, "Ledger"), h("th", {}, "Amount"), h("th"))), rows),
+    h("div", { class: "actions" }, h("button", { class: "plain", id: "add-line", onclick: () => addLine("Cr") }, "Add line"),
+      submit, h("button", { class: "plain", onclick: () => { box.replaceChildren(); reset(); } }, "Clear")), box);
+  reset();
+  return {
+    element,
+    amend: async number => {
+      const data = await act(box, () => get("/api/voucher", { number }));
+      if (!data) return;
+      const cur = data.current;
+      amending = cur.number; title.textContent = `Amend ${cur.number}`; submit.textContent = "Amend";
+      kind.value = cur.type; kind.disabled = true; date.value = cur.date; narration.value = cur.narration;
+      rows.replaceChildren(); cur.lines.forEach(l => addLine(l.side, l.ledger, l.amount));
+      element.scrollIntoView();
+    },
+  };
+}
+
+function cancelForm(box, number) {
+  const reason = h("input", { id: "cancel-reason" }), answer = h("div");
+  box.replaceChildren(h("section", { class: "card" }, h("h3", {}, `Cancel ${number}`),
+    field("Reason (kept with the voucher)", reason),
+    h("div", { class: "actions" },
+      h("button", { class: "primary", id: "cancel-submit", onclick: async () => {
+        const rev = await act(answer, () => post("/api/vouchers/cancel", { number, reason: reason.value }));
+        if (rev) { box.replaceChildren(h("div", { class: "notice" }, `Cancelled ${rev.number}`)); app.screen?.refresh?.(); }
+      } }, "Cancel voucher"),
+      h("button", { class: "plain", onclick: () => box.replaceChildren() }, "Keep it")), answer));
+  reason.focus();
+}
+
+// ---------------------------------------------------------------- reports
+
+function reportScreen(kind) {
+  const office = officeSelect("report-office");
+  const from = h("input", { id: "report-from", type: "date" }), to = h("input", { id: "report-to", type: "date" });
+  const ledger = h("select", { id: "report-ledger" }, app.ledgers.map(l => h("option", { value: l.name }, l.name)));
+  const box = h("div"), body = h("div", { id: "report" });
+  const filters = h("div", { class: "row filters" }, field("Office", office),
+    kind === "ledger" ? field("Ledger", ledger) : null,
+    ["trial-balance", "balance-sheet"].includes(kind) ? null : field("From", from), field(kind.includes("balance") ? "As on" : "To", to));
+  const element = h("div", {}, h("h2", {}, SCREENS[location.hash.slice(1)]?.title || kind), filters, box, body,
+    kind === "ledger" ? ledgerForm() : null);
+  const refresh = async () => {
+    if (kind === "ledger") {  // a ledger made here or at another office joins the choice
+      const chosen = ledger.value;
+      ledger.replaceChildren(...app.ledgers.map(l => h("option", { value: l.name }, l.name)));
+      if (chosen) ledger.value = chosen;
+    }
+    const data = await act(box, () => get(`/api/reports/${kind}`, { office: office.value, from: from.value, to: to.value,
+      ledger: kind === "ledger" ? ledger.value : "" }));
+    if (data) body.replaceChildren(h("p", { class: "muted" }, `Scope: ${data.scope}`), REPORTS[kind](data));
+  };
+  for (const input of [office, from, to, ledger]) input.addEventListener("change", refresh);
+  return { element, refresh };
+}
+
+// Ledger creation: name, group, and this office's opening balance ("50000" debit, "50000 Cr" credit).
+function ledgerForm() {
+  const box = h("div"), name = h("input", { id: "ledger-name" }), opening = h("input", { id: "ledger-opening", placeholder: "e.g. 50,000 or 50,000 Cr" });
+  const group = h("select", { id: "ledger-group" });
+  get("/api/groups").then(groups => group.replaceChildren(...groups.map(g => h("option", { value: g.name }, `${g.name} (${g.nature})`))));
+  return h("section", { class: "card", id: "ledger-form" }, h("h3", {}, "Create a ledger"),
+    h("div", { class: "row" }, h("div", { class: "grow" }, field("Name", name)), field("Under group", group), field("Opening balance here", opening)),
+    h("div", { class: "actions" }, h("button", { class: "primary", id: "add-ledger", onclick: async () => {
+      const made = await act(box, () => post("/api/ledgers", { name: name.value, group: group.value, opening: opening.value }),
+        r => `Created ledger ${r.name} under ${r.group}`);
+      if (made) { name.value = opening.value = ""; await loadLedgers(); }
+    } }, "Create")), box);
+}
+
+const REPORTS = {
+  "day-book": data => table(["Date", "Number", "Type", "Office", "Particulars", "Debit", "Credit"],
+    data.rows.flatMap(v => [
+      h("tr", { class: v.cancelled ? "cancelled" : null, "data-number": v.number },
+        h("td", {}, v.date), h("td", {}, v.number), h("td", {}, typeLabel(v.type) + (v.cancelled ? " (cancelled)" : "")),
+        h("td", {}, v.office), h("td", {}, v.narration), h("td"), h("td")),
+      ...v.lines.map(l => h("tr", { class: "sub" }, h("td"), h("td"), h("td"), h("td"), h("td", {}, l.ledger),
+        h("td", { class: "num" }, money(l.debit)), h("td", { class: "num" }, money(l.credit))))]),
+    { id: "day-book", empty: "No vouchers in this period." }),
+  "ledger": data => table(["Date", "Number", "Office", "Narration", "Debit", "Credit", "Balance"], [
+    ["", "", "", "Opening balance", "", "", balance(data.opening)],
+    ...data.rows.map(r => [r.date, r.number, r.office, r.narration, money(r.debit), money(r.credit), balance(r.balance)]),
+    h("tr", { class: "total" }, h("td"), h("td"), h("td"), h("td", {}, "Closing balance"), h("td"), h("td"),
+      h("td", { class: "num" }, balance(data.closing)))], { id: "ledger-statement", numeric: [4, 5, 6] }),
+  "trial-balance": data => table(["Ledger", "Group", "Debit", "Credit"], [
+    ...data.rows.map(r => [r.ledger, r.group, money(r.debit), money(r.credit)]),
+    h("tr", { class: "total" }, h("td", {}, "Total"), h("td"), h("td", { class: "num" }, money(data.total.debit, false)),
+      h("td", { class: "num" }, money(data.total.credit, false)))], { id: "trial-balance", numeric: [2, 3] }),
+  "balance-sheet": data => {
+    const n = Math.max(data.liabilities.length, data.assets.length);
+    const rows = Array.from({ length: n }, (_, i) => [data.liabilities[i]?.group || "", money(data.liabilities[i]?.amount),
+      data.assets[i]?.group || "", money(data.assets[i]?.amount)]);
+    rows.push(h("tr", { class: "total" }, h("td", {}, "Total"), h("td", { class: "num" }, money(data.total_liabilities, false)),
+      h("td", {}, "Total"), h("td", { class: "num" }, money(data.total_assets, false))));
+    return table(["Liabilities", "Amount", "Assets", "Amount"], rows, { id: "balance-sheet", numeric: [1, 3] });
+  },
+  "profit-loss": data => {
+    const rows = [];
+    for (const [title, key] of [["Direct incomes", "direct_incomes"], ["Direct expenses", "direct_expenses"]])
+      rows.push([title, "", ""], ...data[key].map(i => ["", i.ledger, money(i.amount, false)]));
+    rows.push(h("tr", { class: "total" }, h("td", {}, data.gross_profit.startsWith("-") ? "Gross loss" : "Gross profit"),
+      h("td"), h("td", { class: "num" }, money(data.gross_profit.replace("-", ""), false))));
+    for (const [title, key] of [["Indirect incomes", "indirect_incomes"], ["Indirect expenses", "indirect_expenses"]])
+      rows.push([title, "", ""], ...data[key].map(i => ["", i.ledger, money(i.amount, false)]));
+    rows.push(h("tr", { class: "total" }, h("td", {}, data.net_profit.startsWith("-") ? "Net loss" : "Net profit"),
+      h("td"), h("td", { class: "num" }, money(data.net_profit.replace("-", ""), false))));
+    return table(["", "Ledger", "Amount"], rows, { id: "profit-loss", numeric: [2] });
+  },
+};
+
+// ---------------------------------------------------------------- settings
+
+function settingsScreen() {
+  const box = h("div"), body = h("div");
+  const element = h("div", {}, h("h2", {}, "Data synchronization settings"), body, box);
+  const refresh = async () => {
+    if (body.contains(document.activeElement) && document.activeElement !== document.body) return; // keep typing
+    const s = await get("/api/settings");
+    const head = s.file_type === "Head Office";
+    const auto = h("input", { type: "radio", name: "mode", id: "mode-auto", value: "auto", checked: s.mode === "auto" });
+    const manual = h("input", { type: "radio", name: "mode", id: "mode-manual", value: "manual", checked: s.mode === "manual" });
+    const interval = h("input", { id: "interval", type: "number", min: 1, max: 1440, value: s.interval });
+    const syncAfter = head ? h("input", { id: "sync-after", type: "date", value: s.sync_after || "" })
+      : h("span", { id: "sync-after" }, s.sync_after || "(no date)");
+    const relays = head ? h("textarea", { id: "relays", rows: 3, placeholder: "wss://relay.example.com:8471 (one a line)" }, s.relays.join("\n"))
+      : h("span", { id: "relays" }, s.relays.join(", ") || "(none)");
+    body.replaceChildren(h("section", { class: "card" }, h("dl", { class: "kv" },
+      h("dt", {}, "File type"), h("dd", { id: "file-type" }, s.file_type),
+      h("dt", {}, "Registration ID"), h("dd", {}, s.registration_id),
+      h("dt", {}, "Syncing"), h("dd", {}, h("label", {}, auto, " Auto-Syncing every ", interval, " minutes"),
+        h("label", {}, manual, " Manual-Syncing (only when asked: Sync now)")),
+      h("dt", {}, "Sync after date"), h("dd", {}, syncAfter, head ? null : h("span", { class: "muted" }, "  (set by the head office)")),
+      h("dt", {}, "Relay addresses"), h("dd", {}, relays),
+      h("dt", {}, "Policy version"), h("dd", { id: "policy-version" }, s.policy_version)),
+    h("div", { class: "actions" }, h("button", { class: "primary", id: "apply", onclick: async () => {
+      const change = { mode: auto.checked ? "auto" : "manual", interval: Number(interval.value) };
+      if (head) Object.assign(change, { sync_after: syncAfter.value,
+        relays: relays.value.split(/\s+/).filter(Boolean) });
+      if (await act(box, () => post("/api/settings", change), "Applied.")) { document.activeElement.blur(); refresh(); }
+    } }, "Apply"))));
+  };
+  return { element, refresh };
+}
+
+// ---------------------------------------------------------------- registration
+
+function registrationScreen() {
+  const id = app.state.identity;
+  const head = id.role === "head";
+  const box = h("div"), inviteBox = h("div"), master = h("div");
+  const code = h("input", { id: "branch-code", placeholder: "BR1" }), name = h("input", { id: "branch-name" });
+  const inviteOffice = h("select", { id: "invite-office" }), ttl = h("select", { id: "invite-ttl" },
+    [["15m", "15 minutes"], ["1h", "1 hour"], ["1d", "1 day"], ["7d", "7 days"]].map(([v, t]) => h("option", { value: v }, t)));
+  const refresh = async () => {
+    await loadOffices();
+    master.replaceChildren(table(["Code", "Name", "Role"], app.offices.map(o => [o.code, o.name, o.role]), { id: "branches" }));
+    const chosen = inviteOffice.value;
+    inviteOffice.replaceChildren(...app.offices.filter(o => o.role !== "head").map(o => h("option", { value: o.code }, `${o.code} - ${o.name}`)));
+    if (chosen) inviteOffice.value = chosen;
+  };
+  const element = h("div", {}, h("h2", {}, "Registration"),
+    h("section", { class: "card" }, h("dl", { class: "kv" },
+      h("dt", {}, "Company"), h("dd", {}, id.company), h("dt", {}, "This office"), h("dd", {}, `${id.office} (${id.file_type})`),
+      h("dt", {}, "Registration ID"), h("dd", { id: "registration-id", class: "code" }, id.registration_id))),
+    h("h3", {}, "Branch master"), master,
+    head ? h("div", { class: "cards" },
+      h("section", { class: "card" }, h("h3", {}, "Add a branch"), field("Branch code", code), field("Branch name", name),
+        h("div", { class: "actions" }, h("button", { class: "primary", id: "add-branch", onclick: async () => {
+          if (await act(box, () => post("/api/offices", { code: code.value, name: name.value }), r => `Added branch ${r.code} (${r.name})`)) {
+            code.value = name.value = ""; refresh();
+          } } }, "Add branch")), box),
+      h("section", { class: "card" }, h("h3", {}, "One-time code for a branch"), field("Branch", inviteOffice), field("Valid for", ttl),
+        h("div", { class: "actions" }, h("button", { class: "primary", id: "make-invite", onclick: () =>
+          act(inviteBox, () => post("/api/invites", { office: inviteOffice.value, ttl: ttl.value }), r =>
+            h("span", {}, `Code for ${r.office} (single use, valid until ${new Date(r.expires).toLocaleString()}): `,
+              h("span", { class: "code", id: "invite-code" }, r.code))) }, "Make code")), inviteBox))
+      : h("p", { class: "muted" }, "Branches are added and invited at the head office."));
+  return { element, refresh };
+}
+
+start().catch(error => {
+  document.getElementById("main").replaceChildren(h("div", { class: "error" }, `The dashboard cannot start: ${error.message}`));
+});

@@ -1,0 +1,368 @@
+"""The dashboard's web server, in this process over real HTTP on loopback, in front of a real
+running node: how it is protected (token cookie, Host, Origin), that its refusals are the node's
+own messages, that it answers what the command line prints, and that it pushes live events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from helpers import draft, forge_entry, forged_revision, outgoing, state
+from procs import here
+
+from p2psync.books.model import Line, Side, encode_revision
+from p2psync.node.office import Node
+from p2psync.node.runtime import NodeRuntime
+from p2psync.web.guard import TOKEN_FILE, cookie_name
+from p2psync.web.server import DashboardServer
+from p2psync.web.state import Dashboard
+
+PAYMENT = {"type": "payment", "date": "2026-04-03", "narration": "April rent",
+           "lines": [{"side": "Dr", "ledger": "Rent", "amount": "25,000"},
+                     {"side": "Cr", "ledger": "Cash", "amount": "25,000"}]}
+
+
+@dataclass
+class Served:
+    server: DashboardServer
+    http: aiohttp.ClientSession
+    dashboard: Dashboard
+
+    @property
+    def runtime(self) -> NodeRuntime | None:
+        return self.dashboard.runtime
+
+    @property
+    def base(self) -> str:
+        return self.server.base
+
+    @property
+    def cookie(self) -> dict[str, str]:
+        return {"Cookie": f"{cookie_name(self.server.token)}={self.server.token}"}
+
+    def origin(self) -> dict[str, str]:
+        return {**self.cookie, "Origin": self.base}
+
+    async def get(self, path: str, **params: str) -> tuple[int, Any]:
+        async with self.http.get(self.base + path, params=params, headers=self.cookie) as response:
+            return response.status, await response.json()
+
+    async def post(self, path: str, body: Any) -> tuple[int, Any]:
+        async with self.http.post(self.base + path, json=body, headers=self.origin()) as response:
+            return response.status, await response.json()
+
+
+@asynccontextmanager
+async def served(node: Node | None, home: Path) -> AsyncIterator[Served]:
+    """A dashboard on a free loopback port, over `node` running (or over an office not set up, whose
+    node the page creates: it then runs here, as it would in ``p2psync dashboard``)."""
+    runtimes: list[NodeRuntime] = []
+
+    async def start_node(new: Node) -> NodeRuntime:
+        runtime = NodeRuntime(new, host="127.0.0.1", port=0, mdns=False)
+        await runtime.start()
+        runtimes.append(runtime)
+        return runtime
+
+    dashboard = Dashboard(home, start_node)
+    if node is not None:
+        dashboard.attach(await start_node(node))
+    server = DashboardServer(dashboard, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            yield Served(server, http, dashboard)
+    finally:
+        await server.stop()
+        for runtime in runtimes:
+            await runtime.stop()
+            if node is None:
+                runtime.node.close()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ---------------------------------------------------------------- protection
+
+
+def test_the_printed_address_trades_the_token_for_a_strict_httponly_cookie(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            assert stat.S_IMODE((head.home / TOKEN_FILE).stat().st_mode) == 0o600
+            async with web.http.get(web.server.login_url, allow_redirects=False) as response:
+                assert response.status == 303 and response.headers["Location"] == "/"
+                cookie = response.headers["Set-Cookie"]
+            assert f"{cookie_name(web.server.token)}={web.server.token}" in cookie
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            async with web.http.get(web.base + "/login?token=guessed", allow_redirects=False) as response:
+                assert response.status == 401 and "Set-Cookie" not in response.headers
+
+    run(scenario())
+
+
+def test_requests_without_the_cookie_are_refused(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            for path in ("/", "/static/app.js", "/api/state", "/api/reports/trial-balance", "/api/events"):
+                async with web.http.get(web.base + path) as response:
+                    assert response.status == 401, path
+            wrong = {"Cookie": f"{cookie_name(web.server.token)}=not-the-token"}
+            async with web.http.get(web.base + "/api/status", headers=wrong) as response:
+                assert response.status == 401
+            assert (await web.get("/api/state"))[0] == 200  # the same request with the cookie
+
+    run(scenario())
+
+
+def test_a_wrong_host_header_is_refused_against_dns_rebinding(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            port = web.server.port
+            for host in (f"attacker.example:{port}", f"127.0.0.1:{port + 1}", "localhost"):
+                async with web.http.get(web.base + "/api/state", headers={**web.cookie, "Host": host}) as response:
+                    assert response.status == 421, host
+            async with web.http.get(web.base + "/api/state", headers={**web.cookie, "Host": f"localhost:{port}"}) as r:
+                assert r.status == 200
+
+    run(scenario())
+
+
+def test_a_cross_origin_or_form_post_changes_nothing(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            before = await web.runtime.call(state, head)  # type: ignore[union-attr]
+            url = web.base + "/api/vouchers"
+            for headers, body, status in (
+                ({**web.cookie, "Origin": "http://attacker.example"}, json.dumps(PAYMENT), 403),
+                ({**web.cookie, "Origin": f"http://localhost:{web.server.port + 1}"}, json.dumps(PAYMENT), 403),
+                (web.cookie, json.dumps(PAYMENT), 403),  # no Origin at all
+                ({**web.origin(), "Content-Type": "text/plain"}, json.dumps(PAYMENT), 415),  # a form's "simple" POST
+            ):
+                async with web.http.post(url, data=body, headers=headers) as response:
+                    assert response.status == status
+                    assert "Access-Control-Allow-Origin" not in response.headers
+            assert await web.runtime.call(state, head) == before  # type: ignore[union-attr]
+            assert (await web.post("/api/vouchers", PAYMENT))[0] == 201  # the page's own request is served
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- the node's rules, the node's messages
+
+
+def test_refusals_are_the_node_rules_own_messages_and_write_nothing(head: Node) -> None:
+    unbalanced = {**PAYMENT, "lines": [{"side": "Dr", "ledger": "Rent", "amount": "100"},
+                                       {"side": "Cr", "ledger": "Cash", "amount": "99.50"}]}
+    contra_with_rent = {**PAYMENT, "type": "contra"}
+
+    def cli_error(body: dict[str, Any]) -> str:
+        """What the same voucher gets from the node's functions, as the command line calls them."""
+        try:
+            head.post(draft(body["type"], body["date"], {body["lines"][0]["ledger"]: body["lines"][0]["amount"]},
+                            {body["lines"][1]["ledger"]: body["lines"][1]["amount"]}))
+        except Exception as exc:
+            return str(exc)
+        raise AssertionError("the node accepted a voucher the rules refuse")
+
+    expected = {"unbalanced": cli_error(unbalanced), "contra": cli_error(contra_with_rent)}
+
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            before = await web.runtime.call(state, head)  # type: ignore[union-attr]
+            cases = [
+                ("/api/vouchers", unbalanced, 422, expected["unbalanced"]),
+                ("/api/vouchers", contra_with_rent, 422, expected["contra"]),
+                ("/api/vouchers", {**PAYMENT, "date": "31-02-2026"}, 400, "is not a valid date"),
+                ("/api/vouchers", {**PAYMENT, "lines": [{**PAYMENT["lines"][0], "amount": "-5"}, PAYMENT["lines"][1]]},
+                 400, "is negative"),
+                ("/api/vouchers", {**PAYMENT, "lines": [{**PAYMENT["lines"][0], "amount": 25000}]}, 400,
+                 "'amount' must be text"),
+                ("/api/vouchers", {**PAYMENT, "lines": "Rent=5"}, 400, "'lines' must be a list"),
+                ("/api/vouchers", {k: v for k, v in PAYMENT.items() if k != "date"}, 400, "'date' is required"),
+                ("/api/vouchers", [PAYMENT], 400, "must be a JSON object"),
+                ("/api/vouchers/amend", {**PAYMENT, "number": "HO/PMT/99999"}, 404, "no voucher numbered HO/PMT/99999"),
+                ("/api/vouchers/cancel", {"number": "HO/PMT/99999", "reason": "typo"}, 404, "no voucher numbered"),
+                ("/api/settings", {"mode": "sometimes"}, 400, "must be auto or manual"),
+                ("/api/settings", {"interval": "5"}, 400, "whole number of minutes"),
+                ("/api/offices", {"code": "bad code!", "name": "X"}, 400, "office code"),
+                ("/api/invites", {"office": "BR9"}, 404, "BR9"),
+                ("/api/ledgers", {"name": "Misc", "group": "No Such Group"}, 404, "unknown group 'No Such Group'"),
+                ("/api/ledgers", {"name": "cash", "group": "Cash-in-Hand"}, 400, "already exists as 'Cash'"),
+                ("/api/ledgers", {"name": "Petty Cash", "group": "Cash-in-Hand", "opening": "1.234"}, 400,
+                 "more than two decimal places"),
+            ]
+            for path, body, status, message in cases:
+                got_status, got = await web.post(path, body)
+                assert (got_status, message in got["error"]) == (status, True), (path, body, got)
+                assert "Traceback" not in got["error"]
+            async with web.http.post(web.base + "/api/vouchers", data="{not json", headers={
+                    **web.origin(), "Content-Type": "application/json"}) as response:
+                assert (response.status, await response.json()) == (400, {
+                    "error": "the request body is not valid JSON"})
+            assert (await web.get("/api/reports/nonsense"))[0] == 400
+            assert (await web.get("/api/reports/ledger", ledger="No Such Ledger"))[1] == {
+                "error": "unknown ledger 'No Such Ledger'"}
+            assert await web.runtime.call(state, head) == before  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_the_api_answers_what_the_command_line_prints(head: Node) -> None:
+    async def scenario() -> dict[str, Any]:
+        async with served(head, head.home) as web:
+            status, posted = await web.post("/api/vouchers", PAYMENT)
+            assert status == 201 and posted["number"] == "HO/PMT/00001"
+            amended = {**PAYMENT, "number": posted["number"], "narration": "April rent, corrected",
+                       "lines": [{**line, "amount": "24,000.50"} for line in PAYMENT["lines"]]}
+            assert (await web.post("/api/vouchers/amend", amended))[0] == 200
+            await web.post("/api/vouchers", {**PAYMENT, "type": "receipt", "lines": [
+                {"side": "Dr", "ledger": "Bank", "amount": "1,00,000"},
+                {"side": "Cr", "ledger": "Capital", "amount": "100000"}]})
+            status, cancelled = await web.post("/api/vouchers/cancel",
+                                               {"number": "HO/RCT/00001", "reason": "duplicate"})
+            assert status == 200 and cancelled["action"] == "cancel"
+            status, made = await web.post("/api/ledgers", {"name": "Petty Cash", "group": "cash-in-hand",
+                                                            "opening": "2,500"})
+            assert (status, made) == (201, {"name": "Petty Cash", "group": "Cash-in-Hand"})
+            out = {}
+            for kind in ("trial-balance", "day-book", "balance-sheet", "profit-loss"):
+                out[kind] = (await web.get(f"/api/reports/{kind}"))[1]
+                out[f"{kind}/HO"] = (await web.get(f"/api/reports/{kind}", office="ho"))[1]
+            out["ledger"] = (await web.get("/api/reports/ledger", ledger="cash", **{"from": "2026-04-01"}))[1]
+            out["vouchers"] = (await web.get("/api/vouchers"))[1]
+            out["settings"] = (await web.get("/api/settings"))[1]
+            out["offices"] = (await web.get("/api/offices"))[1]
+            out["ledgers"] = (await web.get("/api/ledgers"))[1]
+            out["groups"] = (await web.get("/api/groups"))[1]
+            return out
+
+    api = run(scenario())
+    cli = {kind: json.loads(here(head.home, "report", kind, "--json")) for kind in
+           ("trial-balance", "day-book", "balance-sheet", "profit-loss")}
+    cli |= {f"{kind}/HO": json.loads(here(head.home, "report", kind, "--office", "HO", "--json")) for kind in
+            ("trial-balance", "day-book", "balance-sheet", "profit-loss")}
+    cli["ledger"] = json.loads(here(head.home, "report", "ledger", "Cash", "--from", "2026-04-01", "--json"))
+    cli["vouchers"] = json.loads(here(head.home, "voucher", "list", "--json"))
+    cli["settings"] = json.loads(here(head.home, "settings", "--json"))
+    cli["offices"] = json.loads(here(head.home, "branch", "list", "--json"))
+    cli["ledgers"] = json.loads(here(head.home, "ledger", "list", "--json"))
+    cli["groups"] = json.loads(here(head.home, "group", "list", "--json"))
+    assert "Petty Cash" in [ledger["name"] for ledger in cli["ledgers"]]
+    assert api == cli
+    # the amended payment and Petty Cash's opening (balanced by a difference line); the receipt is cancelled
+    assert api["trial-balance"]["total"] == {"debit": "26500.50", "credit": "26500.50"}
+
+
+def test_settings_applied_at_the_head_office_sign_a_policy_a_branch_may_not(head: Node, branch: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            version = (await web.get("/api/settings"))[1]["policy_version"]
+            status, after = await web.post("/api/settings", {"mode": "auto", "interval": 7, "sync_after": "01-04-2026",
+                                                              "relays": ["wss://relay.example:8471"]})
+            assert status == 200
+            assert (after["interval"], after["sync_after"], after["relays"]) == ("7", "2026-04-01",
+                                                                                 ["wss://relay.example:8471"])
+            assert after["policy_version"] == version + 2  # one new policy for the date, one for the relays
+            again = await web.post("/api/settings", {"sync_after": "2026-04-01", "relays": ["wss://relay.example:8471"]})
+            assert again[1]["policy_version"] == version + 2  # applying unchanged values signs nothing
+            cleared = (await web.post("/api/settings", {"sync_after": ""}))[1]
+            assert (cleared["sync_after"], cleared["policy_version"]) == (None, version + 3)
+        async with served(branch, branch.home) as web:
+            status, refused = await web.post("/api/settings", {"sync_after": "2026-05-01"})
+            assert (status, refused["error"]) == (422, "only the head office can do this; it holds the organisation's "
+                                                       "root key")
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- live events
+
+
+async def next_event(lines: aiohttp.StreamReader, kind: str) -> dict[str, Any]:
+    """The data of the next event of `kind` on a server-sent event stream."""
+    event = ""
+    async with asyncio.timeout(30):
+        while True:
+            line = (await lines.readline()).decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == kind:
+                return dict(json.loads(line[6:]))
+
+
+def test_events_announce_entries_as_they_arrive_from_another_office(head: Node, branch: Node) -> None:
+    branch.post(draft("receipt", "2026-04-05", {"Cash": "500"}, {"Sales": "500"}, "counter sale at BR1"))
+
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            assert web.runtime is not None
+            async with web.http.get(web.base + "/api/events", headers=web.cookie) as stream:
+                assert stream.headers["Content-Type"] == "text/event-stream"
+                first = await next_event(stream.content, "books")
+                status = await next_event(stream.content, "status")
+                assert status["node"]["office"] == "HO" and status["node"]["running"]
+                assert await web.runtime.receive(outgoing(branch, head)) == 1
+                arrived = await next_event(stream.content, "books")
+                assert arrived["entry"] > first["entry"]
+            day_book = (await web.get("/api/reports/day-book", office="BR1"))[1]
+            assert [row["narration"] for row in day_book["rows"]] == ["counter sale at BR1"]
+
+    run(scenario())
+
+
+def test_status_lists_a_refused_entry_with_its_reason(head: Node, branch: Node) -> None:
+    unbalanced = forged_revision("BR1", "BR1/JRN/00042", (Line("Rent", Side.DR, 100), Line("Cash", Side.CR, 99)))
+    blob = forge_entry(branch, "vouchers/BR1/2026-04",
+                       lambda m: m.__setitem__(unbalanced.id, encode_revision(unbalanced)))
+
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            assert web.runtime is not None
+            assert await web.runtime.receive([blob]) == 0
+            refused = (await web.get("/api/quarantine"))[1]
+            assert [(q["document"], q["author"], q["seq"]) for q in refused] == [
+                ("vouchers/BR1/2026-04", branch.identity.node_id, 1)]
+            assert "do not equal credits" in refused[0]["reason"]
+            status = (await web.get("/api/status"))[1]
+            assert [q["reason"] for q in status["quarantined"]] == [refused[0]["reason"]]
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- before the office is set up
+
+
+def test_an_office_not_set_up_offers_setup_only_then_runs_the_node_it_created(tmp_path: Path) -> None:
+    home = tmp_path / "HO"
+
+    async def scenario() -> None:
+        async with served(None, home) as web:
+            assert (await web.get("/api/state"))[1]["ready"] is False
+            assert (await web.get("/api/status"))[0] == 409
+            status, refused = await web.post("/api/setup/join", {"code": "not-a-code", "via": "wss://127.0.0.1:9"})
+            assert status == 400 and "invite code" in refused["error"]
+            assert (await web.post("/api/setup/head", {"office": "HO"}))[0] == 400  # no company
+            assert sorted(p.name for p in home.iterdir()) == [TOKEN_FILE]  # nothing created by a refusal
+            status, created = await web.post("/api/setup/head", {"company": "Acme Traders", "office": "HO"})
+            assert status == 201 and created["file_type"] == "Head Office"
+            state_now = (await web.get("/api/state"))[1]
+            assert state_now["ready"] and state_now["identity"]["registration_id"] == created["registration_id"]
+            assert (await web.get("/api/status"))[1]["node"]["running"] is True
+            assert (await web.post("/api/setup/head", {"company": "Other"}))[1] == {
+                "error": "this office is already set up"}
+
+    run(scenario())
+    node = Node.open(home)
+    try:
+        assert node.identity.company == "Acme Traders" and node.identity.is_head
+    finally:
+        node.close()

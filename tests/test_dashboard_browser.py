@@ -1,0 +1,204 @@
+"""The dashboard as an office uses it: headless Chromium driving the pages of real ``p2psync``
+processes. A head office is created and a branch registered through the pages; a voucher refused
+and then posted at the branch appears in the head office's day book without a reload; a sync-after
+date set at the head office shows at the branch; a branch that stops shows Offline.
+
+With ``DASHBOARD_SCREENSHOTS=DIR`` the test also saves a picture of each screen there
+(``scripts/screenshots`` refreshes the ones in ``docs/dashboard``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from outside import require
+from procs import Fleet, cli, here
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: Every wait for the page; each normally ends within a second or two.
+WAIT_MS = 45_000
+VIEWPORT = {"width": 1060, "height": 680}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        require("the Python package playwright is not installed")
+    if shutil.which(CHROMIUM) is None:
+        require(f"Chromium is not installed at {CHROMIUM} (Debian package chromium)")
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_page(browser: Any, url: str) -> Any:
+    """A page of its own (own cookies) signed in through the address the node printed."""
+    context = browser.new_context(viewport=VIEWPORT, locale="en-IN", timezone_id="Asia/Kolkata")
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    page.goto(url)
+    return page
+
+
+def shot(page: Any, name: str) -> None:
+    where = os.environ.get("DASHBOARD_SCREENSHOTS")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(where) / f"{name}.png"), full_page=True)
+
+
+def screen(page: Any, name: str) -> None:
+    page.click(f"nav button[data-screen={name}]")
+    page.wait_for_selector(f"nav button.active[data-screen={name}]")
+
+
+def fill_voucher(page: Any, kind: str, date: str, narration: str, lines: list[tuple[str, str, str]]) -> None:
+    page.select_option("#voucher-type", kind)
+    page.fill("#voucher-date", date)
+    page.fill("#voucher-narration", narration)
+    rows = page.locator("#voucher-form tbody tr")
+    for i, (side, ledger, amount) in enumerate(lines):
+        if i >= rows.count():
+            page.click("#add-line")
+        row = rows.nth(i)
+        row.locator(".line-side").select_option(side)
+        row.locator(".line-ledger").fill(ledger)
+        row.locator(".line-amount").fill(amount)
+
+
+def test_two_offices_work_through_their_dashboards(tmp_path: Path, fleet: Fleet, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    ho_home, br_home = tmp_path / "HO", tmp_path / "BR1"
+
+    # the head office creates the organisation from its page
+    ho = fleet.start(ho_home, command="dashboard")
+    ho_page = open_page(browser, ho.dashboard_url)
+    ho_page.fill("#setup-company", "Acme Traders")
+    shot(ho_page, "setup")
+    ho_page.click("#create-head")
+    ho_page.wait_for_selector("nav button[data-screen=registration]")  # the page reloads as the node starts
+    ho.wait_serving()
+    assert cli(ho_home, "dashboard").stdout == f"Dashboard: {ho.dashboard_url}\n"  # asked of the running node
+    for name, group in (("Cash", "Cash-in-Hand"), ("Sales", "Sales Accounts"), ("Capital", "Capital Account")):
+        here(ho_home, "ledger", "add", name, "--group", group)  # made with the commands while the node runs
+    screen(ho_page, "ledger")
+    ho_page.fill("#ledger-name", "Rent")  # and one from the page
+    ho_page.select_option("#ledger-group", "Indirect Expenses")
+    ho_page.click("#add-ledger")
+    expect(ho_page.locator("#ledger-form .notice")).to_have_text("Created ledger Rent under Indirect Expenses")
+    expect(ho_page.locator("#report-ledger option")).to_have_count(4)
+
+    # branch master and a one-time code
+    screen(ho_page, "registration")
+    ho_page.fill("#branch-code", "BR1")
+    ho_page.fill("#branch-name", "Surat Branch")
+    ho_page.click("#add-branch")
+    expect(ho_page.locator("#branches")).to_contain_text("Surat Branch")
+    ho_page.select_option("#invite-office", "BR1")
+    ho_page.click("#make-invite")
+    code = ho_page.locator("#invite-code").inner_text()
+    shot(ho_page, "registration")
+
+    # the branch joins with it from its own page, before it has a node
+    br = fleet.start(br_home, command="dashboard", peers=(ho.url,))
+    br_page = open_page(browser, br.dashboard_url)
+    br_page.fill("#join-code", "x" + code)
+    br_page.fill("#join-via", ho.url)
+    br_page.click("#join")
+    expect(br_page.locator("[role=alert]")).to_contain_text("invite code")  # a mistyped code: the node's words
+    br_page.fill("#join-code", code)
+    br_page.click("#join")
+    br_page.wait_for_selector("nav button[data-screen=vouchers]")
+    br.wait_serving()
+    expect(br_page.locator("#office")).to_contain_text("BR1 (Branch Office)")
+
+    # the head office watches its day book while the branch posts
+    screen(ho_page, "daybook")
+    ho_page.evaluate("window.notReloaded = true")
+    screen(br_page, "vouchers")
+    expect(br_page.locator("#ledger-names option")).to_have_count(4)  # the head office's ledgers have arrived
+    fill_voucher(br_page, "receipt", "2026-04-05", "Counter sale at Surat",
+                 [("Dr", "Cash", "1,500"), ("Cr", "Sales", "1,400")])
+    br_page.click("#voucher-submit")
+    expect(br_page.locator("[role=alert]")).to_have_text("debits (1500.00) do not equal credits (1400.00)")
+    shot(br_page, "voucher-refused")
+    br_page.locator("#voucher-form tbody tr").nth(1).locator(".line-amount").fill("1,500")
+    br_page.click("#voucher-submit")
+    expect(br_page.locator("#voucher-list")).to_contain_text("BR1/RCT/")
+    expect(ho_page.locator("#day-book")).to_contain_text("Counter sale at Surat")
+    assert ho_page.evaluate("window.notReloaded") is True
+    shot(ho_page, "day-book")
+
+    # amend and cancel at the branch; the head office sees both
+    fill_voucher(br_page, "payment", "2026-04-06", "Shop rent", [("Dr", "Rent", "9,000"), ("Cr", "Cash", "9,000")])
+    br_page.click("#voucher-submit")
+    rent = br_page.locator("#voucher-list tr", has_text="Shop rent")
+    rent.locator("button", has_text="Amend").click()
+    expect(br_page.locator("#voucher-form h3")).to_contain_text("Amend BR1/PMT/")
+    for i in (0, 1):
+        br_page.locator("#voucher-form tbody tr").nth(i).locator(".line-amount").fill("900")
+    br_page.click("#voucher-submit")
+    expect(rent).to_contain_text("amended")
+    expect(rent).to_contain_text("900.00")
+    sale = br_page.locator("#voucher-list tr", has_text="Counter sale")
+    sale.locator("button", has_text="Cancel").click()
+    br_page.fill("#cancel-reason", "entered at the wrong branch")
+    br_page.click("#cancel-submit")
+    expect(sale).to_contain_text("cancelled")
+    shot(br_page, "vouchers")
+    expect(ho_page.locator("#day-book")).to_contain_text("Shop rent")
+    expect(ho_page.locator("#day-book tr", has_text="Counter sale")).to_contain_text("(cancelled)")
+    screen(ho_page, "trial")
+    expect(ho_page.locator("#trial-balance tr.total")).to_contain_text("900.00")
+    shot(ho_page, "trial-balance")
+    screen(ho_page, "balance")
+    expect(ho_page.locator("#balance-sheet")).to_contain_text("Profit & Loss A/c")
+    shot(ho_page, "balance-sheet")
+    screen(ho_page, "ledger")
+    ho_page.select_option("#report-ledger", "Cash")
+    expect(ho_page.locator("#ledger-statement")).to_contain_text("900.00 Cr")
+    shot(ho_page, "ledger")
+
+    # the sync-after date: set at the head office, shown at the branch
+    screen(br_page, "settings")
+    expect(br_page.locator("#sync-after")).to_have_text("(no date)")
+    screen(ho_page, "settings")
+    ho_page.fill("#sync-after", "2026-04-01")
+    ho_page.click("#apply")
+    shot(ho_page, "settings")
+    expect(br_page.locator("#sync-after")).to_have_text("2026-04-01")
+    expect(br_page.locator("#file-type")).to_have_text("Branch Office")
+    shot(br_page, "settings-branch")
+
+    # status: the branch online, then offline once it stops
+    screen(ho_page, "status")
+    branch_row = ho_page.locator("#peers tr[data-office=BR1]")
+    expect(branch_row.locator(".status")).to_have_text("Online")
+    expect(branch_row).not_to_contain_text("never")
+    shot(ho_page, "status")
+    ho_page.click("#restart")
+    expect(ho_page.locator(".notice")).to_have_text("Restarted every link.")
+    expect(branch_row.locator(".status")).to_have_text("Online")  # the branch links again
+    br.stop()
+    expect(branch_row.locator(".status")).to_have_text("Offline")
+    assert ho_page.evaluate("window.notReloaded") is True
+    assert ho_page.errors == [] and br_page.errors == []
