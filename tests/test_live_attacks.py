@@ -29,7 +29,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from helpers import forged_revision
+from helpers import forge_entry, forged_revision
 from procs import (
     WAIT,
     Fleet,
@@ -53,7 +53,6 @@ from procs import (
 )
 from test_sync_links import hello_of, raw_link
 
-from helpers import forge_entry
 from p2psync.books.model import Line, Side, encode_revision
 from p2psync.net import discovery, tls
 from p2psync.node.home import DB_FILE, KEYS_DIR
@@ -195,3 +194,175 @@ def test_a_revoked_branchs_late_entries_passed_on_by_an_honest_office_are_refuse
         node_ho.close()
         node_br2.close()
     assert after not in voucher_numbers(br2)
+
+
+# ---------------------------------------------------------------- a fake advert on the LAN
+
+
+class RogueServer:
+    """A TLS server with a certificate of another organisation: counts the handshakes it completes
+    and the bytes members send it after one (both must stay zero)."""
+
+    def __init__(self, keys_dir: Path, root_der: bytes) -> None:
+        self.context = tls.server_context(keys_dir, root_der)
+        self.context.verify_mode = ssl.CERT_NONE  # it would talk to anyone
+        self.handshakes = 0
+        self.received = 0
+
+    async def serve(self) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.context)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.handshakes += 1
+        with contextlib.suppress(OSError, ConnectionError):
+            while data := await reader.read(65536):
+                self.received += len(data)
+        writer.close()
+
+
+def test_a_fake_advert_with_the_organisations_tag_gets_no_data_and_no_trust(tmp_path: Path, fleet: Fleet) -> None:
+    ho, br1 = make_org(tmp_path / "ours", ("BR1",))
+    (stranger,) = make_org(tmp_path / "theirs", (), company="Rogue Traders")
+    node = fleet.start(ho, mdns=True)
+    post_here(ho, "receipt", "2026-04-02", "Cash", "Sales", "5.00", "held at HO")
+    org = policy(ho)["org"]
+    rogue = RogueServer(stranger / KEYS_DIR, unb64(setting(stranger, "root_cert")))
+    rogue_node = "f" * 32  # the greatest node id: the real node is always the one that dials
+
+    async def attack() -> list[dict[str, object]]:
+        server = await rogue.serve()
+        port = server.sockets[0].getsockname()[1]
+        async with discovery.Advertiser(org, rogue_node, port, addresses=["127.0.0.1"], interfaces=["127.0.0.1"]):
+            def refused() -> list[dict[str, object]]:
+                return [p for p in status(ho)["peers"] if str(port) in str(p["address"]) and p["last_error"]]
+
+            seen = await asyncio.to_thread(wait_until, refused, "HO to dial the advertised rogue server and refuse it")
+        server.close()
+        await server.wait_closed()
+        return seen
+
+    seen = asyncio.run(attack())
+    print("HO's view of the rogue advert:", seen)
+    assert all(not p["online"] and not p["last_sync"] and "certificate" in str(p["last_error"]).lower()
+               for p in seen), seen
+    assert rogue.handshakes == 0 and rogue.received == 0, "the rogue server completed no handshake, got no data"
+    assert not any(p["online"] for p in status(ho)["peers"]), "no link with anyone"
+    assert rogue_node not in policy(ho)["members"] and node.running
+
+
+# ---------------------------------------------------------------- writing another office's books
+
+
+def refused_by(home: Path, reasons_before: int) -> list[str]:
+    return [r for r in quarantined(home)[reasons_before:] if "may not write" in r]
+
+
+async def push_direct(url: str, author: Path, blobs: list[bytes]) -> None:
+    """As the member at `author`, over its own TLS link: hello, then one batch; wait for the ack."""
+    async with await raw_link(url, author) as ws:
+        conn = SyncConnection()
+        await ws.send(hello_of(author))
+        conn.receive(await asyncio.wait_for(ws.recv(), WAIT))
+        await ws.send(conn.entries(blobs))
+        while not isinstance(conn.receive(await asyncio.wait_for(ws.recv(), WAIT)), Ack):
+            pass
+
+
+def test_a_branch_cannot_write_another_offices_books_by_any_path(tmp_path: Path, fleet: Fleet,
+                                                                 relay: RelayProcess) -> None:
+    ho, br1, br2 = make_org(tmp_path / "org", relays=(relay.url,))
+    one = fleet.start(br1)
+    head = fleet.start(ho, peers=(one.url,))
+    theirs = post_here(br1, "receipt", "2026-04-02", "Cash", "Sales", "100.00", "BR1's own voucher")
+    wait_converged(ho, br1)
+    books_before = {home: (voucher_numbers(home), vectors(home)) for home in (ho, br1)}
+
+    dishonest = Node.open(br2)  # BR2's keys, used to sign changes to other offices' books
+    try:
+        into_br1 = forge_entry(dishonest, "vouchers/BR1/2026-04", lambda revisions: revisions.__setitem__(
+            "a" * 24, encode_revision(forged_revision("BR1", "BR1/RCT/00009", (
+                Line("Cash", Side.DR, 100), Line("Sales", Side.CR, 100))))))
+        into_ho = forge_entry(dishonest, "vouchers/HO/2026-04", lambda revisions: revisions.__setitem__(
+            "b" * 24, encode_revision(forged_revision("HO", "HO/RCT/00009", (
+                Line("Cash", Side.DR, 100), Line("Sales", Side.CR, 100))))))
+    finally:
+        dishonest.close()
+
+    # directly, to the office whose books it targets
+    asyncio.run(push_direct(one.url, br2, [into_br1]))
+    wait_until(lambda: refused_by(br1, 0), "BR1 to refuse BR2's entry into its books")
+    # to a third office (HO), which would pass it on to BR1 if it took it
+    asyncio.run(push_direct(head.url, br2, [into_br1]))
+    wait_until(lambda: refused_by(ho, 0), "HO to refuse BR2's entry into BR1's books")
+    # through the relay, which cannot check (it cannot read) and forwards it to both
+    async def through_relay() -> None:
+        from test_relay import Client, creds
+
+        node = Node.open(br2)
+        try:
+            who = creds(node)
+        finally:
+            node.close()
+        client = await Client.open(relay.url, who)
+        await client.push([into_ho])
+        await client.close()
+
+    asyncio.run(through_relay())
+    wait_until(lambda: len(refused_by(ho, 0)) >= 2 and len(refused_by(br1, 0)) >= 2,
+               "HO and BR1 to refuse BR2's entry into HO's books, forwarded by the relay")
+    for home in (ho, br1):
+        assert (voucher_numbers(home), vectors(home)) == books_before[home], f"{home.name}'s books changed"
+
+    # and with the command line at BR2: amend, cancel, or set another office's opening
+    for args in (("voucher", "amend", theirs, "--date", "2026-04-02", "--dr", "Cash=1.00", "--cr", "Sales=1.00"),
+                 ("voucher", "cancel", theirs, "--reason", "not mine"),
+                 ("ledger", "opening", "Cash", "500", "--office", "BR1")):
+        result = cli(br2, *args, check=False)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, (args, result.stderr)
+        assert "BR1" in result.stderr or "head office" in result.stderr.lower(), (args, result.stderr)
+    assert not any(e for e in query(br2, "SELECT doc FROM entry WHERE doc LIKE 'vouchers/BR1/%' AND author = ?",
+                                    setting(br2, "node_id")))
+
+
+# ---------------------------------------------------------------- invite codes through the real join
+
+
+def join(base: Path, name: str, code: str, via: str) -> subprocess.CompletedProcess[str]:
+    return cli(base / name, "join", code, "--via", via, check=False)
+
+
+def test_invite_codes_resist_guessing_reuse_and_expiry_through_join(tmp_path: Path, fleet: Fleet) -> None:
+    ho, _br1 = make_org(tmp_path / "org", ("BR1",))
+    here(ho, "branch", "add", "BR3", "Branch Three")
+    here(ho, "branch", "add", "BR4", "Branch Four")
+    head = fleet.start(ho)
+    code = here(ho, "invite", "BR3").strip().split()[-1]
+    real = InviteCode.parse(code)
+
+    # guessing: the right invite id and organisation pin, a wrong secret; five tries lock the code
+    for attempt in range(5):
+        guess = InviteCode(real.invite_id, os.urandom(len(real.secret)), real.pin).text()
+        result = join(tmp_path, f"guess{attempt}", guess, head.url)
+        assert result.returncode != 0 and "wrong invite code" in result.stderr, result.stderr
+        assert not (tmp_path / f"guess{attempt}" / DB_FILE).exists(), "a refused join leaves no node behind"
+    result = join(tmp_path, "late", code, head.url)
+    assert result.returncode != 0 and "locked" in result.stderr, "even the right code is refused once locked"
+
+    # reuse: a fresh code works once; anyone else with it is refused
+    code = here(ho, "invite", "BR3").strip().split()[-1]
+    first = join(tmp_path, "BR3", code, head.url)
+    assert first.returncode == 0, first.stderr
+    again = join(tmp_path, "copycat", code, head.url)
+    assert again.returncode != 0 and "already been used" in again.stderr, again.stderr
+
+    # expiry: a code past its time is refused, even with the right secret
+    code = here(ho, "invite", "BR4").strip().split()[-1]
+    with closing(sqlite3.connect(ho / DB_FILE)) as db, db:
+        db.execute("UPDATE invite SET expires_at = ? WHERE invite_id = ?",
+                   ((dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)).isoformat(),
+                    InviteCode.parse(code).invite_id.hex()))
+    expired = join(tmp_path, "BR4", code, head.url)
+    assert expired.returncode != 0 and "expired" in expired.stderr, expired.stderr
+    assert not (tmp_path / "BR4" / DB_FILE).exists()
+    members = policy(ho)["members"]
+    assert len(members) == 3, "HO, BR1 and BR3 only"
