@@ -100,6 +100,8 @@ def netem_unavailable() -> str | None:
         return missing
     if shutil.which("tc") is None:
         return "lossy-link tests need tc (iproute2)"
+    if shutil.which("modprobe") is not None:  # kmod: load it if the kernel has it as a module
+        subprocess.run(["modprobe", "sch_netem"], capture_output=True, timeout=30, check=False)
     probe = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}-netem"
     try:
         ip("netns", "add", probe)
