@@ -144,6 +144,11 @@ def linked(home: Path, *offices: str) -> bool:
     return all(any(p["office"] == o and p["online"] and p["last_sync"] for p in peers) for o in offices)
 
 
+def relay_linked(home: Path) -> bool:
+    """Whether `home`'s running node has a synced, online link with a relay."""
+    return any(p["kind"] == "relay" and p["online"] and p["last_sync"] for p in status(home)["peers"])
+
+
 # ---------------------------------------------------------------- homes
 
 

@@ -39,11 +39,11 @@ from procs import (
     here,
     linked,
     make_org,
-    peers_of,
     policy,
     post_here,
     quarantined,
     query,
+    relay_linked,
     setting,
     status,
     vectors,
@@ -160,9 +160,9 @@ def test_the_relay_process_neither_stores_nor_carries_names_or_amounts(tmp_path:
 # ---------------------------------------------------------------- a revoked branch
 
 
-def test_a_revoked_branchs_late_entries_passed_on_by_an_honest_office_are_refused(tmp_path: Path,
-                                                                                   fleet: Fleet) -> None:
-    ho, br1, br2 = make_org(tmp_path)
+def test_a_revoked_branchs_late_entries_passed_on_by_an_honest_office_are_refused(tmp_path: Path, fleet: Fleet,
+                                                                                   relay: RelayProcess) -> None:
+    ho, br1, br2 = make_org(tmp_path / "org", relays=(relay.url,))
     one = fleet.start(br1)
     head = fleet.start(ho, peers=(one.url,))
     two = fleet.start(br2, peers=(one.url,))
@@ -182,6 +182,18 @@ def test_a_revoked_branchs_late_entries_passed_on_by_an_honest_office_are_refuse
     assert late not in voucher_numbers(ho), "an entry past the cut-off is refused where the policy was first"
     assert before in voucher_numbers(ho), "entries made before the revocation stay valid"
 
+    # BR2 comes back: neither BR1 nor the relay (which HO gave the new policy) lets it in
+    wait_until(lambda: relay_linked(ho), "HO to sync with the relay")
+    two = fleet.start(br2, peers=(one.url,))
+
+    def refused() -> list[str]:
+        errors = [str(p["last_error"]) for p in status(br2)["peers"] if p["office"] == "BR1" or p["kind"] == "relay"]
+        return errors if len(errors) == 2 and all("revoked" in e for e in errors) else []
+
+    print("BR2 is told:", wait_until(refused, "BR1 and the relay to refuse the revoked BR2"))
+    two.stop()
+    assert late not in voucher_numbers(ho)
+
     # and BR2, still holding its keys, can read nothing written after its revocation: the epoch changed
     head.stop()
     after = post_here(ho, "receipt", "2026-04-05", "Cash", "Sales", "30.00", "after the revocation")
@@ -194,6 +206,7 @@ def test_a_revoked_branchs_late_entries_passed_on_by_an_honest_office_are_refuse
         node_ho.close()
         node_br2.close()
     assert after not in voucher_numbers(br2)
+
 
 
 # ---------------------------------------------------------------- a fake advert on the LAN
@@ -221,7 +234,7 @@ class RogueServer:
 
 
 def test_a_fake_advert_with_the_organisations_tag_gets_no_data_and_no_trust(tmp_path: Path, fleet: Fleet) -> None:
-    ho, br1 = make_org(tmp_path / "ours", ("BR1",))
+    ho, _br1 = make_org(tmp_path / "ours", ("BR1",))
     (stranger,) = make_org(tmp_path / "theirs", (), company="Rogue Traders")
     node = fleet.start(ho, mdns=True)
     post_here(ho, "receipt", "2026-04-02", "Cash", "Sales", "5.00", "held at HO")
@@ -359,7 +372,7 @@ def test_invite_codes_resist_guessing_reuse_and_expiry_through_join(tmp_path: Pa
     code = here(ho, "invite", "BR4").strip().split()[-1]
     with closing(sqlite3.connect(ho / DB_FILE)) as db, db:
         db.execute("UPDATE invite SET expires_at = ? WHERE invite_id = ?",
-                   ((dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)).isoformat(),
+                   ((dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat(),
                     InviteCode.parse(code).invite_id.hex()))
     expired = join(tmp_path, "BR4", code, head.url)
     assert expired.returncode != 0 and "expired" in expired.stderr, expired.stderr

@@ -39,6 +39,7 @@ from procs import (
     make_org,
     post_here,
     quarantined,
+    relay_linked,
     reports,
     status,
     voucher_args,
@@ -208,9 +209,6 @@ def lan_links(home: Path) -> dict[str, str]:
     return {p["office"]: p["address"] for p in status(home)["peers"]
             if p["kind"] == "node" and p["online"] and p["last_sync"]}
 
-
-def relay_linked(home: Path) -> bool:
-    return any(p["kind"] == "relay" and p["online"] and p["last_sync"] for p in status(home)["peers"])
 
 
 def sent_to_relay(home: Path) -> int:

@@ -529,7 +529,7 @@ def test_one_member_cannot_hoard_its_organisations_connections(tmp_path: Path) -
     limits = Limits(max_connections_per_org=4, max_connections_per_node=2)
 
     async def scenario() -> None:
-        async with relay_at(tmp_path / "relay.db", limits) as (relay, url):
+        async with relay_at(tmp_path / "relay.db", limits) as (_relay, url):
             hoard = [await Client.open(url, creds(branch)) for _ in range(2)]
             extra = await Client.open(url, creds(branch))
             assert "already has 2 connections" in await extra.wait_refused()

@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from procs import Fleet, environment, free_port, make_org, policy, post_here, setting, voucher_numbers, wait_converged, wait_until
+from procs import (
+    Fleet,
+    environment,
+    free_port,
+    make_org,
+    policy,
+    post_here,
+    setting,
+    voucher_numbers,
+    wait_converged,
+    wait_until,
+)
 from test_relay import Client, Creds, until
 from websockets.exceptions import ConnectionClosed
 
