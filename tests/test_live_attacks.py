@@ -17,12 +17,10 @@ import contextlib
 import datetime as dt
 import json
 import os
-import re
 import socket
 import sqlite3
 import ssl
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import closing
@@ -33,9 +31,8 @@ from helpers import forge_entry, forged_revision
 from procs import (
     WAIT,
     Fleet,
+    RelayProcess,
     cli,
-    environment,
-    free_port,
     here,
     linked,
     make_org,
@@ -108,29 +105,9 @@ class Tap:
         self.listener.close()
 
 
-class RelayProcess:
-    def __init__(self, base: Path, port: int) -> None:
-        self.db = base / "relay" / "relay.db"
-        self.db.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "p2psync", "relay", "--host", "127.0.0.1", "--port",
-                                      str(port), "--db", str(self.db)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=environment(base))
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert re.search(r"relay listening on ws://127\.0\.0\.1:\d+", line), line
-        self.url = f"ws://127.0.0.1:{port}"
-
-    def stored(self) -> bytes:
-        return b"".join(p.read_bytes() for p in self.db.parent.glob("relay.db*"))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        assert self.proc.wait(WAIT) == 0
-
-
 @pytest.fixture
 def relay(tmp_path: Path) -> Iterator[RelayProcess]:
-    process = RelayProcess(tmp_path, free_port())
+    process = RelayProcess(tmp_path)
     yield process
     process.stop()
 

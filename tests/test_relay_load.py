@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +13,13 @@ import pytest
 from cryptography import x509
 from procs import (
     Fleet,
-    environment,
-    free_port,
+    RelayProcess,
     make_org,
     policy,
     post_here,
     setting,
     voucher_numbers,
     wait_converged,
-    wait_until,
 )
 from test_relay import Client, Creds, until
 from websockets.exceptions import ConnectionClosed
@@ -43,17 +38,9 @@ WAIT = 60.0
 
 @pytest.fixture
 def relay_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path / "relay.out"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "p2psync", "relay", "--host", "127.0.0.1", "--port", str(port),
-                                 "--db", str(tmp_path / "relay.db")], stdout=out, stderr=subprocess.STDOUT,
-                                env=environment(tmp_path))
-    wait_until(lambda: re.search(r"relay listening on ws://127\.0\.0\.1:\d+", log.read_text()), "the relay to listen")
-    yield f"ws://127.0.0.1:{port}"
-    proc.terminate()
-    assert proc.wait(30) == 0, log.read_text()
-    print(log.read_text()[-3000:])
+    relay = RelayProcess(tmp_path)
+    yield relay.url
+    relay.stop()
 
 
 def members(head: Path, count: int) -> list[Creds]:
