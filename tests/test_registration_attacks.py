@@ -60,7 +60,7 @@ def test_expired_code_refused(head: Node) -> None:
     code = InviteCode.parse(registrar.invite(head, "BR1")[0])
     with head.db.write() as session:
         row = session.get(Invite, code.invite_id.hex())
-        row.expires_at = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
+        row.expires_at = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)).isoformat()
         session.add(row)
     before = members(head)
     request, reply, keys = attempt(head, code)
@@ -112,7 +112,7 @@ def test_join_to_the_wrong_organisation_refused(head: Node, tmp_path: Path) -> N
     ours = InviteCode.parse(registrar.invite(head, "BR1")[0])
     with other.db.write() as session:  # B forges an invite with A's id and secret
         session.add(Invite(invite_id=ours.invite_id.hex(), office="BR1", secret=ours.secret, pin=ours.pin,
-                           created_at="x", expires_at=(dt.datetime.now(dt.UTC)
+                           created_at="x", expires_at=(dt.datetime.now(dt.timezone.utc)
                                                        + dt.timedelta(minutes=5)).isoformat()))
     request, reply, keys = attempt(other, ours)
     with pytest.raises(EnrollError, match="another organisation"):
