@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from helpers import all_reports, assert_log_whole, draft, setup_branch, setup_head
-from procs import Fleet, environment, sync_here, vectors, wait_until
+from procs import Fleet, environment, query, sync_here, vectors, wait_until
 
 from p2psync.node.home import DB_FILE
 from p2psync.node.office import Node
@@ -235,6 +235,9 @@ def test_a_receiver_killed_mid_sync_loses_nothing_acknowledged(tmp_path: Path, f
             kills.append(one_round(worker, rng, round_no, acked))
             # after every kill: the database is whole and holds whatever was acknowledged
             assert integrity(tmp_path / "BR1") == "ok"
+            gaps = query(tmp_path / "BR1", "SELECT doc, author, count(*), max(seq) FROM entry GROUP BY doc, author "
+                                           "HAVING count(*) != max(seq)")
+            assert not gaps, f"round {round_no}: the entry log has gaps {gaps}"
             held = vectors(tmp_path / "BR1")
             lost = {key: seq for key, seq in acked.items() if held.get(key[0], {}).get(key[1], 0) < seq}
             assert not lost, f"round {round_no}: acknowledged entries lost {lost}; kills so far {kills}"

@@ -337,8 +337,8 @@ def test_branches_keep_syncing_with_each_other_while_the_head_office_is_down(sit
     assert not any(quarantined(home) for home in (ho, br1, br2))
 
 
-#: A bad WAN link: a tenth of the packets lost, 60-140 ms of delay, a quarter of them reordered.
-BAD_LINK = ("loss", "10%", "delay", "100ms", "40ms", "reorder", "25%", "50%")
+#: A bad WAN link: one packet in twenty lost, 50-110 ms of delay, a quarter of them reordered.
+BAD_LINK = ("loss", "5%", "delay", "80ms", "30ms", "reorder", "25%", "50%")
 
 
 def test_a_branch_on_a_lossy_slow_reordering_link_converges_through_the_relay(site: Site) -> None:
