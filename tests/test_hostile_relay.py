@@ -69,7 +69,11 @@ class HostileRelay(Relay):
         await session.run()
 
     def members(self, node: str) -> list[LyingSession]:
-        return [s for s in self.sessions if s.node == node and s.conn.peer is not None]
+        """The live, greeted sessions of `node` (one must exist: a lie needs someone to tell it to)."""
+        live = [s for s in self.sessions if s.node == node and s.conn.peer is not None
+                and s.org is not None and s in s.org.sessions]
+        assert live, f"node {node[:12]} is not connected to the relay"
+        return live
 
     async def inject(self, node: str, blobs: list[bytes]) -> None:
         """Send `node` a batch of made-up entries as if other members had stored them."""
