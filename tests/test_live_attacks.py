@@ -7,7 +7,7 @@ attacked the way an outsider, a revoked branch, a dishonest branch or the relay'
   the revocation yet, are refused by an office that has; and it cannot read what is written after;
 - a fake zeroconf advert with the organisation's tag and a rogue TLS server gets no data and no trust;
 - a branch cannot write another office's books directly, through the relay, through a third office,
-  or with the command line;
+  with the command line, or by importing a file;
 - invite codes cannot be guessed, reused or used after they expire, through the real ``join``."""
 
 from __future__ import annotations
@@ -303,15 +303,20 @@ def test_a_branch_cannot_write_another_offices_books_by_any_path(tmp_path: Path,
     for home in (ho, br1):
         assert (voucher_numbers(home), vectors(home)) == books_before[home], f"{home.name}'s books changed"
 
-    # and with the command line at BR2: amend, cancel, or set another office's opening
+    # and with the command line at BR2: amend, cancel, or set another office's opening...
     for args in (("voucher", "amend", theirs, "--date", "2026-04-02", "--dr", "Cash=1.00", "--cr", "Sales=1.00"),
                  ("voucher", "cancel", theirs, "--reason", "not mine"),
                  ("ledger", "opening", "Cash", "500", "--office", "BR1")):
         result = cli(br2, *args, check=False)
         assert result.returncode != 0 and "Traceback" not in result.stderr, (args, result.stderr)
         assert "BR1" in result.stderr or "head office" in result.stderr.lower(), (args, result.stderr)
-    assert not any(e for e in query(br2, "SELECT doc FROM entry WHERE doc LIKE 'vouchers/BR1/%' AND author = ?",
-                                    setting(br2, "node_id")))
+    # or by importing a file that places its vouchers in BR1's books
+    meant_for_br1 = tmp_path / "br1-sales.json"
+    meant_for_br1.write_text(json.dumps([{"office": "BR1", "type": "receipt", "date": "2026-04-03",
+                                          "lines": [{"ledger": "Cash", "dr": "7.00"}, {"ledger": "Sales", "cr": "7.00"}]}]))
+    result = cli(br2, "voucher", "import", str(meant_for_br1), check=False)
+    assert result.returncode != 0 and "'office'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not query(br2, "SELECT doc FROM entry WHERE doc LIKE 'vouchers/%' AND author = ?", setting(br2, "node_id"))
 
 
 # ---------------------------------------------------------------- invite codes through the real join
