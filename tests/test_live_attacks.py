@@ -361,3 +361,37 @@ def test_invite_codes_resist_guessing_reuse_and_expiry_through_join(tmp_path: Pa
     assert not (tmp_path / "BR4" / DB_FILE).exists()
     members = policy(ho)["members"]
     assert len(members) == 3, "HO, BR1 and BR3 only"
+
+
+def test_an_advert_spoofing_a_members_node_id_does_not_cut_it_off(tmp_path: Path, fleet: Fleet) -> None:
+    homes = make_org(tmp_path / "ours", ("BR1",))
+    (stranger,) = make_org(tmp_path / "theirs", (), company="Rogue Traders")
+    nodes = [fleet.start(home, mdns=True) for home in homes]
+    wait_until(lambda: linked(homes[0], "BR1") and linked(homes[1], "HO"), "HO and BR1 to link by zeroconf")
+    # only the member with the smaller node id dials: the rogue claims the other one's id
+    dialer, dialed = sorted(homes, key=lambda home: setting(home, "node_id"))
+    rogue = RogueServer(stranger / KEYS_DIR, unb64(setting(stranger, "root_cert")))
+
+    async def attack() -> str:
+        server = await rogue.serve()
+        port = server.sockets[0].getsockname()[1]
+        async with discovery.Advertiser(policy(dialer)["org"], setting(dialed, "node_id"), port,
+                                        addresses=["127.0.0.1"], interfaces=["127.0.0.1"]):
+            await asyncio.to_thread(wait_until, lambda: any(str(port) in str(p["address"]) and p["last_error"]
+                                                            for p in status(dialer)["peers"]),
+                                    f"{dialer.name} to try the spoofed advert of {dialed.name}")
+            number = await asyncio.to_thread(post_here, dialed, "receipt", "2026-04-02", "Cash", "Sales", "3.00",
+                                             "posted while a rogue claims this node's id")
+            try:
+                await asyncio.to_thread(wait_until, lambda: number in voucher_numbers(dialer),
+                                        f"{dialed.name}'s voucher to reach {dialer.name} over their own link")
+            finally:
+                print(f"{dialer.name}'s view:", await asyncio.to_thread(lambda: status(dialer)["peers"]))
+            assert await asyncio.to_thread(linked, dialer, dialed.name), "the genuine link is up"
+        server.close()
+        await server.wait_closed()
+        return number
+
+    asyncio.run(attack())
+    assert rogue.handshakes == 0 and rogue.received == 0
+    assert all(node.running for node in nodes)
