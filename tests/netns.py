@@ -24,6 +24,8 @@ WAN, each host a network namespace of its own with its own interfaces, addresses
   behind NAT on the internet.
 - Addresses: the LAN is 10.S.T.0/24 and the WAN 10.S.T+1.0/24 (S from the pytest-xdist worker id,
   T random), used only inside these namespaces; no host has a default route, so nothing can leave.
+- `Network.impair` turns one cable into a bad link with netem (``tc qdisc ... netem``): loss, delay,
+  jitter and reordering, both ways. It needs the kernel's sch_netem (`netem_unavailable` probes).
 - Nothing is created in the namespace the tests run in: veth pairs are created inside a host's
   namespace with their peer put straight into the switch's.
 
@@ -87,6 +89,37 @@ def unavailable() -> str | None:
     except (NetnsError, OSError, subprocess.SubprocessError) as exc:
         return f"network namespaces are not usable here ({str(exc).splitlines()[0]})"
     return None
+
+
+@functools.cache
+def netem_unavailable() -> str | None:
+    """Why `Network.impair` cannot run here (None: it can): it needs tc (iproute2) and the kernel's
+    netem queueing discipline (module sch_netem), which some kernels lack."""
+    missing = unavailable()
+    if missing is not None:
+        return missing
+    if shutil.which("tc") is None:
+        return "lossy-link tests need tc (iproute2)"
+    if shutil.which("modprobe") is not None:  # kmod: load it if the kernel has it as a module
+        subprocess.run(["modprobe", "sch_netem"], capture_output=True, timeout=30, check=False)
+    probe = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}-netem"
+    try:
+        ip("netns", "add", probe)
+        try:
+            ip("-n", probe, "link", "set", "lo", "up")
+            tc("-n", probe, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms")
+        finally:
+            ip("netns", "del", probe, check=False)
+    except (NetnsError, OSError, subprocess.SubprocessError) as exc:
+        return f"the kernel's netem queueing discipline is not usable here ({str(exc).splitlines()[0]})"
+    return None
+
+
+def tc(*args: str) -> str:
+    result = subprocess.run(["tc", *args], capture_output=True, text=True, timeout=30, check=False)
+    if result.returncode != 0:
+        raise NetnsError(f"tc {' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
 
 
 def ours() -> list[str]:
@@ -211,6 +244,13 @@ class Network:
     def plug(self, host: str, net: str) -> None:
         """Plug it back in."""
         ip("-n", self._switch(net), "link", "set", self.port(host), "up")
+
+    def impair(self, host: str, net: str, *netem: str) -> None:
+        """Make `host`'s cable on `net` a bad one both ways: netem (loss, delay, reordering, …) on the
+        host's interface (what it sends) and on its switch port (what it receives)."""
+        dev = LAN_DEV if net == "lan" else WAN_DEV
+        tc("-n", self.hosts[host].ns, "qdisc", "replace", "dev", dev, "root", "netem", *netem)
+        tc("-n", self._switch(net), "qdisc", "replace", "dev", self.port(host), "root", "netem", *netem)
 
     def close(self) -> None:
         """Kill anything still running inside, delete every namespace (their interfaces go with them)."""

@@ -145,6 +145,11 @@ def linked(home: Path, *offices: str) -> bool:
     return all(any(p["office"] == o and p["online"] and p["last_sync"] for p in peers) for o in offices)
 
 
+def relay_linked(home: Path) -> bool:
+    """Whether `home`'s running node has a synced, online link with a relay."""
+    return any(p["kind"] == "relay" and p["online"] and p["last_sync"] for p in status(home)["peers"])
+
+
 # ---------------------------------------------------------------- homes
 
 
@@ -314,6 +319,31 @@ class NodeProcess:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(20)
+
+
+class RelayProcess:
+    """``p2psync relay`` on loopback, its database in `base`/relay (port 0: any free port)."""
+
+    def __init__(self, base: Path, port: int = 0) -> None:
+        self.db = base / "relay" / "relay.db"
+        self.db.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "p2psync", "relay", "--host", "127.0.0.1", "--port",
+                                      str(port), "--db", str(self.db)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=environment(base))
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.search(r"relay listening on (ws://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        self.url = match.group(1)
+
+    def stored(self) -> bytes:
+        """Every byte of its database files."""
+        return b"".join(p.read_bytes() for p in self.db.parent.glob("relay.db*"))
+
+    def stop(self) -> None:
+        """SIGTERM: it must exit cleanly (code 0) in time."""
+        self.proc.terminate()
+        assert self.proc.wait(WAIT) == 0
 
 
 class Fleet:

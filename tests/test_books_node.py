@@ -392,11 +392,21 @@ GOOD_ITEM = '{"type": "payment", "date": "2026-04-01", "lines": [{"ledger": "Ren
          "item 2: line 1: give exactly one"),
         ('{"type": "payment", "date": "2026-04-01", "lines": {"Rent": 1}}', "item 2: lines"),
         ('"not an object"', "item 2"),
+        ('{"office": "BR1", "type": "payment", "date": "2026-04-01", "lines": []}', "item 2: voucher has 'office'"),
+        ('{"number": "BR1/PMT/00001", "type": "payment", "date": "2026-04-01", "lines": []}',
+         "item 2: voucher has 'number'"),
     ],
 )
 def test_import_parse_errors_name_the_item(item: str, named: str) -> None:
     with pytest.raises(InvalidInput, match=f"^{named}"):
         parse_json(f"[{GOOD_ITEM}, {item}]")
+
+
+def test_csv_import_refuses_a_column_placing_vouchers_in_another_office() -> None:
+    # a branch importing a file meant for another office gets an error, not vouchers in its own books
+    with pytest.raises(InvalidInput, match="CSV header has 'office'"):
+        parse_csv("voucher,office,type,date,ledger,dr,cr\nA,BR1,payment,01-04-2026,Rent,100,\n"
+                  "A,BR1,payment,01-04-2026,Cash,,100\n")
 
 
 def test_csv_import_groups_rows_into_vouchers(head: Node) -> None:

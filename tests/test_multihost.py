@@ -39,6 +39,7 @@ from procs import (
     make_org,
     post_here,
     quarantined,
+    relay_linked,
     reports,
     status,
     voucher_args,
@@ -209,9 +210,6 @@ def lan_links(home: Path) -> dict[str, str]:
             if p["kind"] == "node" and p["online"] and p["last_sync"]}
 
 
-def relay_linked(home: Path) -> bool:
-    return any(p["kind"] == "relay" and p["online"] and p["last_sync"] for p in status(home)["peers"])
-
 
 def sent_to_relay(home: Path) -> int:
     """How many entries `home`'s node has sent the relay (over all its links with it)."""
@@ -336,4 +334,27 @@ def test_branches_keep_syncing_with_each_other_while_the_head_office_is_down(sit
     site.nodes["HO"].start()  # back: found again by zeroconf, and it catches up
     wait_converged(ho, br1, br2)
     assert trial_balance(ho) == trial_balance(br1) == trial_balance(br2)
+    assert not any(quarantined(home) for home in (ho, br1, br2))
+
+
+#: A bad WAN link: one packet in twenty lost, 50-110 ms of delay, a quarter of them reordered.
+BAD_LINK = ("loss", "5%", "delay", "80ms", "30ms", "reorder", "25%", "50%")
+
+
+def test_a_branch_on_a_lossy_slow_reordering_link_converges_through_the_relay(site: Site) -> None:
+    require(netns.netem_unavailable())
+    site.relay.start()
+    site.start(*OFFICES)
+    ho, br1, br2 = (site.homes[o] for o in OFFICES)
+    wait_until(lambda: all_linked(site, relay=True), "every office to link on the LAN and with the relay")
+    site.net.cut("BR1", "lan")  # BR1's only way out is now its WAN cable to the relay...
+    site.net.impair("BR1", "wan", *BAD_LINK)  # ...and that cable is a bad one
+    at_br1 = {receipt(br1, f"{n}.00", f"posted at BR1 over a bad link {n}") for n in range(1, 13)}
+    at_ho = {receipt(ho, f"{n}.50", f"posted at HO {n}") for n in range(1, 7)}
+    at_br2 = receipt(br2, "99.00", "posted at BR2")
+    wait_converged(ho, br1, br2, timeout=3 * WAIT)
+    numbers = at_br1 | at_ho | {at_br2}
+    assert numbers <= voucher_numbers(ho) == voucher_numbers(br1) == voucher_numbers(br2)
+    books = reports(ho, OFFICES)
+    assert books == reports(br1, OFFICES) == reports(br2, OFFICES)
     assert not any(quarantined(home) for home in (ho, br1, br2))

@@ -85,6 +85,20 @@ def test_a_different_entry_with_a_held_sequence_is_refused_as_equivocation(org: 
     assert state(head) == before
 
 
+def test_a_forged_copy_of_a_held_entry_is_not_blamed_on_its_author(org: tuple[Node, Node, Node]) -> None:
+    # a relay (or anyone on the way) alters an entry the receiver already holds: that is a forgery,
+    # refused for its signature, never recorded as the honest author's equivocation
+    head, br1, _br2 = org
+    post(br1, "8")
+    held = new_entries(br1, head)[-1]
+    head.receive(new_entries(br1, head))
+    forged = held[:-80] + bytes([held[-80] ^ 1]) + held[-79:]
+    before = state(head)
+    result = head.receive([forged])
+    assert result.applied == 0 and result.quarantined == ["signature does not verify against the author's certificate"]
+    assert state(head) == before
+
+
 def test_an_entry_of_another_organisation_is_refused(org: tuple[Node, Node, Node], tmp_path: Path) -> None:
     head, _br1, _br2 = org
     other = setup_head(tmp_path / "OTHER")

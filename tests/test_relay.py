@@ -537,6 +537,25 @@ def test_a_flooding_member_is_refused_while_another_still_syncs(tmp_path: Path) 
     run(scenario())
 
 
+def test_one_member_cannot_hoard_its_organisations_connections(tmp_path: Path) -> None:
+    head, (branch,) = build_org(tmp_path)
+    limits = Limits(max_connections_per_org=4, max_connections_per_node=2)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db", limits) as (_relay, url):
+            hoard = [await Client.open(url, creds(branch)) for _ in range(2)]
+            extra = await Client.open(url, creds(branch))
+            assert "already has 2 connections" in await extra.wait_refused()
+            assert not any(client.closed for client in hoard)
+            ho = await Client.open(url, creds(head))  # the organisation still has room for the others
+            await ho.push_node(head)
+            await until(lambda: all(len(c.received) == len(head.entries()) for c in hoard), "the branch's links")
+            for client in (*hoard, ho):
+                await client.close()
+
+    run(scenario())
+
+
 def test_an_organisation_over_its_quota_is_refused(tmp_path: Path) -> None:
     head, _ = build_org(tmp_path, ())
     genuine = head.entries()

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from procs import (
     Fleet,
+    RelayProcess,
     cli,
-    environment,
     linked,
     make_org,
     post_here,
@@ -35,17 +32,9 @@ CANARY = "CANARY-relay-narration-Ashoka"
 
 @pytest.fixture
 def relay(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    db = tmp_path / "relay.db"
-    proc = subprocess.Popen([sys.executable, "-m", "p2psync", "relay", "--host", "127.0.0.1", "--port", "0",
-                             "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=environment(tmp_path))
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"(ws://127\.0\.0\.1:\d+)", line)
-    assert match, line
-    yield match.group(1), db
-    proc.terminate()
-    proc.wait(20)
+    process = RelayProcess(tmp_path)
+    yield process.url, process.db
+    process.stop()
 
 
 @pytest.mark.slow

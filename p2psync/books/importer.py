@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ def _csv_vouchers(reader: csv.DictReader[str]) -> list[ImportedDraft]:
             "CSV header must have the columns voucher,type,date,ledger,dr,cr[,narration]; "
             f"missing {', '.join(missing or ['dr/cr'])}"
         )
+    _refuse_placement(header, "CSV header")
     reader.fieldnames = header
     groups: dict[str, list[tuple[int, dict[str, str]]]] = {}
     for row in reader:
@@ -110,6 +112,7 @@ def parse_json(text: str) -> list[ImportedDraft]:
 def _json_voucher(item: Any) -> Draft:
     if not isinstance(item, dict):
         raise InvalidInput("a voucher must be an object with type, date and lines")
+    _refuse_placement(item, "voucher")
     lines_in = item.get("lines")
     if not isinstance(lines_in, list):
         raise InvalidInput("lines must be a list of {ledger, dr} or {ledger, cr}")
@@ -121,6 +124,19 @@ def _json_voucher(item: Any) -> Draft:
     narration = item.get("narration", "")
     return Draft(VoucherType.parse(str(item.get("type", ""))), parse_date(str(item.get("date", ""))),
                  tuple(lines), str(narration).strip())
+
+
+#: Fields a file might use to say where a voucher goes or what it is numbered. They cannot be honoured
+#: (a node posts only in its own office, numbering from its own series), so they are refused rather
+#: than ignored: ignoring them would post into this office what the file meant for another.
+PLACEMENT_FIELDS = ("office", "branch", "number")
+
+
+def _refuse_placement(fields: Iterable[str], where: str) -> None:
+    named = [f for f in fields if f.strip().lower() in PLACEMENT_FIELDS]
+    if named:
+        raise InvalidInput(f"{where} has {named[0]!r}: vouchers are always posted in this node's own office and "
+                           "numbered from its series; remove that field")
 
 
 def _line(values: dict[str, str]) -> Line:

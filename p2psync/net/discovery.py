@@ -304,6 +304,11 @@ class Browser:
         """The peers currently advertised, by node id."""
         return dict(self._peers)
 
+    def claims(self, node_id: str) -> list[Peer]:
+        """Every advert now claiming `node_id`, latest last. More than one is a restart under a new
+        name or a spoof; which is genuine only connecting to each (and TLS) can tell."""
+        return [p for p in self._adverts.values() if p.node_id == node_id]
+
     async def start(self) -> None:
         if self._browser is not None:
             return

@@ -79,8 +79,7 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
         Entry.doc == header.doc, Entry.author == header.author, Entry.seq == header.seq)).first()
     if held is not None or key in fresh or _is_parked(session, *key):
         if held is not None and held != blob:
-            _quarantine(session, blob, header.doc, header.author, header.seq,
-                        f"a different entry {header.seq} by this author is already held (replay or equivocation)",
+            _quarantine(session, blob, header.doc, header.author, header.seq, _collision_reason(node, blob, header.seq),
                         result)
         else:
             result.duplicates += 1
@@ -99,6 +98,17 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
                     "held here", result, retryable=True)
         return None
     return _Candidate(change, blob, header.policy)
+
+
+def _collision_reason(node: Node, blob: bytes, seq: int) -> str:
+    """Why a different entry under a held (document, author, sequence) is refused. Only if its author
+    really signed it is it the author's equivocation; anything else was forged or damaged on the way
+    (by a relay, say), and the author must not be blamed for it."""
+    try:
+        node.trust.open(blob)
+    except EntryError as exc:
+        return str(exc)
+    return f"a different entry {seq} by this author is already held (equivocation)"
 
 
 def _is_parked(session: Session, doc: str, author: str, seq: int) -> bool:

@@ -89,8 +89,10 @@ class NodeRuntime:
         self.server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._dialers: list[asyncio.Task[None]] = []
-        #: One dialer per member advertised on the LAN, for as long as its advert lasts.
-        self._lan_dialers: dict[str, asyncio.Task[None]] = {}
+        #: Per member advertised on the LAN, one dialer per address advertised for it, for as long as
+        #: that advert lasts (a spoofed advert gets a dialer of its own, which TLS refuses, and never
+        #: replaces the genuine one).
+        self._lan_dialers: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._dialed: dict[str, str] = {}  # peer address -> node id its certificate showed
         self._changed = asyncio.Condition()
         self._seen = (0, 0)
@@ -199,7 +201,7 @@ class NodeRuntime:
 
     async def stop(self) -> None:
         await self._stop_dialers()
-        lan = list(self._lan_dialers.values())
+        lan = [task for dialers in self._lan_dialers.values() for task in dialers.values()]
         self._lan_dialers.clear()
         for task in lan:
             task.cancel()
@@ -247,15 +249,25 @@ class NodeRuntime:
                                         interfaces=interfaces), \
                 discovery.Browser(self.org, self.node_id, interfaces=interfaces) as browser:
             while True:
-                event = await browser.events.get()
-                peer = event.peer
-                running = self._lan_dialers.pop(peer.node_id, None)
-                if running is not None and (event.change == "removed" or not running.done()):
-                    running.cancel()  # gone, or moved: dial the new address
-                if event.change == "removed" or self.manual or self.node_id > peer.node_id or not peer.addresses:
-                    continue
-                url = f"wss://{peer.addresses[0]}:{peer.port}"
-                self._lan_dialers[peer.node_id] = asyncio.create_task(self._dial_forever(url, relay=False))
+                node = (await browser.events.get()).peer.node_id
+                dial = not self.manual and self.node_id < node
+                self._follow_adverts(node, {f"wss://{p.addresses[0]}:{p.port}" for p in browser.claims(node)
+                                            if dial and p.addresses})
+
+    def _follow_adverts(self, node: str, urls: set[str]) -> None:
+        """Dial every address now advertised for `node`, and stop dialing the others unless a link
+        through them is up. A member that moved is found at its new address; an advert spoofing its
+        node id (or drowning its records on the LAN) gets a dialer of its own, which TLS refuses, and
+        can never take away a link that works."""
+        dialers = self._lan_dialers.setdefault(node, {})
+        for url in set(dialers) - urls:
+            state = self.peers.get(node)
+            if not (state is not None and state.online and state.address == url):
+                dialers.pop(url).cancel()
+        for url in urls - set(dialers):
+            dialers[url] = asyncio.create_task(self._dial_forever(url, relay=False))
+        if not dialers:
+            del self._lan_dialers[node]
 
     async def _poll(self) -> None:
         """Notice entries and policies written by other processes on this home (e.g. the CLI), and

@@ -88,7 +88,11 @@ class Limits:
     max_frame: int = MAX_FRAME
     auth_timeout: float = 15.0
     hello_timeout: float = 30.0
-    max_connections_per_org: int = 64
+    #: Enough for an organisation with hundreds of branches; each one's links are bounded below.
+    max_connections_per_org: int = 1024
+    #: A node has one link with the relay (a few while a dropped one times out): more is hoarding
+    #: the organisation's connections, or the websocket handshakes, at the others' expense.
+    max_connections_per_node: int = 4
     quota_bytes: int = 1024 * MIB  # stored per organisation
     entries_per_second: float = 2_000.0
     entries_burst: float = 20_000.0
@@ -395,6 +399,10 @@ class Relay:
             raise Refusal("this node is revoked by its organisation's head office", kind="revoked")
         if len(org.sessions) >= self.limits.max_connections_per_org:
             raise Refusal("too many connections for this organisation; try again later", CLOSE_TRY_LATER,
+                          "connections")
+        if sum(s.node == auth.member.node_id for s in org.sessions) >= self.limits.max_connections_per_node:
+            raise Refusal(f"this node already has {self.limits.max_connections_per_node} connections to the relay; "
+                          "close them before opening more", CLOSE_TRY_LATER,
                           "connections")
         org.sessions.add(session)
         self.stats.connections += 1
