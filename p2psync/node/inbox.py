@@ -149,9 +149,9 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
     author = admit.Author(member.office, member.is_head, member.series)
     sync_after = node.trust.policy.sync_after_as_of(policy)
 
-    def validate(c: Change, doc, changed) -> None:  # type: ignore[no-untyped-def]
+    def validate(c: Change, doc, changed):  # type: ignore[no-untyped-def]
         chart = node.chart(batch.session)
-        admit.check_change(c.doc, doc, changed, chart, author, sync_after)
+        return admit.check_change(c.doc, doc, changed, chart, author, sync_after)
 
     try:
         batch.receive(change, validate, envelope=blob)

@@ -306,7 +306,9 @@ class Node:
                 by_doc.setdefault(schema.voucher_doc(office, content.date, self._is_local(content.date)), []).append(rev)
                 posted.append(rev)
             for doc_name, revs in by_doc.items():
-                batch.change(doc_name, _put_all(revs), self._masters_deps(batch, chart, revs))
+                stored = schema.encoded(revs)
+                batch.change(doc_name, lambda doc, stored=stored: schema.put_revisions(doc, stored),
+                             self._masters_deps(batch, chart, revs), stored)
         if progress:
             progress(len(drafts))
         return posted
@@ -345,7 +347,9 @@ class Node:
             generation = max(r.generation for r in revs if r.id in parents) + 1
             rev = Revision(secrets.token_hex(12), number, row.office, content or state.current.content, action,
                            parents, generation, self.identity.node_id, utc_now(), reason)
-            batch.change(row.doc, _put_all([rev]), self._masters_deps(batch, chart, [rev]))
+            stored = schema.encoded([rev])
+            batch.change(row.doc, lambda doc: schema.put_revisions(doc, stored), self._masters_deps(batch, chart, [rev]),
+                         stored)
         return rev
 
     def _masters_deps(self, batch, chart: Chart, revs: Iterable[Revision]) -> Deps:  # type: ignore[no-untyped-def]
@@ -418,13 +422,6 @@ def _checked(item: ImportedDraft, chart: Chart) -> VoucherContent:
             raise type(exc)(f"{item.where}: {exc}") from None
         raise
     return content
-
-
-def _put_all(revs: list[Revision]):  # type: ignore[no-untyped-def]
-    def mutate(doc):  # type: ignore[no-untyped-def]
-        for rev in revs:
-            schema.put_revision(doc, rev)
-    return mutate
 
 
 def _claim_home(home: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 #: Keys changed per root map, with the action ("add", "update", "delete") Yjs reported.
 Changed = dict[str, dict[str, str]]
-#: Inspects a received change after it was applied in memory; raises to refuse it.
-Validator = Callable[[Change, Doc, Changed], None]
+#: Inspects a received change after it was applied in memory; raises to refuse it. Returns the voucher
+#: revisions it decoded, by key, which are then materialized without decoding them again.
+Validator = Callable[[Change, Doc, Changed], dict[str, schema.StoredRevision]]
 
 
 class Watch:
@@ -120,7 +121,8 @@ class BookStore:
                 docs.save_snapshot(session, loaded)
             for name, loaded in self._docs.items():
                 if not schema.parse_doc_name(name).is_masters:
-                    materialize.vouchers(session, name, loaded.doc, list(schema.root(loaded.doc, schema.REVISIONS).keys()))
+                    revisions = schema.read_revisions(loaded.doc, schema.root(loaded.doc, schema.REVISIONS).keys())
+                    materialize.vouchers(session, name, revisions)
             if "masters" not in self._docs:
                 materialize.masters(session, schema.new_doc(schema.MASTERS))
 
@@ -142,8 +144,10 @@ class Batch:
         self._touched.add(name)
         return self.store.loaded(self.session, name).doc
 
-    def change(self, name: str, mutate: Callable[[Doc], None], deps: Deps | None = None) -> Change | None:
-        """Make a local change; returns the logged change, or None when it changed nothing."""
+    def change(self, name: str, mutate: Callable[[Doc], None], deps: Deps | None = None,
+               revisions: Iterable[schema.StoredRevision] = ()) -> Change | None:
+        """Make a local change; returns the logged change, or None when it changed nothing.
+        `revisions` are the voucher revisions `mutate` writes, as it writes them (not read back)."""
         self._touched.add(name)
         loaded = self.store.loaded(self.session, name)
         before = loaded.doc.get_state()
@@ -169,7 +173,8 @@ class Batch:
             deps=all_deps,
         )
         envelope = self.store.seal(change) if self.store.seal else None
-        self._record(loaded, change, watch.changed, local=True, envelope=envelope)
+        self._record(loaded, change, watch.changed, {rev.id: (rev, body) for rev, body in revisions},
+                     local=True, envelope=envelope)
         return change
 
     def receive(self, change: Change, validate: Validator | None = None, envelope: bytes | None = None) -> bool:
@@ -183,13 +188,12 @@ class Batch:
             loaded.doc.apply_update(change.update)
         finally:
             watch.close()
-        if validate is not None:
-            validate(change, loaded.doc, watch.changed)
-        self._record(loaded, change, watch.changed, local=False, envelope=envelope)
+        decoded = validate(change, loaded.doc, watch.changed) if validate is not None else {}
+        self._record(loaded, change, watch.changed, decoded, local=False, envelope=envelope)
         return True
 
-    def _record(self, loaded: LoadedDoc, change: Change, changed: Changed, *, local: bool,
-                envelope: bytes | None = None) -> None:
+    def _record(self, loaded: LoadedDoc, change: Change, changed: Changed,
+                decoded: dict[str, schema.StoredRevision], *, local: bool, envelope: bytes | None = None) -> None:
         row = log.append(self.session, change, local=local, envelope=envelope)
         loaded.upto = row.id or loaded.upto
         loaded.entries += 1
@@ -197,7 +201,9 @@ class Batch:
             if changed:
                 materialize.masters(self.session, loaded.doc)
         elif changed.get(schema.REVISIONS):
-            materialize.vouchers(self.session, change.doc, loaded.doc, changed[schema.REVISIONS])
+            keys = changed[schema.REVISIONS]
+            missing = schema.read_revisions(loaded.doc, [key for key in keys if key not in decoded])
+            materialize.vouchers(self.session, change.doc, [decoded[key] for key in keys if key in decoded] + missing)
         self.changes.append(change)
 
     def save_due_snapshots(self) -> None:
