@@ -70,9 +70,9 @@ class BookStore:
             cached = docs.load(session, name, self.client_id)
             self._docs[name] = cached
         else:
-            for row in log.after(session, name, cached.upto):
-                cached.doc.apply_update(row.update)
-                cached.upto = row.id or cached.upto
+            for entry_id, update in log.after(session, name, cached.upto):
+                cached.doc.apply_update(update)
+                cached.upto = entry_id
                 cached.entries += 1
         return cached
 
@@ -194,8 +194,7 @@ class Batch:
 
     def _record(self, loaded: LoadedDoc, change: Change, changed: Changed,
                 decoded: dict[str, schema.StoredRevision], *, local: bool, envelope: bytes | None = None) -> None:
-        row = log.append(self.session, change, local=local, envelope=envelope)
-        loaded.upto = row.id or loaded.upto
+        loaded.upto = log.append(self.session, change, local=local, envelope=envelope)
         loaded.entries += 1
         if schema.parse_doc_name(change.doc).is_masters:
             if changed:
