@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func
 from sqlmodel import Session, select
 
 from p2psync.books import schema
@@ -384,16 +383,12 @@ class Node:
     def entries_since(self, after_id: int, limit: int = 2000) -> list[tuple[int, str, str, int, bytes]]:
         """Sealed entries logged after `after_id`, oldest first: (id, doc, author, seq, entry)."""
         with self.db.read() as session:
-            rows = session.exec(
-                select(Entry.id, Entry.doc, Entry.author, Entry.seq, Entry.envelope)
-                .where(Entry.id > after_id, Entry.envelope != None)  # noqa: E711
-                .order_by(Entry.id).limit(limit))
-            return [(i, d, a, s, e) for i, d, a, s, e in rows]
+            return log.shared_after(session, after_id, limit)
 
     def last_entry_id(self) -> int:
         """The newest logged entry that is shared (local books never leave the node)."""
         with self.db.read() as session:
-            return session.exec(select(func.max(Entry.id)).where(Entry.envelope != None)).one() or 0  # noqa: E711
+            return log.last_shared(session)
 
     def quarantined(self) -> list[dict[str, object]]:
         """Refused entries ("failed to import"), oldest first, each with its reason."""

@@ -57,3 +57,16 @@ def after(session: Session, doc: str, entry_id: int) -> Iterator[tuple[int, byte
 
 def documents(session: Session) -> list[str]:
     return [doc for (doc,) in raw_connection(session).execute("SELECT DISTINCT doc FROM entry ORDER BY doc")]
+
+
+def shared_after(session: Session, entry_id: int, limit: int) -> list[tuple[int, str, str, int, bytes]]:
+    """Sealed entries logged after `entry_id`, oldest first: (id, doc, author, seq, entry)."""
+    return raw_connection(session).execute(
+        "SELECT id, doc, author, seq, envelope FROM entry WHERE id > ? AND envelope IS NOT NULL "
+        "ORDER BY id LIMIT ?", (entry_id, limit)).fetchall()
+
+
+def last_shared(session: Session) -> int:
+    """The newest logged entry that is sealed (local books are never sealed, never leave the node)."""
+    (value,) = raw_connection(session).execute("SELECT max(id) FROM entry WHERE envelope IS NOT NULL").fetchone()
+    return value or 0
