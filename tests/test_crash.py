@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from helpers import LEDGERS, all_reports, assert_log_whole, copy_home, doc_contents, draft, setup_head
 from pycrdt import Doc
-from sqlmodel import select
+from sqlmodel import func, select
 
 from p2psync.books.model import decode_revision
 from p2psync.node.home import DB_FILE
@@ -286,3 +286,31 @@ def test_materialized_tables_are_rebuilt_from_the_log(snapshot_home: Path, tmp_p
 def _ledgers(node: Node) -> list:
     with node.db.read() as session:
         return queries.ledgers(session)
+
+
+def test_documents_past_the_cache_bound_are_dropped_snapshotted_and_reload_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("p2psync.store.books.MAX_CACHED_DOCS", 3)
+    node = setup_head(tmp_path / "HO")
+    try:
+        for month in range(1, 11):
+            for day in (3, 9):
+                node.post(draft("payment", f"2026-{month:02d}-{day:02d}", {"Rent": f"{month}"}, {"Cash": f"{month}"}))
+            assert len(node.store._docs) <= 4  # three months and the masters
+        node.amend("HO/PMT/00001", draft("payment", "2026-01-03", {"Rent": "7"}, {"Bank": "7"}))  # an evicted month
+        expected = book_state(node)
+        assert len(node.store._docs) <= 4
+        with node.db.read() as session:
+            snapshots = {row.doc: row.entries for row in session.exec(select(Snapshot))}
+            logged = dict(session.exec(select(Entry.doc, func.count()).group_by(Entry.doc)).all())
+        evicted = {f"vouchers/HO/2026-{m:02d}" for m in range(2, 8)}  # untouched since they were dropped
+        assert all(snapshots.get(doc) == logged[doc] for doc in evicted)  # dropped only once snapshotted
+    finally:
+        node.close()
+    reopened = Node.open(tmp_path / "HO")
+    try:
+        assert book_state(reopened) == expected
+        assert len(expected["docs"]) == 11 and all(len(expected["docs"][f"vouchers/HO/2026-{m:02d}"]["revisions"])
+                                                   == 2 for m in range(2, 11))
+    finally:
+        reopened.close()

@@ -4,7 +4,7 @@ appended to the log and materialized in one SQLite transaction, or not at all.""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +19,9 @@ from p2psync.store.db import Database
 from p2psync.store.docs import LoadedDoc
 
 logger = logging.getLogger(__name__)
+
+#: How many documents stay in memory (besides the masters). A month of a busy office is a few MB.
+MAX_CACHED_DOCS = 32
 
 #: Keys changed per root map, with the action ("add", "update", "delete") Yjs reported.
 Changed = dict[str, dict[str, str]]
@@ -50,7 +53,11 @@ class Watch:
 
 
 class BookStore:
-    """One node's books: documents cached in memory, kept in step with the log on disk."""
+    """One node's books: documents cached in memory, kept in step with the log on disk.
+
+    The cache is bounded: past `MAX_CACHED_DOCS` the least recently used documents are dropped
+    (snapshotted first when a write transaction is at hand), so a head office that has touched every
+    month of every office does not hold them all; the masters document stays, every check reads it."""
 
     def __init__(self, db: Database, author: str, client_id: int,
                  seal: Callable[[Change], bytes | None] | None = None) -> None:
@@ -59,7 +66,7 @@ class BookStore:
         self.client_id = client_id
         #: Turns a local change into the signed, encrypted entry that is logged and sent.
         self.seal = seal
-        self._docs: dict[str, LoadedDoc] = {}
+        self._docs: OrderedDict[str, LoadedDoc] = OrderedDict()
 
     # ------------------------------------------------------------ reading
 
@@ -70,6 +77,7 @@ class BookStore:
             cached = docs.load(session, name, self.client_id)
             self._docs[name] = cached
         else:
+            self._docs.move_to_end(name)
             for entry_id, update in log.after(session, name, cached.upto):
                 cached.doc.apply_update(update)
                 cached.upto = entry_id
@@ -78,7 +86,20 @@ class BookStore:
 
     def read_doc(self, name: str) -> Doc:
         with self.db.read() as session:
-            return self.loaded(session, name).doc
+            doc = self.loaded(session, name).doc
+        self._evict(self._least_used())
+        return doc
+
+    def _least_used(self) -> list[LoadedDoc]:
+        """The documents beyond the cache's bound, least recently used first (never the masters)."""
+        extra = len(self._docs) - MAX_CACHED_DOCS
+        if extra <= 0:
+            return []
+        return [loaded for name, loaded in self._docs.items() if name != schema.MASTERS][:extra]
+
+    def _evict(self, stale: list[LoadedDoc]) -> None:
+        for loaded in stale:
+            self._docs.pop(loaded.name, None)
 
     # ------------------------------------------------------------ writing
 
@@ -92,10 +113,15 @@ class BookStore:
                 batch = Batch(self, session, touched)
                 yield batch
                 batch.save_due_snapshots()
+                stale = self._least_used()
+                for loaded in stale:  # so that loading it again replays little of the log
+                    if loaded.entries != loaded.snapshot_entries:
+                        docs.save_snapshot(session, loaded)
         except BaseException:
             for name in touched:
                 self._docs.pop(name, None)
             raise
+        self._evict(stale)
 
     def forget(self) -> None:
         self._docs.clear()
@@ -108,22 +134,22 @@ class BookStore:
                     docs.save_snapshot(session, loaded)
 
     def rebuild(self) -> None:
-        """Recreate snapshots and every materialized table from the log alone."""
+        """Recreate snapshots and every materialized table from the log alone, one document at a
+        time (none is kept in memory)."""
         self.forget()
         with self.db.write() as session:
             materialize.clear(session)
             session.connection().exec_driver_sql("DELETE FROM snapshot")
-            for name in log.documents(session):
+            names = log.documents(session)
+            for name in names:
                 loaded = docs.load(session, name, self.client_id)
-                self._docs[name] = loaded
                 if schema.parse_doc_name(name).is_masters:
                     materialize.masters(session, loaded.doc)
-                docs.save_snapshot(session, loaded)
-            for name, loaded in self._docs.items():
-                if not schema.parse_doc_name(name).is_masters:
+                else:
                     revisions = schema.read_revisions(loaded.doc, schema.root(loaded.doc, schema.REVISIONS).keys())
                     materialize.vouchers(session, name, revisions)
-            if "masters" not in self._docs:
+                docs.save_snapshot(session, loaded)
+            if schema.MASTERS not in names:
                 materialize.masters(session, schema.new_doc(schema.MASTERS))
 
 
