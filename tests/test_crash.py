@@ -3,6 +3,7 @@ document snapshots, the materialized report tables) is rebuilt from the entry lo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -29,6 +30,7 @@ from p2psync.store.tables import Entry, Snapshot
 #: and posts vouchers forever, printing each number only after post() returned. The parent kills
 #: workers with SIGKILL; forking keeps each round fast (no interpreter start-up per round).
 WORKER = r'''
+import asyncio
 import os
 import random
 import sys
@@ -314,3 +316,56 @@ def test_documents_past_the_cache_bound_are_dropped_snapshotted_and_reload_whole
                                                    == 2 for m in range(2, 11))
     finally:
         reopened.close()
+
+
+def _snapshot_entries(node: Node, doc: str) -> int:
+    with node.db.read() as session:
+        row = session.get(Snapshot, doc)
+        return row.entries if row else 0
+
+
+def test_deferred_snapshots_stay_out_of_the_changes_and_are_written_when_asked(tmp_path: Path) -> None:
+    node = setup_head(tmp_path / "HO")
+    node.store.defer_snapshots = True
+    try:
+        for i in range(SNAPSHOT_EVERY + 2):
+            node.post(draft("payment", f"2026-04-{i % 28 + 1:02d}", {"Rent": f"{i + 1}"}, {"Cash": f"{i + 1}"}))
+        assert _snapshot_entries(node, "vouchers/HO/2026-04") == 0  # no post paid for re-encoding the month
+        assert node.store.write_due_snapshots() == 1
+        assert _snapshot_entries(node, "vouchers/HO/2026-04") == SNAPSHOT_EVERY + 2
+        assert node.store.write_due_snapshots() == 0
+        expected = book_state(node)
+    finally:
+        node.close()
+    reopened = Node.open(tmp_path / "HO")
+    try:
+        assert book_state(reopened) == expected
+    finally:
+        reopened.close()
+
+
+def test_a_running_node_writes_due_snapshots_once_idle(tmp_path: Path) -> None:
+    from p2psync.node.runtime import NodeRuntime
+
+    node = setup_head(tmp_path / "HO")
+
+    async def scenario() -> int:
+        runtime = NodeRuntime(node, host="127.0.0.1", port=0, mdns=False)
+        await runtime.start()
+        try:
+            assert node.store.defer_snapshots
+            for i in range(SNAPSHOT_EVERY + 1):
+                await runtime.call(node.post, draft("payment", f"2026-04-{i % 28 + 1:02d}", {"Rent": "1"}, {"Cash": "1"}))
+            for _ in range(300):
+                written = await runtime.call(_snapshot_entries, node, "vouchers/HO/2026-04")
+                if written:
+                    return written
+                await asyncio.sleep(0.1)
+            return 0
+        finally:
+            await runtime.stop()
+
+    try:
+        assert asyncio.run(scenario()) == SNAPSHOT_EVERY + 1
+    finally:
+        node.close()

@@ -175,6 +175,7 @@ class NodeRuntime:
         return float(self.node.settings()["interval"] or 5) * 60
 
     async def start(self) -> None:
+        self.node.store.defer_snapshots = True  # written by `_poll` when idle, not in a user's commit
         await self.notify()
         try:
             self.server = await serve(self._accept, self.host, self.port,
@@ -254,8 +255,9 @@ class NodeRuntime:
                 self._lan_dialers[peer.node_id] = asyncio.create_task(self._dial_forever(url, relay=False))
 
     async def _poll(self) -> None:
-        """Notice entries and policies written by other processes on this home (e.g. the CLI), and
-        write link statistics to the sync log now and then."""
+        """Notice entries and policies written by other processes on this home (e.g. the CLI), write
+        link statistics to the sync log now and then, and due snapshots when idle."""
+        previous = -1
         for tick in itertools.count(1):
             await asyncio.sleep(POLL_SECONDS)
             if tick % SAVE_EVERY_POLLS == 0:
@@ -265,6 +267,9 @@ class NodeRuntime:
                 await self.adopt_policy(blob)
             if last != self._seen[0]:
                 await self.notify()
+            if last == previous or tick % SAVE_EVERY_POLLS == 0:  # idle for a poll, or a while busy
+                await self.call(self.node.store.write_due_snapshots)
+            previous = last
 
     def _db_position(self) -> tuple[int, bytes]:
         return self.node.last_entry_id(), self.node.policy_blob()

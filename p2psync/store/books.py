@@ -67,6 +67,9 @@ class BookStore:
         #: Turns a local change into the signed, encrypted entry that is logged and sent.
         self.seal = seal
         self._docs: OrderedDict[str, LoadedDoc] = OrderedDict()
+        #: Leave due snapshots to `write_due_snapshots` instead of writing them inside the change's
+        #: own transaction (a running node does, when idle: a snapshot re-encodes a whole month).
+        self.defer_snapshots = False
 
     # ------------------------------------------------------------ reading
 
@@ -112,7 +115,8 @@ class BookStore:
             with self.db.write() as session:
                 batch = Batch(self, session, touched)
                 yield batch
-                batch.save_due_snapshots()
+                if not self.defer_snapshots:
+                    batch.save_due_snapshots()
                 stale = self._least_used()
                 for loaded in stale:  # so that loading it again replays little of the log
                     if loaded.entries != loaded.snapshot_entries:
@@ -132,6 +136,15 @@ class BookStore:
             for loaded in self._docs.values():
                 if loaded.entries != loaded.snapshot_entries:
                     docs.save_snapshot(session, loaded)
+
+    def write_due_snapshots(self) -> int:
+        """Snapshot the documents in memory that are due one; how many were written."""
+        due = [loaded for loaded in self._docs.values() if docs.snapshot_due(loaded)]
+        if due:
+            with self.db.write() as session:
+                for loaded in due:
+                    docs.save_snapshot(session, loaded)
+        return len(due)
 
     def rebuild(self) -> None:
         """Recreate snapshots and every materialized table from the log alone, one document at a
