@@ -126,7 +126,7 @@ async def _read(ws: Connection, conn: SyncConnection, local: Local, stats: LinkS
         if isinstance(event, Entries):
             applied, vectors = await local.receive(event.blobs, _note_received(conn, event.blobs))
             stats.received += applied
-            await ws.send(conn.ack(event.batch, vectors))
+            await ws.send(conn.ack(event.batch, vectors, new_only=True))
         elif isinstance(event, PolicyOffer):
             await local.adopt_policy(event.blob)
         elif isinstance(event, Ack):
