@@ -55,23 +55,24 @@ def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], ch
     if not name.is_masters and name.office != author.office and not author.is_head:
         raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
     revisions: dict[str, schema.StoredRevision] = {}
-    for map_name, keys in changed.items():
-        values = schema.root(doc, map_name)
-        for key, action in keys.items():
-            _check_scope(map_name, key, author)
-            if action == "delete" or (action == "update" and map_name not in _REWRITABLE):
-                raise RuleViolation(f"{doc_name}: {action} of {map_name}/{key[:60]} is not allowed; "
-                                    "records are never deleted or overwritten")
-            try:
-                value = values[key]
-                if name.is_masters:
-                    _check_master(map_name, key, value)
-                else:
-                    revisions[key] = (_check_revision(name, key, value, chart, sync_after, author), value)
-            except RuleViolation:
-                raise
-            except P2PSyncError as exc:
-                raise RuleViolation(f"{doc_name}: {exc}") from None
+    with doc.transaction():  # one read transaction for all the values (pycrdt opens one per read otherwise)
+        for map_name, keys in changed.items():
+            values = schema.root(doc, map_name)
+            for key, action in keys.items():
+                _check_scope(map_name, key, author)
+                if action == "delete" or (action == "update" and map_name not in _REWRITABLE):
+                    raise RuleViolation(f"{doc_name}: {action} of {map_name}/{key[:60]} is not allowed; "
+                                        "records are never deleted or overwritten")
+                try:
+                    value = values[key]
+                    if name.is_masters:
+                        _check_master(map_name, key, value)
+                    else:
+                        revisions[key] = (_check_revision(name, key, value, chart, sync_after, author), value)
+                except RuleViolation:
+                    raise
+                except P2PSyncError as exc:
+                    raise RuleViolation(f"{doc_name}: {exc}") from None
     return revisions
 
 
@@ -109,7 +110,8 @@ def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart,
         raise RuleViolation(f"revision {key[:40]!r} carries id {rev.id[:40]!r}")
     if rev.office != name.office or not rev.number.startswith(f"{rev.office}/"):
         raise RuleViolation(f"voucher {rev.number[:40]} of office {rev.office} filed in {name.name}")
-    if rev.action is Action.POST and (rev.parents or rev.content.date.strftime("%Y-%m") != name.month):
+    date = rev.content.date
+    if rev.action is Action.POST and (rev.parents or f"{date.year:04d}-{date.month:02d}" != name.month):
         raise RuleViolation(f"voucher {rev.number} is not filed in its own month's document")
     if rev.action is not Action.POST and not rev.parents:
         raise RuleViolation(f"{rev.action.value} of voucher {rev.number} names no revision it replaces")

@@ -341,9 +341,12 @@ def voucher_number(office: str, kind: VoucherType, series: int, position: int) -
     return f"{office}/{kind.prefix}/{tail}"
 
 
+_NUMBER = re.compile(r"[^/]+/[A-Z]{3}/(?:(\d{1,4})-)?(\d{1,9})")
+
+
 def number_series(number: str) -> tuple[int, int]:
     """(series, position) of a voucher number; (0, 0) if it is not one this code writes."""
-    match = re.fullmatch(r"[^/]+/[A-Z]{3}/(?:(\d{1,4})-)?(\d{1,9})", number)
+    match = _NUMBER.fullmatch(number)
     if not match:
         return 0, 0
     return int(match.group(1) or 1), int(match.group(2))
