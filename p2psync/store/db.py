@@ -38,6 +38,7 @@ def _configure(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")  # durable before acknowledged
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA cache_size=-32768")  # 32 MiB: bulk receives insert into several indexes
         cursor.close()
 
     @event.listens_for(engine, "begin")
