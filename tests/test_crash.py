@@ -9,8 +9,10 @@ import random
 import signal
 import sqlite3
 import subprocess
+import shutil
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -367,5 +369,54 @@ def test_a_running_node_writes_due_snapshots_once_idle(tmp_path: Path) -> None:
 
     try:
         assert asyncio.run(scenario()) == SNAPSHOT_EVERY + 1
+    finally:
+        node.close()
+
+
+def _entries_in_database_file(home: Path, scratch: Path) -> int:
+    """Entries the database file holds on its own, without its write-ahead log: what a checkpoint
+    has copied back."""
+    scratch.mkdir(exist_ok=True)
+    copy = scratch / "alone.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(home / DB_FILE, copy)
+    with closing(sqlite3.connect(copy)) as conn:
+        return conn.execute("SELECT count(*) FROM entry").fetchone()[0]
+
+
+def test_deferred_checkpoints_leave_the_log_to_the_idle_node(tmp_path: Path) -> None:
+    from p2psync.node.runtime import NodeRuntime
+
+    home, scratch = tmp_path / "HO", tmp_path / "scratch"
+    node = setup_head(home)
+    node.db.checkpoint()
+    node.db.defer_checkpoints()
+    try:
+        before = _entries_in_database_file(home, scratch)
+        for i in range(120):  # some 2,000 pages: a commit would copy the log back itself at 1,000
+            node.post(draft("payment", f"2026-04-{i % 28 + 1:02d}", {"Rent": "1"}, {"Cash": "1"}))
+        assert _entries_in_database_file(home, scratch) == before  # no commit copied the log back
+        node.db.checkpoint()
+        assert _entries_in_database_file(home, scratch) == before + 120
+
+        async def scenario() -> int:
+            runtime = NodeRuntime(node, host="127.0.0.1", port=0, mdns=False)
+            await runtime.start()
+            try:
+                for i in range(120):
+                    await runtime.call(node.post, draft("receipt", f"2026-05-{i % 28 + 1:02d}", {"Cash": "2"},
+                                                        {"Debtors": "2"}))
+                for _ in range(300):  # the running node checkpoints once idle
+                    if (alone := _entries_in_database_file(home, scratch)) == before + 240:
+                        break
+                    await asyncio.sleep(0.1)
+                return alone
+            finally:
+                await runtime.stop()
+
+        assert asyncio.run(scenario()) == before + 240
+        state = book_state(node)["docs"]
+        assert len(state["vouchers/HO/2026-04"]["revisions"]) == len(state["vouchers/HO/2026-05"]["revisions"]) == 120
     finally:
         node.close()

@@ -175,7 +175,8 @@ class NodeRuntime:
         return float(self.node.settings()["interval"] or 5) * 60
 
     async def start(self) -> None:
-        self.node.store.defer_snapshots = True  # written by `_poll` when idle, not in a user's commit
+        self.node.store.defer_snapshots = True  # snapshots and checkpoints are done by `_poll` when
+        self.node.db.defer_checkpoints()  # idle, not inside a user's commit
         await self.notify()
         try:
             self.server = await serve(self._accept, self.host, self.port,
@@ -256,7 +257,7 @@ class NodeRuntime:
 
     async def _poll(self) -> None:
         """Notice entries and policies written by other processes on this home (e.g. the CLI), write
-        link statistics to the sync log now and then, and due snapshots when idle."""
+        link statistics to the sync log now and then, and due snapshots and the WAL checkpoint when idle."""
         previous = -1
         for tick in itertools.count(1):
             await asyncio.sleep(POLL_SECONDS)
@@ -268,8 +269,12 @@ class NodeRuntime:
             if last != self._seen[0]:
                 await self.notify()
             if last == previous or tick % SAVE_EVERY_POLLS == 0:  # idle for a poll, or a while busy
-                await self.call(self.node.store.write_due_snapshots)
+                await self.call(self._housekeeping)
             previous = last
+
+    def _housekeeping(self) -> None:
+        self.node.store.write_due_snapshots()
+        self.node.db.checkpoint()
 
     def _db_position(self) -> tuple[int, bytes]:
         return self.node.last_entry_id(), self.node.policy_blob()
