@@ -12,11 +12,13 @@ import itertools
 import logging
 import os
 import random
+import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 from websockets.asyncio.client import connect
 from websockets.asyncio.connection import Connection
@@ -273,8 +275,13 @@ class NodeRuntime:
             previous = last
 
     def _housekeeping(self) -> None:
-        self.node.store.write_due_snapshots()
-        self.node.db.checkpoint()
+        """Caches and the WAL, off the commit path; a failure (a full disk, say) is left for the next
+        poll, since nothing here is needed for durability."""
+        try:
+            self.node.store.write_due_snapshots()
+            self.node.db.checkpoint()
+        except (P2PSyncError, sqlite3.Error, SQLAlchemyError) as exc:
+            logger.warning("snapshots or checkpoint postponed: %s", exc)
 
     def _db_position(self) -> tuple[int, bytes]:
         return self.node.last_entry_id(), self.node.policy_blob()
