@@ -240,8 +240,11 @@ class Batch:
                 materialize.masters(self.session, loaded.doc)
         elif changed.get(schema.REVISIONS):
             keys = changed[schema.REVISIONS]
-            missing = schema.read_revisions(loaded.doc, [key for key in keys if key not in decoded])
-            materialize.vouchers(self.session, change.doc, [decoded[key] for key in keys if key in decoded] + missing)
+            missing = [key for key in keys if key not in decoded]  # none, unless a caller did not say
+            revisions = [decoded[key] for key in keys if key in decoded]
+            if missing:
+                revisions += schema.read_revisions(loaded.doc, missing)
+            materialize.vouchers(self.session, change.doc, revisions)
         self.changes.append(change)
 
     def save_due_snapshots(self) -> None:
