@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2psync.books.change import Deps, decode_deps
+from p2psync.books.change import Deps, check_deps
 from p2psync.canonical import dumps
 from p2psync.errors import P2PSyncError
 
@@ -270,7 +270,7 @@ def _message(value: Any) -> bytes:
 def _vectors(value: Any) -> Deps:
     if not isinstance(value, dict) or len(value) > 1_000_000:
         raise TypeError("expected vectors")
-    return decode_deps(json.dumps(value)) if value else {}
+    return check_deps(value) if value else {}
 
 
 def batches(blobs: Iterable[bytes], max_entries: int = 500, max_bytes: int = 1024 * 1024) -> Iterable[list[bytes]]:
