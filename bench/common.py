@@ -194,6 +194,29 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
         time.sleep(interval)
 
 
+def commit_floor(directory: Path, count: int = 300) -> dict[str, float]:
+    """What one durable commit costs on this disk, right now: plain `sqlite3` in WAL mode with
+    synchronous=FULL (as the node's database), one small row per transaction. A live voucher needs two
+    (the post at A, the receive at B), so this bounds its latency from below."""
+    path = directory / "commit-floor.db"
+    directory.mkdir(parents=True, exist_ok=True)
+    times = []
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (payload BLOB)")
+        row = os.urandom(700)
+        for _ in range(count):
+            began = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (?)", (row,))
+            db.execute("COMMIT")
+            times.append((time.perf_counter() - began) * 1000)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return {"commits": count, "p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99)}
+
+
 def filesystem_of(path: Path) -> str:
     """The type of the filesystem holding `path` (ext4, tmpfs, ...): fsync costs depend on it."""
     best, kind = "", "unknown"

@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         values = same_vouchers(n["bulk"])
         step("raw", lambda: {"bulk": raw.bulk(values), "single": raw.single_updates(values, min(n["live"], 1000))})
+        step("live.commit_floor", lambda: common.commit_floor(work / "floor"))
         if {"bulk", "live"} & only:
             pair = asyncio.run(p2p.run_pair(work / "pair", n["bulk"], n["live"] if "live" in only else 0, False))
             if "bulk" in only:
@@ -205,6 +206,10 @@ def table(r: dict[str, Any]) -> str:
             f"{x['p50_ms']:.1f} / {x['p90_ms']:.1f} / {x['p99_ms']:.1f} / {x['max_ms']:.1f}")
         add("    post at A p50 / notify+send+hop p50 / Node.receive at B p50 (ms)",
             f"{x['post_at_a_p50_ms']:.1f} / {x['a_to_b_hop_p50_ms']:.1f} / {x['receive_at_b_p50_ms']:.1f}")
+    if "live.commit_floor" in r:
+        x = r["live.commit_floor"]
+        add("    a durable SQLite commit on this disk now, p50 / p99 (ms; two per live voucher)",
+            f"{x['p50_ms']:.2f} / {x['p99_ms']:.2f}")
     if "wire" in r:
         for kind in ("live", "bulk"):
             w = r["wire"][kind]

@@ -210,8 +210,8 @@ def ho_build(base: Path, offices: int, vouchers: int, batch: int) -> None:
 
 def ho_memory(home: Path, load_docs: bool) -> None:
     """Peak memory of the head office opening its books and running a consolidated trial balance;
-    then, separately reported, with every voucher document loaded (what a long-running node that
-    has received into every document holds, since loaded documents stay cached)."""
+    then, separately reported, after loading every voucher document in turn (what a long-running
+    node that has received into every document holds: the cache keeps the most recent ones)."""
     from p2psync.books import reports
     from p2psync.node.office import Node
     from p2psync.store import log, queries

@@ -3,20 +3,23 @@ document snapshots, the materialized report tables) is rebuilt from the entry lo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
 import sqlite3
 import subprocess
+import shutil
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import LEDGERS, all_reports, assert_log_whole, copy_home, doc_contents, draft, setup_head
 from pycrdt import Doc
-from sqlmodel import select
+from sqlmodel import func, select
 
 from p2psync.books.model import decode_revision
 from p2psync.node.home import DB_FILE
@@ -29,6 +32,7 @@ from p2psync.store.tables import Entry, Snapshot
 #: and posts vouchers forever, printing each number only after post() returned. The parent kills
 #: workers with SIGKILL; forking keeps each round fast (no interpreter start-up per round).
 WORKER = r'''
+import asyncio
 import os
 import random
 import sys
@@ -286,3 +290,133 @@ def test_materialized_tables_are_rebuilt_from_the_log(snapshot_home: Path, tmp_p
 def _ledgers(node: Node) -> list:
     with node.db.read() as session:
         return queries.ledgers(session)
+
+
+def test_documents_past_the_cache_bound_are_dropped_snapshotted_and_reload_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("p2psync.store.books.MAX_CACHED_DOCS", 3)
+    node = setup_head(tmp_path / "HO")
+    try:
+        for month in range(1, 11):
+            for day in (3, 9):
+                node.post(draft("payment", f"2026-{month:02d}-{day:02d}", {"Rent": f"{month}"}, {"Cash": f"{month}"}))
+            assert len(node.store._docs) <= 4  # three months and the masters
+        node.amend("HO/PMT/00001", draft("payment", "2026-01-03", {"Rent": "7"}, {"Bank": "7"}))  # an evicted month
+        expected = book_state(node)
+        assert len(node.store._docs) <= 4
+        with node.db.read() as session:
+            snapshots = {row.doc: row.entries for row in session.exec(select(Snapshot))}
+            logged = dict(session.exec(select(Entry.doc, func.count()).group_by(Entry.doc)).all())
+        evicted = {f"vouchers/HO/2026-{m:02d}" for m in range(2, 8)}  # untouched since they were dropped
+        assert all(snapshots.get(doc) == logged[doc] for doc in evicted)  # dropped only once snapshotted
+    finally:
+        node.close()
+    reopened = Node.open(tmp_path / "HO")
+    try:
+        assert book_state(reopened) == expected
+        assert len(expected["docs"]) == 11 and all(len(expected["docs"][f"vouchers/HO/2026-{m:02d}"]["revisions"])
+                                                   == 2 for m in range(2, 11))
+    finally:
+        reopened.close()
+
+
+def _snapshot_entries(node: Node, doc: str) -> int:
+    with node.db.read() as session:
+        row = session.get(Snapshot, doc)
+        return row.entries if row else 0
+
+
+def test_deferred_snapshots_stay_out_of_the_changes_and_are_written_when_asked(tmp_path: Path) -> None:
+    node = setup_head(tmp_path / "HO")
+    node.store.defer_snapshots = True
+    try:
+        for i in range(SNAPSHOT_EVERY + 2):
+            node.post(draft("payment", f"2026-04-{i % 28 + 1:02d}", {"Rent": f"{i + 1}"}, {"Cash": f"{i + 1}"}))
+        assert _snapshot_entries(node, "vouchers/HO/2026-04") == 0  # no post paid for re-encoding the month
+        assert node.store.write_due_snapshots() == 1
+        assert _snapshot_entries(node, "vouchers/HO/2026-04") == SNAPSHOT_EVERY + 2
+        assert node.store.write_due_snapshots() == 0
+        expected = book_state(node)
+    finally:
+        node.close()
+    reopened = Node.open(tmp_path / "HO")
+    try:
+        assert book_state(reopened) == expected
+    finally:
+        reopened.close()
+
+
+def test_a_running_node_writes_due_snapshots_once_idle(tmp_path: Path) -> None:
+    from p2psync.node.runtime import NodeRuntime
+
+    node = setup_head(tmp_path / "HO")
+
+    async def scenario() -> int:
+        runtime = NodeRuntime(node, host="127.0.0.1", port=0, mdns=False)
+        await runtime.start()
+        try:
+            assert node.store.defer_snapshots
+            for i in range(SNAPSHOT_EVERY + 1):
+                await runtime.call(node.post, draft("payment", f"2026-04-{i % 28 + 1:02d}", {"Rent": "1"}, {"Cash": "1"}))
+            for _ in range(300):
+                written = await runtime.call(_snapshot_entries, node, "vouchers/HO/2026-04")
+                if written:
+                    return written
+                await asyncio.sleep(0.1)
+            return 0
+        finally:
+            await runtime.stop()
+
+    try:
+        assert asyncio.run(scenario()) == SNAPSHOT_EVERY + 1
+    finally:
+        node.close()
+
+
+def _entries_in_database_file(home: Path, scratch: Path) -> int:
+    """Entries the database file holds on its own, without its write-ahead log: what a checkpoint
+    has copied back."""
+    scratch.mkdir(exist_ok=True)
+    copy = scratch / "alone.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(home / DB_FILE, copy)
+    with closing(sqlite3.connect(copy)) as conn:
+        return conn.execute("SELECT count(*) FROM entry").fetchone()[0]
+
+
+def test_deferred_checkpoints_leave_the_log_to_the_idle_node(tmp_path: Path) -> None:
+    from p2psync.node.runtime import NodeRuntime
+
+    home, scratch = tmp_path / "HO", tmp_path / "scratch"
+    node = setup_head(home)
+    node.db.checkpoint()
+    node.db.defer_checkpoints()
+    try:
+        before = _entries_in_database_file(home, scratch)
+        for i in range(120):  # some 2,000 pages: a commit would copy the log back itself at 1,000
+            node.post(draft("payment", f"2026-04-{i % 28 + 1:02d}", {"Rent": "1"}, {"Cash": "1"}))
+        assert _entries_in_database_file(home, scratch) == before  # no commit copied the log back
+        node.db.checkpoint()
+        assert _entries_in_database_file(home, scratch) == before + 120
+
+        async def scenario() -> int:
+            runtime = NodeRuntime(node, host="127.0.0.1", port=0, mdns=False)
+            await runtime.start()
+            try:
+                for i in range(120):
+                    await runtime.call(node.post, draft("receipt", f"2026-05-{i % 28 + 1:02d}", {"Cash": "2"},
+                                                        {"Debtors": "2"}))
+                for _ in range(300):  # the running node checkpoints once idle
+                    if (alone := _entries_in_database_file(home, scratch)) == before + 240:
+                        break
+                    await asyncio.sleep(0.1)
+                return alone
+            finally:
+                await runtime.stop()
+
+        assert asyncio.run(scenario()) == before + 240
+        state = book_state(node)["docs"]
+        assert len(state["vouchers/HO/2026-04"]["revisions"]) == len(state["vouchers/HO/2026-05"]["revisions"]) == 120
+    finally:
+        node.close()

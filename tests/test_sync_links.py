@@ -366,3 +366,21 @@ def test_converged_helper_sees_differences(tmp_path: Path) -> None:
     assert converged(ho, br1)
     receipt(ho, "1.00")
     assert not converged(ho, br1)
+
+
+def test_acks_carry_only_what_the_sender_does_not_know_the_receiver_holds() -> None:
+    sender, receiver = SyncConnection(), SyncConnection()
+    to_receiver = sender.hello("S", "org", "branch", 1, {"d": {"x": 3}})
+    to_sender = receiver.hello("R", "org", "branch", 1, {"d": {"y": 2}})
+    sender.receive(to_sender)
+    receiver.receive(to_receiver)
+    batch = receiver.receive(sender.entries([b"entry x4"]))
+    sender.note_peer_has("d", "x", 4)  # what the link does for what it sent...
+    receiver.note_peer_has("d", "x", 4)  # ...and for what it received
+    held = {"d": {"x": 4, "y": 2}, "e": {"z": 1}}  # z:1 came from a third party meanwhile
+    ack = json.loads(receiver.ack(batch.batch, held, new_only=True))
+    assert ack["vectors"] == {"e": {"z": 1}}  # x:4 the sender sent, y:2 was in the hello
+    sender.receive(json.dumps(ack))
+    assert not sender.peer_lacks("e", "z", 1) and sender.peer_lacks("e", "z", 2)
+    assert json.loads(receiver.ack(batch.batch, held, new_only=True))["vectors"] == {}  # told once is enough
+    assert json.loads(receiver.ack(batch.batch, held))["vectors"] == held  # in full unless asked

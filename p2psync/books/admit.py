@@ -14,6 +14,7 @@ from pycrdt import Doc
 from p2psync.books import schema
 from p2psync.books.model import (
     Action,
+    Revision,
     decode_group,
     decode_ledger,
     decode_office,
@@ -38,9 +39,10 @@ class Author:
 
 
 def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], chart: Chart,
-                 author: Author, sync_after: dt.date | None = None) -> None:
+                 author: Author, sync_after: dt.date | None = None) -> dict[str, schema.StoredRevision]:
     """Refuse writes outside the author's office, deletions, rewrites of write-once records,
     unbalanced vouchers or ones naming unknown ledgers, and vouchers dated before the sync-after date.
+    Returns the voucher revisions it decoded, by key, so that materializing them decodes none again.
 
     Every check gives the same answer on every replica, whatever else it has received: otherwise one
     replica would apply what another refuses and the books would diverge. That is why the voucher
@@ -52,22 +54,26 @@ def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], ch
         raise RuleViolation(f"{doc_name} is a local book and is never shared")
     if not name.is_masters and name.office != author.office and not author.is_head:
         raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
-    for map_name, keys in changed.items():
-        for key, action in keys.items():
-            _check_scope(map_name, key, author)
-            if action == "delete" or (action == "update" and map_name not in _REWRITABLE):
-                raise RuleViolation(f"{doc_name}: {action} of {map_name}/{key[:60]} is not allowed; "
-                                    "records are never deleted or overwritten")
-            try:
-                value = schema.root(doc, map_name)[key]
-                if name.is_masters:
-                    _check_master(map_name, key, value)
-                else:
-                    _check_revision(name, key, value, chart, sync_after, author)
-            except RuleViolation:
-                raise
-            except P2PSyncError as exc:
-                raise RuleViolation(f"{doc_name}: {exc}") from None
+    revisions: dict[str, schema.StoredRevision] = {}
+    with doc.transaction():  # one read transaction for all the values (pycrdt opens one per read otherwise)
+        for map_name, keys in changed.items():
+            values = schema.root(doc, map_name)
+            for key, action in keys.items():
+                _check_scope(map_name, key, author)
+                if action == "delete" or (action == "update" and map_name not in _REWRITABLE):
+                    raise RuleViolation(f"{doc_name}: {action} of {map_name}/{key[:60]} is not allowed; "
+                                        "records are never deleted or overwritten")
+                try:
+                    value = values[key]
+                    if name.is_masters:
+                        _check_master(map_name, key, value)
+                    else:
+                        revisions[key] = (_check_revision(name, key, value, chart, sync_after, author), value)
+                except RuleViolation:
+                    raise
+                except P2PSyncError as exc:
+                    raise RuleViolation(f"{doc_name}: {exc}") from None
+    return revisions
 
 
 def _check_master(map_name: str, key: str, value: object) -> None:
@@ -94,7 +100,7 @@ def _check_scope(map_name: str, key: str, author: Author) -> None:
 
 
 def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart, sync_after: dt.date | None,
-                    author: Author) -> None:
+                    author: Author) -> Revision:
     rev = decode_revision(value)
     if rev.action is Action.POST and number_series(rev.number)[0] != author.series:
         raise RuleViolation(f"voucher {rev.number[:40]} is not in its author's number series {author.series}")
@@ -104,10 +110,12 @@ def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart,
         raise RuleViolation(f"revision {key[:40]!r} carries id {rev.id[:40]!r}")
     if rev.office != name.office or not rev.number.startswith(f"{rev.office}/"):
         raise RuleViolation(f"voucher {rev.number[:40]} of office {rev.office} filed in {name.name}")
-    if rev.action is Action.POST and (rev.parents or rev.content.date.strftime("%Y-%m") != name.month):
+    date = rev.content.date
+    if rev.action is Action.POST and (rev.parents or f"{date.year:04d}-{date.month:02d}" != name.month):
         raise RuleViolation(f"voucher {rev.number} is not filed in its own month's document")
     if rev.action is not Action.POST and not rev.parents:
         raise RuleViolation(f"{rev.action.value} of voucher {rev.number} names no revision it replaces")
     if rev.action is Action.CANCEL and not rev.reason.strip():
         raise RuleViolation(f"cancellation of voucher {rev.number} gives no reason")
     check_balanced(rev.content, chart)
+    return rev

@@ -35,6 +35,11 @@ def decode_deps(text: str) -> Deps:
         data = loads(text)
     except ValueError:
         raise InvalidInput("malformed dependencies: not JSON") from None
+    return check_deps(data)
+
+
+def check_deps(data: object) -> Deps:
+    """`data` (parsed JSON) as dependencies, if it has their shape: {document: {author: sequence}}."""
     if not isinstance(data, dict) or not all(
         isinstance(doc, str)
         and isinstance(vec, dict)

@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from p2psync.books.groups import group_key
 from p2psync.canonical import dumps, loads
@@ -209,7 +209,7 @@ def decode_revision(text: Any) -> Revision:
     try:
         lines = tuple(_decode_line(item) for item in _list(data["lines"]))
         content = VoucherContent(
-            type=VoucherType(data["type"]),
+            type=_member(VoucherType, data["type"]),
             date=dt.date.fromisoformat(_str(data["date"])),
             lines=lines,
             narration=_str(data["narration"]),
@@ -219,7 +219,7 @@ def decode_revision(text: Any) -> Revision:
             number=_str(data["number"]),
             office=_str(data["office"]),
             content=content,
-            action=Action(data["action"]),
+            action=_member(Action, data["action"]),
             parents=tuple(_str(p) for p in _list(data["parents"])),
             generation=_int(data["gen"]),
             author=_str(data["author"]),
@@ -237,7 +237,24 @@ def _decode_line(item: Any) -> Line:
     if not isinstance(item, list) or len(item) != 3:
         raise ValueError("a line must be [ledger, side, paise]")
     ledger, side, paise = item
-    return Line(_str(ledger), Side(side), _int(paise))
+    return Line(_str(ledger), _member(Side, side), _int(paise))
+
+
+_MEMBERS: dict[type[Enum], dict[Any, Any]] = {}
+
+E = TypeVar("E", bound=Enum)
+
+
+def _member(kind: type[E], value: Any) -> E:
+    """`kind(value)` at a tenth of the cost (a dictionary, not Enum's lookup machinery): decoding
+    runs for every voucher received. Raises as `kind(value)` does."""
+    members = _MEMBERS.get(kind)
+    if members is None:
+        members = _MEMBERS[kind] = {member.value: member for member in kind}
+    try:
+        return members[value]  # type: ignore[no-any-return]
+    except KeyError:
+        raise ValueError(f"{value!r} is not a valid {kind.__name__}") from None
 
 
 def encode_ledger(ledger: LedgerDef) -> str:
@@ -340,9 +357,12 @@ def voucher_number(office: str, kind: VoucherType, series: int, position: int) -
     return f"{office}/{kind.prefix}/{tail}"
 
 
+_NUMBER = re.compile(r"[^/]+/[A-Z]{3}/(?:(\d{1,4})-)?(\d{1,9})")
+
+
 def number_series(number: str) -> tuple[int, int]:
     """(series, position) of a voucher number; (0, 0) if it is not one this code writes."""
-    match = re.fullmatch(r"[^/]+/[A-Z]{3}/(?:(\d{1,4})-)?(\d{1,9})", number)
+    match = _NUMBER.fullmatch(number)
     if not match:
         return 0, 0
     return int(match.group(1) or 1), int(match.group(2))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pycrdt import Doc, Map
@@ -44,6 +45,9 @@ from p2psync.errors import InvalidInput
 MASTERS = "masters"
 OFFICES, GROUPS, LEDGERS, OPENINGS, REVISIONS = "offices", "groups", "ledgers", "openings", "revisions"
 MASTERS_MAPS = (OFFICES, GROUPS, LEDGERS, OPENINGS)
+#: A revision with the value that holds it in a document (kept as written: a received value need not
+#: be canonical, and the `revisionrow` table stores it as it is).
+StoredRevision = tuple[Revision, str]
 _VOUCHER_DOC = re.compile(r"^(?P<kind>vouchers|local)/(?P<office>[A-Z0-9][A-Z0-9_-]{0,15})/(?P<month>\d{4}-\d{2})$")
 
 
@@ -113,8 +117,15 @@ def put_opening(doc: Doc, opening: Opening) -> None:
     root(doc, OPENINGS)[record_key(opening.ledger, opening.office)] = encode_opening(opening)
 
 
-def put_revision(doc: Doc, rev: Revision) -> None:
-    root(doc, REVISIONS)[rev.id] = encode_revision(rev)
+def put_revisions(doc: Doc, revisions: Iterable[StoredRevision]) -> None:
+    """Write revisions already encoded (`encoded`), so the caller can materialize them as they are."""
+    target = root(doc, REVISIONS)
+    for rev, body in revisions:
+        target[rev.id] = body
+
+
+def encoded(revisions: Iterable[Revision]) -> list[StoredRevision]:
+    return [(rev, encode_revision(rev)) for rev in revisions]
 
 
 # ---------------------------------------------------------------- reads
@@ -136,8 +147,10 @@ def read_openings(doc: Doc) -> list[Opening]:
     return [decode_opening(value) for value in root(doc, OPENINGS).values()]
 
 
-def read_revision(doc: Doc, rev_id: str) -> Revision:
-    return decode_revision(root(doc, REVISIONS)[rev_id])
+def read_revisions(doc: Doc, rev_ids: Iterable[str]) -> list[StoredRevision]:
+    """The named revisions, decoded, each with the value stored in the document."""
+    revisions = root(doc, REVISIONS)
+    return [(decode_revision(body), body) for body in (revisions[rev_id] for rev_id in rev_ids)]
 
 
 def effective(records: list[LedgerDef] | list[GroupDef]) -> dict[str, list]:

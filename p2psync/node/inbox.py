@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, select
 
 from p2psync.books import admit, schema
-from p2psync.books.change import Change, decode_deps, encode_deps, unmet
+from p2psync.books.change import Change, unmet
 from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
-from p2psync.store import log
+from p2psync.store import log, pending
 from p2psync.store.books import Batch
-from p2psync.store.tables import Entry, Pending, Quarantine
+from p2psync.store.tables import Quarantine
 
 if TYPE_CHECKING:
     from p2psync.node.office import Node
@@ -45,7 +45,7 @@ class _Candidate:
     change: Change
     blob: bytes
     policy: int
-    row: Pending | None = None
+    row: int | None = None
 
     @property
     def order(self) -> tuple[str, str, int]:
@@ -61,7 +61,7 @@ def receive(node: Node, blobs: Iterable[bytes]) -> Received:
             if candidate is not None:
                 fresh[candidate.order] = candidate
         _apply_ready(node, batch, result, list(fresh.values()))
-        result.waiting = len(batch.session.exec(select(Pending.id)).all())
+        result.waiting = pending.count(batch.session)
     return result
 
 
@@ -75,9 +75,8 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
         _quarantine(session, blob, "?", "?", 0, str(exc), result)
         return None
     key = (header.doc, header.author, header.seq)
-    held = session.exec(select(Entry.envelope).where(
-        Entry.doc == header.doc, Entry.author == header.author, Entry.seq == header.seq)).first()
-    if held is not None or key in fresh or _is_parked(session, *key):
+    held = log.envelope(session, *key)
+    if held is not None or key in fresh or pending.is_parked(session, *key):
         if held is not None and held != blob:
             _quarantine(session, blob, header.doc, header.author, header.seq, _collision_reason(node, blob, header.seq),
                         result)
@@ -111,11 +110,6 @@ def _collision_reason(node: Node, blob: bytes, seq: int) -> str:
     return f"a different entry {seq} by this author is already held (equivocation)"
 
 
-def _is_parked(session: Session, doc: str, author: str, seq: int) -> bool:
-    return session.exec(select(Pending.id).where(
-        Pending.doc == doc, Pending.author == author, Pending.seq == seq)).first() is not None
-
-
 def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candidate]) -> None:
     """Apply, in dependency order, every candidate whose dependencies are met: those received now
     and those waiting from earlier calls. What still waits afterwards is kept in `pending`."""
@@ -127,9 +121,7 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
             vectors[doc] = log.vector(session, doc)
         return vectors[doc].get(author, 0)
 
-    parked = [_Candidate(Change(row.doc, row.author, row.seq, row.update, decode_deps(row.deps)),
-                         row.envelope or b"", row.policy, row)
-              for row in session.exec(select(Pending))]
+    parked = [_Candidate(row.change, row.envelope, row.policy, row.id) for row in pending.parked(session)]
     waiting = sorted(fresh + parked, key=lambda c: c.order)
     progress = True
     while progress and waiting:
@@ -140,18 +132,14 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
                 still.append(candidate)
                 continue
             if candidate.row is not None:
-                session.delete(candidate.row)
+                pending.unpark(session, candidate.row)
             if _apply(node, batch, candidate.change, candidate.blob, candidate.policy, result):
                 vectors.setdefault(candidate.change.doc, {})[candidate.change.author] = candidate.change.seq
                 progress = True
         waiting = still
     for candidate in waiting:
         if candidate.row is None:
-            change = candidate.change
-            session.add(Pending(doc=change.doc, author=change.author, seq=change.seq, deps=encode_deps(change.deps),
-                                update=change.update, envelope=candidate.blob, policy=candidate.policy,
-                                received_at=utc_now()))
-    session.flush()
+            pending.park(session, candidate.change, candidate.blob, candidate.policy)
 
 
 def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received) -> bool:
@@ -159,9 +147,9 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
     author = admit.Author(member.office, member.is_head, member.series)
     sync_after = node.trust.policy.sync_after_as_of(policy)
 
-    def validate(c: Change, doc, changed) -> None:  # type: ignore[no-untyped-def]
+    def validate(c: Change, doc, changed):  # type: ignore[no-untyped-def]
         chart = node.chart(batch.session)
-        admit.check_change(c.doc, doc, changed, chart, author, sync_after)
+        return admit.check_change(c.doc, doc, changed, chart, author, sync_after)
 
     try:
         batch.receive(change, validate, envelope=blob)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func
 from sqlmodel import Session, select
 
 from p2psync.books import schema
@@ -310,7 +309,9 @@ class Node:
                 by_doc.setdefault(schema.voucher_doc(office, content.date, self._is_local(content.date)), []).append(rev)
                 posted.append(rev)
             for doc_name, revs in by_doc.items():
-                batch.change(doc_name, _put_all(revs), self._masters_deps(batch, chart, revs))
+                stored = schema.encoded(revs)
+                batch.change(doc_name, lambda doc, stored=stored: schema.put_revisions(doc, stored),
+                             self._masters_deps(batch, chart, revs), stored)
         if progress:
             progress(len(drafts))
         return posted
@@ -349,7 +350,9 @@ class Node:
             generation = max(r.generation for r in revs if r.id in parents) + 1
             rev = Revision(secrets.token_hex(12), number, row.office, content or state.current.content, action,
                            parents, generation, self.identity.node_id, self.clock(), reason)
-            batch.change(row.doc, _put_all([rev]), self._masters_deps(batch, chart, [rev]))
+            stored = schema.encoded([rev])
+            batch.change(row.doc, lambda doc: schema.put_revisions(doc, stored), self._masters_deps(batch, chart, [rev]),
+                         stored)
         return rev
 
     def _masters_deps(self, batch, chart: Chart, revs: Iterable[Revision]) -> Deps:  # type: ignore[no-untyped-def]
@@ -384,16 +387,12 @@ class Node:
     def entries_since(self, after_id: int, limit: int = 2000) -> list[tuple[int, str, str, int, bytes]]:
         """Sealed entries logged after `after_id`, oldest first: (id, doc, author, seq, entry)."""
         with self.db.read() as session:
-            rows = session.exec(
-                select(Entry.id, Entry.doc, Entry.author, Entry.seq, Entry.envelope)
-                .where(Entry.id > after_id, Entry.envelope != None)  # noqa: E711
-                .order_by(Entry.id).limit(limit))
-            return [(i, d, a, s, e) for i, d, a, s, e in rows]
+            return log.shared_after(session, after_id, limit)
 
     def last_entry_id(self) -> int:
         """The newest logged entry that is shared (local books never leave the node)."""
         with self.db.read() as session:
-            return session.exec(select(func.max(Entry.id)).where(Entry.envelope != None)).one() or 0  # noqa: E711
+            return log.last_shared(session)
 
     def quarantined(self) -> list[dict[str, object]]:
         """Refused entries ("failed to import"), oldest first, each with its reason."""
@@ -422,13 +421,6 @@ def _checked(item: ImportedDraft, chart: Chart) -> VoucherContent:
             raise type(exc)(f"{item.where}: {exc}") from None
         raise
     return content
-
-
-def _put_all(revs: list[Revision]):  # type: ignore[no-untyped-def]
-    def mutate(doc):  # type: ignore[no-untyped-def]
-        for rev in revs:
-            schema.put_revision(doc, rev)
-    return mutate
 
 
 def _claim_home(home: Path) -> None:

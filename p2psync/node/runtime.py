@@ -12,11 +12,13 @@ import itertools
 import logging
 import os
 import random
+import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 from websockets.asyncio.client import connect
 from websockets.asyncio.connection import Connection
@@ -119,11 +121,17 @@ class NodeRuntime:
     async def entries_since(self, after_id: int) -> list[tuple[int, str, str, int, bytes]]:
         return await self.call(self.node.entries_since, after_id)
 
-    async def receive(self, blobs: list[bytes]) -> int:
-        result = await self.call(self.node.receive, blobs)
-        if result.applied:
-            await self.notify()
-        return result.applied
+    async def receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, Deps]:
+        applied, vectors, last = await self.call(self._receive, blobs, docs)
+        if applied:
+            await self._announce(last)
+        return applied, vectors
+
+    def _receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, Deps, int]:
+        """Receiving, the vectors for the ack and the newest entry to announce, in one worker call:
+        each hop between the event loop and the worker adds to every live voucher's latency."""
+        applied = self.node.receive(blobs).applied
+        return applied, self.node.vectors(docs), self.node.last_entry_id() if applied else 0
 
     async def adopt_policy(self, blob: bytes) -> bool:
         relays = self.node.trust.policy.relays
@@ -157,7 +165,10 @@ class NodeRuntime:
         return self._seen
 
     async def notify(self) -> None:
-        last = await self.call(self.node.last_entry_id)
+        await self._announce(await self.call(self.node.last_entry_id))
+
+    async def _announce(self, last: int) -> None:
+        """Wake the links' writers: entries up to `last` are logged here."""
         async with self._changed:
             self._seen = (last, self.policy_version())
             self._changed.notify_all()
@@ -173,6 +184,8 @@ class NodeRuntime:
         return float(self.node.settings()["interval"] or 5) * 60
 
     async def start(self) -> None:
+        self.node.store.defer_snapshots = True  # snapshots and checkpoints are done by `_poll` when
+        self.node.db.defer_checkpoints()  # idle, not inside a user's commit
         await self.notify()
         try:
             self.server = await serve(self._accept, self.host, self.port,
@@ -270,8 +283,9 @@ class NodeRuntime:
             del self._lan_dialers[node]
 
     async def _poll(self) -> None:
-        """Notice entries and policies written by other processes on this home (e.g. the CLI), and
-        write link statistics to the sync log now and then."""
+        """Notice entries and policies written by other processes on this home (e.g. the CLI), write
+        link statistics to the sync log now and then, and due snapshots and the WAL checkpoint when idle."""
+        previous = -1
         for tick in itertools.count(1):
             await asyncio.sleep(POLL_SECONDS)
             if tick % SAVE_EVERY_POLLS == 0:
@@ -281,6 +295,18 @@ class NodeRuntime:
                 await self.adopt_policy(blob)
             if last != self._seen[0]:
                 await self.notify()
+            if last == previous or tick % SAVE_EVERY_POLLS == 0:  # idle for a poll, or a while busy
+                await self.call(self._housekeeping)
+            previous = last
+
+    def _housekeeping(self) -> None:
+        """Caches and the WAL, off the commit path; a failure (a full disk, say) is left for the next
+        poll, since nothing here is needed for durability."""
+        try:
+            self.node.store.write_due_snapshots()
+            self.node.db.checkpoint()
+        except (P2PSyncError, sqlite3.Error, SQLAlchemyError) as exc:
+            logger.warning("snapshots or checkpoint postponed: %s", exc)
 
     def _db_position(self) -> tuple[int, bytes]:
         return self.node.last_entry_id(), self.node.policy_blob()

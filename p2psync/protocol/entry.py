@@ -12,7 +12,6 @@ is checked without decrypting and a relay can neither read nor alter an entry un
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zlib
@@ -23,7 +22,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from p2psync.books.change import Change, decode_deps
+from p2psync.books.change import Change, check_deps
 from p2psync.books.schema import parse_doc_name
 from p2psync.canonical import dumps, loads
 from p2psync.errors import P2PSyncError
@@ -182,7 +181,7 @@ def _parse_header(raw: bytes) -> Header:
         header = Header(
             org=_text(data["org"]), doc=_text(data["doc"]), author=_text(data["author"]),
             seq=_positive(data["seq"]), epoch=_positive(data["epoch"]),
-            deps=decode_deps(json.dumps(data["deps"])), nonce=unb64(_text(data["nonce"])),
+            deps=check_deps(data["deps"]), nonce=unb64(_text(data["nonce"])),
             compressed=data["z"] in (1, True), policy=_positive(data["pv"]),
         )
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):

@@ -14,13 +14,12 @@ Frames: control messages are JSON text frames; entry batches are binary frames::
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2psync.books.change import Deps, decode_deps
+from p2psync.books.change import Deps, check_deps
 from p2psync.canonical import dumps, loads
 from p2psync.errors import P2PSyncError
 
@@ -98,10 +97,13 @@ class SyncConnection:
     peer: Hello | None = None
     in_flight: set[int] = field(default_factory=set)
     _next_batch: int = 1
+    #: What the peer knows we hold: our hello, the entries it sent us or we sent it, our acks.
+    _told: Deps = field(default_factory=dict)
 
     # ------------------------------------------------------------ outgoing
 
     def hello(self, node: str, org: str, role: str, policy_version: int, vectors: Deps) -> str:
+        self._told = {doc: dict(vector) for doc, vector in vectors.items()}
         return dumps({"type": "hello", "v": VERSION, "node": node, "org": org, "role": role,
                       "policy": policy_version, "vectors": vectors})
 
@@ -124,8 +126,17 @@ class SyncConnection:
             parts.append(blob)
         return b"".join(parts)
 
-    def ack(self, batch: int, vectors: Deps) -> str:
-        return dumps({"type": "ack", "batch": batch, "vectors": vectors})
+    def ack(self, batch: int, vectors: Deps, *, new_only: bool = False) -> str:
+        """Acknowledge a batch with `vectors`; with `new_only`, only the part the peer does not know
+        we hold (on a live link usually nothing: it knows we hold what it just sent)."""
+        news: Deps = {}
+        for doc, vector in vectors.items():
+            told = self._told.get(doc, {}) if new_only else {}
+            fresh = {author: seq for author, seq in vector.items() if seq > told.get(author, 0)}
+            if fresh:
+                news[doc] = fresh
+                _raise(self._told, doc, fresh)
+        return dumps({"type": "ack", "batch": batch, "vectors": news})
 
     def caught_up(self) -> str:
         return dumps({"type": "caught-up"})
@@ -143,11 +154,11 @@ class SyncConnection:
         return self.peer is None or self.peer.vectors.get(doc, {}).get(author, 0) < seq
 
     def note_peer_has(self, doc: str, author: str, seq: int) -> None:
-        """Record that the peer holds an entry (sent to it, or received from it)."""
+        """Record that the peer holds an entry sent to it or received from it (so it also knows that
+        we hold it)."""
         if self.peer is not None:
-            vector = self.peer.vectors.setdefault(doc, {})
-            if vector.get(author, 0) < seq:
-                vector[author] = seq
+            _raise(self.peer.vectors, doc, {author: seq})
+        _raise(self._told, doc, {author: seq})
 
     # ------------------------------------------------------------ incoming
 
@@ -197,9 +208,9 @@ class SyncConnection:
                 raise ProtocolError(f"acknowledgement of unknown batch {batch}")
             self.in_flight.discard(batch)
             vectors = _vectors(data["vectors"])
-            for doc, vector in vectors.items():
-                for author, seq in vector.items():
-                    self.note_peer_has(doc, author, seq)
+            if self.peer is not None:
+                for doc, vector in vectors.items():
+                    _raise(self.peer.vectors, doc, vector)
             return Ack(batch, vectors)
         if kind == "caught-up":
             return CaughtUp()
@@ -229,6 +240,14 @@ class SyncConnection:
         return Entries(batch, blobs)
 
 
+def _raise(vectors: Deps, doc: str, vector: dict[str, int]) -> None:
+    """Merge `vector` into `vectors[doc]`, keeping each author's highest sequence."""
+    held = vectors.setdefault(doc, {})
+    for author, seq in vector.items():
+        if held.get(author, 0) < seq:
+            held[author] = seq
+
+
 def _short(value: Any) -> str:
     if not isinstance(value, str) or len(value) > 128:
         raise TypeError("expected short text")
@@ -250,7 +269,7 @@ def _message(value: Any) -> bytes:
 def _vectors(value: Any) -> Deps:
     if not isinstance(value, dict) or len(value) > 1_000_000:
         raise TypeError("expected vectors")
-    return decode_deps(json.dumps(value)) if value else {}
+    return check_deps(value) if value else {}
 
 
 def batches(blobs: Iterable[bytes], max_entries: int = 500, max_bytes: int = 1024 * 1024) -> Iterable[list[bytes]]:

@@ -602,7 +602,7 @@ class Session:
             return self.conn.receive(frame)
         except ProtocolError:
             raise
-        except P2PSyncError as exc:  # e.g. vectors that decode_deps refuses
+        except P2PSyncError as exc:  # e.g. vectors that check_deps refuses
             raise ProtocolError(f"malformed frame: {exc}") from None
 
     async def _dispatch(self, event: Event, wait: float) -> None:

@@ -4,8 +4,8 @@ appended to the log and materialized in one SQLite transaction, or not at all.""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,10 +22,14 @@ from p2psync.store.tables import Snapshot
 
 logger = logging.getLogger(__name__)
 
+#: How many documents stay in memory (besides the masters). A month of a busy office is a few MB.
+MAX_CACHED_DOCS = 32
+
 #: Keys changed per root map, with the action ("add", "update", "delete") Yjs reported.
 Changed = dict[str, dict[str, str]]
-#: Inspects a received change after it was applied in memory; raises to refuse it.
-Validator = Callable[[Change, Doc, Changed], None]
+#: Inspects a received change after it was applied in memory; raises to refuse it. Returns the voucher
+#: revisions it decoded, by key, which are then materialized without decoding them again.
+Validator = Callable[[Change, Doc, Changed], dict[str, schema.StoredRevision]]
 
 
 class Watch:
@@ -51,7 +55,11 @@ class Watch:
 
 
 class BookStore:
-    """One node's books: documents cached in memory, kept in step with the log on disk."""
+    """One node's books: documents cached in memory, kept in step with the log on disk.
+
+    The cache is bounded: past `MAX_CACHED_DOCS` the least recently used documents are dropped
+    (snapshotted first when a write transaction is at hand), so a head office that has touched every
+    month of every office does not hold them all; the masters document stays, every check reads it."""
 
     def __init__(self, db: Database, author: str, client_id: int,
                  seal: Callable[[Change], bytes | None] | None = None) -> None:
@@ -60,7 +68,10 @@ class BookStore:
         self.client_id = client_id
         #: Turns a local change into the signed, encrypted entry that is logged and sent.
         self.seal = seal
-        self._docs: dict[str, LoadedDoc] = {}
+        self._docs: OrderedDict[str, LoadedDoc] = OrderedDict()
+        #: Leave due snapshots to `write_due_snapshots` instead of writing them inside the change's
+        #: own transaction (a running node does, when idle: a snapshot re-encodes a whole month).
+        self.defer_snapshots = False
 
     # ------------------------------------------------------------ reading
 
@@ -71,15 +82,29 @@ class BookStore:
             cached = docs.load(session, name, self.client_id)
             self._docs[name] = cached
         else:
-            for row in log.after(session, name, cached.upto):
-                cached.doc.apply_update(row.update)
-                cached.upto = row.id or cached.upto
+            self._docs.move_to_end(name)
+            for entry_id, update in log.after(session, name, cached.upto):
+                cached.doc.apply_update(update)
+                cached.upto = entry_id
                 cached.entries += 1
         return cached
 
     def read_doc(self, name: str) -> Doc:
         with self.db.read() as session:
-            return self.loaded(session, name).doc
+            doc = self.loaded(session, name).doc
+        self._evict(self._least_used())
+        return doc
+
+    def _least_used(self) -> list[LoadedDoc]:
+        """The documents beyond the cache's bound, least recently used first (never the masters)."""
+        extra = len(self._docs) - MAX_CACHED_DOCS
+        if extra <= 0:
+            return []
+        return [loaded for name, loaded in self._docs.items() if name != schema.MASTERS][:extra]
+
+    def _evict(self, stale: list[LoadedDoc]) -> None:
+        for loaded in stale:
+            self._docs.pop(loaded.name, None)
 
     # ------------------------------------------------------------ writing
 
@@ -92,11 +117,17 @@ class BookStore:
             with self.db.write() as session:
                 batch = Batch(self, session, touched)
                 yield batch
-                batch.save_due_snapshots()
+                if not self.defer_snapshots:
+                    batch.save_due_snapshots()
+                stale = self._least_used()
+                for loaded in stale:  # so that loading it again replays little of the log
+                    if loaded.entries != loaded.snapshot_entries:
+                        docs.save_snapshot(session, loaded)
         except BaseException:
             for name in touched:
                 self._docs.pop(name, None)
             raise
+        self._evict(stale)
 
     def forget(self) -> None:
         self._docs.clear()
@@ -121,21 +152,31 @@ class BookStore:
             logger.warning("snapshot table is damaged (%s); rebuilding every cache from the entry log", found[0][:200])
             self.rebuild()
 
+    def write_due_snapshots(self) -> int:
+        """Snapshot the documents in memory that are due one; how many were written."""
+        due = [loaded for loaded in self._docs.values() if docs.snapshot_due(loaded)]
+        if due:
+            with self.db.write() as session:
+                for loaded in due:
+                    docs.save_snapshot(session, loaded)
+        return len(due)
+
     def rebuild(self) -> None:
-        """Recreate snapshots and every materialized table from the log alone."""
+        """Recreate snapshots and every materialized table from the log alone, one document at a
+        time (none is kept in memory)."""
         self.forget()
         self.db.recreate([Snapshot, *materialize.TABLES])
         with self.db.write() as session:
-            for name in log.documents(session):
+            names = log.documents(session)
+            for name in names:
                 loaded = docs.load(session, name, self.client_id)
-                self._docs[name] = loaded
                 if schema.parse_doc_name(name).is_masters:
                     materialize.masters(session, loaded.doc)
+                else:
+                    revisions = schema.read_revisions(loaded.doc, schema.root(loaded.doc, schema.REVISIONS).keys())
+                    materialize.vouchers(session, name, revisions)
                 docs.save_snapshot(session, loaded)
-            for name, loaded in self._docs.items():
-                if not schema.parse_doc_name(name).is_masters:
-                    materialize.vouchers(session, name, loaded.doc, list(schema.root(loaded.doc, schema.REVISIONS).keys()))
-            if "masters" not in self._docs:
+            if schema.MASTERS not in names:
                 materialize.masters(session, schema.new_doc(schema.MASTERS))
 
 
@@ -156,8 +197,10 @@ class Batch:
         self._touched.add(name)
         return self.store.loaded(self.session, name).doc
 
-    def change(self, name: str, mutate: Callable[[Doc], None], deps: Deps | None = None) -> Change | None:
-        """Make a local change; returns the logged change, or None when it changed nothing."""
+    def change(self, name: str, mutate: Callable[[Doc], None], deps: Deps | None = None,
+               revisions: Iterable[schema.StoredRevision] = ()) -> Change | None:
+        """Make a local change; returns the logged change, or None when it changed nothing.
+        `revisions` are the voucher revisions `mutate` writes, as it writes them (not read back)."""
         self._touched.add(name)
         loaded = self.store.loaded(self.session, name)
         before = loaded.doc.get_state()
@@ -183,7 +226,8 @@ class Batch:
             deps=all_deps,
         )
         envelope = self.store.seal(change) if self.store.seal else None
-        self._record(loaded, change, watch.changed, local=True, envelope=envelope)
+        self._record(loaded, change, watch.changed, {rev.id: (rev, body) for rev, body in revisions},
+                     local=True, envelope=envelope)
         return change
 
     def receive(self, change: Change, validate: Validator | None = None, envelope: bytes | None = None) -> bool:
@@ -197,21 +241,24 @@ class Batch:
             loaded.doc.apply_update(change.update)
         finally:
             watch.close()
-        if validate is not None:
-            validate(change, loaded.doc, watch.changed)
-        self._record(loaded, change, watch.changed, local=False, envelope=envelope)
+        decoded = validate(change, loaded.doc, watch.changed) if validate is not None else {}
+        self._record(loaded, change, watch.changed, decoded, local=False, envelope=envelope)
         return True
 
-    def _record(self, loaded: LoadedDoc, change: Change, changed: Changed, *, local: bool,
-                envelope: bytes | None = None) -> None:
-        row = log.append(self.session, change, local=local, envelope=envelope)
-        loaded.upto = row.id or loaded.upto
+    def _record(self, loaded: LoadedDoc, change: Change, changed: Changed,
+                decoded: dict[str, schema.StoredRevision], *, local: bool, envelope: bytes | None = None) -> None:
+        loaded.upto = log.append(self.session, change, local=local, envelope=envelope)
         loaded.entries += 1
         if schema.parse_doc_name(change.doc).is_masters:
             if changed:
                 materialize.masters(self.session, loaded.doc)
         elif changed.get(schema.REVISIONS):
-            materialize.vouchers(self.session, change.doc, loaded.doc, changed[schema.REVISIONS])
+            keys = changed[schema.REVISIONS]
+            missing = [key for key in keys if key not in decoded]  # none, unless a caller did not say
+            revisions = [decoded[key] for key in keys if key in decoded]
+            if missing:
+                revisions += schema.read_revisions(loaded.doc, missing)
+            materialize.vouchers(self.session, change.doc, revisions)
         self.changes.append(change)
 
     def save_due_snapshots(self) -> None:

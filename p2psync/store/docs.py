@@ -42,9 +42,9 @@ def load(session: Session, name: str, client_id: int | None) -> LoadedDoc:
         doc = new_doc(name, client_id)
         upto, in_snapshot = 0, 0
     applied = in_snapshot
-    for row in log.after(session, name, upto):
-        doc.apply_update(row.update)
-        upto = row.id or upto
+    for entry_id, update in log.after(session, name, upto):
+        doc.apply_update(update)
+        upto = entry_id
         applied += 1
     return LoadedDoc(name, doc, upto, applied, in_snapshot)
 

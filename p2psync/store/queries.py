@@ -9,6 +9,7 @@ from sqlmodel import Session, select
 
 from p2psync.books.model import Revision, decode_revision
 from p2psync.books.reports import LedgerBalance, Posting
+from p2psync.store.db import raw_connection
 from p2psync.store.tables import (
     ConflictRow,
     GroupRow,
@@ -22,10 +23,10 @@ from p2psync.store.tables import (
 
 
 def next_in_series(session: Session, office: str, kind: str, series: int = 1) -> int:
-    top = session.exec(
-        select(func.max(VoucherRow.seq)).where(VoucherRow.office == office, VoucherRow.type == kind,
-                                               VoucherRow.series == series)
-    ).one()
+    """The next number's position in the series (asked on every post: a plain statement)."""
+    (top,) = raw_connection(session).execute(
+        "SELECT max(seq) FROM voucherrow WHERE office = ? AND type = ? AND series = ?",
+        (office, kind, series)).fetchone()
     return (top or 0) + 1
 
 
