@@ -310,7 +310,8 @@ def test_events_announce_entries_as_they_arrive_from_another_office(head: Node, 
                 first = await next_event(stream.content, "books")
                 status = await next_event(stream.content, "status")
                 assert status["node"]["office"] == "HO" and status["node"]["running"]
-                assert await web.runtime.receive(outgoing(branch, head)) == 1
+                applied, _ = await web.runtime.receive(outgoing(branch, head), [])
+                assert applied == 1
                 arrived = await next_event(stream.content, "books")
                 assert arrived["entry"] > first["entry"]
             day_book = (await web.get("/api/reports/day-book", office="BR1"))[1]
@@ -327,7 +328,7 @@ def test_status_lists_a_refused_entry_with_its_reason(head: Node, branch: Node) 
     async def scenario() -> None:
         async with served(head, head.home) as web:
             assert web.runtime is not None
-            assert await web.runtime.receive([blob]) == 0
+            assert (await web.runtime.receive([blob], []))[0] == 0
             refused = (await web.get("/api/quarantine"))[1]
             assert [(q["document"], q["author"], q["seq"]) for q in refused] == [
                 ("vouchers/BR1/2026-04", branch.identity.node_id, 1)]

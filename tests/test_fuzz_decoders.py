@@ -100,7 +100,8 @@ def test_sync_frames_parse_to_what_was_framed(vectors: Deps, policy: int, blobs:
     batch = theirs.receive(ours.entries(blobs))
     assert batch == Entries(1, blobs)
     assert ours.receive(theirs.hello("peer", "org", "head", 1, {})).node == "peer"
-    assert ours.receive(theirs.ack(1, vectors)) == Ack(1, vectors) and not ours.in_flight
+    held = {doc: vector for doc, vector in vectors.items() if vector}  # an empty vector says nothing
+    assert ours.receive(theirs.ack(1, vectors)) == Ack(1, held) and not ours.in_flight
     assert theirs.receive(ours.refuse(reason)) == Refused(reason[:500])
 
 
