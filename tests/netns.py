@@ -220,7 +220,7 @@ class Network:
         self.hosts = {name: Host(name, f"{tag}-{name.lower()}", lan, wan) for name, (lan, wan) in
                       plan(offices).items()}
         self.created: list[str] = []
-        self.cables: list[BadCable] = []
+        self.cables: dict[tuple[str, str], BadCable] = {}  # (host, net): its bad cable
         try:
             self._build()
         except BaseException:
@@ -288,22 +288,25 @@ class Network:
                rate: float | None = None, seed: int = 0) -> None:
         """Swap `host`'s cable on `net` for a bad one (`badcable`), bad both ways: `loss` (a share of
         frames), `delay` ± `jitter` seconds (which reorders frames), `rate` (bytes per second).
-        The host keeps its interface name, MAC and address, so what runs there reconnects; its
-        links over that cable break while the cables are swapped, as they would in an office."""
+        The host keeps its interface name, MAC and address, so what runs there carries on, as after
+        a cable swapped in an office; a cable already bad stays as it is (ValueError)."""
         cable = Impairment(loss, delay, jitter, rate)
+        if (host, net) in self.cables:
+            raise ValueError(f"{host}'s cable on {net} is already a bad one")
         node, switch, dev, port = self.hosts[host], self._switch(net), self.device(net), self.port(host)
         mac = json.loads(ip("-j", "-n", node.ns, "link", "show", dev))[0]["address"]
         ip("-n", node.ns, "link", "del", dev)  # its peer, the switch port, goes with it
         host_side = f"{port}-host"
-        self.cables.append(BadCable(switch, port, host_side, cable, seed))
+        self.cables[host, net] = BadCable(switch, port, host_side, cable, seed)
         ip("-n", switch, "link", "set", host_side, "netns", node.ns)
         ip("-n", node.ns, "link", "set", host_side, "name", dev, "address", mac)
         self._connect(node, net)
 
     def close(self) -> None:
-        """Stop the bad cables, kill anything still running inside, delete every namespace (their interfaces go with them)."""
-        cables, self.cables = self.cables, []
-        for cable in cables:
+        """Stop the bad cables, kill anything still running inside, delete every namespace (their
+        interfaces go with them)."""
+        cables, self.cables = self.cables, {}
+        for cable in cables.values():
             cable.stop()
         created, self.created = self.created, []
         for name in reversed(created):

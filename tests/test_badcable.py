@@ -72,7 +72,9 @@ def test_pings_across_a_bad_cable_are_lost_delayed_and_reordered(network: Networ
     assert 0 < replies < 100  # each ping crosses twice at 20 % loss: about 64 come back
     assert min(rtts) >= 2 * (0.05 - 0.02)  # at least the delay both ways, whatever the machine's load
     assert order != sorted(order)  # ±20 ms of jitter each way, pings 10 ms apart: some overtake others
-    forwarder = network.cables[0].process
+    with pytest.raises(ValueError, match="already a bad one"):
+        network.impair("HO", "wan", loss=0.5)
+    forwarder = network.cables["HO", "wan"].process
     network.close()
     assert forwarder.poll() is not None
     assert not [name for name in netns.ours() if name.startswith(network.wan_switch.rsplit("-", 1)[0])]

@@ -359,3 +359,4 @@ def test_a_branch_on_a_lossy_slow_reordering_link_converges_through_the_relay(si
     books = reports(ho, OFFICES)
     assert books == reports(br1, OFFICES) == reports(br2, OFFICES)
     assert not any(quarantined(home) for home in (ho, br1, br2))
+    assert site.net.cables["BR1", "wan"].process.poll() is None  # the bad cable carried it all
