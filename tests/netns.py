@@ -24,35 +24,45 @@ WAN, each host a network namespace of its own with its own interfaces, addresses
   behind NAT on the internet.
 - Addresses: the LAN is 10.S.T.0/24 and the WAN 10.S.T+1.0/24 (S from the pytest-xdist worker id,
   T random), used only inside these namespaces; no host has a default route, so nothing can leave.
-- `Network.impair` turns one cable into a bad link with netem (``tc qdisc ... netem``): loss, delay,
-  jitter and reordering, both ways. It needs the kernel's sch_netem (`netem_unavailable` probes).
+- `Network.impair` swaps one veth cable for a bad one made in user space (`badcable`), since many
+  kernels lack netem: two TAP devices, one the host's interface (same name, MAC and address), one
+  its port on the switch, and a forwarder process between them that loses, delays and reorders
+  frames both ways. It needs TUN/TAP (``/dev/net/tun``; `bad_cable_unavailable` probes). The
+  forwarder runs in the switch's namespace; `Network.close` stops it, and its TAPs vanish with it.
 - Nothing is created in the namespace the tests run in: veth pairs are created inside a host's
-  namespace with their peer put straight into the switch's.
+  namespace with their peer put straight into the switch's, TAPs inside the switch's.
 
 Names: every namespace is ``p2pt-<pid of the creating process>-<random>-<host>``, so parallel workers
 never collide, and `remove_stale` can delete what a crashed run left (its creator is gone) without
 touching a live worker's. Interface and bridge names live inside the namespaces, so they cannot
-collide either. `Network.close` stops whatever still runs inside and deletes every namespace; the
-tests call it from a fixture finalizer, so it runs on failure too.
+collide either. `Network.close` stops the bad cables and whatever still runs inside, and deletes every
+namespace; the tests call it from a fixture finalizer, so it runs on failure too. A crashed run's
+forwarder, left in a switch namespace, is killed with it by `remove_stale`.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from badcable import Impairment
 
 PREFIX = "p2pt-"
 OFFICES = ("HO", "BR1", "BR2")
 RELAY = "RELAY"
 LAN_DEV, WAN_DEV = "lan0", "wan0"
 LAN_BRIDGE, WAN_BRIDGE = "lan", "wan"
+FORWARDER = Path(__file__).with_name("badcable.py")
 
 
 class NetnsError(RuntimeError):
@@ -92,34 +102,53 @@ def unavailable() -> str | None:
 
 
 @functools.cache
-def netem_unavailable() -> str | None:
-    """Why `Network.impair` cannot run here (None: it can): it needs tc (iproute2) and the kernel's
-    netem queueing discipline (module sch_netem), which some kernels lack."""
+def bad_cable_unavailable() -> str | None:
+    """Why `Network.impair` cannot run here (None: it can): it needs TUN/TAP (``/dev/net/tun``).
+    Probes by running the bad cable's forwarder in a namespace of its own until it is ready."""
     missing = unavailable()
     if missing is not None:
         return missing
-    if shutil.which("tc") is None:
-        return "lossy-link tests need tc (iproute2)"
-    if shutil.which("modprobe") is not None:  # kmod: load it if the kernel has it as a module
-        subprocess.run(["modprobe", "sch_netem"], capture_output=True, timeout=30, check=False)
-    probe = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}-netem"
+    probe = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}-tap"
     try:
         ip("netns", "add", probe)
         try:
-            ip("-n", probe, "link", "set", "lo", "up")
-            tc("-n", probe, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms")
+            BadCable(probe, "tap0", "tap1", Impairment()).stop()
         finally:
-            ip("netns", "del", probe, check=False)
+            _delete(probe)
     except (NetnsError, OSError, subprocess.SubprocessError) as exc:
-        return f"the kernel's netem queueing discipline is not usable here ({str(exc).splitlines()[0]})"
+        return f"TAP devices are not usable here ({str(exc).splitlines()[0]})"
     return None
 
 
-def tc(*args: str) -> str:
-    result = subprocess.run(["tc", *args], capture_output=True, text=True, timeout=30, check=False)
-    if result.returncode != 0:
-        raise NetnsError(f"tc {' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}")
-    return result.stdout
+class BadCable:
+    """The `badcable` forwarder, run inside `switch`'s namespace with its two TAPs `port` and
+    `host_side`; `stop` (idempotent) ends it, and its TAPs with it, wherever they have moved."""
+
+    def __init__(self, switch: str, port: str, host_side: str, impairment: Impairment, seed: int = 0) -> None:
+        argv = [sys.executable, str(FORWARDER), "--port", port, "--host-side", host_side,
+                "--seed", str(seed), *impairment.arguments()]
+        self.process = subprocess.Popen(["ip", "netns", "exec", switch, *argv], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":  # it prints nothing else: EOF is an exit
+            try:
+                _, error = self.process.communicate(timeout=10)
+            finally:
+                self.stop()
+            last = error.strip().splitlines()[-1:] or ["no output"]
+            raise NetnsError(f"the bad cable did not start: {last[0]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
 
 
 def ours() -> list[str]:
@@ -191,6 +220,7 @@ class Network:
         self.hosts = {name: Host(name, f"{tag}-{name.lower()}", lan, wan) for name, (lan, wan) in
                       plan(offices).items()}
         self.created: list[str] = []
+        self.cables: dict[tuple[str, str], BadCable] = {}  # (host, net): its bad cable
         try:
             self._build()
         except BaseException:
@@ -203,25 +233,34 @@ class Network:
         ip("-n", name, "link", "set", "lo", "up")
 
     def _build(self) -> None:
-        lan_net, wan_net = subnets()
         for switch, bridge in ((self.lan_switch, LAN_BRIDGE), (self.wan_switch, WAN_BRIDGE)):
             self._add_namespace(switch)
             ip("-n", switch, "link", "add", bridge, "type", "bridge", "mcast_snooping", "0")
             ip("-n", switch, "link", "set", bridge, "up")
         for host in self.hosts.values():
             self._add_namespace(host.ns)
-            links = [(WAN_DEV, self.wan_switch, WAN_BRIDGE, host.wan, wan_net.prefixlen)]
-            if host.lan is not None:
-                links.insert(0, (LAN_DEV, self.lan_switch, LAN_BRIDGE, host.lan, lan_net.prefixlen))
-            for dev, switch, bridge, address, prefix in links:
-                port = self.port(host.name)
-                ip("-n", host.ns, "link", "add", dev, "type", "veth", "peer", "name", port, "netns", switch)
-                ip("-n", switch, "link", "set", port, "master", bridge)
-                if bridge == WAN_BRIDGE and host.name != RELAY:
-                    ip("-n", switch, "link", "set", port, "type", "bridge_slave", "isolated", "on")
-                ip("-n", switch, "link", "set", port, "up")
-                ip("-n", host.ns, "addr", "add", f"{address}/{prefix}", "dev", dev)
-                ip("-n", host.ns, "link", "set", dev, "up")
+            for net in ("lan", "wan") if host.lan is not None else ("wan",):
+                dev, port = self.device(net), self.port(host.name)
+                ip("-n", host.ns, "link", "add", dev, "type", "veth", "peer", "name", port, "netns", self._switch(net))
+                self._connect(host, net)
+
+    def _connect(self, host: Host, net: str) -> None:
+        """Bring up `host`'s cable on `net` once both ends exist: its port on the switch's bridge
+        (isolated on the WAN for an office), its address on its interface."""
+        switch, port, dev = self._switch(net), self.port(host.name), self.device(net)
+        ip("-n", switch, "link", "set", port, "master", LAN_BRIDGE if net == "lan" else WAN_BRIDGE)
+        if net == "wan" and host.name != RELAY:
+            ip("-n", switch, "link", "set", port, "type", "bridge_slave", "isolated", "on")
+        ip("-n", switch, "link", "set", port, "up")
+        lan_net, wan_net = subnets()
+        address, prefix = (host.lan, lan_net.prefixlen) if net == "lan" else (host.wan, wan_net.prefixlen)
+        ip("-n", host.ns, "addr", "add", f"{address}/{prefix}", "dev", dev)
+        ip("-n", host.ns, "link", "set", dev, "up")
+
+    @staticmethod
+    def device(net: str) -> str:
+        """A host's interface on `net`."""
+        return LAN_DEV if net == "lan" else WAN_DEV
 
     @staticmethod
     def port(host: str) -> str:
@@ -245,15 +284,30 @@ class Network:
         """Plug it back in."""
         ip("-n", self._switch(net), "link", "set", self.port(host), "up")
 
-    def impair(self, host: str, net: str, *netem: str) -> None:
-        """Make `host`'s cable on `net` a bad one both ways: netem (loss, delay, reordering, …) on the
-        host's interface (what it sends) and on its switch port (what it receives)."""
-        dev = LAN_DEV if net == "lan" else WAN_DEV
-        tc("-n", self.hosts[host].ns, "qdisc", "replace", "dev", dev, "root", "netem", *netem)
-        tc("-n", self._switch(net), "qdisc", "replace", "dev", self.port(host), "root", "netem", *netem)
+    def impair(self, host: str, net: str, *, loss: float = 0.0, delay: float = 0.0, jitter: float = 0.0,
+               rate: float | None = None, seed: int = 0) -> None:
+        """Swap `host`'s cable on `net` for a bad one (`badcable`), bad both ways: `loss` (a share of
+        frames), `delay` ± `jitter` seconds (which reorders frames), `rate` (bytes per second).
+        The host keeps its interface name, MAC and address, so what runs there carries on, as after
+        a cable swapped in an office; a cable already bad stays as it is (ValueError)."""
+        cable = Impairment(loss, delay, jitter, rate)
+        if (host, net) in self.cables:
+            raise ValueError(f"{host}'s cable on {net} is already a bad one")
+        node, switch, dev, port = self.hosts[host], self._switch(net), self.device(net), self.port(host)
+        mac = json.loads(ip("-j", "-n", node.ns, "link", "show", dev))[0]["address"]
+        ip("-n", node.ns, "link", "del", dev)  # its peer, the switch port, goes with it
+        host_side = f"{port}-host"
+        self.cables[host, net] = BadCable(switch, port, host_side, cable, seed)
+        ip("-n", switch, "link", "set", host_side, "netns", node.ns)
+        ip("-n", node.ns, "link", "set", host_side, "name", dev, "address", mac)
+        self._connect(node, net)
 
     def close(self) -> None:
-        """Kill anything still running inside, delete every namespace (their interfaces go with them)."""
+        """Stop the bad cables, kill anything still running inside, delete every namespace (their
+        interfaces go with them)."""
+        cables, self.cables = self.cables, {}
+        for cable in cables.values():
+            cable.stop()
         created, self.created = self.created, []
         for name in reversed(created):
             _delete(name)
