@@ -48,10 +48,11 @@ from p2psync.protocol.sync import SyncConnection
 plain_ack = SyncConnection.ack
 
 
-def reporting_ack(self, batch, vectors):
+def reporting_ack(self, batch, vectors, **options):
+    # `vectors` is all the receiver holds durably; the frame may carry only what the sender lacks
     sys.stdout.write(f"acked {json.dumps(vectors)}\n")
     sys.stdout.flush()
-    return plain_ack(self, batch, vectors)
+    return plain_ack(self, batch, vectors, **options)
 
 
 SyncConnection.ack = reporting_ack
