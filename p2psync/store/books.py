@@ -72,6 +72,9 @@ class BookStore:
         #: Leave due snapshots to `write_due_snapshots` instead of writing them inside the change's
         #: own transaction (a running node does, when idle: a snapshot re-encodes a whole month).
         self.defer_snapshots = False
+        #: The newest sealed entry this store committed: lets a running node wake its links after a
+        #: post without a round trip to the database.
+        self.last_sealed = 0
 
     # ------------------------------------------------------------ reading
 
@@ -127,6 +130,7 @@ class BookStore:
             for name in touched:
                 self._docs.pop(name, None)
             raise
+        self.last_sealed = max(self.last_sealed, batch.last_sealed)
         self._evict(stale)
 
     def forget(self) -> None:
@@ -188,6 +192,7 @@ class Batch:
         self.session = session
         self._touched = touched
         self.changes: list[Change] = []
+        self.last_sealed = 0
 
     def forget(self, name: str) -> None:
         """Drop a document from memory after a refused change; it is reloaded from the log."""
@@ -248,6 +253,8 @@ class Batch:
     def _record(self, loaded: LoadedDoc, change: Change, changed: Changed,
                 decoded: dict[str, schema.StoredRevision], *, local: bool, envelope: bytes | None = None) -> None:
         loaded.upto = log.append(self.session, change, local=local, envelope=envelope)
+        if envelope is not None:
+            self.last_sealed = loaded.upto
         loaded.entries += 1
         if schema.parse_doc_name(change.doc).is_masters:
             if changed:
