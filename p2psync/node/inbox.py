@@ -70,10 +70,11 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
     """Verify one entry; it then waits (in memory, or in `pending` past this call) for what it needs."""
     session = batch.session
     try:
-        header = entry.peek(blob)
+        framed = entry.frame(blob)
     except EntryError as exc:
         _quarantine(session, blob, "?", "?", 0, str(exc), result)
         return None
+    header = framed[0]
     key = (header.doc, header.author, header.seq)
     held = log.envelope(session, *key)
     if held is not None or key in fresh or pending.is_parked(session, *key):
@@ -84,7 +85,7 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
             result.duplicates += 1
         return None
     try:
-        change, _member = node.trust.open(blob)
+        change, _member = node.trust.open(framed)
     except EntryError as exc:
         _quarantine(session, blob, header.doc, header.author, header.seq, str(exc), result, retryable=exc.retryable)
         return None
