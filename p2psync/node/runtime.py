@@ -119,7 +119,12 @@ class NodeRuntime:
         return await self.call(self.node.policy_blob)
 
     async def entries_since(self, after_id: int) -> list[tuple[int, str, str, int, bytes]]:
-        return await self.call(self.node.entries_since, after_id)
+        """What a link sends next: from memory when this process logged it all (a live post or
+        receive, without a hop to the worker), else from the log."""
+        rows = self.node.store.sealed_after(after_id, self._seen[0])
+        if rows is None:
+            rows = await self.call(self.node.entries_since, after_id)
+        return rows
 
     async def receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, Deps]:
         applied, vectors, last = await self.call(self._receive, blobs, docs)
