@@ -679,3 +679,17 @@ def test_entries_are_served_from_memory_only_when_no_other_writer_came_between(h
     assert head.store.sealed_after(newest, latest) is None  # the other process's entry is not in memory
     assert len(head.entries_since(newest)) == 2
     assert head.store.sealed_after(latest - 1, latest) == head.entries_since(latest - 1)
+
+
+def test_a_receive_reports_the_vectors_it_was_asked_for_as_of_its_commit(head: Node, branch: Node) -> None:
+    """The acknowledgement's vectors come from the receive's own transaction: what it applied is in
+    them, documents not asked about are not, and neither are documents nothing is held of."""
+    head.post(draft("payment", "2026-04-30", {"Rent": "10"}, {"Cash": "10"}))
+    head.post(draft("payment", "2026-05-02", {"Rent": "20"}, {"Cash": "20"}))
+    asked = ["vouchers/HO/2026-04", "vouchers/HO/2026-03"]
+    result = branch.receive(head.entries(branch.vectors()), vectors_of=asked)
+    assert result.applied >= 2
+    assert result.vectors == branch.vectors(asked)
+    assert result.vectors["vouchers/HO/2026-04"][head.identity.node_id] == 1
+    assert set(result.vectors) == {"vouchers/HO/2026-04"}
+    assert branch.receive([], vectors_of=()).vectors == {}

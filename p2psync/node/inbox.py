@@ -36,6 +36,8 @@ class Received:
     duplicates: int = 0
     waiting: int = 0
     quarantined: list[str] = field(default_factory=list)
+    #: The version vectors of the documents the caller asked about, as of this receive's commit.
+    vectors: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,7 +54,9 @@ class _Candidate:
         return self.change.key
 
 
-def receive(node: Node, blobs: Iterable[bytes]) -> Received:
+def receive(node: Node, blobs: Iterable[bytes], vectors_of: Iterable[str] = ()) -> Received:
+    """`vectors_of`: documents whose vectors to read in the same transaction (for an acknowledgement,
+    without a read of its own)."""
     result = Received()
     with node.store.transaction() as batch:
         fresh: dict[tuple[str, str, int], _Candidate] = {}
@@ -62,6 +66,7 @@ def receive(node: Node, blobs: Iterable[bytes]) -> Received:
                 fresh[candidate.order] = candidate
         _apply_ready(node, batch, result, list(fresh.values()))
         result.waiting = pending.count(batch.session)
+        result.vectors = node.shared_vectors(batch.session, sorted(set(vectors_of)))
     return result
 
 

@@ -135,8 +135,8 @@ class NodeRuntime:
     def _receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, Deps, int]:
         """Receiving, the vectors for the ack and the newest entry to announce, in one worker call:
         each hop between the event loop and the worker adds to every live voucher's latency."""
-        applied = self.node.receive(blobs).applied
-        return applied, self.node.vectors(docs), self.node.store.last_sealed if applied else 0
+        result = self.node.receive(blobs, docs)
+        return result.applied, result.vectors, self.node.store.last_sealed if result.applied else 0
 
     async def adopt_policy(self, blob: bytes) -> bool:
         relays = self.node.trust.policy.relays
