@@ -149,8 +149,6 @@ class BookStore:
         """The sealed entries logged after `after_id`, from memory, if this store committed every
         entry from `after_id` to at least `upto` itself (so no other process on the home wrote in
         between); None when memory cannot tell, and the log must be read."""
-        if after_id >= upto:
-            return []
         newer = [row for row in self._recent if row[0] > after_id]
         if not newer or newer[-1][0] < upto or any(row[0] != after_id + n for n, row in enumerate(newer, start=1)):
             return None
