@@ -666,7 +666,8 @@ def test_entries_are_served_from_memory_only_when_no_other_writer_came_between(h
     newest = head.last_entry_id()
     assert head.store.sealed_after(start, newest) == head.entries_since(start)
     assert len(head.entries_since(start)) == 2
-    assert head.store.sealed_after(newest, newest) is None  # nothing newer known here: the log may say more
+    assert head.store.sealed_after(newest, newest) == []  # its own commit held the log's newest entry
+    assert head.store.sealed_after(newest, newest + 1) is None  # announced beyond what it wrote: the log
     assert head.store.sealed_after(start, 0) == head.entries_since(start)  # a link not yet told how far the log goes
     assert head.store.sealed_after(start - 1, newest) is None  # an entry before what it remembers
 

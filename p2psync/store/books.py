@@ -148,7 +148,12 @@ class BookStore:
     def sealed_after(self, after_id: int, upto: int) -> list[tuple[int, str, str, int, bytes]] | None:
         """The sealed entries logged after `after_id`, from memory, if this store committed every
         entry from `after_id` to at least `upto` itself (so no other process on the home wrote in
-        between); None when memory cannot tell, and the log must be read."""
+        between); None when memory cannot tell, and the log must be read. Nothing, when `after_id` is
+        past `upto` and past this store's last commit (which, writers being serialized, held the
+        newest entry of the log when it committed; later ones of other processes are announced by
+        the runtime's poll)."""
+        if self._recent and after_id >= max(upto, self._recent[-1][0]):
+            return []
         newer = [row for row in self._recent if row[0] > after_id]
         if not newer or newer[-1][0] < upto or any(row[0] != after_id + n for n, row in enumerate(newer, start=1)):
             return None
