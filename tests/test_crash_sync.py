@@ -48,10 +48,10 @@ from p2psync.protocol.sync import SyncConnection
 plain_ack = SyncConnection.ack
 
 
-def reporting_ack(self, batch, vectors):
+def reporting_ack(self, batch, vectors, **options):
     sys.stdout.write(f"acked {json.dumps(vectors)}\n")
     sys.stdout.flush()
-    return plain_ack(self, batch, vectors)
+    return plain_ack(self, batch, vectors, **options)
 
 
 SyncConnection.ack = reporting_ack
