@@ -245,10 +245,10 @@ async def live(pair: Pair, count: int, warmup: int = 20, seed: int = 4, start: i
     calls: list[tuple[float, float]] = []
     receive = pair.b.receive
 
-    def timed_receive(blobs: Any) -> Any:  # B's node call, timed (bench-only wrapper on this instance)
+    def timed_receive(blobs: Any, *args: Any) -> Any:  # B's node call, timed (bench-only wrapper on this instance)
         began = time.perf_counter()
         try:
-            return receive(blobs)
+            return receive(blobs, *args)
         finally:
             calls.append((began, time.perf_counter()))
 

@@ -653,3 +653,45 @@ def test_reports_by_hand(head: Node, branch: Node) -> None:
         assert later["closing"] == cash["closing"]
         assert [r["number"] for r in day_book(node, "BR1")["rows"]] == ["BR1/SAL/00001", "BR1/RCT/00001"]
     assert all_reports(head) == all_reports(branch)
+
+
+# ---------------------------------------------------------------- entries the links send from memory
+
+def test_entries_are_served_from_memory_only_when_no_other_writer_came_between(head: Node) -> None:
+    """A running node hands its links what it just logged without reading the log, but only when it
+    wrote every entry since itself; an entry from another process on the home sends it to the log."""
+    start = head.last_entry_id()
+    head.post(draft("payment", "2026-04-30", {"Rent": "10"}, {"Cash": "10"}))
+    head.post(draft("payment", "2026-05-01", {"Rent": "20"}, {"Cash": "20"}))
+    newest = head.last_entry_id()
+    assert head.store.sealed_after(start, newest) == head.entries_since(start)
+    assert len(head.entries_since(start)) == 2
+    assert head.store.sealed_after(newest, newest) == []  # its own commit held the log's newest entry
+    assert head.store.sealed_after(newest, newest + 1) is None  # announced beyond what it wrote: the log
+    assert head.store.sealed_after(start, 0) == head.entries_since(start)  # a link not yet told how far the log goes
+    assert head.store.sealed_after(start - 1, newest) is None  # an entry before what it remembers
+
+    other = Node.open(head.home)  # another process on the same home (the CLI, say)
+    try:
+        other.post(draft("payment", "2026-04-29", {"Rent": "30"}, {"Cash": "30"}))
+    finally:
+        other.close()
+    head.post(draft("payment", "2026-04-28", {"Rent": "40"}, {"Cash": "40"}))
+    latest = head.last_entry_id()
+    assert head.store.sealed_after(newest, latest) is None  # the other process's entry is not in memory
+    assert len(head.entries_since(newest)) == 2
+    assert head.store.sealed_after(latest - 1, latest) == head.entries_since(latest - 1)
+
+
+def test_a_receive_reports_the_vectors_it_was_asked_for_as_of_its_commit(head: Node, branch: Node) -> None:
+    """The acknowledgement's vectors come from the receive's own transaction: what it applied is in
+    them, documents not asked about are not, and neither are documents nothing is held of."""
+    head.post(draft("payment", "2026-04-30", {"Rent": "10"}, {"Cash": "10"}))
+    head.post(draft("payment", "2026-05-02", {"Rent": "20"}, {"Cash": "20"}))
+    asked = ["vouchers/HO/2026-04", "vouchers/HO/2026-03"]
+    result = branch.receive(head.entries(branch.vectors()), vectors_of=asked)
+    assert result.applied >= 2
+    assert result.vectors == branch.vectors(asked)
+    assert result.vectors["vouchers/HO/2026-04"][head.identity.node_id] == 1
+    assert set(result.vectors) == {"vouchers/HO/2026-04"}
+    assert branch.receive([], vectors_of=()).vectors == {}

@@ -49,7 +49,6 @@ plain_ack = SyncConnection.ack
 
 
 def reporting_ack(self, batch, vectors, **options):
-    # `vectors` is all the receiver holds durably; the frame may carry only what the sender lacks
     sys.stdout.write(f"acked {json.dumps(vectors)}\n")
     sys.stdout.flush()
     return plain_ack(self, batch, vectors, **options)

@@ -36,6 +36,8 @@ class Received:
     duplicates: int = 0
     waiting: int = 0
     quarantined: list[str] = field(default_factory=list)
+    #: The version vectors of the documents the caller asked about, as of this receive's commit.
+    vectors: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,7 +54,9 @@ class _Candidate:
         return self.change.key
 
 
-def receive(node: Node, blobs: Iterable[bytes]) -> Received:
+def receive(node: Node, blobs: Iterable[bytes], vectors_of: Iterable[str] = ()) -> Received:
+    """`vectors_of`: documents whose vectors to read in the same transaction (for an acknowledgement,
+    without a read of its own)."""
     result = Received()
     with node.store.transaction() as batch:
         fresh: dict[tuple[str, str, int], _Candidate] = {}
@@ -62,6 +66,7 @@ def receive(node: Node, blobs: Iterable[bytes]) -> Received:
                 fresh[candidate.order] = candidate
         _apply_ready(node, batch, result, list(fresh.values()))
         result.waiting = pending.count(batch.session)
+        result.vectors = node.shared_vectors(batch.session, sorted(set(vectors_of)))
     return result
 
 
@@ -70,10 +75,11 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
     """Verify one entry; it then waits (in memory, or in `pending` past this call) for what it needs."""
     session = batch.session
     try:
-        header = entry.peek(blob)
+        framed = entry.frame(blob)
     except EntryError as exc:
         _quarantine(session, blob, "?", "?", 0, str(exc), result)
         return None
+    header = framed[0]
     key = (header.doc, header.author, header.seq)
     held = log.envelope(session, *key)
     if held is not None or key in fresh or pending.is_parked(session, *key):
@@ -84,7 +90,7 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
             result.duplicates += 1
         return None
     try:
-        change, _member = node.trust.open(blob)
+        change, _member = node.trust.open(framed)
     except EntryError as exc:
         _quarantine(session, blob, header.doc, header.author, header.seq, str(exc), result, retryable=exc.retryable)
         return None

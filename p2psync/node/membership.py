@@ -68,6 +68,6 @@ class Membership:
         epoch = self.policy.epoch
         return entry.seal(change, self.org, epoch, self.epoch_key(epoch), self.keys.signing, self.policy.version)
 
-    def open(self, blob: bytes) -> tuple[Change, Member]:
+    def open(self, blob: bytes | entry.Framed) -> tuple[Change, Member]:
         change = entry.open_entry(blob, self)
         return change, self.author(change.author)

@@ -380,9 +380,13 @@ class Node:
     def vectors(self, docs: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """Per shared document (all, or those named), each author's highest sequence held here."""
         with self.db.read() as session:
-            names = log.documents(session) if docs is None else sorted(set(docs))
-            return {doc: vector for doc in names
-                    if not schema.parse_doc_name(doc).local and (vector := log.vector(session, doc))}
+            return self.shared_vectors(session, log.documents(session) if docs is None else sorted(set(docs)))
+
+    @staticmethod
+    def shared_vectors(session: Session, names: Iterable[str]) -> dict[str, dict[str, int]]:
+        """The non-empty vectors of the shared documents among `names`."""
+        return {doc: vector for doc in names
+                if not schema.parse_doc_name(doc).local and (vector := log.vector(session, doc))}
 
     def entries_since(self, after_id: int, limit: int = 2000) -> list[tuple[int, str, str, int, bytes]]:
         """Sealed entries logged after `after_id`, oldest first: (id, doc, author, seq, entry)."""
@@ -408,9 +412,10 @@ class Node:
             rows = session.exec(select(Entry).where(Entry.envelope != None).order_by(Entry.id))  # noqa: E711
             return [r.envelope for r in rows if r.envelope and r.seq > after.get(r.doc, {}).get(r.author, 0)]
 
-    def receive(self, blobs: Iterable[bytes]) -> inbox.Received:
-        """Verify, order and apply entries from anyone; refused ones go to the quarantine."""
-        return inbox.receive(self, blobs)
+    def receive(self, blobs: Iterable[bytes], vectors_of: Iterable[str] = ()) -> inbox.Received:
+        """Verify, order and apply entries from anyone; refused ones go to the quarantine. The result
+        holds the vectors of the documents `vectors_of` names, as of its commit."""
+        return inbox.receive(self, blobs, vectors_of)
 
 def _checked(item: ImportedDraft, chart: Chart) -> VoucherContent:
     try:

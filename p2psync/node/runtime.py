@@ -119,7 +119,12 @@ class NodeRuntime:
         return await self.call(self.node.policy_blob)
 
     async def entries_since(self, after_id: int) -> list[tuple[int, str, str, int, bytes]]:
-        return await self.call(self.node.entries_since, after_id)
+        """What a link sends next: from memory when this process logged it all (a live post or
+        receive, without a hop to the worker), else from the log."""
+        rows = self.node.store.sealed_after(after_id, self._seen[0])
+        if rows is None:
+            rows = await self.call(self.node.entries_since, after_id)
+        return rows
 
     async def receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, Deps]:
         applied, vectors, last = await self.call(self._receive, blobs, docs)
@@ -130,8 +135,8 @@ class NodeRuntime:
     def _receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, Deps, int]:
         """Receiving, the vectors for the ack and the newest entry to announce, in one worker call:
         each hop between the event loop and the worker adds to every live voucher's latency."""
-        applied = self.node.receive(blobs).applied
-        return applied, self.node.vectors(docs), self.node.last_entry_id() if applied else 0
+        result = self.node.receive(blobs, docs)
+        return result.applied, result.vectors, self.node.store.last_sealed if result.applied else 0
 
     async def adopt_policy(self, blob: bytes) -> bool:
         relays = self.node.trust.policy.relays
@@ -165,12 +170,18 @@ class NodeRuntime:
         return self._seen
 
     async def notify(self) -> None:
-        await self._announce(await self.call(self.node.last_entry_id))
+        """Wake the links after a change. One this process committed is known without asking the
+        database (a hop to the worker less on every live post); otherwise (another process on this
+        home, a policy) the database says how far the log goes."""
+        last = self.node.store.last_sealed
+        if last <= self._seen[0]:
+            last = await self.call(self.node.last_entry_id)
+        await self._announce(last)
 
     async def _announce(self, last: int) -> None:
         """Wake the links' writers: entries up to `last` are logged here."""
         async with self._changed:
-            self._seen = (last, self.policy_version())
+            self._seen = (max(last, self._seen[0]), self.policy_version())
             self._changed.notify_all()
 
     # ------------------------------------------------------------ lifecycle

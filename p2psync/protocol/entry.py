@@ -76,6 +76,11 @@ class Keys(Protocol):
     def epoch_key(self, epoch: int) -> bytes: ...
 
 
+#: An entry cut into header (parsed), signed body, ciphertext and signature: a receiver that read the
+#: header (to deduplicate) opens this instead of the bytes, without parsing the header again.
+Framed = tuple[Header, bytes, bytes, bytes]
+
+
 def seal(change: Change, org: str, epoch: int, key: bytes, signer: Ed25519PrivateKey, policy: int = 1) -> bytes:
     packed = zlib.compress(change.update, 6)
     compressed = len(packed) < len(change.update)
@@ -89,17 +94,17 @@ def seal(change: Change, org: str, epoch: int, key: bytes, signer: Ed25519Privat
 
 def peek(blob: bytes) -> Header:
     """Parse the clear header (no checks of signature or ciphertext): for routing and sync vectors."""
-    header, _body, _ct, _sig = _split(blob)
+    header, _body, _ct, _sig = frame(blob)
     return header
 
 
 def check_signature(blob: bytes, keys: Keys) -> Header:
     """Everything but decryption: organisation, author's certificate, signature, revocation.
     What a relay, which holds no epoch key, checks before storing an entry."""
-    return _checked(_split(blob), keys)[0]
+    return _checked(frame(blob), keys)[0]
 
 
-def _checked(parts: tuple[Header, bytes, bytes, bytes], keys: Keys) -> tuple[Header, bytes, bytes, bytes]:
+def _checked(parts: Framed, keys: Keys) -> Framed:
     header, body, _ciphertext, signature = parts
     if header.org != keys.org:
         raise EntryError("entry belongs to another organisation")
@@ -119,9 +124,10 @@ def _checked(parts: tuple[Header, bytes, bytes, bytes], keys: Keys) -> tuple[Hea
     return parts
 
 
-def open_entry(blob: bytes, keys: Keys) -> Change:
-    """Verify an entry and return its change; raises `EntryError` with the precise reason."""
-    header, body, ciphertext, _signature = _checked(_split(blob), keys)
+def open_entry(blob: bytes | Framed, keys: Keys) -> Change:
+    """Verify an entry (as sent, or as `frame` cut it) and return its change; raises `EntryError`
+    with the precise reason."""
+    header, body, ciphertext, _signature = _checked(blob if isinstance(blob, tuple) else frame(blob), keys)
     try:
         key = keys.epoch_key(header.epoch)
     except EntryError:
@@ -153,7 +159,8 @@ def _header_bytes(body: bytes) -> bytes:
     return body[len(MAGIC) + 2: len(MAGIC) + 2 + length]
 
 
-def _split(blob: bytes) -> tuple[Header, bytes, bytes, bytes]:
+def frame(blob: bytes) -> Framed:
+    """Check an entry's framing and parse its header (no signature or ciphertext checks)."""
     if not isinstance(blob, (bytes, bytearray)) or len(blob) < len(MAGIC) + 6 + SIGNATURE_BYTES:
         raise EntryError("entry is truncated")
     blob = bytes(blob)

@@ -25,6 +25,13 @@ logger = logging.getLogger(__name__)
 #: How many documents stay in memory (besides the masters). A month of a busy office is a few MB.
 MAX_CACHED_DOCS = 32
 
+#: How many of the entries it committed last a store remembers (see `BookStore.sealed_after`).
+RECENT_ENTRIES = 256
+
+#: A logged entry as the links send it: (entry id, document, author, sequence, sealed entry or None
+#: for local books, which never leave the node).
+Logged = tuple[int, str, str, int, bytes | None]
+
 #: Keys changed per root map, with the action ("add", "update", "delete") Yjs reported.
 Changed = dict[str, dict[str, str]]
 #: Inspects a received change after it was applied in memory; raises to refuse it. Returns the voucher
@@ -72,6 +79,12 @@ class BookStore:
         #: Leave due snapshots to `write_due_snapshots` instead of writing them inside the change's
         #: own transaction (a running node does, when idle: a snapshot re-encodes a whole month).
         self.defer_snapshots = False
+        #: The newest sealed entry this store committed: lets a running node wake its links after a
+        #: post without a round trip to the database.
+        self.last_sealed = 0
+        #: The entries this store committed last, oldest first (replaced whole, never changed in
+        #: place: the event loop reads it while the worker commits).
+        self._recent: tuple[Logged, ...] = ()
 
     # ------------------------------------------------------------ reading
 
@@ -127,7 +140,24 @@ class BookStore:
             for name in touched:
                 self._docs.pop(name, None)
             raise
+        if batch.logged:
+            self._recent = (*self._recent, *batch.logged)[-RECENT_ENTRIES:]
+            self.last_sealed = max([self.last_sealed, *(row[0] for row in batch.logged if row[4] is not None)])
         self._evict(stale)
+
+    def sealed_after(self, after_id: int, upto: int) -> list[tuple[int, str, str, int, bytes]] | None:
+        """The sealed entries logged after `after_id`, from memory, if this store committed every
+        entry from `after_id` to at least `upto` itself (so no other process on the home wrote in
+        between); None when memory cannot tell, and the log must be read. Nothing, when `after_id` is
+        past `upto` and past this store's last commit (which, writers being serialized, held the
+        newest entry of the log when it committed; later ones of other processes are announced by
+        the runtime's poll)."""
+        if self._recent and after_id >= max(upto, self._recent[-1][0]):
+            return []
+        newer = [row for row in self._recent if row[0] > after_id]
+        if not newer or newer[-1][0] < upto or any(row[0] != after_id + n for n, row in enumerate(newer, start=1)):
+            return None
+        return [(entry_id, doc, author, seq, blob) for entry_id, doc, author, seq, blob in newer if blob is not None]
 
     def forget(self) -> None:
         self._docs.clear()
@@ -188,6 +218,7 @@ class Batch:
         self.session = session
         self._touched = touched
         self.changes: list[Change] = []
+        self.logged: list[Logged] = []
 
     def forget(self, name: str) -> None:
         """Drop a document from memory after a refused change; it is reloaded from the log."""
@@ -248,6 +279,7 @@ class Batch:
     def _record(self, loaded: LoadedDoc, change: Change, changed: Changed,
                 decoded: dict[str, schema.StoredRevision], *, local: bool, envelope: bytes | None = None) -> None:
         loaded.upto = log.append(self.session, change, local=local, envelope=envelope)
+        self.logged.append((loaded.upto, change.doc, change.author, change.seq, envelope))
         loaded.entries += 1
         if schema.parse_doc_name(change.doc).is_masters:
             if changed:
