@@ -3,6 +3,7 @@ side its own process, against the same documents synced by the peer (pycrdt-webs
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,7 @@ def p2psync(base: Path, vouchers: int, profile: list[str] | None = None) -> dict
         client = side("p2p-sync", "--home", str(base / "BR1"), "--url", f"wss://127.0.0.1:{ready['port']}",
                       "--expect", str(vouchers))
         result = finish(client, 7200)
-        assert server.stdin is not None
-        server.stdin.write("stop\n")
-        server.stdin.flush()
-        served = read_json_line(server, 120)
-        server.wait(60)
+        served = stop(server)
     finally:
         if server.poll() is None:
             server.kill()
@@ -36,6 +33,16 @@ def p2psync(base: Path, vouchers: int, profile: list[str] | None = None) -> dict
             "errors": result["errors"]}
 
 
+def stop(server: subprocess.Popen[str]) -> dict[str, Any]:
+    """Ask a serving side to stop; its last line reports what it measured."""
+    assert server.stdin is not None
+    server.stdin.write("stop\n")
+    server.stdin.flush()
+    served = read_json_line(server, 120)
+    server.wait(60)
+    return served
+
+
 def peer(base: Path, vouchers: int) -> dict[str, Any]:
     seed = str(base / "peer-seed.bin")
     server = side("peer-serve", "--seed-file", seed, stdin=True)
@@ -43,11 +50,7 @@ def peer(base: Path, vouchers: int) -> dict[str, Any]:
         ready = read_json_line(server, 300)
         result = finish(side("peer-sync", "--seed-file", seed, "--port", str(ready["port"]), "--expect", str(vouchers)),
                         3600)
-        assert server.stdin is not None
-        server.stdin.write("stop\n")
-        server.stdin.flush()
-        served = read_json_line(server, 120)
-        server.wait(60)
+        served = stop(server)
     finally:
         if server.poll() is None:
             server.kill()
