@@ -120,9 +120,6 @@ class Limits:
     def quota_for(self, org: str) -> int:
         return self.org_quota_bytes.get(org, self.quota_bytes)
 
-    def retention_for(self, org: str) -> float | None:
-        return self.org_retention_seconds.get(org, self.retention_seconds)
-
 
 @dataclass
 class RelayStats:
