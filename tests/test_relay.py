@@ -36,6 +36,7 @@ from p2psync.books.change import Change, Deps
 from p2psync.books.drafts import make_draft
 from p2psync.cli.main import cli as cli_group
 from p2psync.node import registrar
+from p2psync.net import wire
 from p2psync.node.office import Node
 from p2psync.protocol import entry, relay_auth
 from p2psync.protocol.sync import (
@@ -157,8 +158,9 @@ class Client:
 
     @classmethod
     async def open(cls, url: str, who: Creds, vectors: Deps | None = None, auto_ack: bool = True,
-                   org: str | None = None) -> Client:
-        ws = await connect(url, compression=None, max_size=MAX_FRAME, proxy=None, open_timeout=WAIT)
+                   org: str | None = None, compress: bool = False) -> Client:
+        options = wire.client_options() if compress else {"compression": None}
+        ws = await connect(url, max_size=MAX_FRAME, proxy=None, open_timeout=WAIT, **options)
         client = cls(ws, who, auto_ack)
         challenge = await asyncio.wait_for(ws.recv(), WAIT)
         client.frames.append(challenge)
@@ -476,6 +478,30 @@ def test_a_garbage_frame_closes_only_its_own_connection(tmp_path: Path) -> None:
             await br.wait_caught_up()
             assert take(branch, br) == len(head.entries())
             assert relay.stats.refused == 2
+            for client in (ho, br):
+                await client.close()
+
+    run(scenario())
+
+
+def test_links_to_the_relay_are_compressed_and_an_inflating_frame_is_refused(tmp_path: Path) -> None:
+    head, (branch,) = build_org(tmp_path)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (relay, url):
+            bomb = await connect(url, proxy=None, open_timeout=WAIT, **wire.client_options())
+            assert bomb.response.headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate")
+            await bomb.recv()  # the challenge; the answer is 16 MiB of zeros sent as some 16 KiB
+            await bomb.send(bytes(MAX_FRAME + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(bomb.recv(), WAIT)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+            ho = await Client.open(url, creds(head), compress=True)
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch), compress=True)
+            await br.wait_caught_up()
+            assert take(branch, br) == len(head.entries())
             for client in (ho, br):
                 await client.close()
 

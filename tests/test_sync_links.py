@@ -45,7 +45,7 @@ from procs import (
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 
-from p2psync.net import tls
+from p2psync.net import tls, wire
 from p2psync.node.home import KEYS_DIR, LOG_FILE
 from p2psync.protocol.sync import MAX_FRAME, SyncConnection
 from p2psync.trust.keys import unb64
@@ -234,13 +234,16 @@ def hello_of(home: Path) -> str:
     return SyncConnection().hello(setting(home, "node_id"), body["org"], "branch", body["version"], {})
 
 
-async def raw_link(url: str, home: Path) -> ClientConnection:
-    return await connect(url, ssl=member_context(home), compression=None, max_size=None, open_timeout=WAIT)
+async def raw_link(url: str, home: Path, compress: bool = False) -> ClientConnection:
+    """A member's link with nothing of the node's client behind it; compressed as nodes do, or not."""
+    options = wire.client_options() if compress else {"compression": None}
+    return await connect(url, ssl=member_context(home), max_size=None, open_timeout=WAIT, **options)
 
 
-async def closed_after(url: str, home: Path, *frames: str | bytes, hello: bool = True) -> tuple[int, str]:
+async def closed_after(url: str, home: Path, *frames: str | bytes, hello: bool = True,
+                       compress: bool = False) -> tuple[int, str]:
     """Send `frames` over a member's link and read until the node closes it: (code, reason)."""
-    async with await raw_link(url, home) as ws:
+    async with await raw_link(url, home, compress) as ws:
         for frame in ((hello_of(home),) if hello else ()) + frames:
             await ws.send(frame)
         with pytest.raises(ConnectionClosed) as closed:
@@ -300,6 +303,11 @@ def test_garbage_oversized_and_stalled_peers_do_not_disturb_the_node(tmp_path: P
             await offline(ho, "BR2")
             seen["oversized"] = await closed_after(url, br2, b"\x01" + bytes(MAX_FRAME + 1))
             await offline(ho, "BR2")
+            async with await raw_link(url, br2, compress=True) as compressed:
+                seen["extensions"] = compressed.response.headers.get("Sec-WebSocket-Extensions")
+            # 16 MiB of zeros travel as some 16 KiB: refused by what they inflate to, not what they weigh
+            seen["inflating"] = await closed_after(url, br2, b"\x01" + bytes(MAX_FRAME + 1), compress=True)
+            await offline(ho, "BR2")
             seen["junk entries"] = await junk_entries_are_acknowledged(url, br2)
             await offline(ho, "BR2")
             seen["enrollment"] = await junk_enrollment(url)
@@ -317,6 +325,8 @@ def test_garbage_oversized_and_stalled_peers_do_not_disturb_the_node(tmp_path: P
     assert seen["unknown frame"] == (1002, "unknown binary frame")
     assert seen["second hello"] == (1002, "second hello")
     assert seen["oversized"][0] == 1009
+    assert seen["extensions"] == "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    assert seen["inflating"][0] == 1009
     assert seen["junk entries"] is True
     assert seen["enrollment"]["type"] == "refused"
     assert seen["not tls"] is True

@@ -28,7 +28,7 @@ from websockets.exceptions import WebSocketException
 from p2psync.books.change import Deps
 from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError
-from p2psync.net import discovery, tls
+from p2psync.net import discovery, tls, wire
 from p2psync.net.link import LinkStats, converse
 from p2psync.node import registrar
 from p2psync.node.home import KEYS_DIR
@@ -48,10 +48,9 @@ T = TypeVar("T")
 POLL_SECONDS = 0.5
 #: How long a held link may take to answer a ping before a reconnecting peer replaces it.
 STALE_CHECK_SECONDS = 3.0
-#: Websocket settings of every link: no compression (entries are compressed and encrypted already),
-#: bounded frames, keepalive, and a short close handshake so a vanished peer cannot delay shutdown.
-LINK_OPTIONS: dict[str, Any] = {"max_size": MAX_FRAME, "compression": None, "ping_interval": 20,
-                                "ping_timeout": 20, "close_timeout": 2}
+#: Websocket settings of every link: bounded frames, keepalive, and a short close handshake so a
+#: vanished peer cannot delay shutdown; compression is `net.wire`'s, per side.
+LINK_OPTIONS: dict[str, Any] = {"max_size": MAX_FRAME, "ping_interval": 20, "ping_timeout": 20, "close_timeout": 2}
 SAVE_EVERY_POLLS = 20
 BACKOFF_START, BACKOFF_MAX = 1.0, 60.0
 ONE_SHOT_TIMEOUT = 120.0
@@ -200,7 +199,8 @@ class NodeRuntime:
         await self.notify()
         try:
             self.server = await serve(self._accept, self.host, self.port,
-                                      ssl=tls.server_context(self._keys_dir, self._root_der), **LINK_OPTIONS)
+                                      ssl=tls.server_context(self._keys_dir, self._root_der), **LINK_OPTIONS,
+                                      **wire.server_options())
         except OSError as exc:
             reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             raise P2PSyncError(f"cannot listen on {self.host}:{self.port}: {reason}") from None
@@ -424,12 +424,13 @@ class NodeRuntime:
     async def dial(self, url: str, *, relay: bool, once: bool = False) -> PeerState:
         """One conversation with the peer or relay at `url`."""
         if relay:
-            async with connect(url, open_timeout=15, **LINK_OPTIONS) as ws:
+            async with connect(url, open_timeout=15, **LINK_OPTIONS, **wire.client_options()) as ws:
                 challenge = await asyncio.wait_for(ws.recv(), 15)
                 await ws.send(relay_auth.answer(challenge, self._root_der, self._cert_der, self.node.trust.keys.signing))
                 return await self._run_link(ws, url, "relay", url, "relay", expect=None, once=once)
         context = tls.client_context(self._keys_dir, self._root_der)
-        async with connect(url.replace("ws://", "wss://", 1), ssl=context, open_timeout=15, **LINK_OPTIONS) as ws:
+        async with connect(url.replace("ws://", "wss://", 1), ssl=context, open_timeout=15, **LINK_OPTIONS,
+                           **wire.client_options()) as ws:
             member = tls.peer_member(ws.transport.get_extra_info("ssl_object"), self.node.trust)
             await self._learn_address(url, member.node_id)
             if not await self._free_to_link(member.node_id):

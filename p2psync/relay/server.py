@@ -40,6 +40,7 @@ from websockets.asyncio.server import Server, serve
 from websockets.exceptions import ConnectionClosed
 
 from p2psync.errors import P2PSyncError, StoreError
+from p2psync.net import wire
 from p2psync.protocol import entry, relay_auth
 from p2psync.protocol.entry import EntryError, Header
 from p2psync.protocol.relay_auth import Authenticated
@@ -777,12 +778,12 @@ class Session:
 
 
 async def start(relay: Relay, host: str, port: int) -> Server:
-    """Listen for members; compression off (entries are ciphertext), keepalive pings on."""
+    """Listen for members, with `net.wire`'s compression and keepalive pings."""
     limits = relay.limits
     relay.begin()
-    return await serve(relay.handle, host, port, max_size=limits.max_frame, compression=None,
+    return await serve(relay.handle, host, port, max_size=limits.max_frame,
                        ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
-                       max_queue=4, close_timeout=5, server_header=None)
+                       max_queue=4, close_timeout=5, server_header=None, **wire.server_options())
 
 
 def address(server: Server, host: str) -> str:
