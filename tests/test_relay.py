@@ -43,6 +43,7 @@ from p2psync.protocol.sync import (
     MAX_FRAME,
     Ack,
     CaughtUp,
+    EnrollForward,
     Entries,
     Hello,
     PolicyOffer,
@@ -55,6 +56,8 @@ from p2psync.relay.server import Limits, Relay, address, start
 from p2psync.relay.store import open_store
 from p2psync.store import queries
 from p2psync.store.db import get_setting
+from p2psync.trust import enroll
+from p2psync.trust.invite import InviteCode
 from p2psync.trust.keys import NodeKeys, unb64
 
 WAIT = 20.0  # the bound on every wait in these tests
@@ -153,6 +156,8 @@ class Client:
     unacked: list[int] = field(default_factory=list)
     caught_up: bool = False
     refused: str | None = None
+    #: Enrollment requests the relay passed to this (head office) client; each is answered with a refusal.
+    enrollments: list[bytes] = field(default_factory=list)
     closed: bool = False
     reader: asyncio.Task[None] | None = None
 
@@ -205,6 +210,9 @@ class Client:
             self.acks[event.batch] = event
         elif isinstance(event, Refused):
             self.refused = event.reason
+        elif isinstance(event, EnrollForward):
+            self.enrollments.append(event.request)
+            await self.send(self.conn.enroll_reply(event.ticket, enroll.refusal("no such invite")))
 
     async def push(self, blobs: Iterable[bytes]) -> list[Ack]:
         """Send entries in batches, waiting for each acknowledgement."""
@@ -532,6 +540,33 @@ def test_silent_and_malformed_peers_are_refused(tmp_path: Path) -> None:
             ho = await Client.open(url, creds(head))
             await ho.push_node(head)
             assert relay.stats.refused == 3 and relay.stats.stored == len(head.entries())
+            await ho.close()
+
+    run(scenario())
+
+
+def test_enrollment_requests_to_one_organisation_are_rate_limited(tmp_path: Path) -> None:
+    """Anyone may send an enrollment request without a code; past the organisation's budget the relay
+    answers for its head office, which never sees the excess."""
+    head, _ = build_org(tmp_path, ())
+    head.add_office("BR9", "Kestrel BR9 Office")
+    code = InviteCode.parse(registrar.invite(head, "BR9")[0])  # its pin; the test client refuses every request
+
+    async def enrolling(url: str) -> dict[str, Any]:
+        async with connect(url, compression=None, proxy=None, open_timeout=WAIT) as ws:
+            await ws.recv()  # the challenge
+            await ws.send(enroll.request(code, NodeKeys.generate()))
+            return json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+
+    async def scenario() -> None:
+        limits = Limits(enrollments_per_minute=0.5, enrollments_burst=3)
+        async with relay_at(tmp_path / "relay.db", limits) as (relay, url):
+            ho = await Client.open(url, creds(head))
+            replies = [await enrolling(url) for _ in range(6)]
+            assert [r["reason"] for r in replies[:3]] == ["no such invite"] * 3
+            assert all("too many enrollment requests" in r["reason"] for r in replies[3:])
+            assert len(ho.enrollments) == 3, "the head office saw only the requests within the budget"
+            assert relay.stats.refusals.get("enroll-rate") == 3
             await ho.close()
 
     run(scenario())

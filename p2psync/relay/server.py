@@ -103,6 +103,10 @@ class Limits:
     max_debt_seconds: float = 30.0
     #: Batches received but not yet stored and acknowledged; a windowed sender stays far below.
     max_pending_batches: int = 16
+    #: Enrollment requests passed to one organisation's head office: enough for a day of new
+    #: branches, too few for anyone without a code to keep the head office busy answering.
+    enrollments_per_minute: float = 12.0
+    enrollments_burst: float = 30.0
     live_queue_entries: int = 10_000
     live_queue_bytes: int = 32 * MIB
     page_entries: int = 500
@@ -187,11 +191,22 @@ class Bucket:
         self.stamp = clock()
 
     def charge(self, amount: float) -> float:
+        self._refill()
+        self.tokens -= amount
+        return max(0.0, -self.tokens / self.rate)
+
+    def take(self, amount: float = 1.0) -> bool:
+        """Spend `amount` if the bucket holds it; never goes into debt."""
+        self._refill()
+        if self.tokens < amount:
+            return False
+        self.tokens -= amount
+        return True
+
+    def _refill(self) -> None:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        self.tokens -= amount
-        return max(0.0, -self.tokens / self.rate)
 
 
 class Throttle:
@@ -219,7 +234,8 @@ class Throttle:
 class Org:
     """One organisation's live state: its newest verified policy and its connected members."""
 
-    def __init__(self, org_id: str, root: Ed25519PublicKey, policy: Policy | None, blob: bytes | None) -> None:
+    def __init__(self, org_id: str, root: Ed25519PublicKey, policy: Policy | None, blob: bytes | None,
+                 limits: Limits) -> None:
         self.id = org_id
         self.root = root
         self.policy = policy
@@ -228,6 +244,8 @@ class Org:
         #: Held while storing and publishing, so that members see this organisation's entries in
         #: arrival order (the order of their ids), which the per-connection cursor relies on.
         self.store_lock = asyncio.Lock()
+        #: Enrollment requests from non-members, passed to this organisation's head office.
+        self.enrollments = Bucket(limits.enrollments_per_minute / 60, limits.enrollments_burst)
         self._members: dict[str, Member] = {}
 
     @property
@@ -351,12 +369,17 @@ class Relay:
             pin = enroll.request_pin(raw)
         except P2PSyncError as exc:
             return enroll.refusal(str(exc))
-        heads = [s for org in self.orgs.values() if org.id.startswith(pin) for s in org.sessions if s.is_head]
+        orgs = [org for org in self.orgs.values() if org.id.startswith(pin) and any(s.is_head for s in org.sessions)]
         reply = enroll.refusal("the head office is not connected to this relay now; try again while it is online")
-        for session in heads:
-            reply = await session.forward_enrollment(raw)
-            if b'"enrolled"' in reply:
-                break
+        for org in orgs:
+            if not org.enrollments.take():
+                self.stats.refuse("enroll-rate")
+                reply = enroll.refusal("too many enrollment requests for this organisation; try again in a few minutes")
+                continue
+            for session in [s for s in org.sessions if s.is_head]:
+                reply = await session.forward_enrollment(raw)
+                if b'"enrolled"' in reply:
+                    return reply
         return reply
 
     def close(self) -> None:
@@ -421,7 +444,7 @@ class Relay:
                 policy = verify_policy(stored.blob, auth.root, auth.org)
             except PolicyError as exc:
                 logger.error("stored policy of org %s no longer verifies (%s); ignoring it", auth.org[:12], exc)
-        return Org(auth.org, auth.root, policy, stored.blob if policy else None)
+        return Org(auth.org, auth.root, policy, stored.blob if policy else None, self.limits)
 
     # ------------------------------------------------------------ policy and entries
 
