@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import state
 
 from fuzz.common import resign_entry, world
+from p2psync import canonical
 from p2psync.books import importer, model
 from p2psync.books.change import decode_deps
 from p2psync.errors import InvalidInput
@@ -86,6 +87,34 @@ def test_a_peer_cannot_hand_over_text_that_cannot_be_stored() -> None:
         conn.receive('{"type":"hello","v":1,"node":"\\udc80","org":"o","role":"r","policy":1,"vectors":{}}')
     with pytest.raises(ProtocolError):
         conn.receive('{"type":"refused","reason":"\\ud800 gone"}')
+
+
+@pytest.mark.parametrize("text", ['"\\ud800"', '"\\uDBFF"', '"x\\uDbFf"', '["\\udc80"]', '{"\\uDFFF": 1}',
+                                  '"\\ude00\\ud83d"', '"\ud800"', '"x\udfff"'])
+def test_a_surrogate_escaped_in_any_case_or_raw_is_refused_as_text_or_bytes(text: str) -> None:
+    """The check before decoding skips the costly one only for text that cannot hold a surrogate."""
+    for raw in (text, text.encode("utf-8", "surrogatepass"), text.encode("utf-16-le", "surrogatepass"),
+                text.encode("utf-32", "surrogatepass")):
+        with pytest.raises(ValueError, match="lone surrogate"):
+            canonical.loads(raw)
+
+
+def test_escaped_pairs_and_escaped_backslashes_are_text() -> None:
+    assert canonical.loads('["\\ud83d\\ude00", "\\\\ud800", "\\u00e9"]') == ["\U0001f600", "\\ud800", "\u00e9"]
+    assert canonical.loads(b'"\\uD83D\\uDE00"') == "\U0001f600"
+    with pytest.raises(ValueError, match="lone surrogate"):  # a str holding a pair's two code points
+        canonical.loads('"\ud83d\ude00"')
+
+
+def test_a_revision_holding_a_lone_surrogate_is_refused() -> None:
+    body = model.encode_revision(model.Revision(
+        "a1" * 12, "HO/PMT/00001", "HO", model.VoucherContent(model.VoucherType.PAYMENT, dt.date(2026, 4, 1), (
+            model.Line("Rent", model.Side.DR, 100), model.Line("Cash", model.Side.CR, 100)), "rent"),
+        model.Action.POST, (), 1, "c3" * 16, "2026-04-01T10:00:00.000000Z"))
+    model.decode_revision(body)
+    for narration in ("\\uDBFF rent", "rent \\udc80", "\ud800"):
+        with pytest.raises(InvalidInput, match="not valid JSON"):
+            model.decode_revision(body.replace('"rent"', f'"{narration}"'))
 
 
 # ---------------------------------------------------------------- numbers JSON allows and Python does not
