@@ -204,10 +204,8 @@ def encode_revision(rev: Revision) -> str:
 
 
 def decode_revision(text: Any) -> Revision:
-    """Decode a revision from a document; raises `InvalidInput` on any malformed field.
-
-    It runs for every voucher received: positional arguments and list comprehensions, checked in the
-    order of the fields below (the first malformed one is the one reported)."""
+    """Decode a revision from a document; raises `InvalidInput` on any malformed field (the first in
+    the order below). It runs for every voucher received, hence the positional arguments."""
     data = _load_object(text, "voucher revision")
     try:
         lines = tuple([_decode_line(item) for item in _list(data["lines"])])

@@ -110,11 +110,10 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
         date = content.date.isoformat()
         amount = 0
         for i, ln in enumerate(content.lines):
-            debit = ln.side is Side.DR
-            if debit:
+            if ln.side is Side.DR:
                 amount += ln.paise
             if not cur.cancelled:
-                line_rows.append((number, i, cur.office, date, group_key(ln.ledger), ln.paise if debit else -ln.paise))
+                line_rows.append((number, i, cur.office, date, group_key(ln.ledger), ln.signed))
         series, seq = number_series(number)
         voucher_rows.append((
             number, doc_name, cur.office, content.type.value, date, content.narration, amount, cur.cancelled,
