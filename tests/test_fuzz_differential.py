@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mutations import JSON_TEXT, mutations
 
 from p2psync import canonical
-from p2psync.books import model
+from p2psync.books import model, schema
 from p2psync.books.model import (
     SCHEMA_VERSION,
     Action,
@@ -30,6 +30,7 @@ from p2psync.books.model import (
     _str,
 )
 from p2psync.errors import InvalidInput
+from p2psync.store.books import Watch
 
 DIFFERENTIAL = settings(max_examples=400, deadline=None)
 
@@ -177,3 +178,42 @@ def test_nesting_is_refused_at_the_same_depth_as_before() -> None:
         for raw in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
             for given_raw in (raw, raw.encode()):
                 assert outcome(canonical.loads, given_raw) == outcome(previous_loads, given_raw), depth
+
+
+#: Writes by three replicas to a few keys of two maps: a value set, or the key deleted (None).
+WRITES = st.lists(st.tuples(st.integers(0, 2), st.sampled_from(schema.MASTERS_MAPS[:2]), st.sampled_from("abc"),
+                            st.none() | st.text(max_size=4) | st.integers(-9, 9)), max_size=14)
+
+
+@DIFFERENTIAL
+@given(earlier=WRITES, later=WRITES)
+def test_a_watch_reports_each_value_as_the_map_then_holds_it(earlier: list[Any], later: list[Any]) -> None:
+    """`check_change` checks the values the update's event reported instead of reading the map: the
+    same, whatever concurrent writes, overwrites and deletions the update brings."""
+    replicas = [schema.new_doc(schema.MASTERS, client_id=n + 1) for n in range(3)]
+    receiver = schema.new_doc(schema.MASTERS, client_id=9)
+
+    def write(writes: list[Any]) -> None:
+        for writer, map_name, key, value in writes:
+            values = schema.root(replicas[writer], map_name)
+            if value is not None:
+                values[key] = value
+            elif key in values:
+                del values[key]
+
+    write(earlier)
+    for replica in replicas:
+        receiver.apply_update(replica.get_update())
+    before = [replica.get_state() for replica in replicas]
+    write(later)
+    watch = Watch(receiver, schema.MASTERS)
+    try:
+        for replica, state in zip(replicas, before):
+            receiver.apply_update(replica.get_update(state))
+    finally:
+        watch.close()
+    for map_name, keys in watch.changed.items():
+        values = schema.root(receiver, map_name)
+        for key, action in keys.items():
+            if action != "delete":
+                assert watch.values[map_name][key] == values[key]
