@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import state
 
+from fuzz import fuzz_enroll
 from fuzz.common import resign_entry, world
 from p2psync import canonical
 from p2psync.books import importer, model
@@ -29,6 +30,8 @@ from p2psync.protocol.sync import ProtocolError, SyncConnection
 from p2psync.trust import enroll, policy
 from p2psync.trust.certs import CertificateError, root_public_from_cert, to_der, verify_node_cert
 from p2psync.trust.enroll import EnrollError
+from p2psync.trust.invite import InviteCode
+from p2psync.trust.keys import b64
 from p2psync.trust.policy import PolicyError
 
 DEEP = "[" * 50_000 + "]" * 50_000
@@ -138,6 +141,17 @@ def test_a_signed_policy_body_of_the_wrong_shape_is_refused_precisely(field: str
     blob = policy.sign_body(json.dumps({**body, field: value}).encode(), w.root)
     with pytest.raises(PolicyError, match="malformed"):
         policy.verify(blob, w.root.public_key(), w.org)
+
+
+@pytest.mark.parametrize("policy", [1e400, 7, None, ["p"]])
+def test_a_sealed_grant_whose_policy_is_not_text_is_refused_precisely(policy: object) -> None:
+    """Its ``policy.encode()`` once escaped as an AttributeError."""
+    w = world()
+    code = InviteCode.parse(w.invite)
+    grant = json.dumps({"root_cert": b64(w.root_cert), "cert": b64(w.head_cert), "policy": policy,
+                        "company": "Fuzz Traders", "office": "BR1", "office_name": "Branch One"}).encode()
+    with pytest.raises(EnrollError, match="cannot be decrypted"):
+        enroll.read_reply(fuzz_enroll._sealed_grant(grant, code, w.enroll_request), code, w.enroll_request, w.joiner)
 
 
 # ---------------------------------------------------------------- certificates
