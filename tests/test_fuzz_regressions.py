@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import state
 
+from fuzz import fuzz_enroll
 from fuzz.common import resign_entry, world
+from p2psync import canonical
 from p2psync.books import importer, model
 from p2psync.books.change import decode_deps
 from p2psync.errors import InvalidInput
@@ -28,6 +30,8 @@ from p2psync.protocol.sync import ProtocolError, SyncConnection
 from p2psync.trust import enroll, policy
 from p2psync.trust.certs import CertificateError, root_public_from_cert, to_der, verify_node_cert
 from p2psync.trust.enroll import EnrollError
+from p2psync.trust.invite import InviteCode
+from p2psync.trust.keys import b64
 from p2psync.trust.policy import PolicyError
 
 DEEP = "[" * 50_000 + "]" * 50_000
@@ -88,6 +92,34 @@ def test_a_peer_cannot_hand_over_text_that_cannot_be_stored() -> None:
         conn.receive('{"type":"refused","reason":"\\ud800 gone"}')
 
 
+@pytest.mark.parametrize("text", ['"\\ud800"', '"\\uDBFF"', '"x\\uDbFf"', '["\\udc80"]', '{"\\uDFFF": 1}',
+                                  '"\\ude00\\ud83d"', '"\ud800"', '"x\udfff"'])
+def test_a_surrogate_escaped_in_any_case_or_raw_is_refused_as_text_or_bytes(text: str) -> None:
+    """The check before decoding skips the costly one only for text that cannot hold a surrogate."""
+    for raw in (text, text.encode("utf-8", "surrogatepass"), text.encode("utf-16-le", "surrogatepass"),
+                text.encode("utf-32", "surrogatepass")):
+        with pytest.raises(ValueError, match="lone surrogate"):
+            canonical.loads(raw)
+
+
+def test_escaped_pairs_and_escaped_backslashes_are_text() -> None:
+    assert canonical.loads('["\\ud83d\\ude00", "\\\\ud800", "\\u00e9"]') == ["\U0001f600", "\\ud800", "\u00e9"]
+    assert canonical.loads(b'"\\uD83D\\uDE00"') == "\U0001f600"
+    with pytest.raises(ValueError, match="lone surrogate"):  # a str holding a pair's two code points
+        canonical.loads('"\ud83d\ude00"')
+
+
+def test_a_revision_holding_a_lone_surrogate_is_refused() -> None:
+    body = model.encode_revision(model.Revision(
+        "a1" * 12, "HO/PMT/00001", "HO", model.VoucherContent(model.VoucherType.PAYMENT, dt.date(2026, 4, 1), (
+            model.Line("Rent", model.Side.DR, 100), model.Line("Cash", model.Side.CR, 100)), "rent"),
+        model.Action.POST, (), 1, "c3" * 16, "2026-04-01T10:00:00.000000Z"))
+    model.decode_revision(body)
+    for narration in ("\\uDBFF rent", "rent \\udc80", "\ud800"):
+        with pytest.raises(InvalidInput, match="not valid JSON"):
+            model.decode_revision(body.replace('"rent"', f'"{narration}"'))
+
+
 # ---------------------------------------------------------------- numbers JSON allows and Python does not
 
 
@@ -109,6 +141,17 @@ def test_a_signed_policy_body_of_the_wrong_shape_is_refused_precisely(field: str
     blob = policy.sign_body(json.dumps({**body, field: value}).encode(), w.root)
     with pytest.raises(PolicyError, match="malformed"):
         policy.verify(blob, w.root.public_key(), w.org)
+
+
+@pytest.mark.parametrize("policy", [1e400, 7, None, ["p"]])
+def test_a_sealed_grant_whose_policy_is_not_text_is_refused_precisely(policy: object) -> None:
+    """Its ``policy.encode()`` once escaped as an AttributeError."""
+    w = world()
+    code = InviteCode.parse(w.invite)
+    grant = json.dumps({"root_cert": b64(w.root_cert), "cert": b64(w.head_cert), "policy": policy,
+                        "company": "Fuzz Traders", "office": "BR1", "office_name": "Branch One"}).encode()
+    with pytest.raises(EnrollError, match="cannot be decrypted"):
+        enroll.read_reply(fuzz_enroll._sealed_grant(grant, code, w.enroll_request), code, w.enroll_request, w.joiner)
 
 
 # ---------------------------------------------------------------- certificates

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from pycrdt import Doc
-
 from p2psync.books import schema
 from p2psync.books.model import (
     Action,
@@ -38,11 +36,13 @@ class Author:
     series: int = 1
 
 
-def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], chart: Chart,
-                 author: Author, sync_after: dt.date | None = None) -> dict[str, schema.StoredRevision]:
+def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict[str, dict[str, object]],
+                 chart: Chart, author: Author, sync_after: dt.date | None = None) -> dict[str, schema.StoredRevision]:
     """Refuse writes outside the author's office, deletions, rewrites of write-once records,
     unbalanced vouchers or ones naming unknown ledgers, and vouchers dated before the sync-after date.
-    Returns the voucher revisions it decoded, by key, so that materializing them decodes none again.
+    `changed` holds the action of each key the change touched per root map, `values` the values it
+    left at those it added or updated. Returns the voucher revisions it decoded, by key, so that
+    materializing them decodes none again.
 
     Every check gives the same answer on every replica, whatever else it has received: otherwise one
     replica would apply what another refuses and the books would diverge. That is why the voucher
@@ -55,24 +55,23 @@ def check_change(doc_name: str, doc: Doc, changed: dict[str, dict[str, str]], ch
     if not name.is_masters and name.office != author.office and not author.is_head:
         raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
     revisions: dict[str, schema.StoredRevision] = {}
-    with doc.transaction():  # one read transaction for all the values (pycrdt opens one per read otherwise)
-        for map_name, keys in changed.items():
-            values = schema.root(doc, map_name)
-            for key, action in keys.items():
-                _check_scope(map_name, key, author)
-                if action == "delete" or (action == "update" and map_name not in _REWRITABLE):
-                    raise RuleViolation(f"{doc_name}: {action} of {map_name}/{key[:60]} is not allowed; "
-                                        "records are never deleted or overwritten")
-                try:
-                    value = values[key]
-                    if name.is_masters:
-                        _check_master(map_name, key, value)
-                    else:
-                        revisions[key] = (_check_revision(name, key, value, chart, sync_after, author), value)
-                except RuleViolation:
-                    raise
-                except P2PSyncError as exc:
-                    raise RuleViolation(f"{doc_name}: {exc}") from None
+    for map_name, keys in changed.items():
+        new_values = values[map_name]
+        for key, action in keys.items():
+            _check_scope(map_name, key, author)
+            if action == "delete" or (action == "update" and map_name not in _REWRITABLE):
+                raise RuleViolation(f"{doc_name}: {action} of {map_name}/{key[:60]} is not allowed; "
+                                    "records are never deleted or overwritten")
+            try:
+                value = new_values[key]
+                if name.is_masters:
+                    _check_master(map_name, key, value)
+                else:
+                    revisions[key] = (_check_revision(name, key, value, chart, sync_after, author), value)
+            except RuleViolation:
+                raise
+            except P2PSyncError as exc:
+                raise RuleViolation(f"{doc_name}: {exc}") from None
     return revisions
 
 

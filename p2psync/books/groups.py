@@ -6,6 +6,7 @@ conflict. User sub-groups live in the masters document and hang under any group.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import Enum
 
@@ -38,8 +39,10 @@ class Group:
         return group_key(self.name)
 
 
+@functools.lru_cache(maxsize=4096)
 def group_key(name: str) -> str:
-    """The case-insensitive identity of a group or ledger name."""
+    """The case-insensitive identity of a group or ledger name (cached: every voucher checked or
+    materialized asks it of each of its ledgers, and a chart has few)."""
     return " ".join(name.split()).casefold()
 
 

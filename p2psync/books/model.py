@@ -204,28 +204,16 @@ def encode_revision(rev: Revision) -> str:
 
 
 def decode_revision(text: Any) -> Revision:
-    """Decode a revision from a document; raises `InvalidInput` on any malformed field."""
+    """Decode a revision from a document; raises `InvalidInput` on any malformed field (the first in
+    the order below). It runs for every voucher received, hence the positional arguments."""
     data = _load_object(text, "voucher revision")
     try:
-        lines = tuple(_decode_line(item) for item in _list(data["lines"]))
-        content = VoucherContent(
-            type=_member(VoucherType, data["type"]),
-            date=dt.date.fromisoformat(_str(data["date"])),
-            lines=lines,
-            narration=_str(data["narration"]),
-        )
-        rev = Revision(
-            id=_str(data["id"]),
-            number=_str(data["number"]),
-            office=_str(data["office"]),
-            content=content,
-            action=_member(Action, data["action"]),
-            parents=tuple(_str(p) for p in _list(data["parents"])),
-            generation=_int(data["gen"]),
-            author=_str(data["author"]),
-            at=_str(data["at"]),
-            reason=_str(data.get("reason", "")),
-        )
+        lines = tuple([_decode_line(item) for item in _list(data["lines"])])
+        content = VoucherContent(_member(VoucherType, data["type"]), dt.date.fromisoformat(_str(data["date"])),
+                                 lines, _str(data["narration"]))
+        rev = Revision(_str(data["id"]), _str(data["number"]), _str(data["office"]), content,
+                       _member(Action, data["action"]), tuple([_str(p) for p in _list(data["parents"])]),
+                       _int(data["gen"]), _str(data["author"]), _str(data["at"]), _str(data.get("reason", "")))
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"malformed voucher revision: {exc}") from None
     if data.get("v") != SCHEMA_VERSION:

@@ -15,6 +15,8 @@ from p2psync.books.model import Revision, VoucherState
 def resolve(revisions: Iterable[Revision]) -> VoucherState:
     """The voucher state from all known revisions of one voucher (at least one)."""
     revs = sorted(revisions, key=lambda r: r.sort_key)
+    if len(revs) == 1:  # a new voucher, as nearly every one received is: current whatever its parents
+        return VoucherState(number=revs[0].number, current=revs[0], revisions=revs, conflicts=[])
     if not revs:
         raise ValueError("a voucher has at least one revision")
     replaced = {parent for rev in revs for parent in rev.parents}

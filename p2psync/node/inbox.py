@@ -21,7 +21,7 @@ from p2psync.errors import P2PSyncError
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.store import log, pending
-from p2psync.store.books import Batch
+from p2psync.store.books import Batch, Changed, Values
 from p2psync.store.tables import Quarantine
 
 if TYPE_CHECKING:
@@ -153,9 +153,9 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
     author = admit.Author(member.office, member.is_head, member.series)
     sync_after = node.trust.policy.sync_after_as_of(policy)
 
-    def validate(c: Change, doc, changed):  # type: ignore[no-untyped-def]
+    def validate(c: Change, changed: Changed, values: Values) -> dict[str, schema.StoredRevision]:
         chart = node.chart(batch.session)
-        return admit.check_change(c.doc, doc, changed, chart, author, sync_after)
+        return admit.check_change(c.doc, changed, values, chart, author, sync_after)
 
     try:
         batch.receive(change, validate, envelope=blob)

@@ -34,16 +34,21 @@ Logged = tuple[int, str, str, int, bytes | None]
 
 #: Keys changed per root map, with the action ("add", "update", "delete") Yjs reported.
 Changed = dict[str, dict[str, str]]
+#: The values of the keys added or updated per root map, as the transaction left them.
+Values = dict[str, dict[str, Any]]
 #: Inspects a received change after it was applied in memory; raises to refuse it. Returns the voucher
 #: revisions it decoded, by key, which are then materialized without decoding them again.
-Validator = Callable[[Change, Doc, Changed], dict[str, schema.StoredRevision]]
+Validator = Callable[[Change, Changed, Values], dict[str, schema.StoredRevision]]
 
 
 class Watch:
-    """Collects which keys of which root maps a transaction changed."""
+    """Collects which keys of which root maps a transaction changed, and their new values (Yjs
+    reports each as the map then holds it: reading them from the map again cost more than the rest
+    of the event)."""
 
     def __init__(self, doc: Doc, name: str) -> None:
         self.changed: Changed = defaultdict(dict)
+        self.values: Values = defaultdict(dict)
         maps = schema.MASTERS_MAPS if schema.parse_doc_name(name).is_masters else (schema.REVISIONS,)
         self._subs: list[tuple[Map, Any]] = []
         for map_name in maps:
@@ -52,8 +57,11 @@ class Watch:
 
     def _recorder(self, map_name: str) -> Callable[[Any], None]:
         def record(event: Any) -> None:
+            changed, values = self.changed[map_name], self.values[map_name]
             for key, info in event.keys.items():
-                self.changed[map_name][key] = info["action"]
+                changed[key] = info["action"]
+                if "newValue" in info:
+                    values[key] = info["newValue"]
         return record
 
     def close(self) -> None:
@@ -272,7 +280,7 @@ class Batch:
             loaded.doc.apply_update(change.update)
         finally:
             watch.close()
-        decoded = validate(change, loaded.doc, watch.changed) if validate is not None else {}
+        decoded = validate(change, watch.changed, watch.values) if validate is not None else {}
         self._record(loaded, change, watch.changed, decoded, local=False, envelope=envelope)
         return True
 

@@ -108,15 +108,17 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
         cur = state.current
         content = cur.content
         date = content.date.isoformat()
+        amount = 0
+        for i, ln in enumerate(content.lines):
+            if ln.side is Side.DR:
+                amount += ln.paise
+            if not cur.cancelled:
+                line_rows.append((number, i, cur.office, date, group_key(ln.ledger), ln.signed))
         series, seq = number_series(number)
         voucher_rows.append((
-            number, doc_name, cur.office, content.type.value, date, content.narration,
-            sum(ln.paise for ln in content.lines if ln.side is Side.DR), cur.cancelled, cur.reason, cur.id,
-            len(state.revisions), len(state.conflicts), series, seq,
+            number, doc_name, cur.office, content.type.value, date, content.narration, amount, cur.cancelled,
+            cur.reason, cur.id, len(state.revisions), len(state.conflicts), series, seq,
         ))
-        if not cur.cancelled:
-            line_rows.extend((number, i, cur.office, date, group_key(ln.ledger), ln.signed)
-                             for i, ln in enumerate(content.lines))
         conflict_rows.extend(
             ("voucher", number, cur.id, lost.id,
              dumps({"winner_at": cur.at, "loser_at": lost.at, "loser_action": lost.action.value,

@@ -145,7 +145,7 @@ def read_reply(raw: bytes, code: InviteCode, sent: bytes, keys: NodeKeys,
         grant_data = loads(ChaCha20Poly1305(ekeys.enc).decrypt(nonce, box, req_mac))
         grant = Grant(unb64(grant_data["root_cert"]), unb64(grant_data["cert"]), grant_data["policy"].encode(),
                       str(grant_data["company"]), str(grant_data["office"]), str(grant_data["office_name"]))
-    except (InvalidTag, KeyError, TypeError, ValueError):
+    except (InvalidTag, KeyError, TypeError, ValueError, AttributeError):  # AttributeError: a policy not text
         raise EnrollError("reply from the head office cannot be decrypted") from None
     return verify_grant(grant, code, keys, now)
 
