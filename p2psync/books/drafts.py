@@ -44,11 +44,12 @@ def draft_of(kind: str, date: str, lines: tuple[Line, ...], narration: str = "")
 
 
 def resolve_names(draft: Draft, chart: Chart) -> VoucherContent:
-    """The voucher content with each ledger written as the ledger's own name."""
+    """The voucher content with each ledger written as the ledger's own name (a line that already
+    is, as most are, is kept as it is)."""
     lines = []
     for line in draft.lines:
         ledger = chart.ledger(line.ledger)
         if ledger is None:
             raise RuleViolation(f"unknown ledger {line.ledger!r}")
-        lines.append(Line(ledger.name, line.side, line.paise))
+        lines.append(line if line.ledger == ledger.name else Line(ledger.name, line.side, line.paise))
     return VoucherContent(draft.type, draft.date, tuple(lines), draft.narration)

@@ -24,13 +24,26 @@ _PURCHASES = frozenset({group_key(PURCHASES)})
 
 @dataclass
 class Chart:
-    """What the rules need to know about the masters: ledgers, groups and the sync-after date."""
+    """What the rules need to know about the masters: ledgers, groups and the sync-after date.
+
+    A chart is never changed once made (a new one is read when the masters change)."""
 
     ledgers: dict[str, LedgerDef] = field(default_factory=dict)
     groups: GroupTree = field(default_factory=GroupTree)
+    #: `group_key` of each ledger's own name, the name every resolved voucher line carries: a line's
+    #: ledger is then found without normalising its name again.
+    _keys: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._keys = {ledger.name: group_key(ledger.name) for ledger in self.ledgers.values()}
+
+    def key(self, name: str) -> str:
+        """`group_key(name)`."""
+        key = self._keys.get(name)
+        return group_key(name) if key is None else key
 
     def ledger(self, name: str) -> LedgerDef | None:
-        return self.ledgers.get(group_key(name))
+        return self.ledgers.get(self.key(name))
 
     def group_of(self, name: str) -> str:
         ledger = self.ledger(name)
@@ -61,21 +74,28 @@ def check_balanced(content: VoucherContent, chart: Chart) -> None:
         raise RuleViolation(f"a voucher may have at most {MAX_LINES} lines")
     if len(content.narration) > MAX_NARRATION:
         raise RuleViolation(f"narration is longer than {MAX_NARRATION} characters")
+    debit = credit = 0
+    debited: set[str] = set()
+    credited: list[tuple[str, str]] = []
     for line in lines:
         if not 0 < line.paise <= MAX_PAISE:
             raise RuleViolation(f"line amount for {line.ledger!r} must be positive and within limits")
-        if chart.ledger(line.ledger) is None:
+        key = chart.key(line.ledger)
+        if chart.ledgers.get(key) is None:
             raise RuleViolation(f"unknown ledger {line.ledger!r}")
-    debit = sum(ln.paise for ln in lines if ln.side is Side.DR)
-    credit = sum(ln.paise for ln in lines if ln.side is Side.CR)
+        if line.side is Side.DR:
+            debit += line.paise
+            debited.add(key)
+        elif line.side is Side.CR:
+            credit += line.paise
+            credited.append((key, line.ledger))
     if debit == 0 or credit == 0:
         raise RuleViolation("a voucher needs at least one debit and one credit line")
     if debit != credit:
         raise RuleViolation(
             f"debits ({format_paise(debit)}) do not equal credits ({format_paise(credit)})"
         )
-    debited = {group_key(ln.ledger) for ln in lines if ln.side is Side.DR}
-    both = [ln.ledger for ln in lines if ln.side is Side.CR and group_key(ln.ledger) in debited]
+    both = [name for key, name in credited if key in debited]
     if both:
         raise RuleViolation(f"ledger {both[0]!r} is both debited and credited in one voucher")
 
