@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -329,6 +330,62 @@ def test_revision_encoding_is_canonical_json() -> None:
     assert encoded == json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert data["lines"] == [["Rent", "Dr", 5], ["Cash", "Cr", 5]]
     assert isinstance(data["lines"][0][2], int)
+
+
+def encoded_as_before(rev: Revision) -> str:
+    """The revision's text as `encode_revision` first wrote it: canonical `json.dumps` of its fields."""
+    c = rev.content
+    return json.dumps(
+        {"v": 1, "id": rev.id, "number": rev.number, "office": rev.office, "type": c.type.value,
+         "date": c.date.isoformat(), "narration": c.narration,
+         "lines": [[ln.ledger, ln.side.value, ln.paise] for ln in c.lines], "action": rev.action.value,
+         "parents": list(rev.parents), "gen": rev.generation, "author": rev.author, "at": rev.at,
+         "reason": rev.reason},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+
+
+#: Any code point, surrogates, controls, quotes and backslashes included.
+any_text = st.text(st.characters(exclude_categories=()), max_size=20)
+texts_of_any_char = st.builds(
+    Revision,
+    id=any_text, number=any_text, office=any_text,
+    content=st.builds(VoucherContent, st.sampled_from(list(VoucherType)), st.dates(),
+                      st.lists(st.builds(Line, any_text, st.sampled_from(list(Side)), st.integers()),
+                               min_size=1, max_size=4).map(tuple), any_text),
+    action=st.sampled_from(list(Action)), parents=st.lists(any_text, max_size=3).map(tuple),
+    generation=st.integers(), author=any_text, at=any_text, reason=any_text,
+)
+#: Values of other types than a revision's fields declare, which the encoding must still write as before.
+odd = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | any_text
+
+
+def with_one_odd_value(rev: Revision, where: str, value: object) -> Revision:
+    """`rev` with one field (or its first parent, first line's ledger or amount) set to `value`."""
+    c = rev.content
+    first = c.lines[0]
+    if where in ("ledger", "paise"):
+        line = Line(value, first.side, first.paise) if where == "ledger" else Line(first.ledger, first.side, value)
+        return replace(rev, content=replace(c, lines=(line, *c.lines[1:])))  # type: ignore[arg-type]
+    if where == "narration":
+        return replace(rev, content=replace(c, narration=value))  # type: ignore[arg-type]
+    if where == "parents":
+        return replace(rev, parents=(value, *rev.parents))  # type: ignore[arg-type]
+    return replace(rev, **{where: value})
+
+
+odd_revisions = st.builds(
+    with_one_odd_value, texts_of_any_char,
+    st.sampled_from(["id", "number", "office", "generation", "author", "at", "reason", "parents", "narration",
+                     "ledger", "paise"]),
+    odd,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(revisions | texts_of_any_char | odd_revisions)
+def test_revision_encoding_is_byte_identical_to_the_first_one(rev: Revision) -> None:
+    assert encode_revision(rev) == encoded_as_before(rev)
 
 
 json_values = st.recursive(
