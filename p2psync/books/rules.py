@@ -100,43 +100,43 @@ def check_balanced(content: VoucherContent, chart: Chart) -> None:
         raise RuleViolation(f"ledger {both[0]!r} is both debited and credited in one voucher")
 
 
+#: The types that need one ledger of one side under some groups: that side, those groups, and the refusal.
+_ONE_UNDER: dict[VoucherType, tuple[Side, frozenset[str], str]] = {
+    VoucherType.PAYMENT: (Side.CR, CASH_AND_BANK, "a Payment must be paid out of a cash or bank ledger (credit side)"),
+    VoucherType.RECEIPT: (Side.DR, CASH_AND_BANK, "a Receipt must be received into a cash or bank ledger (debit side)"),
+    VoucherType.SALES: (Side.CR, _SALES, "a Sales voucher must credit a ledger under Sales Accounts"),
+    VoucherType.PURCHASE: (Side.DR, _PURCHASES, "a Purchase voucher must debit a ledger under Purchase Accounts"),
+    VoucherType.CREDIT_NOTE: (Side.DR, _SALES, "a Credit Note (sales return) must debit a ledger under Sales Accounts"),
+    VoucherType.DEBIT_NOTE: (Side.CR, _PURCHASES,
+                             "a Debit Note (purchase return) must credit a ledger under Purchase Accounts"),
+}
+
+
 def _check_type_rule(content: VoucherContent, chart: Chart) -> None:
     tree = chart.groups
 
     def under(line_ledger: str, groups: frozenset[str]) -> bool:
         return tree.is_under(chart.group_of(line_ledger), groups)
 
+    kind = content.type
+    one = _ONE_UNDER.get(kind)
+    if one is not None:
+        side, groups, refusal = one
+        if not any(under(ln.ledger, groups) for ln in content.lines if ln.side is side):
+            raise RuleViolation(refusal)
+        return
     debits = [ln.ledger for ln in content.lines if ln.side is Side.DR]
     credits = [ln.ledger for ln in content.lines if ln.side is Side.CR]
-    kind = content.type
     if kind is VoucherType.CONTRA:
         odd = [name for name in debits + credits if not under(name, CASH_AND_BANK)]
         if odd:
             raise RuleViolation(f"a Contra moves money only between cash and bank ledgers, not {odd[0]!r}")
-    elif kind is VoucherType.PAYMENT:
-        if not any(under(name, CASH_AND_BANK) for name in credits):
-            raise RuleViolation("a Payment must be paid out of a cash or bank ledger (credit side)")
-    elif kind is VoucherType.RECEIPT:
-        if not any(under(name, CASH_AND_BANK) for name in debits):
-            raise RuleViolation("a Receipt must be received into a cash or bank ledger (debit side)")
     elif kind is VoucherType.JOURNAL:
         money = [name for name in debits + credits if under(name, CASH_AND_BANK)]
         if money:
             raise RuleViolation(
                 f"a Journal may not use cash or bank ledger {money[0]!r}; use Payment, Receipt or Contra"
             )
-    elif kind is VoucherType.SALES:
-        if not any(under(name, _SALES) for name in credits):
-            raise RuleViolation("a Sales voucher must credit a ledger under Sales Accounts")
-    elif kind is VoucherType.PURCHASE:
-        if not any(under(name, _PURCHASES) for name in debits):
-            raise RuleViolation("a Purchase voucher must debit a ledger under Purchase Accounts")
-    elif kind is VoucherType.CREDIT_NOTE:
-        if not any(under(name, _SALES) for name in debits):
-            raise RuleViolation("a Credit Note (sales return) must debit a ledger under Sales Accounts")
-    elif kind is VoucherType.DEBIT_NOTE:
-        if not any(under(name, _PURCHASES) for name in credits):
-            raise RuleViolation("a Debit Note (purchase return) must credit a ledger under Purchase Accounts")
 
 
 _DATE_FORMATS = ("%Y-%m-%d", "%d-%m-%Y", "%d/%m/%Y", "%d.%m.%Y")
