@@ -286,18 +286,20 @@ class Node:
         return self.post_many([ImportedDraft("", draft)])[0]
 
     def post_many(self, drafts: list[ImportedDraft], progress: Callable[[int], None] | None = None) -> list[Revision]:
-        """Post every draft or none; each error names where its draft came from."""
-        chart = self.chart()
+        """Post every draft or none; each error names where its draft came from. The drafts are checked
+        against the masters as the write transaction that commits them finds them (reading them in a
+        transaction of their own cost a live post about a sixth of its time)."""
         office, author, series = self.identity.office, self.identity.node_id, self.series
-        contents = []
-        for done, item in enumerate(drafts, start=1):
-            contents.append(_checked(item, chart))
-            if progress and done % 500 == 0:
-                progress(done)
-        ids = secrets.token_hex(12 * len(contents))  # 24 hex digits a voucher, as token_hex(12) each
-        at = self.clock()  # the moment of the batch, which is posted whole or not at all
-        doc_of: dict[dt.date, str] = {}  # a batch's vouchers fall on far fewer dates
         with self.store.transaction() as batch:
+            chart = self.chart(batch.session)
+            contents = []
+            for done, item in enumerate(drafts, start=1):
+                contents.append(_checked(item, chart))
+                if progress and done % 500 == 0:
+                    progress(done)
+            ids = secrets.token_hex(12 * len(contents))  # 24 hex digits a voucher, as token_hex(12) each
+            at = self.clock()  # the moment of the batch, which is posted whole or not at all
+            doc_of: dict[dt.date, str] = {}  # a batch's vouchers fall on far fewer dates
             counters: dict[str, int] = {}
             posted: list[Revision] = []
             by_doc: dict[str, list[Revision]] = {}
