@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -143,7 +144,14 @@ _DATE_FORMATS = ("%Y-%m-%d", "%d-%m-%Y", "%d/%m/%Y", "%d.%m.%Y")
 
 
 def parse_date(text: str) -> dt.date:
-    """Parse a date written as 2026-04-01, 01-04-2026, 01/04/2026 or 01.04.2026."""
+    """Parse a date written as 2026-04-01, 01-04-2026, 01/04/2026 or 01.04.2026.
+
+    Short texts are remembered (`strptime` costs some 4 us, and an import repeats a year's dates
+    thousands of times); a refused one is not, and raises each time."""
+    return _parse_short_date(text) if len(text) <= _SHORT else _parse_date(text)
+
+
+def _parse_date(text: str) -> dt.date:
     cleaned = text.strip()
     if re.fullmatch(r"[0-9./-]{8,10}", cleaned):
         for fmt in _DATE_FORMATS:
@@ -154,3 +162,8 @@ def parse_date(text: str) -> dt.date:
             if 1900 <= value.year <= 2999:
                 return value
     raise InvalidInput(f"date {text!r} is not a valid date like 2026-04-01 or 01-04-2026")
+
+
+#: The longest text `parse_date` remembers: a date with some spaces around it.
+_SHORT = 32
+_parse_short_date = functools.lru_cache(maxsize=4096)(_parse_date)
