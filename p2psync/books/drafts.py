@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from p2psync.books.model import Line, Side, VoucherContent, VoucherType
@@ -40,15 +41,25 @@ def make_draft(kind: str, date: str, debits: list[str], credits: list[str], narr
 
 
 def draft_of(kind: str, date: str, lines: tuple[Line, ...], narration: str = "") -> Draft:
-    return Draft(VoucherType.parse(kind), parse_date(date), lines, narration.strip())
+    return Draft(parse_type(kind), parse_date(date), lines, narration.strip())
+
+
+def parse_type(text: str) -> VoucherType:
+    """`VoucherType.parse`, remembered for short texts (an import repeats a few thousands of times);
+    a refused one is not, and raises each time."""
+    return _parse_short_type(text) if len(text) <= 32 else VoucherType.parse(text)
+
+
+_parse_short_type = functools.lru_cache(maxsize=256)(VoucherType.parse)
 
 
 def resolve_names(draft: Draft, chart: Chart) -> VoucherContent:
-    """The voucher content with each ledger written as the ledger's own name."""
+    """The voucher content with each ledger written as the ledger's own name (a line that already
+    is, as most are, is kept as it is)."""
     lines = []
     for line in draft.lines:
         ledger = chart.ledger(line.ledger)
         if ledger is None:
             raise RuleViolation(f"unknown ledger {line.ledger!r}")
-        lines.append(Line(ledger.name, line.side, line.paise))
+        lines.append(line if line.ledger == ledger.name else Line(ledger.name, line.side, line.paise))
     return VoucherContent(draft.type, draft.date, tuple(lines), draft.narration)

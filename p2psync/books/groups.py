@@ -98,6 +98,9 @@ class GroupTree:
         self._groups: dict[str, Group] = {g.key: g for g in PREDEFINED}
         for group in extra:
             self._groups.setdefault(group.key, group)
+        #: The keys of each name's lineage, by name as asked: the tree never changes, and the type
+        #: rules ask it for every line of every voucher posted.
+        self._ancestry: dict[str, frozenset[str]] = {}
 
     def get(self, name: str) -> Group | None:
         return self._groups.get(group_key(name))
@@ -124,7 +127,10 @@ class GroupTree:
         return chain[-1] if chain else None
 
     def is_under(self, name: str, ancestors: frozenset[str]) -> bool:
-        return any(g.key in ancestors for g in self.lineage(name))
+        keys = self._ancestry.get(name)
+        if keys is None:
+            keys = self._ancestry[name] = frozenset(g.key for g in self.lineage(name))
+        return not keys.isdisjoint(ancestors)
 
     def is_direct(self, name: str) -> bool:
         return any(g.direct for g in self.lineage(name))

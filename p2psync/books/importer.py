@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2psync.books.drafts import Draft
-from p2psync.books.model import Line, Side, VoucherType
+from p2psync.books.drafts import Draft, parse_type
+from p2psync.books.model import Line, Side
 from p2psync.books.money import parse_amount
 from p2psync.books.rules import parse_date
 from p2psync.canonical import loads
@@ -91,7 +91,7 @@ def _csv_voucher(ref: str, rows: list[tuple[int, dict[str, str]]]) -> ImportedDr
                 raise InvalidInput(f"row {row_no}: {column} differs from the voucher's first row {first_no}")
         lines.append(_located(f"row {row_no}", lambda v=values: _line(v)))
     draft = _located(where, lambda: Draft(
-        VoucherType.parse(first["type"]), parse_date(first["date"]), tuple(lines), first.get("narration", "")
+        parse_type(first["type"]), parse_date(first["date"]), tuple(lines), first.get("narration", "")
     ))
     return ImportedDraft(where, draft)
 
@@ -122,7 +122,7 @@ def _json_voucher(item: Any) -> Draft:
             raise InvalidInput(f"line {n} must be an object")
         lines.append(_located(f"line {n}", lambda v=line: _line({k: str(x) for k, x in v.items()})))
     narration = item.get("narration", "")
-    return Draft(VoucherType.parse(str(item.get("type", ""))), parse_date(str(item.get("date", ""))),
+    return Draft(parse_type(str(item.get("type", ""))), parse_date(str(item.get("date", ""))),
                  tuple(lines), str(narration).strip())
 
 

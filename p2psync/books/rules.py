@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -24,13 +25,26 @@ _PURCHASES = frozenset({group_key(PURCHASES)})
 
 @dataclass
 class Chart:
-    """What the rules need to know about the masters: ledgers, groups and the sync-after date."""
+    """What the rules need to know about the masters: ledgers, groups and the sync-after date.
+
+    A chart is never changed once made (a new one is read when the masters change)."""
 
     ledgers: dict[str, LedgerDef] = field(default_factory=dict)
     groups: GroupTree = field(default_factory=GroupTree)
+    #: `group_key` of each ledger's own name, the name every resolved voucher line carries: a line's
+    #: ledger is then found without normalising its name again.
+    _keys: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._keys = {ledger.name: group_key(ledger.name) for ledger in self.ledgers.values()}
+
+    def key(self, name: str) -> str:
+        """`group_key(name)`."""
+        key = self._keys.get(name)
+        return group_key(name) if key is None else key
 
     def ledger(self, name: str) -> LedgerDef | None:
-        return self.ledgers.get(group_key(name))
+        return self.ledgers.get(self.key(name))
 
     def group_of(self, name: str) -> str:
         ledger = self.ledger(name)
@@ -61,23 +75,42 @@ def check_balanced(content: VoucherContent, chart: Chart) -> None:
         raise RuleViolation(f"a voucher may have at most {MAX_LINES} lines")
     if len(content.narration) > MAX_NARRATION:
         raise RuleViolation(f"narration is longer than {MAX_NARRATION} characters")
+    debit = credit = 0
+    debited: set[str] = set()
+    credited: list[tuple[str, str]] = []
     for line in lines:
         if not 0 < line.paise <= MAX_PAISE:
             raise RuleViolation(f"line amount for {line.ledger!r} must be positive and within limits")
-        if chart.ledger(line.ledger) is None:
+        key = chart.key(line.ledger)
+        if chart.ledgers.get(key) is None:
             raise RuleViolation(f"unknown ledger {line.ledger!r}")
-    debit = sum(ln.paise for ln in lines if ln.side is Side.DR)
-    credit = sum(ln.paise for ln in lines if ln.side is Side.CR)
+        if line.side is Side.DR:
+            debit += line.paise
+            debited.add(key)
+        elif line.side is Side.CR:
+            credit += line.paise
+            credited.append((key, line.ledger))
     if debit == 0 or credit == 0:
         raise RuleViolation("a voucher needs at least one debit and one credit line")
     if debit != credit:
         raise RuleViolation(
             f"debits ({format_paise(debit)}) do not equal credits ({format_paise(credit)})"
         )
-    debited = {group_key(ln.ledger) for ln in lines if ln.side is Side.DR}
-    both = [ln.ledger for ln in lines if ln.side is Side.CR and group_key(ln.ledger) in debited]
+    both = [name for key, name in credited if key in debited]
     if both:
         raise RuleViolation(f"ledger {both[0]!r} is both debited and credited in one voucher")
+
+
+#: The types that need one ledger of one side under some groups: that side, those groups, and the refusal.
+_ONE_UNDER: dict[VoucherType, tuple[Side, frozenset[str], str]] = {
+    VoucherType.PAYMENT: (Side.CR, CASH_AND_BANK, "a Payment must be paid out of a cash or bank ledger (credit side)"),
+    VoucherType.RECEIPT: (Side.DR, CASH_AND_BANK, "a Receipt must be received into a cash or bank ledger (debit side)"),
+    VoucherType.SALES: (Side.CR, _SALES, "a Sales voucher must credit a ledger under Sales Accounts"),
+    VoucherType.PURCHASE: (Side.DR, _PURCHASES, "a Purchase voucher must debit a ledger under Purchase Accounts"),
+    VoucherType.CREDIT_NOTE: (Side.DR, _SALES, "a Credit Note (sales return) must debit a ledger under Sales Accounts"),
+    VoucherType.DEBIT_NOTE: (Side.CR, _PURCHASES,
+                             "a Debit Note (purchase return) must credit a ledger under Purchase Accounts"),
+}
 
 
 def _check_type_rule(content: VoucherContent, chart: Chart) -> None:
@@ -86,44 +119,39 @@ def _check_type_rule(content: VoucherContent, chart: Chart) -> None:
     def under(line_ledger: str, groups: frozenset[str]) -> bool:
         return tree.is_under(chart.group_of(line_ledger), groups)
 
+    kind = content.type
+    one = _ONE_UNDER.get(kind)
+    if one is not None:
+        side, groups, refusal = one
+        if not any(under(ln.ledger, groups) for ln in content.lines if ln.side is side):
+            raise RuleViolation(refusal)
+        return
     debits = [ln.ledger for ln in content.lines if ln.side is Side.DR]
     credits = [ln.ledger for ln in content.lines if ln.side is Side.CR]
-    kind = content.type
     if kind is VoucherType.CONTRA:
         odd = [name for name in debits + credits if not under(name, CASH_AND_BANK)]
         if odd:
             raise RuleViolation(f"a Contra moves money only between cash and bank ledgers, not {odd[0]!r}")
-    elif kind is VoucherType.PAYMENT:
-        if not any(under(name, CASH_AND_BANK) for name in credits):
-            raise RuleViolation("a Payment must be paid out of a cash or bank ledger (credit side)")
-    elif kind is VoucherType.RECEIPT:
-        if not any(under(name, CASH_AND_BANK) for name in debits):
-            raise RuleViolation("a Receipt must be received into a cash or bank ledger (debit side)")
     elif kind is VoucherType.JOURNAL:
         money = [name for name in debits + credits if under(name, CASH_AND_BANK)]
         if money:
             raise RuleViolation(
                 f"a Journal may not use cash or bank ledger {money[0]!r}; use Payment, Receipt or Contra"
             )
-    elif kind is VoucherType.SALES:
-        if not any(under(name, _SALES) for name in credits):
-            raise RuleViolation("a Sales voucher must credit a ledger under Sales Accounts")
-    elif kind is VoucherType.PURCHASE:
-        if not any(under(name, _PURCHASES) for name in debits):
-            raise RuleViolation("a Purchase voucher must debit a ledger under Purchase Accounts")
-    elif kind is VoucherType.CREDIT_NOTE:
-        if not any(under(name, _SALES) for name in debits):
-            raise RuleViolation("a Credit Note (sales return) must debit a ledger under Sales Accounts")
-    elif kind is VoucherType.DEBIT_NOTE:
-        if not any(under(name, _PURCHASES) for name in credits):
-            raise RuleViolation("a Debit Note (purchase return) must credit a ledger under Purchase Accounts")
 
 
 _DATE_FORMATS = ("%Y-%m-%d", "%d-%m-%Y", "%d/%m/%Y", "%d.%m.%Y")
 
 
 def parse_date(text: str) -> dt.date:
-    """Parse a date written as 2026-04-01, 01-04-2026, 01/04/2026 or 01.04.2026."""
+    """Parse a date written as 2026-04-01, 01-04-2026, 01/04/2026 or 01.04.2026.
+
+    Short texts are remembered (`strptime` costs some 4 us, and an import repeats a year's dates
+    thousands of times); a refused one is not, and raises each time."""
+    return _parse_short_date(text) if len(text) <= _SHORT else _parse_date(text)
+
+
+def _parse_date(text: str) -> dt.date:
     cleaned = text.strip()
     if re.fullmatch(r"[0-9./-]{8,10}", cleaned):
         for fmt in _DATE_FORMATS:
@@ -134,3 +162,8 @@ def parse_date(text: str) -> dt.date:
             if 1900 <= value.year <= 2999:
                 return value
     raise InvalidInput(f"date {text!r} is not a valid date like 2026-04-01 or 01-04-2026")
+
+
+#: The longest text `parse_date` remembers: a date with some spaces around it.
+_SHORT = 32
+_parse_short_date = functools.lru_cache(maxsize=4096)(_parse_date)

@@ -119,9 +119,7 @@ def put_opening(doc: Doc, opening: Opening) -> None:
 
 def put_revisions(doc: Doc, revisions: Iterable[StoredRevision]) -> None:
     """Write revisions already encoded (`encoded`), so the caller can materialize them as they are."""
-    target = root(doc, REVISIONS)
-    for rev, body in revisions:
-        target[rev.id] = body
+    root(doc, REVISIONS).update({rev.id: body for rev, body in revisions})  # one transaction, not one a key
 
 
 def encoded(revisions: Iterable[Revision]) -> list[StoredRevision]:

@@ -239,18 +239,27 @@ class Batch:
     def change(self, name: str, mutate: Callable[[Doc], None], deps: Deps | None = None,
                revisions: Iterable[schema.StoredRevision] = ()) -> Change | None:
         """Make a local change; returns the logged change, or None when it changed nothing.
-        `revisions` are the voucher revisions `mutate` writes, as it writes them (not read back)."""
+        `revisions` are the voucher revisions `mutate` writes, as it writes them (not read back): when
+        given, they are the change, and no observer needs to report it (converting every value
+        written back to Python cost as much again as writing it)."""
         self._touched.add(name)
         loaded = self.store.loaded(self.session, name)
         before = loaded.doc.get_state()
-        watch = Watch(loaded.doc, name)
-        try:
+        written = {rev.id: (rev, body) for rev, body in revisions}
+        if written:
             with loaded.doc.transaction(origin="local"):
                 mutate(loaded.doc)
-        finally:
-            watch.close()
-        if not watch.changed:
-            return None
+            changed: Changed = {schema.REVISIONS: dict.fromkeys(written, "add")}
+        else:
+            watch = Watch(loaded.doc, name)
+            try:
+                with loaded.doc.transaction(origin="local"):
+                    mutate(loaded.doc)
+            finally:
+                watch.close()
+            if not watch.changed:
+                return None
+            changed = watch.changed
         author = self.store.author
         vector = {a: s for a, s in log.vector(self.session, name).items() if a != author}
         all_deps: Deps = {name: vector} if vector else {}
@@ -265,8 +274,7 @@ class Batch:
             deps=all_deps,
         )
         envelope = self.store.seal(change) if self.store.seal else None
-        self._record(loaded, change, watch.changed, {rev.id: (rev, body) for rev, body in revisions},
-                     local=True, envelope=envelope)
+        self._record(loaded, change, changed, written, local=True, envelope=envelope)
         return change
 
     def receive(self, change: Change, validate: Validator | None = None, envelope: bytes | None = None) -> bool:
