@@ -117,6 +117,7 @@ def resign_entry(blob: bytes, header: bytes, signer: Ed25519PrivateKey) -> bytes
     """An entry with its header replaced and signed again by a member's key: what a buggy or
     compromised member could send, so checks past the signature get fuzzed too."""
     (old_len,) = struct.unpack_from(">H", blob, 4)
+    header = header[:0xFFFF]  # the length field has 16 bits: no entry can carry a longer header
     rest = blob[6 + old_len:-64]
     body = blob[:4] + struct.pack(">H", len(header)) + header + rest
     return body + signer.sign(body)

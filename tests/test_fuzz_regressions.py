@@ -225,3 +225,10 @@ def test_an_entry_whose_header_a_member_changed_and_signed_again_is_refused_by_i
     assert entry.check_signature(forged, w.head.trust).seq == 99
     with pytest.raises(EntryError, match="ciphertext fails authentication"):
         entry.open_entry(forged, w.head.trust)
+
+
+def test_a_re_signed_header_longer_than_its_length_field_is_refused_not_a_harness_crash() -> None:
+    """The fuzz harness once crashed packing a mutated header of more than 65,535 bytes."""
+    from fuzz import fuzz_entry
+
+    fuzz_entry.check(b"H" + b"{" * 70_000)
