@@ -169,6 +169,19 @@ class Worker:
         self.proc.wait(timeout=30)
 
 
+def process_states(*pids: int) -> str:
+    """What the kernel says of each process (state, and where it sleeps): for a failure's message."""
+    states = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError as exc:
+            stat, wchan = "gone", exc.__class__.__name__
+        states.append(f"{pid}: {stat} in {wchan or '-'}")
+    return "; ".join(states)
+
+
 #: Where a round's kill comes, in turn: at once (forking, importing, opening the database), soon after
 #: the node opened (starting up, the TLS handshake, the first exchange), right after a number of
 #: acknowledgements (receiving, applying and committing the next batches), or at any moment.
@@ -208,7 +221,7 @@ def one_round(worker: Worker, rng: random.Random, round_no: int, acked: dict[tup
     os.kill(pid, signal.SIGKILL)
     at = time.monotonic() - start
     while (line := worker.next(WAIT_LINE)) != "done\n":
-        assert line is not None, "the killed worker was not reaped"
+        assert line is not None, f"the killed worker was not reaped: {process_states(pid, worker.proc.pid)}"
         note(line)
     return f"{mode}/{trigger}@{at:.2f}s:{'opened' if seen['opened'] else 'opening'},{seen['acked']}acks"
 
