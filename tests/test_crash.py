@@ -79,9 +79,9 @@ def main():
                 work(home, seed)
             finally:
                 os._exit(1)
-        print(f"pid {pid}", flush=True)
-        os.waitpid(pid, 0)
-        print("done", flush=True)
+        os.write(1, f"pid {pid}\n".encode())  # one write a line: print() writes the newline apart
+        os.waitpid(pid, 0)                    # when output is unbuffered, and the worker writes too
+        os.write(1, b"done\n")
 
 
 main()

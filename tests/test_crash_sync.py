@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from contextlib import closing
 from pathlib import Path
 
@@ -48,9 +49,14 @@ from p2psync.protocol.sync import SyncConnection
 plain_ack = SyncConnection.ack
 
 
+def say(line):
+    """One line in one write: the worker may be killed at any moment, and a line cut short would run
+    into the zygote's next one (print() writes the newline separately when output is unbuffered)."""
+    os.write(1, (line + "\n").encode())
+
+
 def reporting_ack(self, batch, vectors, **options):
-    sys.stdout.write(f"acked {json.dumps(vectors)}\n")
-    sys.stdout.flush()
+    say(f"acked {json.dumps(vectors)}")
     return plain_ack(self, batch, vectors, **options)
 
 
@@ -59,14 +65,14 @@ SyncConnection.ack = reporting_ack
 
 async def work(home, url, live):
     node = Node.open(home)
-    print("opened", flush=True)
+    say("opened")
     runtime = NodeRuntime(node, host="127.0.0.1", port=0, peers=(url,), mdns=False)
     if live:  # the running node: one link, entries pushed live as the sender gets them
         await runtime.start()
         await asyncio.Event().wait()
     while True:  # one-shot syncs, one after the other
         for state in await runtime.sync_once(timeout=30):
-            print(f"synced {state.stats.received} {state.last_error!r}", flush=True)
+            say(f"synced {state.stats.received} {state.last_error!r}")
 
 
 def main():
@@ -78,9 +84,9 @@ def main():
                 asyncio.run(work(home, url, line.split()[1] == "live"))
             finally:
                 os._exit(1)
-        print(f"pid {pid}", flush=True)
+        say(f"pid {pid}")
         os.waitpid(pid, 0)
-        print("done", flush=True)
+        say("done")
 
 
 main()
@@ -139,6 +145,8 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, str(script), str(home), url], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1, env=environment(home.parent))
         self.lines: queue.Queue[str] = queue.Queue()
+        #: The last lines read, for a failure's message.
+        self.recent: deque[str] = deque(maxlen=6)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -153,6 +161,7 @@ class Worker:
         except queue.Empty:
             return None
         assert line, "the zygote ended"
+        self.recent.append(line)
         return line
 
     def go(self, mode: str) -> int:
@@ -221,7 +230,8 @@ def one_round(worker: Worker, rng: random.Random, round_no: int, acked: dict[tup
     os.kill(pid, signal.SIGKILL)
     at = time.monotonic() - start
     while (line := worker.next(WAIT_LINE)) != "done\n":
-        assert line is not None, f"the killed worker was not reaped: {process_states(pid, worker.proc.pid)}"
+        assert line is not None, (f"the killed worker was not reaped: {process_states(pid, worker.proc.pid)}; "
+                                  f"last lines {list(worker.recent)!r}")
         note(line)
     return f"{mode}/{trigger}@{at:.2f}s:{'opened' if seen['opened'] else 'opening'},{seen['acked']}acks"
 
