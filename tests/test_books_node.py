@@ -221,8 +221,7 @@ def test_amendment_replaces_the_whole_voucher(head: Node) -> None:
     assert [(ln["ledger"], ln["debit"], ln["credit"]) for ln in entry["lines"]] == [
         ("Rent", Decimal("70.00"), Decimal("0.00")), ("Bank", Decimal("0.00"), Decimal("70.00"))]
     # the replaced revision is kept in the document, never deleted
-    with head.db.read() as session:
-        assert {r.id for r in queries.revisions(session, rev.number)} == {rev.id, amended.id}
+    assert {r.id for r in head.store.revisions(rev.number)} == {rev.id, amended.id}
 
 
 def test_amendment_keeps_the_type_and_needs_a_known_number(head: Node) -> None:

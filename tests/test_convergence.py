@@ -315,7 +315,7 @@ def test_concurrent_amendments_pick_one_winner_everywhere_and_keep_the_loser(tri
             with node.db.read() as session:
                 row = queries.voucher(session, post.number)
                 assert row is not None and row.current == winner.id and row.conflicts == 1
-                kept = {r.id for r in queries.revisions(session, post.number)}
+            kept = {r.id for r in node.store.revisions(post.number)}
             assert kept == {post.id, by_head.id, by_branch.id}
             assert ("voucher", post.number, winner.id, loser.id) in conflict_rows(node)
             rent = {b.name: b for b in _balances(node, "BR1")}["Rent"]

@@ -46,7 +46,7 @@ MASTERS = "masters"
 OFFICES, GROUPS, LEDGERS, OPENINGS, REVISIONS = "offices", "groups", "ledgers", "openings", "revisions"
 MASTERS_MAPS = (OFFICES, GROUPS, LEDGERS, OPENINGS)
 #: A revision with the value that holds it in a document (kept as written: a received value need not
-#: be canonical, and the `revisionrow` table stores it as it is).
+#: be canonical).
 StoredRevision = tuple[Revision, str]
 _VOUCHER_DOC = re.compile(r"^(?P<kind>vouchers|local)/(?P<office>[A-Z0-9][A-Z0-9_-]{0,15})/(?P<month>\d{4}-\d{2})$")
 

@@ -146,6 +146,7 @@ class Node:
         policy = verify_policy(policy_blob.encode(), root, org_id(root))
         node = cls(home, db, Identity(**values), Membership(root, policy, keys))  # type: ignore[arg-type]
         node.store.check_snapshots()
+        node.store.check_reports()
         return node
 
     def close(self) -> None:
@@ -344,7 +345,7 @@ class Node:
                 raise NotFound(f"no voucher numbered {number}")
             if row.office != self.identity.office and not self.identity.is_head:
                 raise RuleViolation(f"voucher {number} belongs to office {row.office}; only it or the head office may change it")
-            revs = queries.revisions(batch.session, number)
+            revs = batch.revisions(number)
             state = resolve(revs)
             if state.current.cancelled:
                 verb = "cancelled again" if action is Action.CANCEL else "amended"

@@ -130,8 +130,7 @@ def vouchers(node: Node, office: str | None = None, start: str | None = None, en
 
 def voucher(node: Node, number: str) -> Data:
     """One voucher: its current revision, every revision, and the ones that lost a conflict."""
-    with node.db.read() as session:
-        revs = queries.revisions(session, number.strip().upper())
+    revs = node.store.revisions(number.strip().upper())
     if not revs:
         raise NotFound(f"no voucher numbered {number}")
     state = resolve(revs)

@@ -14,9 +14,10 @@ from sqlmodel import Session
 
 from p2psync.books import schema
 from p2psync.books.change import Change, Deps
+from p2psync.books.model import Revision
 from p2psync.errors import StoreError
-from p2psync.store import docs, log, materialize
-from p2psync.store.db import Database
+from p2psync.store import docs, log, materialize, queries
+from p2psync.store.db import REPORTS_VERSION, REPORTS_VERSION_KEY, Database, get_setting, set_setting
 from p2psync.store.docs import LoadedDoc
 from p2psync.store.tables import Snapshot
 
@@ -116,6 +117,18 @@ class BookStore:
         self._evict(self._least_used())
         return doc
 
+    def revisions(self, number: str) -> list[Revision]:
+        """Every revision of voucher `number` (none if there is no such voucher), from its documents."""
+        with self.db.read() as session:
+            revs = queries.revisions(session, number, self._reader(session))
+        self._evict(self._least_used())
+        return revs
+
+    def _reader(self, session: Session) -> materialize.Stored:
+        def read(name: str, ids: list[str]) -> list[Revision]:
+            return [rev for rev, _body in schema.read_revisions(self.loaded(session, name).doc, ids)]
+        return read
+
     def _least_used(self) -> list[LoadedDoc]:
         """The documents beyond the cache's bound, least recently used first (never the masters)."""
         extra = len(self._docs) - MAX_CACHED_DOCS
@@ -199,11 +212,20 @@ class BookStore:
                     docs.save_snapshot(session, loaded)
         return len(due)
 
-    def rebuild(self) -> None:
-        """Recreate snapshots and every materialized table from the log alone, one document at a
-        time (none is kept in memory)."""
+    def check_reports(self) -> None:
+        """Rebuild the report tables from the documents if another version of p2psync made them: their
+        layout differs (the entry log and the snapshots are left as they are)."""
+        with self.db.read() as session:
+            held = get_setting(session, REPORTS_VERSION_KEY, "1")
+        if held != REPORTS_VERSION:
+            logger.info("report tables of version %s; rebuilding them as version %s", held, REPORTS_VERSION)
+            self.rebuild(snapshots=False)
+
+    def rebuild(self, snapshots: bool = True) -> None:
+        """Recreate every materialized table, and the snapshots too unless told otherwise, from the
+        log alone, one document at a time (none is kept in memory)."""
         self.forget()
-        self.db.recreate([Snapshot, *materialize.TABLES])
+        self.db.recreate([*([Snapshot] if snapshots else []), *materialize.TABLES], materialize.OBSOLETE_TABLES)
         with self.db.write() as session:
             names = log.documents(session)
             for name in names:
@@ -212,10 +234,21 @@ class BookStore:
                     materialize.masters(session, loaded.doc)
                 else:
                     revisions = schema.read_revisions(loaded.doc, schema.root(loaded.doc, schema.REVISIONS).keys())
-                    materialize.vouchers(session, name, revisions)
-                docs.save_snapshot(session, loaded)
+                    materialize.vouchers(session, name, [rev for rev, _body in revisions],
+                                         self._rebuild_reader(session, loaded))
+                if snapshots:
+                    docs.save_snapshot(session, loaded)
             if schema.MASTERS not in names:
                 materialize.masters(session, schema.new_doc(schema.MASTERS))
+            set_setting(session, REPORTS_VERSION_KEY, REPORTS_VERSION)
+
+    def _rebuild_reader(self, session: Session, loaded: LoadedDoc) -> materialize.Stored:
+        """Reads revisions from the document being rebuilt, or loads another one (a voucher amended in
+        a document other than its own), without keeping it."""
+        def read(name: str, ids: list[str]) -> list[Revision]:
+            doc = loaded.doc if name == loaded.name else docs.load(session, name, self.client_id).doc
+            return [rev for rev, _body in schema.read_revisions(doc, ids)]
+        return read
 
 
 class Batch:
@@ -235,6 +268,13 @@ class Batch:
     def doc(self, name: str) -> Doc:
         self._touched.add(name)
         return self.store.loaded(self.session, name).doc
+
+    def revisions(self, number: str) -> list[Revision]:
+        """Every revision of voucher `number` (none if there is no such voucher), from its documents."""
+        return queries.revisions(self.session, number, self._read)
+
+    def _read(self, name: str, ids: list[str]) -> list[Revision]:
+        return [rev for rev, _body in schema.read_revisions(self.doc(name), ids)]
 
     def change(self, name: str, mutate: Callable[[Doc], None], deps: Deps | None = None,
                revisions: Iterable[schema.StoredRevision] = ()) -> Change | None:
@@ -303,10 +343,10 @@ class Batch:
         elif changed.get(schema.REVISIONS):
             keys = changed[schema.REVISIONS]
             missing = [key for key in keys if key not in decoded]  # none, unless a caller did not say
-            revisions = [decoded[key] for key in keys if key in decoded]
+            revisions = [decoded[key][0] for key in keys if key in decoded]
             if missing:
-                revisions += schema.read_revisions(loaded.doc, missing)
-            materialize.vouchers(self.session, change.doc, revisions)
+                revisions += [rev for rev, _body in schema.read_revisions(loaded.doc, missing)]
+            materialize.vouchers(self.session, change.doc, revisions, self._read)
         self.changes.append(change)
 
     def save_due_snapshots(self) -> None:

@@ -19,6 +19,11 @@ from p2psync.store import tables
 from p2psync.store.tables import Setting
 
 SCHEMA_VERSION = "1"
+#: The version of the report tables (`materialize.TABLES`), caches of the documents: a home whose
+#: tables are of another version has them rebuilt when it is opened (`BookStore.check_reports`).
+#: 1 (no setting) held each revision's JSON in `revisionrow`; 2 keeps where each revision is.
+REPORTS_VERSION = "2"
+REPORTS_VERSION_KEY = "reports_version"
 
 
 def sqlite_engine(path: Path, **options: Any) -> Engine:
@@ -83,6 +88,7 @@ class Database:
             raise StoreError(f"cannot create database {self.path}: {exc.orig}") from None
         with self.write() as session:
             set_setting(session, "schema_version", SCHEMA_VERSION)
+            set_setting(session, REPORTS_VERSION_KEY, REPORTS_VERSION)
 
     def check(self) -> None:
         """Refuse a file that is not a p2psync database of a version this code understands."""
@@ -107,11 +113,12 @@ class Database:
         """A write transaction, committed on normal exit and rolled back on any exception."""
         return write_transaction(self.engine, self.describe)
 
-    def recreate(self, models: list[type[SQLModel]]) -> None:
+    def recreate(self, models: list[type[SQLModel]], obsolete: tuple[str, ...] = ()) -> None:
         """Empty tables holding caches by dropping and creating them again, even when their pages are
         damaged (a torn write): their entries are removed from the schema without reading a page of
-        theirs, and VACUUM then writes a file without them."""
-        names = [model.__tablename__ for model in models]  # type: ignore[attr-defined]
+        theirs, and VACUUM then writes a file without them. Tables named in `obsolete`, which an older
+        p2psync made, are dropped the same way."""
+        names = [model.__tablename__ for model in models] + list(obsolete)  # type: ignore[attr-defined]
         self.engine.dispose()
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pycrdt import Doc
@@ -14,9 +14,8 @@ from sqlmodel import Session
 
 from p2psync.books import schema
 from p2psync.books.groups import group_key
-from p2psync.books.model import Revision, Side, decode_revision, number_series
+from p2psync.books.model import Revision, Side, number_series
 from p2psync.books.resolve import resolve
-from p2psync.books.schema import StoredRevision
 from p2psync.canonical import dumps
 from p2psync.store.db import raw_connection
 from p2psync.store.tables import (
@@ -26,13 +25,12 @@ from p2psync.store.tables import (
     LineRow,
     OfficeRow,
     OpeningRow,
-    RevisionRow,
     VoucherRow,
 )
 
 _CHUNK = 500
 _VOUCHER_COLUMNS = ("number", "doc", "office", "type", "date", "narration", "amount", "cancelled", "reason",
-                    "current", "revisions", "conflicts", "series", "seq")
+                    "current", "revisions", "conflicts", "revision_refs", "series", "seq")
 _CONFLICT_COLUMNS = ("kind", "subject", "winner", "loser", "detail")
 
 
@@ -69,34 +67,70 @@ def masters(session: Session, doc: Doc) -> None:
     _insert(db, ConflictRow, _CONFLICT_COLUMNS, conflicts)
 
 
-def vouchers(session: Session, doc_name: str, revisions: list[StoredRevision]) -> None:
+#: Reads revisions of a voucher already materialized from a document: (document name, revision ids).
+Stored = Callable[[str, list[str]], list[Revision]]
+
+
+def vouchers(session: Session, doc_name: str, revisions: list[Revision], stored: Stored) -> None:
     """Record new revisions, already decoded by the caller, and re-resolve every voucher they touch.
 
     Rows go straight through the session's SQLite connection (same transaction): this is the hot
     path of every post, receive and first sync, where building SQLAlchemy statements per call cost
-    more than the inserts themselves."""
+    more than the inserts themselves. A voucher's row keeps where its revisions are, not the
+    revisions: a revision of a voucher already held (an amendment, a cancellation) has the others
+    read back from their documents with `stored`."""
     if not revisions:
         return
     db = raw_connection(session)
-    known = _existing(db, RevisionRow, "id", [rev.id for rev, _body in revisions])
-    fresh = [(rev, body) for rev, body in revisions if rev.id not in known]
-    _insert(db, RevisionRow, ("id", "number", "doc", "body"),
-            [(rev.id, rev.number, doc_name, body) for rev, body in fresh])
-    seen = _existing(db, VoucherRow, "number", sorted({rev.number for rev, _body in fresh}))
     by_number: dict[str, list[Revision]] = defaultdict(list)
-    for rev, _body in fresh:  # a number seen for the first time: its revisions are exactly these
-        if rev.number not in seen:
-            by_number[rev.number].append(rev)
-    for chunk in _chunks(sorted(seen)):
-        for number, body in db.execute(f"SELECT number, body FROM {_name(RevisionRow)} WHERE number IN "
-                                       f"({_marks(chunk)})", chunk):
-            by_number[number].append(decode_revision(body))
-    _write_vouchers(db, doc_name, by_number, replacing=seen)
+    for rev in revisions:
+        by_number[rev.number].append(rev)
+    held = _held(db, sorted(by_number))
+    refs: dict[str, str] = {}
+    for number, text in held.items():
+        known = read_refs(text)
+        ids = {rev_id for _doc, rev_id in known}
+        new = [rev for rev in by_number[number] if rev.id not in ids]
+        if new:
+            by_number[number] = new + revisions_at(known, stored)
+            refs[number] = refs_text(sorted([*known, *((doc_name, rev.id) for rev in new)]))
+        else:  # every one already recorded: the voucher is as it was
+            del by_number[number]
+    _write_vouchers(db, doc_name, by_number, refs, replacing={number for number in held if number in by_number})
+
+
+def refs_text(refs: list[tuple[str, str]]) -> str:
+    """(document, revision id) pairs, sorted so that every replica writes the same row, as
+    `VoucherRow.revision_refs` holds them: for each, the document's name (which has no space), a
+    space, the length of the id, a colon and the id (which may hold any character). Cheaper to write
+    than JSON, which would cost a received voucher some 2 µs."""
+    return "".join([f"{doc_name} {len(rev_id)}:{rev_id}" for doc_name, rev_id in refs])
+
+
+def read_refs(text: str) -> list[tuple[str, str]]:
+    """The (document, revision id) pairs of a `refs_text`."""
+    refs, at = [], 0
+    while at < len(text):
+        space = text.index(" ", at)
+        colon = text.index(":", space)
+        end = colon + 1 + int(text[space + 1:colon])
+        refs.append((text[at:space], text[colon + 1:end]))
+        at = end
+    return refs
+
+
+def revisions_at(refs: list[tuple[str, str]], stored: Stored) -> list[Revision]:
+    """The revisions at `refs`, read from their documents, one call of `stored` per document."""
+    by_doc: dict[str, list[str]] = defaultdict(list)
+    for doc_name, rev_id in refs:
+        by_doc[doc_name].append(rev_id)
+    return [rev for doc_name, ids in by_doc.items() for rev in stored(doc_name, ids)]
 
 
 def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, list[Revision]],
-                    replacing: set[str]) -> None:
-    """Write the rows of each voucher, first removing the old rows of those in `replacing`."""
+                    refs: dict[str, str], replacing: set[str]) -> None:
+    """Write the rows of each voucher, first removing the old rows of those in `replacing`. A voucher
+    without `refs` is new, and its revisions are all in `doc_name`."""
     for chunk in _chunks(sorted(replacing)):
         marks = _marks(chunk)
         db.execute(f"DELETE FROM {_name(LineRow)} WHERE number IN ({marks})", chunk)
@@ -104,26 +138,30 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
         db.execute(f"DELETE FROM {_name(ConflictRow)} WHERE kind = 'voucher' AND subject IN ({marks})", chunk)
     voucher_rows, line_rows, conflict_rows = [], [], []
     for number in sorted(by_number):
-        state = resolve(by_number[number])
-        cur = state.current
-        content = cur.content
+        revs = by_number[number]
+        if len(revs) == 1:  # a new voucher, as nearly every one is: its revision is current (`resolve`)
+            cur, conflicts = revs[0], []
+            where = f"{doc_name} {len(cur.id)}:{cur.id}"  # refs_text([(doc_name, cur.id)])
+        else:
+            state = resolve(revs)
+            cur, conflicts = state.current, state.conflicts
+            where = refs.get(number) or refs_text(sorted([(doc_name, rev.id) for rev in revs]))
+        content, cancelled, office = cur.content, cur.cancelled, cur.office
         date = content.date.isoformat()
         amount = 0
         for i, ln in enumerate(content.lines):
             if ln.side is Side.DR:
                 amount += ln.paise
-            if not cur.cancelled:
-                line_rows.append((number, i, cur.office, date, group_key(ln.ledger), ln.signed))
+            if not cancelled:
+                line_rows.append((number, i, office, date, group_key(ln.ledger), ln.signed))
         series, seq = number_series(number)
-        voucher_rows.append((
-            number, doc_name, cur.office, content.type.value, date, content.narration, amount, cur.cancelled,
-            cur.reason, cur.id, len(state.revisions), len(state.conflicts), series, seq,
-        ))
+        voucher_rows.append((number, doc_name, office, content.type.value, date, content.narration, amount,
+                             cancelled, cur.reason, cur.id, len(revs), len(conflicts), where, series, seq))
         conflict_rows.extend(
             ("voucher", number, cur.id, lost.id,
              dumps({"winner_at": cur.at, "loser_at": lost.at, "loser_action": lost.action.value,
                     "loser_author": lost.author}))
-            for lost in state.conflicts
+            for lost in conflicts
         )
     _insert(db, VoucherRow, _VOUCHER_COLUMNS, voucher_rows)
     _insert(db, LineRow, ("number", "idx", "office", "date", "ledger_key", "paise"), line_rows)
@@ -131,15 +169,17 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
 
 
 #: The report tables: derived from the documents, so they can be dropped and rebuilt at any time.
-TABLES = (OfficeRow, GroupRow, LedgerRow, OpeningRow, RevisionRow, VoucherRow, LineRow, ConflictRow)
+TABLES = (OfficeRow, GroupRow, LedgerRow, OpeningRow, VoucherRow, LineRow, ConflictRow)
+#: Report tables an older p2psync made, dropped when the tables are rebuilt.
+OBSOLETE_TABLES = ("revisionrow",)
 
 
-def _existing(db: sqlite3.Connection, table: type, column: str, values: list[str]) -> set[str]:
-    """Which of `values` the table already holds in `column`."""
-    found: set[str] = set()
-    for chunk in _chunks(values):
-        found.update(value for (value,) in db.execute(
-            f"SELECT {column} FROM {_name(table)} WHERE {column} IN ({_marks(chunk)})", chunk))
+def _held(db: sqlite3.Connection, numbers: list[str]) -> dict[str, str]:
+    """The `revision_refs` of those of `numbers` that have a voucher row."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(numbers):
+        found.update(db.execute(f"SELECT number, revision_refs FROM {_name(VoucherRow)} WHERE number IN "
+                                f"({_marks(chunk)})", chunk))
     return found
 
 

@@ -7,8 +7,9 @@ import datetime as dt
 from sqlalchemy import case, func
 from sqlmodel import Session, select
 
-from p2psync.books.model import Revision, decode_revision
+from p2psync.books.model import Revision
 from p2psync.books.reports import LedgerBalance, Posting
+from p2psync.store import materialize
 from p2psync.store.db import raw_connection
 from p2psync.store.tables import (
     ConflictRow,
@@ -17,7 +18,6 @@ from p2psync.store.tables import (
     LineRow,
     OfficeRow,
     OpeningRow,
-    RevisionRow,
     VoucherRow,
 )
 
@@ -34,9 +34,11 @@ def voucher(session: Session, number: str) -> VoucherRow | None:
     return session.get(VoucherRow, number)
 
 
-def revisions(session: Session, number: str) -> list[Revision]:
-    rows = session.exec(select(RevisionRow).where(RevisionRow.number == number))
-    return [decode_revision(row.body) for row in rows]
+def revisions(session: Session, number: str, stored: materialize.Stored) -> list[Revision]:
+    """Every revision of voucher `number`, none if there is no such voucher, read from the documents
+    by `stored` (the voucher's row says where they are)."""
+    row = raw_connection(session).execute("SELECT revision_refs FROM voucherrow WHERE number = ?", (number,)).fetchone()
+    return materialize.revisions_at(materialize.read_refs(row[0]), stored) if row else []
 
 
 def offices(session: Session) -> list[OfficeRow]:

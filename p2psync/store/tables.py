@@ -74,13 +74,6 @@ class OpeningRow(SQLModel, table=True):
     paise: int
 
 
-class RevisionRow(SQLModel, table=True):
-    id: str = Field(primary_key=True)
-    number: str = Field(index=True)
-    doc: str
-    body: str  # the canonical JSON stored in the document
-
-
 class VoucherRow(SQLModel, table=True):
     __table_args__ = (Index("ix_voucher_office_date", "office", "date"),
                       Index("ix_voucher_series", "office", "type", "series", "seq"))
@@ -95,6 +88,9 @@ class VoucherRow(SQLModel, table=True):
     reason: str
     current: str  # id of the current revision
     revisions: int
+    #: Where each of its revisions is, document and id (`materialize.refs_text`): the revisions
+    #: themselves are read from the documents, which hold them anyway.
+    revision_refs: str
     conflicts: int
     series: int  # which of the office's machines numbered it (1 for the first)
     seq: int  # position in that series for this type, for numbering
