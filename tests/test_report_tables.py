@@ -43,6 +43,9 @@ CREATE TABLE voucherrow (
     series INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (number));
 CREATE INDEX ix_voucher_office_date ON voucherrow (office, date);
 CREATE INDEX ix_voucher_series ON voucherrow (office, type, series, seq);
+DROP INDEX ix_line_office_date_number;
+CREATE INDEX ix_line_office_date ON linerow (office, date);
+CREATE INDEX ix_line_number ON linerow (number);
 """
 VERSION_1_COLUMNS = ("number, doc, office, type, date, narration, amount, cancelled, reason, current, revisions, "
                      "conflicts, series, seq")
@@ -145,9 +148,10 @@ def test_report_tables_of_an_older_version_are_rebuilt_on_open(trio_template: Pa
     finally:
         node.close()
     with sqlite3.connect(home / DB_FILE) as conn:
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
-    assert "revisionrow" not in tables and "voucherrow" in tables
+    assert not names & {"revisionrow", "ix_revisionrow_number", "ix_line_number", "ix_line_office_date"}
+    assert {"voucherrow", "linerow", "ix_line_office_date_number"} <= names
 
 
 def _as_version_1(path: Path) -> None:

@@ -133,7 +133,8 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
     without `refs` is new, and its revisions are all in `doc_name`."""
     for chunk in _chunks(sorted(replacing)):
         marks = _marks(chunk)
-        db.execute(f"DELETE FROM {_name(LineRow)} WHERE number IN ({marks})", chunk)
+        db.execute(f"DELETE FROM {_name(LineRow)} WHERE (office, date, number) IN "
+                   f"(SELECT office, date, number FROM {_name(VoucherRow)} WHERE number IN ({marks}))", chunk)
         db.execute(f"DELETE FROM {_name(VoucherRow)} WHERE number IN ({marks})", chunk)
         db.execute(f"DELETE FROM {_name(ConflictRow)} WHERE kind = 'voucher' AND subject IN ({marks})", chunk)
     voucher_rows, line_rows, conflict_rows = [], [], []

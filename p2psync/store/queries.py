@@ -69,17 +69,16 @@ def vouchers(session: Session, office: str | None = None, start: dt.date | None 
 
 
 def lines_of(session: Session, numbers: list[str]) -> dict[str, list[tuple[str, int]]]:
-    """Ledger name and signed amount of each current line, by voucher number."""
+    """Ledger name and signed amount of each current line, by voucher number (a voucher's lines are
+    found through its row: they share its office, date and number, which one index of lines holds)."""
     out: dict[str, list[tuple[str, int]]] = {n: [] for n in numbers}
+    db = raw_connection(session)
     for start in range(0, len(numbers), 500):
         chunk = numbers[start:start + 500]
-        query = (
-            select(LineRow.number, LedgerRow.name, LineRow.paise)
-            .join(LedgerRow, LedgerRow.key == LineRow.ledger_key, isouter=True)
-            .where(LineRow.number.in_(chunk))  # type: ignore[attr-defined]
-            .order_by(LineRow.number, LineRow.idx)
-        )
-        for number, name, paise in session.exec(query):
+        for number, name, paise in db.execute(
+                "SELECT v.number, g.name, l.paise FROM voucherrow v JOIN linerow l ON l.office = v.office AND "
+                "l.date = v.date AND l.number = v.number LEFT JOIN ledgerrow g ON g.key = l.ledger_key "
+                f"WHERE v.number IN ({', '.join('?' * len(chunk))}) ORDER BY v.number, l.idx", chunk):
             out[number].append((name or "?", paise))
     return out
 

@@ -97,12 +97,13 @@ class VoucherRow(SQLModel, table=True):
 
 
 class LineRow(SQLModel, table=True):
-    """Postings of current, not-cancelled revisions: what every report sums."""
+    """Postings of current, not-cancelled revisions: what every report sums. A voucher's lines are
+    found through its row's office, date and number (one index serves that and the per-office
+    reports, one B-tree fewer to write per line than an index on the number beside it)."""
 
     __table_args__ = (
         Index("ix_line_ledger_date", "ledger_key", "date"),
-        Index("ix_line_office_date", "office", "date"),
-        Index("ix_line_number", "number"),
+        Index("ix_line_office_date_number", "office", "date", "number"),
     )
     id: int | None = Field(default=None, primary_key=True)
     number: str
