@@ -21,7 +21,8 @@ from p2psync.store.tables import Setting
 SCHEMA_VERSION = "1"
 #: The version of the report tables (`materialize.TABLES`), caches of the documents: a home whose
 #: tables are of another version has them rebuilt when it is opened (`BookStore.check_reports`).
-#: 1 (no setting) held each revision's JSON in `revisionrow`; 2 keeps where each revision is.
+#: 1 (no setting) held each revision's JSON in `revisionrow`; 2 keeps where each revision is, and
+#: finds a voucher's lines by office, date and number.
 REPORTS_VERSION = "2"
 REPORTS_VERSION_KEY = "reports_version"
 

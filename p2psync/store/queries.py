@@ -37,8 +37,8 @@ def voucher(session: Session, number: str) -> VoucherRow | None:
 def revisions(session: Session, number: str, stored: materialize.Stored) -> list[Revision]:
     """Every revision of voucher `number`, none if there is no such voucher, read from the documents
     by `stored` (the voucher's row says where they are)."""
-    row = raw_connection(session).execute("SELECT revision_refs FROM voucherrow WHERE number = ?", (number,)).fetchone()
-    return materialize.revisions_at(materialize.read_refs(row[0]), stored) if row else []
+    refs = session.exec(select(VoucherRow.revision_refs).where(VoucherRow.number == number)).first()
+    return materialize.revisions_at(materialize.read_refs(refs), stored) if refs is not None else []
 
 
 def offices(session: Session) -> list[OfficeRow]:
@@ -72,13 +72,18 @@ def lines_of(session: Session, numbers: list[str]) -> dict[str, list[tuple[str, 
     """Ledger name and signed amount of each current line, by voucher number (a voucher's lines are
     found through its row: they share its office, date and number, which one index of lines holds)."""
     out: dict[str, list[tuple[str, int]]] = {n: [] for n in numbers}
-    db = raw_connection(session)
+    same_voucher = (LineRow.office == VoucherRow.office) & (LineRow.date == VoucherRow.date) & (
+        LineRow.number == VoucherRow.number)
     for start in range(0, len(numbers), 500):
         chunk = numbers[start:start + 500]
-        for number, name, paise in db.execute(
-                "SELECT v.number, g.name, l.paise FROM voucherrow v JOIN linerow l ON l.office = v.office AND "
-                "l.date = v.date AND l.number = v.number LEFT JOIN ledgerrow g ON g.key = l.ledger_key "
-                f"WHERE v.number IN ({', '.join('?' * len(chunk))}) ORDER BY v.number, l.idx", chunk):
+        query = (
+            select(VoucherRow.number, LedgerRow.name, LineRow.paise)
+            .join(LineRow, same_voucher)
+            .join(LedgerRow, LedgerRow.key == LineRow.ledger_key, isouter=True)
+            .where(VoucherRow.number.in_(chunk))  # type: ignore[attr-defined]
+            .order_by(VoucherRow.number, LineRow.idx)
+        )
+        for number, name, paise in session.exec(query):
             out[number].append((name or "?", paise))
     return out
 
