@@ -100,10 +100,10 @@ def vouchers(session: Session, doc_name: str, revisions: list[Revision], stored:
 
 
 def refs_text(refs: list[tuple[str, str]]) -> str:
-    """(document, revision id) pairs, sorted so that every replica writes the same row, as
-    `VoucherRow.revision_refs` holds them: for each, the document's name (which has no space), a
-    space, the length of the id, a colon and the id (which may hold any character). Cheaper to write
-    than JSON, which would cost a received voucher some 2 µs."""
+    """(document, revision id) pairs as `VoucherRow.revision_refs` holds them (its callers sort them,
+    so that every replica writes the same row): for each, the document's name (which has no space),
+    a space, the length of the id, a colon and the id (which may hold any character). Cheaper to
+    write than JSON, which would cost a received voucher some 2 µs."""
     return "".join([f"{doc_name} {len(rev_id)}:{rev_id}" for doc_name, rev_id in refs])
 
 
