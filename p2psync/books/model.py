@@ -78,8 +78,7 @@ class Action(str, Enum):
     CANCEL = "cancel"
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(msgspec.Struct, frozen=True):
     ledger: str
     side: Side
     paise: int
@@ -90,8 +89,7 @@ class Line:
         return self.paise if self.side is Side.DR else -self.paise
 
 
-@dataclass(frozen=True)
-class VoucherContent:
+class VoucherContent(msgspec.Struct, frozen=True):
     """What the user enters: the part of a voucher an amendment replaces as a whole."""
 
     type: VoucherType
@@ -100,9 +98,11 @@ class VoucherContent:
     narration: str = ""
 
 
-@dataclass(frozen=True)
-class Revision:
-    """One immutable revision of a voucher: a post, an amendment or a cancellation."""
+class Revision(msgspec.Struct, frozen=True):
+    """One immutable revision of a voucher: a post, an amendment or a cancellation.
+
+    This and its parts are frozen msgspec structs rather than frozen dataclasses: one is built for
+    every voucher posted or received, and a struct is built in a fifth of the time."""
 
     id: str
     number: str
