@@ -169,6 +169,50 @@ def test_a_revision_decodes_or_is_refused_as_it_was(raw: bytes, as_text: Callabl
     assert outcome(model.decode_revision, text) == outcome(previous_decode_revision, text)
 
 
+#: Values a revision's field may be given instead of its own: the ones a typed decoder could read
+#: differently from `json` (bools and floats for integers, huge integers, other date forms, escapes,
+#: lines of the wrong shape or types, deep nesting), and any JSON value. Nesting near the stack's limit
+#: is left out: where it is refused depends on the caller's frames, and the reference reads one frame
+#: nearer the top than `decode_revision` has since `_load_object` (a difference of that round).
+FIELD_VALUES = st.one_of(
+    st.sampled_from(["true", "false", "null", "0", "-0", "1", "2", "1.0", "1e0", "-1", "9" * 4300, "9" * 4301,
+                     "-" + "9" * 4300, str(2**64), str(-2**63 - 1), '""', '"x"', "[]", "{}", '"post"', '"cancel"',
+                     '"sales"', '"Dr"', '"2026-02-30"', '"20260403"', '"2026-W14-5"', '"2026-04-03T10:00"',
+                     '"\\u0041"', '"a\\nb"', '"\\/"', '"\\ud800"', '"\ud800"', "NaN", '["a","b"]', "[1]",
+                     '[["L","Dr",1]]', '[["L","Dr",1,2]]', '[["L","dr",1]]', '[["L","Dr",true]]', '[["L","Dr",1.0]]',
+                     '[["L","Cr",' + "9" * 4301 + "]]", '[["L","Cr",1]' + ",[]" + "]", '[["L",["Dr"],1]]',
+                     "[" * 3000 + "]" * 3000, '{"a":' * 3000 + "1" + "}" * 3000]),
+    JSON_TEXT.filter(lambda text: not text.startswith("[" * 500)),
+)
+
+
+@st.composite
+def near_revisions(draw: st.DrawFn) -> str:
+    """A revision's fields, some dropped, repeated, replaced or joined by unknown ones, in any order."""
+    seed = json.loads(draw(st.sampled_from(SEEDS[:3])))
+    pairs = [(key, json.dumps(value, ensure_ascii=draw(st.booleans()))) for key, value in seed.items()]
+    for _ in range(draw(st.integers(0, 4))):
+        key = draw(st.sampled_from([*seed, "reason", "extra", "V", ""]))
+        what = draw(st.sampled_from(["replace", "repeat", "drop"]))
+        value = draw(FIELD_VALUES)
+        if what == "drop":
+            pairs = [pair for pair in pairs if pair[0] != key]
+        elif what == "repeat":
+            pairs.insert(draw(st.integers(0, len(pairs))), (key, value))
+        else:
+            pairs = [(k, value if k == key else v) for k, v in pairs] if key in seed else [*pairs, (key, value)]
+    if draw(st.booleans()):
+        pairs = draw(st.permutations(pairs))
+    return "{" + ",".join(f"{json.dumps(key)}:{value}" for key, value in pairs) + "}"
+
+
+@DIFFERENTIAL
+@given(text=near_revisions())
+def test_a_near_revision_decodes_or_is_refused_as_it_was(text: str) -> None:
+    """Mostly well-formed JSON with one field or a few wrong, where a typed decoder could differ."""
+    assert outcome(model.decode_revision, text) == outcome(previous_decode_revision, text)
+
+
 def test_nesting_is_refused_at_the_same_depth_as_before() -> None:
     """Where the stack runs out depends on the caller's depth: both are called from the same one."""
     import sys

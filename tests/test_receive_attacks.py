@@ -4,10 +4,10 @@ refused with a precise reason (or held back, for a gap), and nothing already sto
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
+import msgspec
 import pytest
 from helpers import (
     draft,
@@ -159,7 +159,7 @@ def test_a_voucher_before_the_sync_after_date_stays_local_and_is_refused_if_sent
     assert [v["number"] for v in voucher_rows(br1)] == ["BR1/JRN/00001"]
     # a forged shared entry dated before the date is refused on receipt
     rev = forged_revision("BR1", "BR1/JRN/00042", (Line("Rent", Side.DR, 1), Line("Creditors", Side.CR, 1)))
-    rev = dataclasses.replace(rev, content=dataclasses.replace(rev.content, date=dt.date(2026, 3, 31)))
+    rev = msgspec.structs.replace(rev, content=msgspec.structs.replace(rev.content, date=dt.date(2026, 3, 31)))
     blob = forge_entry(br1, "vouchers/BR1/2026-04", lambda m: m.__setitem__(rev.id, encode_revision(rev)))
     before = state(head)
     result = head.receive([blob])
