@@ -3,12 +3,12 @@ a home an older p2psync made rebuilt when it is opened, the entry log untouched.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from helpers import (
     all_reports,
     conflict_rows,
@@ -109,8 +109,8 @@ def test_an_amendment_filed_in_another_document_is_read_from_it(trio_template: P
     try:
         post = branch.post(draft("payment", "2026-04-05", {"Rent": "40"}, {"Cash": "40"}))
         sync(head, branch)
-        moved = dataclasses.replace(post, id="moved", action=Action.AMEND, parents=(post.id,), generation=2,
-                                    content=dataclasses.replace(post.content, date=dt.date(2026, 5, 9)), at=utc_now())
+        moved = msgspec.structs.replace(post, id="moved", action=Action.AMEND, parents=(post.id,), generation=2,
+                                    content=msgspec.structs.replace(post.content, date=dt.date(2026, 5, 9)), at=utc_now())
         elsewhere = "vouchers/BR1/2026-05"
         deliver(head, [forge_entry(branch, elsewhere, lambda m: m.__setitem__(moved.id, encode_revision(moved)))])
         row = voucher_rows(head)[0]
