@@ -14,13 +14,19 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+#: Containers nested deeper than this are refused. Far above what any record nests (a voucher's lines
+#: are three deep, a policy five), and fixed: where `json` runs out of stack depends on the Python
+#: version and on the caller, and every replica must refuse exactly what the others refuse.
+MAX_DEPTH = 64
+
+
 def loads(raw: str | bytes | bytearray, **options: Any) -> Any:
     """`json.loads` for text from outside, whose every failure is a `ValueError`.
 
     Plain `json.loads` lets three kinds of hostile input through as something else: nesting deep
     enough to exhaust the stack (a `RecursionError`), ``NaN``/``Infinity`` (floats that later break
     `int()`), and ``\\ud800``-style escapes of lone surrogates (text that cannot be stored in SQLite
-    or sent again as UTF-8)."""
+    or sent again as UTF-8). Nesting deeper than `MAX_DEPTH` is refused too, whatever the stack."""
     try:
         if options or not isinstance(raw, str) or raw.startswith("\ufeff"):
             value = json.loads(raw, parse_constant=_no_constant, **options)
@@ -28,6 +34,8 @@ def loads(raw: str | bytes | bytearray, **options: Any) -> Any:
             value = _decode_text(raw)
     except RecursionError:
         raise ValueError("JSON is nested too deeply") from None
+    if _may_nest_deeply(raw) and _deeper_than(value, MAX_DEPTH):
+        raise ValueError("JSON is nested too deeply")
     if _surrogate_free(raw):
         return value
     try:
@@ -44,6 +52,30 @@ def _decode_text(raw: str) -> Any:
     half as much as reading a voucher's revision). Its own function so that, like `json.loads`, it
     parses three frames below `loads`: nesting is refused at the same depth either way."""
     return _DECODER.decode(raw)
+
+
+def _may_nest_deeply(raw: str | bytes | bytearray) -> bool:
+    """False when `raw` holds too few brackets to nest deeper than `MAX_DEPTH` (the common case,
+    decided without walking the value). Brackets inside strings, or bytes of other characters in
+    UTF-16/32, only make the count larger, never smaller."""
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{") > MAX_DEPTH
+    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` deep in `value` (a walk without recursion:
+    the value may be nested close to the interpreter's own limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _surrogate_free(raw: str | bytes | bytearray) -> bool:

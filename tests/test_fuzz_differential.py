@@ -39,17 +39,45 @@ DIFFERENTIAL = settings(max_examples=400, deadline=None)
 
 
 def previous_loads(raw: str | bytes | bytearray, **options: Any) -> Any:
+    """The first `loads`, with the one change made since on purpose: nesting deeper than
+    `canonical.MAX_DEPTH` is refused (measured here on the text, there on the value)."""
     try:
         value = json.loads(raw, parse_constant=canonical._no_constant, **options)
     except RecursionError:
         raise ValueError("JSON is nested too deeply") from None
     try:
+        ascii_text = json.dumps(value)
+    except RecursionError:
+        raise ValueError("JSON is nested too deeply") from None
+    if nesting(ascii_text) > canonical.MAX_DEPTH:
+        raise ValueError("JSON is nested too deeply")
+    try:
         json.dumps(value, ensure_ascii=False).encode()
     except UnicodeEncodeError:
         raise ValueError("JSON holds text that is not valid Unicode (a lone surrogate)") from None
-    except RecursionError:
-        raise ValueError("JSON is nested too deeply") from None
     return value
+
+
+def nesting(text: str) -> int:
+    """How deep lists and objects nest in JSON text, read character by character."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def previous_decode_revision(text: Any) -> Revision:
@@ -171,9 +199,7 @@ def test_a_revision_decodes_or_is_refused_as_it_was(raw: bytes, as_text: Callabl
 
 #: Values a revision's field may be given instead of its own: the ones a typed decoder could read
 #: differently from `json` (bools and floats for integers, huge integers, other date forms, escapes,
-#: lines of the wrong shape or types, deep nesting), and any JSON value. Nesting near the stack's limit
-#: is left out: where it is refused depends on the caller's frames, and the reference reads one frame
-#: nearer the top than `decode_revision` has since `_load_object` (a difference of that round).
+#: lines of the wrong shape or types, deep nesting), and any JSON value.
 FIELD_VALUES = st.one_of(
     st.sampled_from(["true", "false", "null", "0", "-0", "1", "2", "1.0", "1e0", "-1", "9" * 4300, "9" * 4301,
                      "-" + "9" * 4300, str(2**64), str(-2**63 - 1), '""', '"x"', "[]", "{}", '"post"', '"cancel"',
@@ -182,7 +208,7 @@ FIELD_VALUES = st.one_of(
                      '[["L","Dr",1]]', '[["L","Dr",1,2]]', '[["L","dr",1]]', '[["L","Dr",true]]', '[["L","Dr",1.0]]',
                      '[["L","Cr",' + "9" * 4301 + "]]", '[["L","Cr",1]' + ",[]" + "]", '[["L",["Dr"],1]]',
                      "[" * 3000 + "]" * 3000, '{"a":' * 3000 + "1" + "}" * 3000]),
-    JSON_TEXT.filter(lambda text: not text.startswith("[" * 500)),
+    JSON_TEXT,
 )
 
 
@@ -213,15 +239,26 @@ def test_a_near_revision_decodes_or_is_refused_as_it_was(text: str) -> None:
     assert outcome(model.decode_revision, text) == outcome(previous_decode_revision, text)
 
 
-def test_nesting_is_refused_at_the_same_depth_as_before() -> None:
-    """Where the stack runs out depends on the caller's depth: both are called from the same one."""
+def test_nesting_is_refused_past_a_fixed_depth_whatever_the_stack() -> None:
+    """Every replica refuses the same: up to `MAX_DEPTH` is read, deeper is refused, whether the
+    caller is near the top of the stack or deep in it, and however deep the input goes."""
     import sys
 
+    def outcomes(depth: int) -> list[tuple[str, str]]:
+        raws = ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth)
+        return [outcome(canonical.loads, r) for raw in raws for r in (raw, raw.encode(), raw.encode("utf-16"))]
+
+    def from_deep_in_the_stack(frames: int, depth: int) -> list[tuple[str, str]]:
+        return from_deep_in_the_stack(frames - 1, depth) if frames else outcomes(depth)
+
+    refused = ("ValueError", "JSON is nested too deeply")
     limit = sys.getrecursionlimit()
-    for depth in range(limit - 80, limit + 5):
-        for raw in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
-            for given_raw in (raw, raw.encode()):
-                assert outcome(canonical.loads, given_raw) == outcome(previous_loads, given_raw), depth
+    for depth in (1, canonical.MAX_DEPTH - 1, canonical.MAX_DEPTH):
+        assert all(kind == "value" for kind, _ in outcomes(depth)), depth
+        assert from_deep_in_the_stack(limit // 2, depth) == outcomes(depth)
+    for depth in (canonical.MAX_DEPTH + 1, 500, limit - 20, limit + 5, 5 * limit):
+        assert outcomes(depth) == [refused] * 6, depth
+        assert from_deep_in_the_stack(limit // 2, depth) == [refused] * 6, depth
 
 
 #: Writes by three replicas to a few keys of two maps: a value set, or the key deleted (None).

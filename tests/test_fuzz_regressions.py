@@ -232,3 +232,24 @@ def test_a_re_signed_header_longer_than_its_length_field_is_refused_not_a_harnes
     from fuzz import fuzz_entry
 
     fuzz_entry.check(b"H" + b"{" * 70_000)
+
+
+def test_a_revision_nested_past_the_fixed_depth_is_refused_on_every_python() -> None:
+    """Where `json` runs out of stack differs between Python versions, so an unknown field nested
+    2,000 deep was applied by one replica and refused by another; the depth limit is now fixed."""
+    revision = json.loads(_a_revision())
+    for depth, accepted in ((60, True), (65, False), (2_000, False)):
+        text = json.dumps(revision)[:-1] + ',"extra":' + "[" * depth + "]" * depth + "}"
+        if accepted:
+            assert model.decode_revision(text).id == revision["id"]
+        else:
+            with pytest.raises(InvalidInput, match="malformed voucher revision: not valid JSON"):
+                model.decode_revision(text)
+
+
+def _a_revision() -> str:
+    rev = model.Revision("r1", "HO/SAL/00001", "HO", model.VoucherContent(
+        model.VoucherType.SALES, dt.date(2026, 4, 2), (model.Line("Cash", model.Side.DR, 100),
+                                                       model.Line("Sales", model.Side.CR, 100))),
+        model.Action.POST, (), 1, "a" * 32, "2026-04-02T00:00:00.000000Z")
+    return model.encode_revision(rev)
