@@ -37,7 +37,7 @@ class Author:
 
 
 def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict[str, dict[str, object]],
-                 chart: Chart, author: Author, sync_after: dt.date | None = None) -> dict[str, schema.StoredRevision]:
+                 chart: Chart, author: Author, sync_after: dt.date | None = None) -> dict[str, Revision]:
     """Refuse writes outside the author's office, deletions, rewrites of write-once records,
     unbalanced vouchers or ones naming unknown ledgers, and vouchers dated before the sync-after date.
     `changed` holds the action of each key the change touched per root map, `values` the values it
@@ -54,7 +54,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
         raise RuleViolation(f"{doc_name} is a local book and is never shared")
     if not name.is_masters and name.office != author.office and not author.is_head:
         raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
-    revisions: dict[str, schema.StoredRevision] = {}
+    revisions: dict[str, Revision] = {}
     for map_name, keys in changed.items():
         new_values = values[map_name]
         for key, action in keys.items():
@@ -67,7 +67,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
                 if name.is_masters:
                     _check_master(map_name, key, value)
                 else:
-                    revisions[key] = (_check_revision(name, key, value, chart, sync_after, author), value)
+                    revisions[key] = _check_revision(name, key, value, chart, sync_after, author)
             except RuleViolation:
                 raise
             except P2PSyncError as exc:

@@ -45,9 +45,6 @@ from p2psync.errors import InvalidInput
 MASTERS = "masters"
 OFFICES, GROUPS, LEDGERS, OPENINGS, REVISIONS = "offices", "groups", "ledgers", "openings", "revisions"
 MASTERS_MAPS = (OFFICES, GROUPS, LEDGERS, OPENINGS)
-#: A revision with the value that holds it in a document (kept as written: a received value need not
-#: be canonical).
-StoredRevision = tuple[Revision, str]
 _VOUCHER_DOC = re.compile(r"^(?P<kind>vouchers|local)/(?P<office>[A-Z0-9][A-Z0-9_-]{0,15})/(?P<month>\d{4}-\d{2})$")
 
 
@@ -117,13 +114,9 @@ def put_opening(doc: Doc, opening: Opening) -> None:
     root(doc, OPENINGS)[record_key(opening.ledger, opening.office)] = encode_opening(opening)
 
 
-def put_revisions(doc: Doc, revisions: Iterable[StoredRevision]) -> None:
-    """Write revisions already encoded (`encoded`), so the caller can materialize them as they are."""
-    root(doc, REVISIONS).update({rev.id: body for rev, body in revisions})  # one transaction, not one a key
-
-
-def encoded(revisions: Iterable[Revision]) -> list[StoredRevision]:
-    return [(rev, encode_revision(rev)) for rev in revisions]
+def put_revisions(doc: Doc, revisions: Iterable[Revision]) -> None:
+    """Write revisions, encoded, into the document (one transaction, not one a key)."""
+    root(doc, REVISIONS).update({rev.id: encode_revision(rev) for rev in revisions})
 
 
 # ---------------------------------------------------------------- reads
@@ -145,10 +138,10 @@ def read_openings(doc: Doc) -> list[Opening]:
     return [decode_opening(value) for value in root(doc, OPENINGS).values()]
 
 
-def read_revisions(doc: Doc, rev_ids: Iterable[str]) -> list[StoredRevision]:
-    """The named revisions, decoded, each with the value stored in the document."""
+def read_revisions(doc: Doc, rev_ids: Iterable[str]) -> list[Revision]:
+    """The named revisions, decoded."""
     revisions = root(doc, REVISIONS)
-    return [(decode_revision(body), body) for body in (revisions[rev_id] for rev_id in rev_ids)]
+    return [decode_revision(revisions[rev_id]) for rev_id in rev_ids]
 
 
 def effective(records: list[LedgerDef] | list[GroupDef]) -> dict[str, list]:

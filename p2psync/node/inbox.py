@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from p2psync.books import admit, schema
 from p2psync.books.change import Change, unmet
+from p2psync.books.model import Revision
 from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError
 from p2psync.protocol import entry
@@ -153,7 +154,7 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
     author = admit.Author(member.office, member.is_head, member.series)
     sync_after = node.trust.policy.sync_after_as_of(policy)
 
-    def validate(c: Change, changed: Changed, values: Values) -> dict[str, schema.StoredRevision]:
+    def validate(c: Change, changed: Changed, values: Values) -> dict[str, Revision]:
         chart = node.chart(batch.session)
         return admit.check_change(c.doc, changed, values, chart, author, sync_after)
 

@@ -319,9 +319,8 @@ class Node:
                 by_doc.setdefault(doc_name, []).append(rev)
                 posted.append(rev)
             for doc_name, revs in by_doc.items():
-                stored = schema.encoded(revs)
-                batch.change(doc_name, lambda doc, stored=stored: schema.put_revisions(doc, stored),
-                             self._masters_deps(batch, chart, revs), stored)
+                batch.change(doc_name, lambda doc, revs=revs: schema.put_revisions(doc, revs),
+                             self._masters_deps(batch, chart, revs), revs)
         if progress:
             progress(len(drafts))
         return posted
@@ -360,9 +359,8 @@ class Node:
             generation = max(r.generation for r in revs if r.id in parents) + 1
             rev = Revision(secrets.token_hex(12), number, row.office, content or state.current.content, action,
                            parents, generation, self.identity.node_id, self.clock(), reason)
-            stored = schema.encoded([rev])
-            batch.change(row.doc, lambda doc: schema.put_revisions(doc, stored), self._masters_deps(batch, chart, [rev]),
-                         stored)
+            batch.change(row.doc, lambda doc: schema.put_revisions(doc, [rev]), self._masters_deps(batch, chart, [rev]),
+                         [rev])
         return rev
 
     def _masters_deps(self, batch, chart: Chart, revs: Iterable[Revision]) -> Deps:  # type: ignore[no-untyped-def]

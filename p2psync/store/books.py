@@ -39,7 +39,7 @@ Changed = dict[str, dict[str, str]]
 Values = dict[str, dict[str, Any]]
 #: Inspects a received change after it was applied in memory; raises to refuse it. Returns the voucher
 #: revisions it decoded, by key, which are then materialized without decoding them again.
-Validator = Callable[[Change, Changed, Values], dict[str, schema.StoredRevision]]
+Validator = Callable[[Change, Changed, Values], dict[str, Revision]]
 
 
 class Watch:
@@ -126,7 +126,7 @@ class BookStore:
 
     def _reader(self, session: Session) -> materialize.Stored:
         def read(name: str, ids: list[str]) -> list[Revision]:
-            return [rev for rev, _body in schema.read_revisions(self.loaded(session, name).doc, ids)]
+            return schema.read_revisions(self.loaded(session, name).doc, ids)
         return read
 
     def _least_used(self) -> list[LoadedDoc]:
@@ -234,8 +234,7 @@ class BookStore:
                     materialize.masters(session, loaded.doc)
                 else:
                     revisions = schema.read_revisions(loaded.doc, schema.root(loaded.doc, schema.REVISIONS).keys())
-                    materialize.vouchers(session, name, [rev for rev, _body in revisions],
-                                         self._rebuild_reader(session, loaded))
+                    materialize.vouchers(session, name, revisions, self._rebuild_reader(session, loaded))
                 if snapshots:
                     docs.save_snapshot(session, loaded)
             if schema.MASTERS not in names:
@@ -247,7 +246,7 @@ class BookStore:
         a document other than its own), without keeping it."""
         def read(name: str, ids: list[str]) -> list[Revision]:
             doc = loaded.doc if name == loaded.name else docs.load(session, name, self.client_id).doc
-            return [rev for rev, _body in schema.read_revisions(doc, ids)]
+            return schema.read_revisions(doc, ids)
         return read
 
 
@@ -274,10 +273,10 @@ class Batch:
         return queries.revisions(self.session, number, self._read)
 
     def _read(self, name: str, ids: list[str]) -> list[Revision]:
-        return [rev for rev, _body in schema.read_revisions(self.doc(name), ids)]
+        return schema.read_revisions(self.doc(name), ids)
 
     def change(self, name: str, mutate: Callable[[Doc], None], deps: Deps | None = None,
-               revisions: Iterable[schema.StoredRevision] = ()) -> Change | None:
+               revisions: Iterable[Revision] = ()) -> Change | None:
         """Make a local change; returns the logged change, or None when it changed nothing.
         `revisions` are the voucher revisions `mutate` writes, as it writes them (not read back): when
         given, they are the change, and no observer needs to report it (converting every value
@@ -285,7 +284,7 @@ class Batch:
         self._touched.add(name)
         loaded = self.store.loaded(self.session, name)
         before = loaded.doc.get_state()
-        written = {rev.id: (rev, body) for rev, body in revisions}
+        written = {rev.id: rev for rev in revisions}
         if written:
             with loaded.doc.transaction(origin="local"):
                 mutate(loaded.doc)
@@ -333,7 +332,7 @@ class Batch:
         return True
 
     def _record(self, loaded: LoadedDoc, change: Change, changed: Changed,
-                decoded: dict[str, schema.StoredRevision], *, local: bool, envelope: bytes | None = None) -> None:
+                decoded: dict[str, Revision], *, local: bool, envelope: bytes | None = None) -> None:
         loaded.upto = log.append(self.session, change, local=local, envelope=envelope)
         self.logged.append((loaded.upto, change.doc, change.author, change.seq, envelope))
         loaded.entries += 1
@@ -343,9 +342,9 @@ class Batch:
         elif changed.get(schema.REVISIONS):
             keys = changed[schema.REVISIONS]
             missing = [key for key in keys if key not in decoded]  # none, unless a caller did not say
-            revisions = [decoded[key][0] for key in keys if key in decoded]
+            revisions = [decoded[key] for key in keys if key in decoded]
             if missing:
-                revisions += [rev for rev, _body in schema.read_revisions(loaded.doc, missing)]
+                revisions += schema.read_revisions(loaded.doc, missing)
             materialize.vouchers(self.session, change.doc, revisions, self._read)
         self.changes.append(change)
 

@@ -104,7 +104,11 @@ def refs_text(refs: list[tuple[str, str]]) -> str:
     so that every replica writes the same row): for each, the document's name (which has no space),
     a space, the length of the id, a colon and the id (which may hold any character). Cheaper to
     write than JSON, which would cost a received voucher some 2 µs."""
-    return "".join([f"{doc_name} {len(rev_id)}:{rev_id}" for doc_name, rev_id in refs])
+    return "".join([_ref(doc_name, rev_id) for doc_name, rev_id in refs])
+
+
+def _ref(doc_name: str, rev_id: str) -> str:
+    return f"{doc_name} {len(rev_id)}:{rev_id}"
 
 
 def read_refs(text: str) -> list[tuple[str, str]]:
@@ -142,7 +146,7 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
         revs = by_number[number]
         if len(revs) == 1:  # a new voucher, as nearly every one is: its revision is current (`resolve`)
             cur, conflicts = revs[0], []
-            where = f"{doc_name} {len(cur.id)}:{cur.id}"  # refs_text([(doc_name, cur.id)])
+            where = _ref(doc_name, cur.id)
         else:
             state = resolve(revs)
             cur, conflicts = state.current, state.conflicts
