@@ -8,8 +8,9 @@ live voucher's bytes on the wire fall by about a third.
 
 Level 1 and small windows keep the cost low: a large entry is ciphertext that no level shrinks, so a
 faster level loses nothing there, and 4 KiB windows (12 bits) with memLevel 5 hold about 40 KiB per
-connection by zlib's own sizing formula, which matters at a relay with many members. Decompressed messages stay bounded by the
-connection's `max_size`, so a small compressed frame cannot expand into a large allocation.
+connection by zlib's own sizing formula, which matters at a relay with many members. Decompressed
+messages stay bounded by the connection's `max_size`, so a small compressed frame cannot expand into
+a large allocation.
 
 Compression beside encryption leaks sizes only to someone who can both put chosen text into a
 stream and watch its length (CRIME). Here the only parties who can write into a link's stream are the
