@@ -230,22 +230,41 @@ def state(node: Node) -> dict[str, Any]:
 # ---------------------------------------------------------------- forged entries
 
 
-def forged_revision(office: str, number: str, lines: tuple[Line, ...], action: Action = Action.POST) -> Revision:
+def forged_revision(office: str, number: str, lines: tuple[Line, ...], action: Action = Action.POST,
+                    author: str = "forged") -> Revision:
     content = VoucherContent(VoucherType.JOURNAL, dt.date(2026, 4, 1), lines)
-    return Revision(secrets.token_hex(12), number, office, content, action, (), 1, "forged", utc_now(), "")
+    return Revision(secrets.token_hex(12), number, office, content, action, (), 1, author, utc_now(), "")
+
+
+class _SignedAs:
+    """A revisions map that fills the placeholder author of `forged_revision` with the signer, as a member
+    forging with its own keys would (receivers refuse a record whose author is not its signer)."""
+
+    def __init__(self, revisions: Any, node_id: str) -> None:
+        self._map, self._node_id = revisions, node_id
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        placeholder = '"author":"forged"'
+        if isinstance(value, str) and placeholder in value:
+            value = value.replace(placeholder, f'"author":"{self._node_id}"')
+        self._map[key] = value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._map, name)
 
 
 def forge_entry(author: Node, doc_name: str, mutate: Any) -> bytes:
     """An entry sealed with a real member's key whose update does `mutate` to the document as the
     author holds it: a buggy or compromised member, not an outsider."""
     held = author.store.read_doc(doc_name)
-    doc = Doc(client_id=secrets.randbelow(2**31) + 1)
+    doc = Doc(client_id=schema.client_id(author.identity.node_id))  # its own id: anything else is refused first
     doc.apply_update(held.get_update())
-    before = doc.get_state()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
     with doc.transaction():
-        mutate(schema.root(doc, schema.REVISIONS))
+        mutate(_SignedAs(schema.root(doc, schema.REVISIONS), author.identity.node_id))
     seq = author.vectors().get(doc_name, {}).get(author.identity.node_id, 0) + 1
     vector = {a: s for a, s in author.vectors().get(doc_name, {}).items() if a != author.identity.node_id}
-    change = Change(doc_name, author.identity.node_id, seq, doc.get_update(before),
+    change = Change(doc_name, author.identity.node_id, seq, updates[-1],
                     {doc_name: vector} if vector else {})
     return author.trust.seal(change)

@@ -82,7 +82,8 @@ def expected_resolution(revs: list[Revision]) -> dict[str, tuple[Revision, set[s
     for number, group in by_number.items():
         replaced = {parent for rev in group for parent in rev.parents}
         heads = [rev for rev in group if rev.id not in replaced]
-        winner = max(heads, key=lambda r: (r.generation, r.at, r.id))
+        cancels = [rev for rev in heads if rev.action is Action.CANCEL]  # a cancellation wins over amendments
+        winner = max(cancels or heads, key=lambda r: (r.generation, r.at, r.id))
         out[number] = (winner, {rev.id for rev in heads if rev.id != winner.id})
     return out
 
@@ -362,11 +363,10 @@ def test_concurrent_cancel_and_amend_keep_both_and_agree(trio: list[Node]) -> No
     amend = branch.amend(post.number, draft("receipt", "2026-04-05", {"Bank": "450"}, {"Debtors": "450"}))
     sync(head, branch, other)
     assert_converged([head, branch, other], {post.id, cancel.id, amend.id})
-    winner = max((cancel, amend), key=lambda r: (r.generation, r.at, r.id))
-    for node in (head, branch, other):
+    for node in (head, branch, other):  # cancelled stays cancelled: the amendment is the listed loser
         with node.db.read() as session:
             row = queries.voucher(session, post.number)
-        assert row is not None and row.cancelled == (winner is cancel) and row.conflicts == 1
+        assert row is not None and row.cancelled and row.current == cancel.id and row.conflicts == 1
 
 
 def _balances(node: Node, office: str | None = None) -> list:

@@ -7,11 +7,13 @@ refusal raises `RuleViolation` and the caller drops the document and writes noth
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from p2psync.books import schema
+from p2psync.books import schema, yupdate
 from p2psync.books.model import (
     Action,
+    Opening,
     Revision,
     decode_group,
     decode_ledger,
@@ -20,6 +22,7 @@ from p2psync.books.model import (
     decode_revision,
     number_series,
 )
+from p2psync.books.money import MAX_PAISE, format_paise
 from p2psync.books.rules import Chart, check_balanced
 from p2psync.errors import P2PSyncError, RuleViolation
 
@@ -34,10 +37,83 @@ class Author:
     office: str
     is_head: bool
     series: int = 1
+    #: The author's node id: the `author` every record it writes must carry.
+    node: str = ""
+
+    @property
+    def client(self) -> int:
+        """The author's own Yjs client id: the only one its updates may write under."""
+        return schema.client_id(self.node)
+
+
+#: Struct kinds an update of the books may hold: a map value (one JSON string), or a value of the
+#: same transaction already overwritten (Yjs encodes it as deleted content).
+_ALLOWED_KINDS = {yupdate.ANY, yupdate.DELETED}
+
+
+def check_update(doc_name: str, update: bytes, author: Author, state: dict[int, int],
+                 held: dict[int, int]) -> int:
+    """Refuse an update that does more than write its author's own records, before pycrdt sees it;
+    returns the author's clock after it. `state` is the document's state vector here (client -> next
+    clock); `held` bounds, for every other client, the clocks the author had seen (as its
+    dependencies say): an update may name another client's items (to replace a value it may write)
+    only below that bound, so it means the same at every replica whatever else has arrived, and never
+    reaches items that do not exist yet.
+
+    The rules (docs/protocol.md, "What an update may hold"): every struct is under the author's own
+    client id; the clocks continue exactly from the author's clock here; a struct names as parent only
+    a root map of this document and a key the author may write, or inherits them from an origin it may
+    see; no right origins, nested types, or content other than one JSON string per value; the delete
+    set covers only the author's own clocks below its new clock, or another client's below `held`."""
+    try:
+        decoded = yupdate.decode_update(update)
+    except yupdate.UpdateError as exc:
+        raise RuleViolation(f"{doc_name}: {exc}") from None
+    own = author.client
+    clock = state.get(own, 0)
+    maps = set(schema.maps_of(doc_name))
+    for item in decoded.items:
+        if item.client != own:
+            raise RuleViolation(f"{doc_name}: update writes under client id {item.client}, not its author's {own}")
+        if item.clock != clock:
+            raise RuleViolation(f"{doc_name}: update's clock {item.clock} does not continue its author's clock "
+                                f"{clock} here")
+        clock += item.length
+        _check_item(doc_name, item, author, maps, own, held)
+    for client, ranges in decoded.deletes.items():
+        bound = clock if client == own else held.get(client, 0)
+        for start, length in ranges:
+            if length <= 0 or start + length > bound:
+                raise RuleViolation(f"{doc_name}: update deletes items {client}:{start}+{length}, which its "
+                                    "author never wrote or saw")
+    return clock
+
+
+def _check_item(doc_name: str, item: yupdate.Item, author: Author, maps: set[str], own: int,
+                held: dict[int, int]) -> None:
+    if item.kind not in _ALLOWED_KINDS or item.right_origin is not None or item.parent_id is not None:
+        raise RuleViolation(f"{doc_name}: update holds a struct the books never write (kind {item.kind})")
+    if item.kind == yupdate.ANY and (len(item.values) != 1 or not isinstance(item.values[0], str)):
+        raise RuleViolation(f"{doc_name}: a value of the books is one JSON string")
+    if item.origin is not None:
+        client, origin_clock = item.origin
+        if origin_clock >= (item.clock if client == own else held.get(client, 0)):
+            raise RuleViolation(f"{doc_name}: update refers to item {client}:{origin_clock}, which its author "
+                                "never wrote or saw")
+        return  # it replaces the value at the origin's key: the map event names the key, checked there
+    if item.parent not in maps or item.key is None:
+        raise RuleViolation(f"{doc_name}: update writes outside the document's maps "
+                            f"({str(item.parent)[:40]!r})")
+    _check_scope(item.parent, item.key, author)
+
+
+#: Reads a revision already in the document being changed (None if it holds none with that id).
+RevisionReader = Callable[[str], "Revision | None"]
 
 
 def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict[str, dict[str, object]],
-                 chart: Chart, author: Author, sync_after: dt.date | None = None) -> dict[str, Revision]:
+                 chart: Chart, author: Author, sync_after: dt.date | None = None,
+                 held: RevisionReader | None = None) -> dict[str, Revision]:
     """Refuse writes outside the author's office, deletions, rewrites of write-once records,
     unbalanced vouchers or ones naming unknown ledgers, and vouchers dated before the sync-after date.
     `changed` holds the action of each key the change touched per root map, `values` the values it
@@ -65,9 +141,10 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
             try:
                 value = new_values[key]
                 if name.is_masters:
-                    _check_master(map_name, key, value)
+                    _check_master(map_name, key, value, author)
                 else:
                     revisions[key] = _check_revision(name, key, value, chart, sync_after, author)
+                    _check_lineage(revisions[key], held or (lambda _id: None))
             except RuleViolation:
                 raise
             except P2PSyncError as exc:
@@ -75,7 +152,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
     return revisions
 
 
-def _check_master(map_name: str, key: str, value: object) -> None:
+def _check_master(map_name: str, key: str, value: object, author: Author) -> None:
     if map_name == schema.OFFICES:
         office = decode_office(value)
         if office.code != key:
@@ -86,6 +163,10 @@ def _check_master(map_name: str, key: str, value: object) -> None:
     name = getattr(record, "name", None) or getattr(record, "ledger")
     if schema.record_key(name, record.office) != key:
         raise RuleViolation(f"{map_name} record {key[:60]!r} is filed under the wrong key")
+    if author.node and record.author != author.node:
+        raise RuleViolation(f"{map_name} record {key[:60]!r} claims author {record.author[:16]}, not its signer")
+    if isinstance(record, Opening) and abs(record.paise) > MAX_PAISE:
+        raise RuleViolation(f"opening balance of {record.ledger[:60]!r} exceeds {format_paise(MAX_PAISE)}")
 
 
 def _check_scope(map_name: str, key: str, author: Author) -> None:
@@ -116,5 +197,21 @@ def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart,
         raise RuleViolation(f"{rev.action.value} of voucher {rev.number} names no revision it replaces")
     if rev.action is Action.CANCEL and not rev.reason.strip():
         raise RuleViolation(f"cancellation of voucher {rev.number} gives no reason")
+    if author.node and rev.author != author.node:
+        raise RuleViolation(f"revision of voucher {rev.number[:40]} claims author {rev.author[:16]}, not its signer")
     check_balanced(rev.content, chart)
     return rev
+
+
+def _check_lineage(rev: Revision, held: RevisionReader) -> None:
+    """A revision replaces only revisions of the same voucher that its document already holds (its
+    entry depends on them, so every replica holds them when it is applied), and never a
+    cancellation: a cancelled voucher stays cancelled, whoever amends it and whenever."""
+    for parent_id in rev.parents:
+        parent = held(parent_id)
+        if parent is None or parent.number != rev.number:
+            raise RuleViolation(f"{rev.action.value} of voucher {rev.number[:40]} replaces revision "
+                                f"{parent_id[:40]!r}, which is not a revision of it in this document")
+        if parent.action is Action.CANCEL:
+            raise RuleViolation(f"voucher {rev.number[:40]} is cancelled; a cancelled voucher cannot be "
+                                f"{'cancelled again' if rev.action is Action.CANCEL else 'amended'}")

@@ -11,8 +11,10 @@ from decimal import Decimal
 from p2psync.errors import InvalidInput
 
 PAISE_PER_RUPEE = 100
-#: The largest amount one line may carry (just under 10^12 rupees); keeps sums far inside int64.
-MAX_PAISE = 99_999_999_999_999
+#: The largest amount one line, one voucher (the total of its debits) or one opening balance may carry:
+#: just under 10^9 rupees (100 crore). Bounded so that no sum a report takes can overflow SQLite's
+#: 64-bit integers: ten million vouchers at this total sum to 10^18 paise, a ninth of 2^63.
+MAX_PAISE = 99_999_999_999
 
 #: Plain ASCII digits, ungrouped or grouped the international (1,234,567) or Indian (12,34,567) way.
 _AMOUNT = re.compile(

@@ -1,8 +1,9 @@
 """Resolving a voucher's revisions to one current revision, the same on every replica.
 
 Revisions form a DAG through their parents. The heads (revisions no other revision replaces) that
-remain after concurrent amendments are ranked by `Revision.sort_key`; the highest is current and the
-others are conflicts: kept, listed, never merged line by line.
+remain after concurrent amendments are ranked by `Revision.sort_key`, a cancellation above every
+amendment; the highest is current and the others are conflicts: kept, listed, never merged line by
+line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def resolve(revisions: Iterable[Revision]) -> VoucherState:
     heads = [rev for rev in revs if rev.id not in replaced]
     if not heads:  # a cycle can only come from forged data; fall back to the total order
         heads = revs[-1:]
+    cancels = [rev for rev in heads if rev.cancelled]
+    if cancels:  # cancelled stays cancelled: a concurrent amendment loses to it, whatever its time stamp
+        heads = [rev for rev in heads if not rev.cancelled] + cancels
     current = heads[-1]
     return VoucherState(
         number=current.number,

@@ -96,6 +96,8 @@ def check_balanced(content: VoucherContent, chart: Chart) -> None:
         raise RuleViolation(
             f"debits ({format_paise(debit)}) do not equal credits ({format_paise(credit)})"
         )
+    if debit > MAX_PAISE:
+        raise RuleViolation(f"a voucher's total may not exceed {format_paise(MAX_PAISE)}")
     both = [name for key, name in credited if key in debited]
     if both:
         raise RuleViolation(f"ledger {both[0]!r} is both debited and credited in one voucher")

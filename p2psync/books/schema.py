@@ -79,10 +79,24 @@ def parse_doc_name(name: str) -> DocName:
     return DocName(name, match.group("office"), month, match.group("kind") == "local")
 
 
+def maps_of(name: str) -> tuple[str, ...]:
+    """The root maps of a document: the only root types it may hold."""
+    return MASTERS_MAPS if parse_doc_name(name).is_masters else (REVISIONS,)
+
+
+def client_id(node_id: str) -> int:
+    """A node's Yjs client id, the same at every replica: the only one its updates may write under,
+    so that its own history is whole in its own chain of entries."""
+    try:
+        return int(node_id[:8], 16) or 1
+    except ValueError:
+        return 0  # not a node id: matches no struct, so such an author's updates are all refused
+
+
 def new_doc(name: str, client_id: int | None = None) -> Doc:
     """An empty document with its root maps declared, so observers can attach before updates."""
     doc = Doc(client_id=client_id)
-    for map_name in MASTERS_MAPS if parse_doc_name(name).is_masters else (REVISIONS,):
+    for map_name in maps_of(name):
         doc.get(map_name, type=Map)
     return doc
 

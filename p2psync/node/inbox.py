@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pycrdt import Doc
 from sqlmodel import Session, select
 
 from p2psync.books import admit, schema
 from p2psync.books.change import Change, unmet
 from p2psync.books.model import Revision
 from p2psync.canonical import utc_now
-from p2psync.errors import P2PSyncError
+from p2psync.errors import P2PSyncError, RuleViolation
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.store import log, pending
@@ -151,15 +152,19 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
 
 def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received) -> bool:
     member = node.trust.author(change.author)
-    author = admit.Author(member.office, member.is_head, member.series)
+    author = admit.Author(member.office, member.is_head, member.series, change.author)
     sync_after = node.trust.policy.sync_after_as_of(policy)
+
+    def inspect(c: Change, state: dict[int, int]) -> int:
+        _check_cited_policy(batch.session, c, policy)
+        return admit.check_update(c.doc, c.update, author, state, _seen_clocks(batch.session, c))
 
     def validate(c: Change, changed: Changed, values: Values) -> dict[str, Revision]:
         chart = node.chart(batch.session)
-        return admit.check_change(c.doc, changed, values, chart, author, sync_after)
+        return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(batch.doc(c.doc)))
 
     try:
-        batch.receive(change, validate, envelope=blob)
+        batch.receive(change, inspect, validate, envelope=blob, policy=policy)
     except P2PSyncError as exc:
         batch.forget(change.doc)
         _quarantine(batch.session, blob, change.doc, change.author, change.seq, str(exc), result)
@@ -171,6 +176,37 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
         return False
     result.applied += 1
     return True
+
+
+def _check_cited_policy(session: Session, change: Change, policy: int) -> None:
+    """An author's cited policy version never goes down along its chain, and is at least that of
+    every entry it depends on (which its author had applied, so held a policy at least as new): a
+    branch that has seen a sync-after date cannot post under an older policy without it."""
+    links = [(change.doc, change.author, change.seq - 1)] if change.seq > 1 else []
+    links += [(doc, author, seq) for doc, vector in change.deps.items() for author, seq in vector.items()]
+    floor = max((held[1] for key in links if (held := log.link(session, *key)) is not None), default=0)
+    if policy < floor:
+        raise RuleViolation(f"entry cites policy version {policy}, older than version {floor} that its author "
+                            "had already cited or depends on")
+
+
+def _seen_clocks(session: Session, change: Change) -> dict[int, int]:
+    """client -> the clock up to which the author had seen that client's items in this document, as
+    its dependencies say (the same at every replica, whatever else has arrived there)."""
+    seen: dict[int, int] = {}
+    for author, seq in change.deps.get(change.doc, {}).items():
+        held = log.link(session, change.doc, author, seq)
+        if held is not None and author != change.author:
+            seen[schema.client_id(author)] = held[0]
+    return seen
+
+
+def _reader(doc: Doc) -> admit.RevisionReader:
+    revisions = schema.root(doc, schema.REVISIONS)
+
+    def read(rev_id: str) -> Revision | None:
+        return schema.read_revisions(doc, [rev_id])[0] if rev_id in revisions else None
+    return read
 
 
 def _quarantine(session: Session, blob: bytes, doc: str, author: str, seq: int, reason: str, result: Received,

@@ -36,6 +36,7 @@ from p2psync.canonical import utc_now
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.net.tls import write_cert_files
 from p2psync.node import inbox
+from p2psync.protocol import entry
 from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, ensure_private_dir
 from p2psync.node.membership import Membership
 from p2psync.store import log, queries
@@ -67,11 +68,6 @@ class Identity:
         return self.role == "head"
 
 
-def _client_id(node_id: str) -> int:
-    """A stable Yjs client id per node: our own history is always whole in our own log."""
-    return int(node_id[:8], 16) or 1
-
-
 class Node:
     """A node's books. Every write goes through `BookStore.transaction`, so it is atomic."""
 
@@ -80,7 +76,8 @@ class Node:
         self.db = db
         self.identity = identity
         self.trust = membership
-        self.store = BookStore(db, identity.node_id, _client_id(identity.node_id), seal=self._seal)
+        self.store = BookStore(db, identity.node_id, schema.client_id(identity.node_id), seal=self._seal,
+                               policy=lambda: self.trust.policy.version)
         #: Stamps this office's records (`at`): decides concurrent amendments and duplicate ledgers.
         self.clock: Callable[[], str] = utc_now
         self._chart: tuple[tuple[int, int], Chart] | None = None
@@ -145,6 +142,7 @@ class Node:
         root = root_public_from_cert(unb64(root_cert))
         policy = verify_policy(policy_blob.encode(), root, org_id(root))
         node = cls(home, db, Identity(**values), Membership(root, policy, keys))  # type: ignore[arg-type]
+        node.store.link_log(lambda blob: entry.peek(blob).policy)
         node.store.check_snapshots()
         node.store.check_reports()
         return node

@@ -15,9 +15,18 @@ from sqlmodel import Session
 from p2psync.books import schema
 from p2psync.books.change import Change, Deps
 from p2psync.books.model import Revision
+from p2psync.books.yupdate import decode_state_vector
 from p2psync.errors import StoreError
 from p2psync.store import docs, log, materialize, queries
-from p2psync.store.db import REPORTS_VERSION, REPORTS_VERSION_KEY, Database, get_setting, set_setting
+from p2psync.store.db import (
+    REPORTS_VERSION,
+    REPORTS_VERSION_KEY,
+    UNLINKED_KEY,
+    Database,
+    get_setting,
+    raw_connection,
+    set_setting,
+)
 from p2psync.store.docs import LoadedDoc
 from p2psync.store.tables import Snapshot
 
@@ -40,6 +49,23 @@ Values = dict[str, dict[str, Any]]
 #: Inspects a received change after it was applied in memory; raises to refuse it. Returns the voucher
 #: revisions it decoded, by key, which are then materialized without decoding them again.
 Validator = Callable[[Change, Changed, Values], dict[str, Revision]]
+#: Reads a received change's update before it is applied, given the document's state vector here;
+#: raises to refuse it, else returns the author's clock after it.
+Inspector = Callable[[Change, dict[int, int]], int]
+
+
+def _transact(doc: Doc, mutate: Callable[[Doc], None]) -> bytes:
+    """Run `mutate` in one transaction; the update of that transaction alone. Unlike a diff against
+    the state before, its delete set holds only what this transaction deleted, which is all a
+    receiver lets an author's update delete."""
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    try:
+        with doc.transaction(origin="local"):
+            mutate(doc)
+    finally:
+        doc.unobserve(subscription)
+    return updates[-1] if updates else b"\x00\x00"
 
 
 class Watch:
@@ -78,12 +104,14 @@ class BookStore:
     month of every office does not hold them all; the masters document stays, every check reads it."""
 
     def __init__(self, db: Database, author: str, client_id: int,
-                 seal: Callable[[Change], bytes | None] | None = None) -> None:
+                 seal: Callable[[Change], bytes | None] | None = None, policy: Callable[[], int] = lambda: 0) -> None:
         self.db = db
         self.author = author
         self.client_id = client_id
         #: Turns a local change into the signed, encrypted entry that is logged and sent.
         self.seal = seal
+        #: The policy version this node's sealed entries cite.
+        self.policy = policy
         self._docs: OrderedDict[str, LoadedDoc] = OrderedDict()
         #: Leave due snapshots to `write_due_snapshots` instead of writing them inside the change's
         #: own transaction (a running node does, when idle: a snapshot re-encodes a whole month).
@@ -221,6 +249,24 @@ class BookStore:
             logger.info("report tables of version %s; rebuilding them as version %s", held, REPORTS_VERSION)
             self.rebuild(snapshots=False)
 
+    def link_log(self, cited: Callable[[bytes], int]) -> int:
+        """Record each entry's clock and cited policy where an older version did not (see
+        `Database.upgrade`), by replaying each such document's log; how many documents it replayed.
+        `cited` reads the policy version from a sealed entry."""
+        with self.db.read() as session:
+            if get_setting(session, UNLINKED_KEY) is None:
+                return 0
+        with self.db.write() as session:
+            names = log.unlinked(session)
+            for name in names:
+                doc = schema.new_doc(name)
+                for entry_id, author, update, envelope in list(log.replay(session, name)):
+                    doc.apply_update(update)
+                    clock = decode_state_vector(doc.get_state()).get(schema.client_id(author), 0)
+                    log.set_link(session, entry_id, clock, cited(envelope) if envelope else 0)
+            raw_connection(session).execute("DELETE FROM setting WHERE key = ?", (UNLINKED_KEY,))
+        return len(names)
+
     def rebuild(self, snapshots: bool = True) -> None:
         """Recreate every materialized table, and the snapshots too unless told otherwise, from the
         log alone, one document at a time (none is kept in memory)."""
@@ -283,22 +329,16 @@ class Batch:
         written back to Python cost as much again as writing it)."""
         self._touched.add(name)
         loaded = self.store.loaded(self.session, name)
-        before = loaded.doc.get_state()
         written = {rev.id: rev for rev in revisions}
-        if written:
-            with loaded.doc.transaction(origin="local"):
-                mutate(loaded.doc)
-            changed: Changed = {schema.REVISIONS: dict.fromkeys(written, "add")}
-        else:
-            watch = Watch(loaded.doc, name)
-            try:
-                with loaded.doc.transaction(origin="local"):
-                    mutate(loaded.doc)
-            finally:
+        watch = None if written else Watch(loaded.doc, name)
+        try:
+            update = _transact(loaded.doc, mutate)
+        finally:
+            if watch is not None:
                 watch.close()
-            if not watch.changed:
-                return None
-            changed = watch.changed
+        changed: Changed = {schema.REVISIONS: dict.fromkeys(written, "add")} if written else (watch.changed if watch else {})
+        if not changed:
+            return None
         author = self.store.author
         vector = {a: s for a, s in log.vector(self.session, name).items() if a != author}
         all_deps: Deps = {name: vector} if vector else {}
@@ -309,31 +349,37 @@ class Batch:
             doc=name,
             author=author,
             seq=log.last_seq(self.session, name, author) + 1,
-            update=loaded.doc.get_update(before),
+            update=update,
             deps=all_deps,
         )
         envelope = self.store.seal(change) if self.store.seal else None
-        self._record(loaded, change, changed, written, local=True, envelope=envelope)
+        clock = decode_state_vector(loaded.doc.get_state()).get(self.store.client_id, 0)
+        policy = 0 if schema.parse_doc_name(name).local else self.store.policy()
+        self._record(loaded, change, changed, written, local=True, envelope=envelope, clock=clock, policy=policy)
         return change
 
-    def receive(self, change: Change, validate: Validator | None = None, envelope: bytes | None = None) -> bool:
-        """Apply a change from another node whose dependencies are met; False if already held."""
+    def receive(self, change: Change, inspect: Inspector, validate: Validator | None = None,
+                envelope: bytes | None = None, policy: int = 0) -> bool:
+        """Apply a change from another node whose dependencies are met; False if already held.
+        `inspect` reads the update before the document sees it, and refuses by raising."""
         if log.has(self.session, *change.key):
             return False
         self._touched.add(change.doc)
         loaded = self.store.loaded(self.session, change.doc)
+        clock = inspect(change, decode_state_vector(loaded.doc.get_state()))
         watch = Watch(loaded.doc, change.doc)
         try:
             loaded.doc.apply_update(change.update)
         finally:
             watch.close()
         decoded = validate(change, watch.changed, watch.values) if validate is not None else {}
-        self._record(loaded, change, watch.changed, decoded, local=False, envelope=envelope)
+        self._record(loaded, change, watch.changed, decoded, local=False, envelope=envelope, clock=clock,
+                     policy=policy)
         return True
 
-    def _record(self, loaded: LoadedDoc, change: Change, changed: Changed,
-                decoded: dict[str, Revision], *, local: bool, envelope: bytes | None = None) -> None:
-        loaded.upto = log.append(self.session, change, local=local, envelope=envelope)
+    def _record(self, loaded: LoadedDoc, change: Change, changed: Changed, decoded: dict[str, Revision], *,
+                local: bool, envelope: bytes | None = None, clock: int = -1, policy: int = 0) -> None:
+        loaded.upto = log.append(self.session, change, local=local, envelope=envelope, clock=clock, policy=policy)
         self.logged.append((loaded.upto, change.doc, change.author, change.seq, envelope))
         loaded.entries += 1
         if schema.parse_doc_name(change.doc).is_masters:

@@ -18,13 +18,16 @@ from p2psync.errors import StoreError
 from p2psync.store import tables
 from p2psync.store.tables import Setting
 
-SCHEMA_VERSION = "1"
+#: 1 had no per-entry clock and policy; 2 adds them (`upgrade`), filled in by replaying the log.
+SCHEMA_VERSION = "2"
 #: The version of the report tables (`materialize.TABLES`), caches of the documents: a home whose
 #: tables are of another version has them rebuilt when it is opened (`BookStore.check_reports`).
 #: 1 (no setting) held each revision's JSON in `revisionrow`; 2 keeps where each revision is, and
 #: finds a voucher's lines by office, date and number.
 REPORTS_VERSION = "2"
 REPORTS_VERSION_KEY = "reports_version"
+#: Set while an upgraded home has entries whose clock and policy are not recorded yet.
+UNLINKED_KEY = "unlinked"
 
 
 def sqlite_engine(path: Path, **options: Any) -> Engine:
@@ -97,8 +100,20 @@ class Database:
             raise StoreError(f"no p2psync data at {self.path.parent}; run 'p2psync init' first")
         with self.read() as session:  # a file that is not a database: StoreError, see `describe`
             version = get_setting(session, "schema_version")
-        if version != SCHEMA_VERSION:
+        if version == "1":
+            self.upgrade()
+        elif version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version!r}; this p2psync needs {SCHEMA_VERSION}")
+
+    def upgrade(self) -> None:
+        """Version 1 to 2, in one transaction: the entry log gains each entry's clock and cited policy,
+        unknown (-1) until the node replays its log (`BookStore.link_log`)."""
+        with self.write() as session:
+            connection = raw_connection(session)
+            connection.execute("ALTER TABLE entry ADD COLUMN clock INTEGER NOT NULL DEFAULT -1")
+            connection.execute("ALTER TABLE entry ADD COLUMN policy INTEGER NOT NULL DEFAULT 0")
+            set_setting(session, "schema_version", SCHEMA_VERSION)
+            set_setting(session, UNLINKED_KEY, "1")
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -16,13 +16,37 @@ from p2psync.canonical import utc_now
 from p2psync.store.db import raw_connection
 
 
-def append(session: Session, change: Change, *, local: bool, envelope: bytes | None = None) -> int:
+def append(session: Session, change: Change, *, local: bool, envelope: bytes | None = None, clock: int = -1,
+           policy: int = 0) -> int:
     """Log a change; returns its entry id (the log position)."""
     cursor = raw_connection(session).execute(
-        'INSERT INTO entry (doc, author, seq, deps, "update", envelope, local, received_at) '
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (change.doc, change.author, change.seq, encode_deps(change.deps), change.update, envelope, local, utc_now()))
+        'INSERT INTO entry (doc, author, seq, deps, "update", envelope, local, received_at, clock, policy) '
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (change.doc, change.author, change.seq, encode_deps(change.deps), change.update, envelope, local, utc_now(),
+         clock, policy))
     return cursor.lastrowid or 0
+
+
+def link(session: Session, doc: str, author: str, seq: int) -> tuple[int, int] | None:
+    """(author's clock after it, cited policy version) of a held entry; None if none is held."""
+    return raw_connection(session).execute(
+        "SELECT clock, policy FROM entry WHERE doc = ? AND author = ? AND seq = ?", (doc, author, seq)).fetchone()
+
+
+def set_link(session: Session, entry_id: int, clock: int, policy: int) -> None:
+    """Fill in an entry's clock and policy (an upgraded home replaying its log)."""
+    raw_connection(session).execute("UPDATE entry SET clock = ?, policy = ? WHERE id = ?", (clock, policy, entry_id))
+
+
+def unlinked(session: Session) -> list[str]:
+    """Documents with entries whose clock an older version did not record."""
+    return [doc for (doc,) in raw_connection(session).execute("SELECT DISTINCT doc FROM entry WHERE clock < 0")]
+
+
+def replay(session: Session, doc: str) -> Iterator[tuple[int, str, bytes, bytes | None]]:
+    """(id, author, update, envelope) of every entry of a document, in the order they were applied."""
+    yield from raw_connection(session).execute(
+        'SELECT id, author, "update", envelope FROM entry WHERE doc = ? ORDER BY id', (doc,))
 
 
 def last_seq(session: Session, doc: str, author: str) -> int:

@@ -31,6 +31,12 @@ class Entry(SQLModel, table=True):
     envelope: bytes | None = None  # the signed, encrypted form once trust is set up
     local: bool = True
     received_at: str
+    #: The author's Yjs clock in the document after this entry: how far a later entry that depends on
+    #: this one may refer to the author's items (-1 until an upgraded home has replayed its log).
+    clock: int = -1
+    #: The policy version the entry cited (0 for local books): an author's later entries and those
+    #: depending on this one may not cite an older one.
+    policy: int = 0
 
 
 class Snapshot(SQLModel, table=True):
