@@ -302,6 +302,25 @@ def test_tickets_and_session_cookies_never_reach_the_log(head: Node, monkeypatch
     assert not [secret for secret in secrets if secret in caplog.text]
 
 
+def test_every_answer_carries_the_security_headers_and_no_cors(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            requests = [(web.base + "/", web.cookie), (web.base + "/static/app.js", web.cookie),
+                        (web.base + "/api/state", web.cookie), (web.base + "/api/state", {}),
+                        (web.base + "/login?ticket=guessed", {}),
+                        (web.base + "/api/state", {**web.cookie, "Host": "attacker.example"})]
+            for url, headers in requests:
+                async with web.http.get(url, headers=headers, allow_redirects=False) as response:
+                    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'"), url
+                    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+                    assert (response.headers["X-Frame-Options"], response.headers["X-Content-Type-Options"],
+                            response.headers["Referrer-Policy"], response.headers["Cache-Control"]) == (
+                        "DENY", "nosniff", "no-referrer", "no-store"), url
+                    assert not [h for h in response.headers if h.lower().startswith("access-control-")], url
+
+    run(scenario())
+
+
 def test_requests_without_the_cookie_are_refused(head: Node) -> None:
     async def scenario() -> None:
         async with served(head, head.home) as web:
