@@ -1,15 +1,17 @@
 """The dashboard's web server, in this process over real HTTP on loopback, in front of a real
-running node: how it is protected (token cookie, Host, Origin), that its refusals are the node's
-own messages, that it answers what the command line prints, and that it pushes live events."""
+running node: how it is protected (one-time sign-in tickets, session cookies bound to one server
+instance, Host, Origin), that its refusals are the node's own messages, that it answers what the
+command line prints, and that it pushes live events."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-import stat
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,13 @@ from helpers import draft, forge_entry, forged_revision, outgoing, state
 from procs import here
 
 from p2psync.books.model import Line, Side, encode_revision
+from p2psync.node import views
 from p2psync.node.office import Node
 from p2psync.node.runtime import NodeRuntime
-from p2psync.web.guard import TOKEN_FILE, cookie_name
+from p2psync.cli.serve_commands import _control_handler
+from p2psync.web.guard import LEGACY_TOKEN_FILE
 from p2psync.web.server import DashboardServer
+from p2psync.web.sessions import IDLE_SECONDS, LIFETIME_SECONDS, TICKET_SECONDS
 from p2psync.web.state import Dashboard
 
 PAYMENT = {"type": "payment", "date": "2026-04-03", "narration": "April rent",
@@ -29,11 +34,24 @@ PAYMENT = {"type": "payment", "date": "2026-04-03", "narration": "April rent",
                      {"side": "Cr", "ledger": "Cash", "amount": "25,000"}]}
 
 
+class Clock:
+    """The servers' clock for tickets and sessions, moved by the test instead of waited for."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class Served:
     server: DashboardServer
     http: aiohttp.ClientSession
     dashboard: Dashboard
+    clock: Clock
+    session: tuple[str, str] = ("", "")  # the cookie's name and value, once signed in
+    set_cookie: list[str] = field(default_factory=list)  # what the first sign-in set
 
     @property
     def runtime(self) -> NodeRuntime | None:
@@ -45,7 +63,16 @@ class Served:
 
     @property
     def cookie(self) -> dict[str, str]:
-        return {"Cookie": f"{cookie_name(self.server.token)}={self.server.token}"}
+        return {"Cookie": "=".join(self.session)}
+
+    async def sign_in(self, url: str, cookie: str = "") -> tuple[int, tuple[str, str] | None, list[str]]:
+        """Open a sign-in address as the browser does (sending `cookie`): the status, the session
+        cookie it sets, and its Set-Cookie headers."""
+        headers = {"Cookie": cookie} if cookie else {}
+        async with self.http.get(url, allow_redirects=False, headers=headers) as response:
+            cookies = [(name, morsel.value) for name, morsel in response.cookies.items() if morsel.value]
+            assert len(cookies) <= 1, cookies
+            return response.status, cookies[0] if cookies else None, response.headers.getall("Set-Cookie", [])
 
     def origin(self) -> dict[str, str]:
         return {**self.cookie, "Origin": self.base}
@@ -74,11 +101,16 @@ async def served(node: Node | None, home: Path) -> AsyncIterator[Served]:
     dashboard = Dashboard(home, start_node)
     if node is not None:
         dashboard.attach(await start_node(node))
-    server = DashboardServer(dashboard, "127.0.0.1", 0)
-    await server.start()
+    clock = Clock()
+    server = DashboardServer(dashboard, "127.0.0.1", 0, clock=clock)
+    printed = await server.start()
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
-            yield Served(server, http, dashboard)
+            web = Served(server, http, dashboard, clock)
+            status, session, set_cookie = await web.sign_in(printed)  # what the office does with the address
+            assert status == 303 and session is not None
+            web.session, web.set_cookie = session, set_cookie
+            yield web
     finally:
         await server.stop()
         for runtime in runtimes:
@@ -94,17 +126,197 @@ def run(coro: Any) -> Any:
 # ---------------------------------------------------------------- protection
 
 
-def test_the_printed_address_trades_the_token_for_a_strict_httponly_cookie(head: Node) -> None:
+async def status_with(web: Served, base: str, cookie: str) -> int:
+    async with web.http.get(base + "/api/state", headers={"Cookie": cookie}) as response:
+        return response.status
+
+
+LEGACY_TOKEN = "lasting-token-kept-in-the-home-by-an-older-version-0123456789"
+LEGACY_COOKIE = "p2psync-" + hashlib.sha256(LEGACY_TOKEN.encode()).hexdigest()[:12]
+
+
+def test_the_printed_address_trades_a_one_time_ticket_for_a_strict_httponly_session(head: Node) -> None:
+    (head.home / LEGACY_TOKEN_FILE).write_text(LEGACY_TOKEN + "\n")  # as an older version left it
+
     async def scenario() -> None:
         async with served(head, head.home) as web:
-            assert stat.S_IMODE((head.home / TOKEN_FILE).stat().st_mode) == 0o600
-            async with web.http.get(web.server.login_url, allow_redirects=False) as response:
-                assert response.status == 303 and response.headers["Location"] == "/"
-                cookie = response.headers["Set-Cookie"]
-            assert f"{cookie_name(web.server.token)}={web.server.token}" in cookie
-            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-            async with web.http.get(web.base + "/login?token=guessed", allow_redirects=False) as response:
+            assert not (head.home / LEGACY_TOKEN_FILE).exists()  # the lasting secret is retired
+            name, value = web.session
+            assert name.startswith(f"p2psync-{web.server.port}-") and len(value) >= 43
+            [cookie] = [c for c in web.set_cookie if c.startswith(f"{name}=")]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+            assert f"Max-Age={LIFETIME_SECONDS}" in cookie
+            assert not any(LEGACY_TOKEN in c for c in web.set_cookie)
+            url = web.server.sign_in_url()
+            assert url.startswith(f"{web.base}/login?ticket=") and value not in url and LEGACY_TOKEN not in url
+            status, again, _ = await web.sign_in(url)  # each address: a session of its own
+            assert status == 303 and again is not None and again[0] == name and again[1] != value
+            for address in (f"/login?token={LEGACY_TOKEN}", "/login?ticket=guessed", "/login"):
+                assert (await web.sign_in(web.base + address))[:2] == (401, None), address
+            assert await status_with(web, web.base, f"{LEGACY_COOKIE}={LEGACY_TOKEN}") == 401
+
+    run(scenario())
+
+
+def test_sign_in_expires_the_cookies_of_earlier_starts_on_its_port_and_legacy_ones_only(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            port = web.server.port
+            other = f"p2psync-{port + 1}-0badcafe"  # another node's dashboard on this computer
+            sent = f"{LEGACY_COOKIE}={LEGACY_TOKEN}; p2psync-{port}-deadbeef=old; {other}=theirs"
+            status, session, set_cookie = await web.sign_in(web.server.sign_in_url(), sent)
+            assert status == 303 and session is not None
+            expired = {c.split("=")[0] for c in set_cookie if "Max-Age=0" in c}
+            assert expired == {LEGACY_COOKIE, f"p2psync-{port}-deadbeef"}
+
+    run(scenario())
+
+
+def test_a_sign_in_address_works_once_and_only_for_minutes(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            url = web.server.sign_in_url()
+            assert (await web.sign_in(url))[0] == 303
+            status, session, set_cookie = await web.sign_in(url)  # opened a second time
+            assert (status, session, set_cookie) == (401, None, [])
+            async with web.http.get(url) as response:
+                assert "no longer" in (await response.json())["error"]
+            late = web.server.sign_in_url()
+            web.clock.now += TICKET_SECONDS + 1
+            assert (await web.sign_in(late))[:2] == (401, None)
+            posted = web.server.sign_in_url()
+            async with web.http.post(posted, headers={"Origin": web.base}, allow_redirects=False) as response:
                 assert response.status == 401 and "Set-Cookie" not in response.headers
+            assert (await web.sign_in(posted))[0] == 303  # only a GET spends it
+
+    run(scenario())
+
+
+@asynccontextmanager
+async def another_server(web: Served, port: int = 0) -> AsyncIterator[DashboardServer]:
+    """A second dashboard server over the same running node (another port, or the same port after a
+    restart), signed in to nothing."""
+    dashboard = Dashboard(web.dashboard.home, web.dashboard.start_node)
+    assert web.runtime is not None
+    dashboard.attach(web.runtime)
+    server = DashboardServer(dashboard, "127.0.0.1", port, clock=web.clock)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def test_a_session_cookie_works_only_on_the_server_instance_that_issued_it(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            name, value = web.session
+            async with another_server(web) as other:  # a second server (another port) on this computer
+                status, theirs, _ = await web.sign_in(other.sign_in_url())
+                assert status == 303 and theirs is not None and theirs[0] != name
+                assert await status_with(web, other.base, f"{name}={value}") == 401  # the browser sends both
+                assert await status_with(web, other.base, f"{theirs[0]}={value}") == 401  # value under its name
+                assert await status_with(web, other.base, "=".join(theirs)) == 200
+                assert await status_with(web, web.base, "=".join(theirs)) == 401
+                assert await status_with(web, web.base, f"{name}={theirs[1]}") == 401
+            assert await status_with(web, web.base, web.cookie["Cookie"]) == 200
+            async with another_server(web) as first:  # the node stops, then starts again on its port
+                port, kept = first.port, await web.sign_in(first.sign_in_url())
+                assert kept[1] is not None
+            async with another_server(web, port) as restarted:
+                assert restarted.port == port and restarted.guard is not None
+                assert restarted.guard.cookie != kept[1][0]
+                assert await status_with(web, restarted.base, "=".join(kept[1])) == 401
+                assert await status_with(web, restarted.base, f"{restarted.guard.cookie}={kept[1][1]}") == 401
+                assert (await web.sign_in(first.sign_in_url().replace(first.base, restarted.base)))[0] == 401
+
+    run(scenario())
+
+
+def test_a_session_ends_after_idle_time_and_after_its_lifetime(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            signed_in_at = web.clock.now
+            while web.clock.now + IDLE_SECONDS - 60 < signed_in_at + LIFETIME_SECONDS:
+                web.clock.now += IDLE_SECONDS - 60  # used just often enough
+                assert (await web.get("/api/state"))[0] == 200
+            web.clock.now = signed_in_at + LIFETIME_SECONDS + 1  # used recently, but signed in too long ago
+            status, refused = await web.get("/api/state")
+            assert status == 401 and "sign in" in refused["error"]
+            _, web.session, _ = await web.sign_in(web.server.sign_in_url())  # type: ignore[assignment]
+            assert (await web.get("/api/state"))[0] == 200
+            web.clock.now += IDLE_SECONDS + 1  # left unused
+            assert (await web.get("/api/state"))[0] == 401
+            assert (await web.get("/api/state"))[0] == 401  # and it does not come back
+
+    run(scenario())
+
+
+def test_an_open_event_stream_ends_with_its_session(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            async with web.http.get(web.base + "/api/events", headers=web.cookie) as stream:
+                assert stream.status == 200 and stream.headers["X-Frame-Options"] == "DENY"
+                await next_event(stream.content, "books")
+                web.clock.now += IDLE_SECONDS + 1  # the stream alone does not keep the session alive
+                async with asyncio.timeout(30):
+                    while await stream.content.readline():
+                        pass  # ends (the server closes it) instead of waiting for the timeout
+
+    run(scenario())
+
+
+def test_p2psync_dashboard_gets_a_fresh_one_time_address_from_the_running_node(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            assert web.runtime is not None
+            handle = _control_handler(web.runtime, web.server, asyncio.Event())
+            first, second = (await handle("dashboard"))["url"], (await handle("dashboard"))["url"]
+            assert first != second and first.startswith(f"{web.base}/login?ticket=")
+            for url in (second, first):
+                assert (await web.sign_in(url))[0] == 303
+                assert (await web.sign_in(url))[0] == 401
+            assert await _control_handler(web.runtime, None, asyncio.Event())("dashboard") == {"url": None}
+
+    run(scenario())
+
+
+def test_tickets_and_session_cookies_never_reach_the_log(head: Node, monkeypatch: Any, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    def broken(_node: Node) -> None:
+        raise RuntimeError("a bug while answering")
+
+    async def scenario() -> list[str]:
+        async with served(head, head.home) as web:
+            url = web.server.sign_in_url()
+            _, session, _ = await web.sign_in(url)
+            await web.sign_in(url)  # refused: used
+            monkeypatch.setattr(views, "identity", broken)
+            assert (await web.get("/api/state"))[0] == 500  # logged with its traceback
+            assert session is not None
+            return [web.session[1], session[1], url.split("ticket=")[1]]
+
+    secrets = run(scenario())
+    assert "a bug while answering" in caplog.text
+    assert not [secret for secret in secrets if secret in caplog.text]
+
+
+def test_every_answer_carries_the_security_headers_and_no_cors(head: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            requests = [(web.base + "/", web.cookie), (web.base + "/static/app.js", web.cookie),
+                        (web.base + "/api/state", web.cookie), (web.base + "/api/state", {}),
+                        (web.base + "/login?ticket=guessed", {}),
+                        (web.base + "/api/state", {**web.cookie, "Host": "attacker.example"})]
+            for url, headers in requests:
+                async with web.http.get(url, headers=headers, allow_redirects=False) as response:
+                    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'"), url
+                    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+                    assert (response.headers["X-Frame-Options"], response.headers["X-Content-Type-Options"],
+                            response.headers["Referrer-Policy"], response.headers["Cache-Control"]) == (
+                        "DENY", "nosniff", "no-referrer", "no-store"), url
+                    assert not [h for h in response.headers if h.lower().startswith("access-control-")], url
 
     run(scenario())
 
@@ -115,7 +327,7 @@ def test_requests_without_the_cookie_are_refused(head: Node) -> None:
             for path in ("/", "/static/app.js", "/api/state", "/api/reports/trial-balance", "/api/events"):
                 async with web.http.get(web.base + path) as response:
                     assert response.status == 401, path
-            wrong = {"Cookie": f"{cookie_name(web.server.token)}=not-the-token"}
+            wrong = {"Cookie": f"{web.session[0]}=not-the-session"}
             async with web.http.get(web.base + "/api/status", headers=wrong) as response:
                 assert response.status == 401
             assert (await web.get("/api/state"))[0] == 200  # the same request with the cookie
@@ -352,7 +564,7 @@ def test_an_office_not_set_up_offers_setup_only_then_runs_the_node_it_created(tm
             status, refused = await web.post("/api/setup/join", {"code": "not-a-code", "via": "wss://127.0.0.1:9"})
             assert status == 400 and "invite code" in refused["error"]
             assert (await web.post("/api/setup/head", {"office": "HO"}))[0] == 400  # no company
-            assert sorted(p.name for p in home.iterdir()) == [TOKEN_FILE]  # nothing created by a refusal
+            assert not home.exists()  # nothing created by a refusal (nor by the dashboard itself)
             status, created = await web.post("/api/setup/head", {"company": "Acme Traders", "office": "HO"})
             assert status == 201 and created["file_type"] == "Head Office"
             state_now = (await web.get("/api/state"))[1]

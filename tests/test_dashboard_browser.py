@@ -47,7 +47,7 @@ def browser() -> Iterator[Any]:
 
 
 def open_page(browser: Any, url: str) -> Any:
-    """A page of its own (own cookies) signed in through the address the node printed."""
+    """A page of its own (own cookies) signed in through an address the node printed (each works once)."""
     context = browser.new_context(viewport=VIEWPORT, locale="en-IN", timezone_id="Asia/Kolkata")
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
@@ -97,7 +97,14 @@ def test_two_offices_work_through_their_dashboards(tmp_path: Path, fleet: Fleet,
     ho_page.click("#create-head")
     ho_page.wait_for_selector("nav button[data-screen=registration]")  # the page reloads as the node starts
     ho.wait_serving()
-    assert cli(ho_home, "dashboard").stdout == f"Dashboard: {ho.dashboard_url}\n"  # asked of the running node
+    asked = cli(ho_home, "dashboard").stdout  # asked of the running node: a fresh one-time address
+    assert asked.startswith(f"Dashboard: {ho.dashboard_url.split('?')[0]}?ticket=") and ho.dashboard_url not in asked
+    again = open_page(browser, asked.removeprefix("Dashboard: ").strip())
+    again.wait_for_selector("nav button[data-screen=registration]")
+    used = open_page(browser, ho.dashboard_url)  # the address printed at start, already opened once
+    expect(used.locator("body")).to_contain_text("not (or no longer) valid")
+    again.context.close()
+    used.context.close()
     for name, group in (("Cash", "Cash-in-Hand"), ("Sales", "Sales Accounts"), ("Capital", "Capital Account")):
         here(ho_home, "ledger", "add", name, "--group", group)  # made with the commands while the node runs
     screen(ho_page, "ledger")

@@ -162,7 +162,7 @@ def _control_handler(runtime: NodeRuntime, server: DashboardServer | None,
             await runtime.restart_links()
             return {"ok": True}
         if command == "dashboard":
-            return {"url": server.login_url if server is not None and server.guard is not None else None}
+            return {"url": server.sign_in_url() if server is not None and server.guard is not None else None}
         if command == "stop":
             stop.set()
             return {"ok": True}

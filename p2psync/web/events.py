@@ -1,16 +1,18 @@
 """Live updates for the page as Server-Sent Events, from the runtime's own change notifications:
 ``books`` when entries or the policy change (the page reloads what it shows), ``status`` when the
-status of a peer or relay changes, ``state`` when the office has just been set up."""
+status of a peer or relay changes, ``state`` when the office has just been set up. A stream ends
+when the session that opened it does (it does not itself count as use)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from p2psync.canonical import report_json
+from p2psync.web.guard import GUARD
 from p2psync.web.state import DASHBOARD, Dashboard
 
 routes = web.RouteTableDef()
@@ -21,23 +23,24 @@ STATUS_SECONDS = 1.0
 @routes.get("/api/events")
 async def events(request: web.Request) -> web.StreamResponse:
     dashboard: Dashboard = request.app[DASHBOARD]
+    guard = request.app[GUARD]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
     await response.prepare(request)
     with contextlib.suppress(ConnectionError):
-        await _stream(dashboard, response)
+        await _stream(dashboard, response, lambda: guard.signed_in(request))
     return response
 
 
-async def _stream(dashboard: Dashboard, response: web.StreamResponse) -> None:
+async def _stream(dashboard: Dashboard, response: web.StreamResponse, signed_in: Callable[[], bool]) -> None:
     while dashboard.runtime is None:
-        await _first(dashboard.closing.wait(), dashboard.ready.wait())
-        if dashboard.closing.is_set():
+        await _first(dashboard.closing.wait(), dashboard.ready.wait(), timeout=STATUS_SECONDS)
+        if dashboard.closing.is_set() or not signed_in():
             return
     await _send(response, "state", "{}")
     runtime = dashboard.runtime
     seen: tuple[int, int] | None = None
     shown = ""
-    while not dashboard.closing.is_set():
+    while not dashboard.closing.is_set() and signed_in():
         if runtime.position != seen:
             seen = runtime.position
             await _send(response, "books", report_json({"entry": seen[0], "policy": seen[1]}))

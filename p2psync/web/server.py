@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from p2psync.errors import P2PSyncError
 from p2psync.web import DEFAULT_PORT, api, events, setup
-from p2psync.web.guard import Guard, load_token
+from p2psync.web.guard import GUARD, Guard, harden, retire_legacy_token
+from p2psync.web.sessions import Clock
 from p2psync.web.state import DASHBOARD, Dashboard
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ async def _index(_request: web.Request) -> web.FileResponse:
 def make_app(dashboard: Dashboard, guard: Guard) -> web.Application:
     app = web.Application(middlewares=[guard.middleware, api.errors], client_max_size=256 * 1024)
     app[DASHBOARD] = dashboard
+    app[GUARD] = guard
+    app.on_response_prepare.append(harden)
     app.router.add_get("/", _index)
     app.router.add_static("/static", STATIC)
     app.add_routes(api.routes)
@@ -36,12 +40,15 @@ def make_app(dashboard: Dashboard, guard: Guard) -> web.Application:
 
 
 class DashboardServer:
-    """Serves `dashboard` on `host`:`port`; the default port falls back to a free one when taken."""
+    """Serves `dashboard` on `host`:`port`; the default port falls back to a free one when taken.
+    `clock` times sign-in tickets and sessions (injectable so tests need not wait)."""
 
-    def __init__(self, dashboard: Dashboard, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+    def __init__(self, dashboard: Dashboard, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 clock: Clock = time.monotonic) -> None:
         self.dashboard = dashboard
         self.host, self.port = host, port
-        self.token = load_token(dashboard.home)
+        self.clock = clock
+        retire_legacy_token(dashboard.home)
         self.runner: web.AppRunner | None = None
         self.guard: Guard | None = None
 
@@ -50,11 +57,11 @@ class DashboardServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    @property
-    def login_url(self) -> str:
-        """The address to open once: it signs this browser in (keep it private, like a password)."""
+    def sign_in_url(self) -> str:
+        """A fresh address to open once, within minutes: it signs one browser in. Each call mints a new
+        one-time ticket, so print it rather than log it, and keep it private until it is used."""
         assert self.guard is not None
-        return self.guard.login_url(self.base)
+        return self.guard.sign_in_url(self.base)
 
     async def start(self) -> str:
         port = await self._listen(self.port)
@@ -63,10 +70,10 @@ class DashboardServer:
             port = await self._listen(0)
         if port is None:
             raise P2PSyncError(f"cannot serve the dashboard on {self.host}:{self.port}: address in use")
-        return self.login_url
+        return self.sign_in_url()
 
     async def _listen(self, port: int) -> int | None:
-        guard = Guard(self.token, self.host)
+        guard = Guard(self.host, self.clock)
         runner = web.AppRunner(make_app(self.dashboard, guard), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
         await runner.setup()
         try:
