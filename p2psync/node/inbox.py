@@ -7,6 +7,7 @@ its in-memory document is dropped and reloaded from the log.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from p2psync.errors import P2PSyncError, RuleViolation
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.store import log, pending
+from p2psync.store.db import raw_connection
 from p2psync.store.books import Batch, Changed, Values
 from p2psync.store.tables import Quarantine
 
@@ -209,19 +211,48 @@ def _reader(doc: Doc) -> admit.RevisionReader:
     return read
 
 
+#: What the quarantine keeps of one author (by the author its header names, "?" for unreadable
+#: entries): past either bound, refused entries are only counted, in one summary row per author.
+MAX_QUARANTINE_ROWS = 1000
+MAX_QUARANTINE_BYTES = 16 * 1024 * 1024
+
+
 def _quarantine(session: Session, blob: bytes, doc: str, author: str, seq: int, reason: str, result: Received,
                 retryable: bool = False) -> None:
-    logger.warning("quarantined entry %s/%s/%s: %s", doc, author[:16], seq, reason)
-    session.add(Quarantine(received_at=utc_now(), doc=doc[:200], author=author[:64], seq=seq, reason=reason[:500],
-                           envelope=blob, retryable=retryable))
-    session.flush()
+    """Keep a refused entry with its reason: once, however often it is sent again, and within the
+    author's bounds, so that no member can fill the disk by signing entries that are refused."""
     result.quarantined.append(reason)
+    digest = hashlib.sha256(blob).hexdigest()
+    connection = raw_connection(session)
+    if connection.execute("SELECT 1 FROM quarantine WHERE digest = ?", (digest,)).fetchone():
+        return
+    logger.warning("quarantined entry %s/%s/%s: %s", doc, author[:16], seq, reason)
+    author = author[:64]
+    rows, size = connection.execute("SELECT count(*), coalesce(sum(length(envelope)), 0) FROM quarantine "
+                                    "WHERE author = ? AND seq > 0", (author,)).fetchone()
+    if rows >= MAX_QUARANTINE_ROWS or size + len(blob) > MAX_QUARANTINE_BYTES:
+        _count_dropped(session, author)
+        return
+    session.add(Quarantine(received_at=utc_now(), doc=doc[:200], author=author, seq=seq, reason=reason[:500],
+                           envelope=blob, retryable=retryable, digest=digest))
+    session.flush()
+
+
+def _count_dropped(session: Session, author: str) -> None:
+    """One summary row per author counts the refused entries past its bounds (kept without envelope)."""
+    connection = raw_connection(session)
+    updated = connection.execute("UPDATE quarantine SET count = count + 1, received_at = ? WHERE author = ? AND "
+                                 "seq = 0 AND digest IS NULL", (utc_now(), author)).rowcount
+    if not updated:
+        session.add(Quarantine(received_at=utc_now(), doc="*", author=author, seq=0, envelope=b"",
+                               reason="further refused entries of this author not kept: its quarantine is full"))
+        session.flush()
 
 
 def retry_quarantined(node: Node) -> Received:
     """Try again the entries refused for want of a policy or key, after a newer policy arrived."""
     with node.db.write() as session:
-        rows = session.exec(select(Quarantine).where(Quarantine.retryable == True)).all()  # noqa: E712
+        rows = session.exec(select(Quarantine).where(Quarantine.retryable == True, Quarantine.seq > 0)).all()  # noqa: E712
         blobs = [row.envelope for row in rows]
         for row in rows:
             session.delete(row)

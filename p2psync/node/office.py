@@ -408,8 +408,8 @@ class Node:
     def quarantined(self) -> list[dict[str, object]]:
         """Refused entries ("failed to import"), oldest first, each with its reason."""
         with self.db.read() as session:
-            return [{"at": q.received_at, "document": q.doc, "author": q.author, "seq": q.seq, "reason": q.reason}
-                    for q in session.exec(select(Quarantine).order_by(Quarantine.id))]
+            return [{"at": q.received_at, "document": q.doc, "author": q.author, "seq": q.seq, "reason": q.reason,
+                     "count": q.count} for q in session.exec(select(Quarantine).order_by(Quarantine.id))]
 
     def entries(self, after: dict[str, dict[str, int]] | None = None) -> list[bytes]:
         """Sealed entries the holder of version vectors `after` lacks, in an order that respects

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -112,6 +113,7 @@ class Database:
             connection = raw_connection(session)
             connection.execute("ALTER TABLE entry ADD COLUMN clock INTEGER NOT NULL DEFAULT -1")
             connection.execute("ALTER TABLE entry ADD COLUMN policy INTEGER NOT NULL DEFAULT 0")
+            _upgrade_quarantine(connection)
             set_setting(session, "schema_version", SCHEMA_VERSION)
             set_setting(session, UNLINKED_KEY, "1")
 
@@ -168,6 +170,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _upgrade_quarantine(connection: sqlite3.Connection) -> None:
+    """Give each quarantined entry its digest, keeping the first row of entries refused repeatedly."""
+    connection.execute("ALTER TABLE quarantine ADD COLUMN digest VARCHAR")
+    connection.execute("ALTER TABLE quarantine ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
+    seen: set[str] = set()
+    for row_id, envelope in connection.execute("SELECT id, envelope FROM quarantine ORDER BY id").fetchall():
+        digest = hashlib.sha256(envelope).hexdigest()
+        if digest in seen:
+            connection.execute("DELETE FROM quarantine WHERE id = ?", (row_id,))
+        else:
+            seen.add(digest)
+            connection.execute("UPDATE quarantine SET digest = ? WHERE id = ?", (digest, row_id))
+    connection.execute("CREATE UNIQUE INDEX ix_quarantine_digest ON quarantine (digest)")
 
 
 def _no_space(path: Path) -> bool:

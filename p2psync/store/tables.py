@@ -157,6 +157,11 @@ class Quarantine(SQLModel, table=True):
     reason: str
     envelope: bytes
     retryable: bool = False  # refused for want of a policy or key that may still arrive
+    #: SHA-256 of the envelope: one row per distinct refused entry, however often it is sent again.
+    digest: str | None = Field(default=None, index=True, unique=True)
+    #: How many refused entries of this author this row stands for: 1, or more for the summary row
+    #: (`seq` 0, no envelope) that counts what arrived after the author's quarantine was full.
+    count: int = 1
 
 
 class Invite(SQLModel, table=True):
