@@ -173,7 +173,7 @@ class Invite(SQLModel, table=True):
     pin: bytes
     created_at: str
     expires_at: str
-    attempts: int = 0
+    attempts: int = 0  # no longer counted (wrong tries lock nothing); kept so older databases still load
     used_by: str | None = None  # node id enrolled with it
     response: bytes | None = None  # the reply sent, resent if the branch retries
 
