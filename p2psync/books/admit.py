@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from p2psync.books import schema, yupdate
 from p2psync.books.model import (
     Action,
+    GroupDef,
+    LedgerDef,
     Opening,
     Revision,
     decode_group,
@@ -111,9 +113,23 @@ def _check_item(doc_name: str, item: yupdate.Item, author: Author, maps: set[str
 RevisionReader = Callable[[str], "Revision | None"]
 
 
+#: The ledger or group records of one root map of the masters as the document now holds them.
+RecordReader = Callable[[str], "list[LedgerDef] | list[GroupDef]"]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a change sits: its sequence in its author's chain and what its author had seen of the
+    document (its dependencies on it), and the document's records, to tell a duplicate made knowingly."""
+
+    seq: int
+    seen: dict[str, int]
+    records: RecordReader
+
+
 def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict[str, dict[str, object]],
                  chart: Chart, author: Author, sync_after: dt.date | None = None,
-                 held: RevisionReader | None = None) -> dict[str, Revision]:
+                 held: RevisionReader | None = None, position: Position | None = None) -> dict[str, Revision]:
     """Refuse writes outside the author's office, deletions, rewrites of write-once records,
     unbalanced vouchers or ones naming unknown ledgers, and vouchers dated before the sync-after date.
     `changed` holds the action of each key the change touched per root map, `values` the values it
@@ -141,7 +157,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
             try:
                 value = new_values[key]
                 if name.is_masters:
-                    _check_master(map_name, key, value, author)
+                    _check_master(map_name, key, value, author, position)
                 else:
                     revisions[key] = _check_revision(name, key, value, chart, sync_after, author)
                     _check_lineage(revisions[key], held or (lambda _id: None))
@@ -152,7 +168,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
     return revisions
 
 
-def _check_master(map_name: str, key: str, value: object, author: Author) -> None:
+def _check_master(map_name: str, key: str, value: object, author: Author, position: Position | None) -> None:
     if map_name == schema.OFFICES:
         office = decode_office(value)
         if office.code != key:
@@ -167,6 +183,24 @@ def _check_master(map_name: str, key: str, value: object, author: Author) -> Non
         raise RuleViolation(f"{map_name} record {key[:60]!r} claims author {record.author[:16]}, not its signer")
     if isinstance(record, Opening) and abs(record.paise) > MAX_PAISE:
         raise RuleViolation(f"opening balance of {record.ledger[:60]!r} exceeds {format_paise(MAX_PAISE)}")
+    if isinstance(record, (LedgerDef, GroupDef)) and position is not None:
+        _check_not_a_known_name(map_name, key, record, position)
+
+
+def _check_not_a_known_name(map_name: str, key: str, record: LedgerDef | GroupDef, position: Position) -> None:
+    """Masters take effect by causal order: a record of a name its author had already seen recorded
+    (as its dependencies say) is refused, so records of one name are only ever concurrent and none
+    takes over another by a stamped time. A record carries its entry's sequence (0: an older version
+    made it, and it counts as seen by no one)."""
+    if record.seq not in (0, position.seq):
+        raise RuleViolation(f"{map_name} record {key[:60]!r} names entry {record.seq}, not the entry {position.seq} "
+                            "that carries it")
+    for other in position.records(map_name):
+        if other.key != record.key or schema.record_key(other.name, other.office) == key or not other.seq:
+            continue
+        if position.seen.get(other.author, 0) >= other.seq:
+            raise RuleViolation(f"{map_name[:-1]} {record.name[:60]!r} already exists (office {other.office}); its "
+                                "author had seen it")
 
 
 def _check_scope(map_name: str, key: str, author: Author) -> None:

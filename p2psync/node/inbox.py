@@ -163,7 +163,10 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
 
     def validate(c: Change, changed: Changed, values: Values) -> dict[str, Revision]:
         chart = node.chart(batch.session)
-        return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(batch.doc(c.doc)))
+        doc = batch.doc(c.doc)
+        seen = {**c.deps.get(c.doc, {}), c.author: c.seq - 1}
+        position = admit.Position(c.seq, seen, lambda map_name: _records(doc, map_name))
+        return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(doc), position)
 
     try:
         batch.receive(change, inspect, validate, envelope=blob, policy=policy)
@@ -201,6 +204,10 @@ def _seen_clocks(session: Session, change: Change) -> dict[int, int]:
         if held is not None and author != change.author:
             seen[schema.client_id(author)] = held[0]
     return seen
+
+
+def _records(doc: Doc, map_name: str) -> list:
+    return schema.read_ledger_defs(doc) if map_name == schema.LEDGERS else schema.read_group_defs(doc)
 
 
 def _reader(doc: Doc) -> admit.RevisionReader:

@@ -228,10 +228,15 @@ class Node:
         parent_group = chart.groups.get(parent)
         if parent_group is None:
             raise NotFound(f"unknown group {parent!r}")
-        record = GroupDef(name, parent_group.name, self.identity.office, self.identity.node_id, self.clock())
         with self.store.transaction() as batch:
+            record = GroupDef(name, parent_group.name, self.identity.office, self.identity.node_id, self.clock(),
+                              self._next_masters_seq(batch.session))
             batch.change(schema.MASTERS, lambda doc: schema.put_group(doc, record))
         return record
+
+    def _next_masters_seq(self, session: Session) -> int:
+        """The sequence number of this node's next masters entry, which a new record carries."""
+        return log.last_seq(session, schema.MASTERS, self.identity.node_id) + 1
 
     def add_ledger(self, name: str, group: str, opening: str | None = None) -> LedgerDef:
         name = check_name(name, "ledger")
@@ -242,16 +247,17 @@ class Node:
         group_def = chart.groups.get(group)
         if group_def is None:
             raise NotFound(f"unknown group {group!r}; see 'p2psync group list'")
-        record = LedgerDef(name, group_def.name, self.identity.office, self.identity.node_id, self.clock())
         balance = self._opening_paise(opening, group_def.name, chart.groups) if opening else None
-
-        def mutate(doc):  # type: ignore[no-untyped-def]
-            schema.put_ledger(doc, record)
-            if balance:
-                schema.put_opening(doc, Opening(name, self.identity.office, balance,
-                                                self.identity.node_id, self.clock()))
-
         with self.store.transaction() as batch:
+            record = LedgerDef(name, group_def.name, self.identity.office, self.identity.node_id, self.clock(),
+                               self._next_masters_seq(batch.session))
+
+            def mutate(doc):  # type: ignore[no-untyped-def]
+                schema.put_ledger(doc, record)
+                if balance:
+                    schema.put_opening(doc, Opening(name, self.identity.office, balance,
+                                                    self.identity.node_id, self.clock()))
+
             batch.change(schema.MASTERS, mutate)
         return record
 

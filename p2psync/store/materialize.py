@@ -56,7 +56,7 @@ def masters(session: Session, doc: Doc) -> None:
             [(group_key(o.ledger), o.office, o.paise) for o in schema.read_openings(doc)])
     conflicts = []
     for kind, defs in (("ledger", schema.read_ledger_defs(doc)), ("group", schema.read_group_defs(doc))):
-        for key, records in schema.effective(defs).items():
+        for key, records in schema.effective(defs, schema.head_offices(doc)).items():
             winner = records[0]
             for loser in records[1:]:
                 differs = (getattr(loser, "group", None), getattr(loser, "parent", None)) != (
