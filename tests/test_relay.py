@@ -32,9 +32,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from p2psync.books import reports
-from p2psync.books.change import Change, Deps
+from p2psync.books.change import Change
 from p2psync.books.drafts import make_draft
 from p2psync.cli.main import cli as cli_group
+from p2psync.deps import Deps
 from p2psync.node import registrar
 from p2psync.net import wire
 from p2psync.node.office import Node

@@ -13,8 +13,9 @@ from pycrdt import Doc, Map
 from sqlmodel import Session
 
 from p2psync.books import schema
-from p2psync.books.change import Change, Deps
+from p2psync.books.change import Change
 from p2psync.books.model import Revision
+from p2psync.deps import Deps
 from p2psync.errors import StoreError
 from p2psync.store import docs, log, materialize, queries
 from p2psync.store.db import REPORTS_VERSION, REPORTS_VERSION_KEY, Database, get_setting, set_setting
