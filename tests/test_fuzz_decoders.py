@@ -24,11 +24,12 @@ from mutations import mutations
 from fuzz.common import quiet_logs, world
 from fuzz.harnesses import NAMES, harness
 from p2psync.books import model
-from p2psync.books.change import Change, Deps
+from p2psync.books.change import Change
 from p2psync.books.drafts import Draft
 from p2psync.books.importer import parse_csv, parse_json
 from p2psync.books.model import Action, Line, Revision, Side, VoucherContent, VoucherType
 from p2psync.books.money import format_paise
+from p2psync.deps import Deps
 from p2psync.protocol import entry
 from p2psync.protocol.sync import Ack, Entries, Hello, Refused, SyncConnection
 from p2psync.trust.invite import InviteCode

@@ -14,8 +14,8 @@ from typing import Protocol
 
 from websockets.asyncio.connection import Connection
 
-from p2psync.books.change import Deps
 from p2psync.canonical import utc_now
+from p2psync.deps import Deps
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.protocol.sync import (

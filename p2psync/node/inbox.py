@@ -23,8 +23,8 @@ from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError, RuleViolation
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
+from p2psync.sqlite import raw_connection
 from p2psync.store import log, pending
-from p2psync.store.db import raw_connection
 from p2psync.store.books import Batch, Changed, Values
 from p2psync.store.tables import Quarantine
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session, select
 
 from p2psync.books import schema
-from p2psync.books.change import Change, Deps
+from p2psync.books.change import Change
 from p2psync.books.drafts import Draft, resolve_names
 from p2psync.books.groups import GroupTree
 from p2psync.books.importer import ImportedDraft
@@ -33,6 +33,7 @@ from p2psync.books.money import parse_amount
 from p2psync.books.resolve import heads, resolve
 from p2psync.books.rules import Chart, validate_voucher
 from p2psync.canonical import utc_now
+from p2psync.deps import Deps
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.net.tls import write_cert_files
 from p2psync.node import inbox

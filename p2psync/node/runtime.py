@@ -25,8 +25,8 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import WebSocketException
 
-from p2psync.books.change import Deps
 from p2psync.canonical import utc_now
+from p2psync.deps import Deps
 from p2psync.errors import P2PSyncError
 from p2psync.net import discovery, tls, wire
 from p2psync.net.link import LinkStats, converse

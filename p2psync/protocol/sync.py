@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2psync.books.change import Deps, check_deps
 from p2psync.canonical import dumps, loads
+from p2psync.deps import Deps, check_deps
 from p2psync.errors import P2PSyncError
 
 VERSION = 1

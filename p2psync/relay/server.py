@@ -2,7 +2,9 @@
 organisations, with no per-organisation setup.
 
 A connection goes: challenge -> the member proves it holds a certificate chained to its
-organisation's root (`protocol.relay_auth`; the root certificate *is* the organisation) -> the same
+organisation's root (`protocol.relay_auth`; the root certificate *is* the organisation) -> if the
+operator gave an allow list (`Limits.allowed_orgs`), a member of any other organisation is refused
+here, before anything of it is read or stored -> the same
 sync conversation nodes hold with each other (`protocol.sync`): both say hello with their version
 vectors, the relay streams what the member lacks in arrival order, says caught-up, then forwards
 entries live as other members store them.
@@ -58,10 +60,12 @@ from p2psync.protocol.sync import (
     SyncConnection,
     batches,
 )
+from p2psync.relay.allowed import AllowedOrgs
 from p2psync.relay.metrics import serve_metrics
 from p2psync.relay.store import RelayStore, StoredEntry, open_store
 from p2psync.trust import enroll
 from p2psync.trust.certs import Member
+from p2psync.trust.keys import registration_id
 from p2psync.trust.policy import Policy, PolicyError
 from p2psync.trust.policy import verify as verify_policy
 
@@ -121,6 +125,8 @@ class Limits:
     org_retention_seconds: Mapping[str, float | None] = field(default_factory=dict)
     #: How often expired entries are dropped.
     expire_interval: float = 600.0
+    #: The organisations served (`--allow-org`); None: every organisation whose members reach the relay.
+    allowed_orgs: AllowedOrgs | None = None
 
     def quota_for(self, org: str) -> int:
         return self.org_quota_bytes.get(org, self.quota_bytes)
@@ -361,6 +367,28 @@ class Relay:
     async def handle(self, ws: Transport) -> None:
         await Session(self, ws).run()
 
+    def check_served(self, org: str) -> None:
+        """Refuse a member of an organisation the operator did not admit, before anything of it is
+        loaded or stored: an allow list is how a relay stops serving as anyone's free storage."""
+        allowed = self.limits.allowed_orgs
+        if allowed is not None and not allowed.admits(org):
+            raise Refusal(f"this relay does not serve organisation {registration_id(org)} "
+                          "(its operator has not admitted it)", kind="org")
+
+    def check_enrollment_served(self, raw: bytes) -> None:
+        """Refuse an enrollment request for an organisation the operator did not admit. A malformed
+        request is left to `pass_enrollment`, which refuses it with its own reason."""
+        allowed = self.limits.allowed_orgs
+        if allowed is None:
+            return
+        try:
+            pin = enroll.request_pin(raw)
+        except P2PSyncError:
+            return
+        if not allowed.may_admit(pin):
+            raise Refusal("this relay does not serve the organisation this invite code is for "
+                          "(its operator has not admitted it)", kind="org")
+
     async def pass_enrollment(self, raw: bytes) -> bytes:
         """Carry a branch's enrollment request to its head office, if connected, and its reply back.
         The relay learns nothing from either: the request is public keys and MACs, the reply
@@ -543,6 +571,7 @@ class Session:
                 return
             self.node = auth.member.node_id
             self.is_head = auth.member.is_head
+            self.relay.check_served(auth.org)
             self.org = await self.relay.join(self, auth)
             self.keys = OrgKeys(self.org, auth.member)
             logger.info("org %s: node %s connected", self.org.id[:12], self.node[:12])
@@ -578,6 +607,7 @@ class Session:
             raise Refusal(f"no authentication within {self.limits.auth_timeout:g} s", kind="auth") from None
         raw = answer.encode() if isinstance(answer, str) else answer
         if len(raw) <= enroll.MAX_MESSAGE and b'"type":"enroll"' in raw:
+            self.relay.check_enrollment_served(raw)
             return raw
         try:
             return relay_auth.verify(answer, nonce)

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 from sqlmodel import Session
 
-from p2psync.books.change import Change, encode_deps
+from p2psync.books.change import Change
 from p2psync.canonical import utc_now
-from p2psync.store.db import raw_connection
+from p2psync.deps import encode_deps
+from p2psync.sqlite import raw_connection
 
 
 def append(session: Session, change: Change, *, local: bool, envelope: bytes | None = None, clock: int = -1,

@@ -17,7 +17,7 @@ from p2psync.books.groups import group_key
 from p2psync.books.model import Revision, Side, number_series
 from p2psync.books.resolve import resolve
 from p2psync.canonical import dumps
-from p2psync.store.db import raw_connection
+from p2psync.sqlite import raw_connection
 from p2psync.store.tables import (
     ConflictRow,
     GroupRow,
