@@ -21,6 +21,7 @@ from p2psync.books.change import Change, unmet
 from p2psync.books.model import Revision
 from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError, RuleViolation
+from p2psync.node import forks
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.sqlite import raw_connection
@@ -40,6 +41,8 @@ class Received:
     duplicates: int = 0
     waiting: int = 0
     quarantined: list[str] = field(default_factory=list)
+    #: Entries that won an equivocation against one applied here: (doc, author, seq, entry).
+    forks: list[tuple[str, str, int, bytes]] = field(default_factory=list)
     #: The version vectors of the documents the caller asked about, as of this receive's commit.
     vectors: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -71,7 +74,23 @@ def receive(node: Node, blobs: Iterable[bytes], vectors_of: Iterable[str] = ()) 
         _apply_ready(node, batch, result, list(fresh.values()))
         result.waiting = pending.count(batch.session)
         result.vectors = node.shared_vectors(batch.session, sorted(set(vectors_of)))
+    if result.forks:
+        _switch_forks(node, result, vectors_of)
     return result
+
+
+def _switch_forks(node: Node, result: Received, vectors_of: Iterable[str]) -> None:
+    """Drop the losing side of each equivocation applied here (into the quarantine), rebuild the books
+    from the log, and apply the side every office keeps."""
+    with node.db.write() as session:
+        for doc, author, seq, _winner in result.forks:
+            for lost_seq, envelope in forks.drop_from(session, doc, author, seq):
+                _quarantine(session, envelope, doc, author, lost_seq, forks.LOST.format(seq=seq), result)
+    node.store.rebuild()
+    again = receive(node, [winner for *_key, winner in result.forks], vectors_of)
+    result.applied += again.applied
+    result.quarantined += again.quarantined
+    result.waiting, result.vectors = again.waiting, again.vectors
 
 
 def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
@@ -88,8 +107,7 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
     held = log.envelope(session, *key)
     if held is not None or key in fresh or pending.is_parked(session, *key):
         if held is not None and held != blob:
-            _quarantine(session, blob, header.doc, header.author, header.seq, _collision_reason(node, blob, header.seq),
-                        result)
+            _collide(node, session, blob, held, key, result)
         else:
             result.duplicates += 1
         return None
@@ -109,15 +127,23 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
     return _Candidate(change, blob, header.policy)
 
 
-def _collision_reason(node: Node, blob: bytes, seq: int) -> str:
-    """Why a different entry under a held (document, author, sequence) is refused. Only if its author
-    really signed it is it the author's equivocation; anything else was forged or damaged on the way
-    (by a relay, say), and the author must not be blamed for it."""
+def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[str, str, int],
+             result: Received) -> None:
+    """A different entry under a held (document, author, sequence). Only if its author really signed
+    it is it the author's equivocation; anything else was forged or damaged on the way (by a relay,
+    say), and the author must not be blamed for it. Of an equivocation, every office keeps the same
+    entry: when it is the one arriving now, the held one is dropped after this transaction."""
+    doc, author, seq = key
     try:
         node.trust.open(blob)
     except EntryError as exc:
-        return str(exc)
-    return f"a different entry {seq} by this author is already held (equivocation)"
+        _quarantine(session, blob, doc, author, seq, str(exc), result)
+        return
+    forks.record(session, doc, author, seq, blob, held)
+    if forks.wins(blob, held):
+        result.forks.append((doc, author, seq, blob))
+    else:
+        _quarantine(session, blob, doc, author, seq, forks.LOST.format(seq=seq), result)
 
 
 def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candidate]) -> None:

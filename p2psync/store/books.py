@@ -261,10 +261,14 @@ class BookStore:
             names = log.unlinked(session)
             for name in names:
                 doc = schema.new_doc(name)
+                chains: dict[str, bytes] = {}
                 for entry_id, author, update, envelope in list(log.replay(session, name)):
                     doc.apply_update(update)
                     clock = decode_state_vector(doc.get_state()).get(schema.client_id(author), 0)
-                    log.set_link(session, entry_id, clock, cited(envelope) if envelope else 0)
+                    chain = None
+                    if envelope:
+                        chain = chains[author] = log.chain_link(chains.get(author), envelope)
+                    log.set_link(session, entry_id, clock, cited(envelope) if envelope else 0, chain)
             raw_connection(session).execute("DELETE FROM setting WHERE key = ?", (UNLINKED_KEY,))
         return len(names)
 

@@ -80,12 +80,15 @@ class Database:
             raise StoreError(f"{self.path} has schema version {version!r}; this p2psync needs {SCHEMA_VERSION}")
 
     def upgrade(self) -> None:
-        """Version 1 to 2, in one transaction: the entry log gains each entry's clock and cited policy,
-        unknown (-1) until the node replays its log (`BookStore.link_log`)."""
+        """Version 1 to 2, in one transaction: the entry log gains each entry's clock, cited policy and
+        chain, unknown (-1) until the node replays its log (`BookStore.link_log`); the quarantine keeps
+        one row per distinct entry."""
+        SQLModel.metadata.create_all(self.engine, tables=_all_tables())  # the tables it lacks
         with self.write() as session:
             connection = raw_connection(session)
             connection.execute("ALTER TABLE entry ADD COLUMN clock INTEGER NOT NULL DEFAULT -1")
             connection.execute("ALTER TABLE entry ADD COLUMN policy INTEGER NOT NULL DEFAULT 0")
+            connection.execute("ALTER TABLE entry ADD COLUMN chain BLOB")
             _upgrade_quarantine(connection)
             set_setting(session, "schema_version", SCHEMA_VERSION)
             set_setting(session, UNLINKED_KEY, "1")

@@ -37,6 +37,10 @@ class Entry(SQLModel, table=True):
     #: The policy version the entry cited (0 for local books): an author's later entries and those
     #: depending on this one may not cite an older one.
     policy: int = 0
+    #: The head of the author's chain in this document up to this entry: SHA-256 of the previous
+    #: entry's chain and of this sealed entry (`log.chain_link`); None for local books. Two holders of
+    #: different entries at one position have different chains from there on, which links compare.
+    chain: bytes | None = None
 
 
 class Snapshot(SQLModel, table=True):
@@ -162,6 +166,18 @@ class Quarantine(SQLModel, table=True):
     #: How many refused entries of this author this row stands for: 1, or more for the summary row
     #: (`seq` 0, no envelope) that counts what arrived after the author's quarantine was full.
     count: int = 1
+
+
+class Equivocation(SQLModel, table=True):
+    """An author found signing two different entries for one position of its chain: both entries,
+    each proof of it on its own, and which one every office keeps (the one of lower SHA-256)."""
+
+    doc: str = Field(primary_key=True)
+    author: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    found_at: str
+    kept: bytes
+    lost: bytes
 
 
 class Invite(SQLModel, table=True):
