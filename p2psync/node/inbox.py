@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pycrdt import Doc
 from sqlmodel import Session, select
 
-from p2psync.books import admit, schema
+from p2psync.books import admit, schema, yupdate
 from p2psync.books.change import Change, unmet
 from p2psync.books.model import Revision
 from p2psync.canonical import utc_now
@@ -190,8 +190,9 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
     def validate(c: Change, changed: Changed, values: Values) -> dict[str, Revision]:
         chart = node.chart(batch.session)
         doc = batch.doc(c.doc)
-        seen = {**c.deps.get(c.doc, {}), c.author: c.seq - 1}
-        position = admit.Position(c.seq, seen, lambda map_name: _records(doc, map_name))
+        masters = batch.doc(schema.MASTERS)
+        position = admit.Position(c.doc, c.author, c.seq, c.deps, lambda map_name: _records(masters, map_name),
+                                  lambda d, a, k: _creator(batch.session, d, a, k))
         return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(doc), position)
 
     try:
@@ -230,6 +231,19 @@ def _seen_clocks(session: Session, change: Change) -> dict[int, int]:
         if held is not None and author != change.author:
             seen[schema.client_id(author)] = held[0]
     return seen
+
+
+def _creator(session: Session, doc: str, author: str, key: str) -> int | None:
+    """The sequence of `author`'s entry in `doc` that created `key`, read from the updates themselves
+    (rare: amendments, and records of versions that did not say)."""
+    for seq, update in log.updates_of(session, doc, author):
+        try:
+            items = yupdate.decode_update(update).items
+        except yupdate.UpdateError:
+            continue
+        if any(item.key == key for item in items):
+            return seq
+    return None
 
 
 def _records(doc: Doc, map_name: str) -> list:

@@ -121,6 +121,12 @@ def after(session: Session, doc: str, entry_id: int) -> Iterator[tuple[int, byte
         'SELECT id, "update" FROM entry WHERE doc = ? AND id > ? ORDER BY id', (doc, entry_id))
 
 
+def updates_of(session: Session, doc: str, author: str) -> Iterator[tuple[int, bytes]]:
+    """(seq, update) of an author's entries in a document, in sequence order."""
+    yield from raw_connection(session).execute(
+        'SELECT seq, "update" FROM entry WHERE doc = ? AND author = ? ORDER BY seq', (doc, author))
+
+
 def documents(session: Session) -> list[str]:
     return [doc for (doc,) in raw_connection(session).execute("SELECT DISTINCT doc FROM entry ORDER BY doc")]
 
