@@ -159,6 +159,11 @@ def status_cmd(home: str | None, as_json: bool) -> None:
     if data["quarantined"]:
         render.table("Failed to import (quarantine)", ["Received", "Document", "Seq", "Reason"],
                      [[q["at"][:19], q["document"], q["seq"], q["reason"]] for q in data["quarantined"]])
+    if data.get("equivocations"):
+        render.table("Offices that signed two different entries for one position (equivocation)",
+                     ["Found", "Office", "Node", "Document", "Seq"],
+                     [[e["found_at"][:19], e["office"], e["author"][:16], e["document"], e["seq"]]
+                      for e in data["equivocations"]])
 
 
 def _clip(text: str, width: int = 40) -> str:

@@ -30,7 +30,7 @@ from p2psync.deps import Deps
 from p2psync.errors import P2PSyncError
 from p2psync.net import discovery, tls, wire
 from p2psync.net.link import LinkStats, converse
-from p2psync.node import registrar
+from p2psync.node import forks, registrar
 from p2psync.node.home import KEYS_DIR
 from p2psync.node.office import Node
 from p2psync.protocol import relay_auth
@@ -536,6 +536,7 @@ def status_from_db(node: Node) -> dict[str, Any]:
         "peers": peers,
         "waiting_entries": waiting,
         "quarantined": node.quarantined(),
+        "equivocations": forks.found(node),
         "sync_log": log,
     }
 
