@@ -15,6 +15,7 @@ import pytest
 from helpers import setup_head
 from sqlmodel import select
 
+from p2psync.books import schema
 from p2psync.errors import InvalidInput
 from p2psync.node import Node, registrar
 from p2psync.store.tables import Invite
@@ -262,3 +263,19 @@ def test_stored_entries_hold_no_names_or_amounts_in_clear(head: Node) -> None:
     assert envelopes and not any(CANARY.encode() in e or b"98765" in e for e in envelopes)
     headers = [json.loads(e[6:6 + int.from_bytes(e[4:6], "big")]) for e in envelopes]
     assert all(set(h) == {"org", "doc", "author", "seq", "epoch", "deps", "nonce", "z", "pv"} for h in headers)
+
+
+def test_keys_whose_client_id_is_a_members_are_refused_and_the_code_stays_usable(
+        head: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding keys whose Yjs client id equals a member's takes some 2^32 key pairs; a member that did
+    could write under that member's client id. The head office refuses such keys (here a collision is
+    arranged, as generating one would take hours) and the invite stays usable with new keys."""
+    code = InviteCode.parse(registrar.invite(head, "BR1")[0])
+    colliding = NodeKeys.generate()
+    real = schema.client_id
+    monkeypatch.setattr(schema, "client_id",
+                        lambda node: real(head.identity.node_id) if node == colliding.node_id else real(node))
+    request, reply, _keys = attempt(head, code, colliding)
+    assert "collide with a member's" in reason(reply) and colliding.node_id not in members(head)
+    request, reply, keys = attempt(head, code)
+    assert enroll.read_reply(reply, code, request, keys).grant.office == "BR1" and keys.node_id in members(head)

@@ -144,6 +144,7 @@ def _enroll(node: Node, raw: bytes) -> bytes:
         row, keys = _proven_invite(session, request)
         if row.used_by is not None and row.response:
             return row.response  # the same branch retrying after a lost reply
+        _check_client_id(node, node_id(request.signing))
         office_name = next((o.name for o in queries.offices(session) if o.code == row.office), row.office)
         series = 1 + sum(1 for nid in node.trust.policy.members if node.trust.author(nid).office == row.office)
         cert = to_der(issue_node_cert(root, _root_cert(node), request.signing, request.sealing, row.office, "branch",
@@ -159,6 +160,16 @@ def _enroll(node: Node, raw: bytes) -> bytes:
     node.trust.accept(blob)
     logger.info("enrolled node %s for office %s", row.used_by, row.office)
     return reply
+
+
+def _check_client_id(node: Node, new_node: str) -> None:
+    """Refuse keys whose Yjs client id is a member's: a node writes only under its own client id, so two
+    members sharing one could overwrite each other's items (it takes some 2^32 key pairs to find one on
+    purpose). The invite stays unused: new keys can use it."""
+    clash = schema.client_id(new_node)
+    if any(schema.client_id(member) == clash for member in node.trust.policy.members if member != new_node):
+        raise P2PSyncError("this node's keys collide with a member's (Yjs client id); run 'p2psync join' again, "
+                           "which makes new keys")
 
 
 def _proven_invite(session: Session, request: enroll.Request) -> tuple[Invite, EnrollKeys]:
