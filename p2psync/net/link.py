@@ -155,7 +155,10 @@ async def _adopt(local: Local, blob: bytes) -> None:
 
 async def _converse(ws: Connection, conn: SyncConnection, local: Local, stats: LinkStats, until_caught_up: bool,
                     check_peer: Callable[[Hello], None] | None) -> None:
-    await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), await local.vectors()))
+    try:
+        await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), await local.vectors()))
+    except ConnectionClosed:
+        pass  # the peer may have refused us before our hello: its refusal (and policy) is still read
     first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
     hello = conn.receive(first)
     if isinstance(hello, Refused):
