@@ -159,6 +159,8 @@ class Client:
     unacked: list[int] = field(default_factory=list)
     caught_up: bool = False
     refused: str | None = None
+    #: The signed policy the relay sent with its refusal, if any.
+    refusal_policy: bytes | None = None
     #: Enrollment requests the relay passed to this (head office) client; each is answered with a refusal.
     enrollments: list[bytes] = field(default_factory=list)
     closed: bool = False
@@ -212,7 +214,7 @@ class Client:
         elif isinstance(event, Ack):
             self.acks[event.batch] = event
         elif isinstance(event, Refused):
-            self.refused = event.reason
+            self.refused, self.refusal_policy = event.reason, event.policy
         elif isinstance(event, EnrollForward):
             self.enrollments.append(event.request)
             await self.send(self.conn.enroll_reply(event.ticket, enroll.refusal("no such invite")))
@@ -388,6 +390,32 @@ def test_a_revoked_node_is_cut_off_and_refused_at_connect(tmp_path: Path) -> Non
             again = await Client.open(url, creds(branch))
             assert "revoked" in await again.wait_refused()
             assert again.received == []
+            await ho.close()
+
+    run(scenario())
+
+
+def test_a_revoked_node_is_handed_the_policy_that_revokes_it_when_cut_off_and_at_connect(tmp_path: Path) -> None:
+    """So that the revoked node learns it is revoked, even when it only ever reaches the relay."""
+    head, (branch,) = build_org(tmp_path)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (_relay, url):
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+
+            registrar.revoke(head, "BR1")
+            revoking = head.policy_blob()
+            await ho.send(ho.conn.policy(revoking))
+            assert "revoked" in await br.wait_refused()
+            assert br.refusal_policy == revoking
+
+            again = await Client.open(url, creds(branch))
+            assert "revoked" in await again.wait_refused()
+            assert again.refusal_policy == revoking
+            assert branch.adopt_policy(again.refusal_policy) and branch.trust.revoked
             await ho.close()
 
     run(scenario())

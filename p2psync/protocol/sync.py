@@ -58,6 +58,8 @@ class Entries:
 class Ack:
     batch: int
     vectors: Deps
+    #: How many entries the acknowledged batch held (what the peer now holds durably).
+    entries: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class CaughtUp:
 @dataclass(frozen=True)
 class Refused:
     reason: str
+    #: The signed policy that explains a refusal (the one that revokes the refused node), so that a
+    #: node turned away learns why even when it never gets to a conversation.
+    policy: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,10 @@ class SyncConnection:
     window: int = DEFAULT_WINDOW
     peer: Hello | None = None
     in_flight: set[int] = field(default_factory=set)
+    #: Entries the peer acknowledged as durably held, over the whole conversation.
+    acknowledged: int = 0
     _next_batch: int = 1
+    _sizes: dict[int, int] = field(default_factory=dict)  # entries of each batch in flight
     #: What the peer knows we hold: our hello, the entries it sent us or we sent it, our acks.
     _told: Deps = field(default_factory=dict)
 
@@ -120,6 +128,7 @@ class SyncConnection:
         batch = self._next_batch
         self._next_batch += 1
         self.in_flight.add(batch)
+        self._sizes[batch] = len(blobs)
         parts = [struct.pack(">BI", BATCH_FRAME, batch)]
         for blob in blobs:
             parts.append(struct.pack(">I", len(blob)))
@@ -147,8 +156,17 @@ class SyncConnection:
     def enroll_reply(self, ticket: int, reply: bytes) -> str:
         return dumps({"type": "enroll-reply", "ticket": ticket, "reply": reply.decode()})
 
-    def refuse(self, reason: str) -> str:
-        return dumps({"type": "refused", "reason": reason[:500]})
+    def refuse(self, reason: str, policy: bytes | None = None) -> str:
+        """Refuse the conversation; `policy` (a signed policy) is the proof when it is the reason."""
+        message: dict[str, Any] = {"type": "refused", "reason": reason[:500]}
+        if policy:
+            message["policy"] = policy.decode()
+        return dumps(message)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Entries sent that the peer has not yet acknowledged as durably held."""
+        return sum(self._sizes.values())
 
     def peer_lacks(self, doc: str, author: str, seq: int) -> bool:
         return self.peer is None or self.peer.vectors.get(doc, {}).get(author, 0) < seq
@@ -180,7 +198,7 @@ class SyncConnection:
             raise ProtocolError("control frame is not an object")
         kind = data.get("type")
         if kind == "refused":
-            return Refused(str(data.get("reason", ""))[:500])
+            return _refused(data)
         if self.peer is None and kind != "hello":
             raise ProtocolError(f"expected hello, got {str(kind)[:20]!r}")
         try:
@@ -207,11 +225,13 @@ class SyncConnection:
             if batch not in self.in_flight:
                 raise ProtocolError(f"acknowledgement of unknown batch {batch}")
             self.in_flight.discard(batch)
+            count = self._sizes.pop(batch, 0)
+            self.acknowledged += count
             vectors = _vectors(data["vectors"])
             if self.peer is not None:
                 for doc, vector in vectors.items():
                     _raise(self.peer.vectors, doc, vector)
-            return Ack(batch, vectors)
+            return Ack(batch, vectors, count)
         if kind == "caught-up":
             return CaughtUp()
         if kind == "enroll-forward":
@@ -238,6 +258,14 @@ class SyncConnection:
             if len(blobs) > MAX_ENTRIES_PER_BATCH:
                 raise ProtocolError("too many entries in one batch")
         return Entries(batch, blobs)
+
+
+def _refused(data: dict[str, Any]) -> Refused:
+    """A refusal is read even before hello; a policy it carries that is not text is left out (the
+    receiver verifies any policy before believing it)."""
+    policy = data.get("policy")
+    blob = policy.encode() if isinstance(policy, str) and len(policy) <= MAX_FRAME else None
+    return Refused(str(data.get("reason", ""))[:500], blob)
 
 
 def _raise(vectors: Deps, doc: str, vector: dict[str, int]) -> None:

@@ -161,10 +161,12 @@ class RelayStats:
 class Refusal(P2PSyncError):
     """The relay turns this member away; the reason is sent to it before closing, `kind` counted."""
 
-    def __init__(self, reason: str, code: int = CLOSE_POLICY, kind: str = "policy") -> None:
+    def __init__(self, reason: str, code: int = CLOSE_POLICY, kind: str = "policy",
+                 policy: bytes | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.kind = kind
+        self.policy = policy  # the signed policy behind the refusal (a revocation), sent with it
 
 
 def size(count: int) -> str:
@@ -445,7 +447,8 @@ class Relay:
         org = self.orgs.get(auth.org) or await self._load(auth)
         org = self.orgs.setdefault(auth.org, org)
         if org.is_revoked(auth.member.node_id):
-            raise Refusal("this node is revoked by its organisation's head office", kind="revoked")
+            raise Refusal("this node is revoked by its organisation's head office", kind="revoked",
+                          policy=org.policy_blob)
         if len(org.sessions) >= self.limits.max_connections_per_org:
             raise Refusal("too many connections for this organisation; try again later", CLOSE_TRY_LATER,
                           "connections")
@@ -493,7 +496,7 @@ class Relay:
         for session in list(org.sessions):
             if org.is_revoked(session.node):
                 org.sessions.discard(session)  # forward nothing more to it
-                session.kick("this node has been revoked by its organisation's head office")
+                session.kick("this node has been revoked by its organisation's head office", blob)
             elif session is not origin:
                 session.push_policy(blob)
 
@@ -581,7 +584,7 @@ class Session:
                 self.relay.leave(self, self.org)
                 logger.info("org %s: node %s disconnected", self.org.id[:12], self.node[:12])
         except Refusal as exc:
-            await self._refuse(str(exc), exc.code, exc.kind)
+            await self._refuse(str(exc), exc.code, exc.kind, policy=exc.policy)
         except ProtocolError as exc:
             await self._refuse(str(exc), CLOSE_PROTOCOL, "protocol")
         except ConnectionClosed:
@@ -795,9 +798,11 @@ class Session:
         finally:
             self._enrollments.pop(ticket, None)
 
-    def kick(self, reason: str) -> None:
+    def kick(self, reason: str, policy: bytes | None = None) -> None:
+        """Cut a member off; `policy` (the one that revokes it) goes with the refusal, so it learns why."""
         logger.warning("node %s: %s", self.node[:12], reason)
-        self._spawn(self._refuse(reason, CLOSE_POLICY, "revoked", drain=False))  # its reader is still reading
+        # no drain: its reader is still reading
+        self._spawn(self._refuse(reason, CLOSE_POLICY, "revoked", drain=False, policy=policy))
 
     def _spawn(self, job: Any) -> None:
         task = asyncio.create_task(job)
@@ -808,10 +813,11 @@ class Session:
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(frame)
 
-    async def _refuse(self, reason: str, code: int, kind: str, drain: bool = True) -> None:
+    async def _refuse(self, reason: str, code: int, kind: str, drain: bool = True,
+                      policy: bytes | None = None) -> None:
         self.relay.stats.refuse(kind)
         logger.warning("refused node %s: %s", self.node[:12] or "?", reason)
-        await self._send_quietly(self.conn.refuse(reason))
+        await self._send_quietly(self.conn.refuse(reason, policy))
         # Read and discard what the member still sends, so its reply to our close is not stuck behind it.
         drainer = asyncio.create_task(self._drain()) if drain else None
         try:
