@@ -25,6 +25,8 @@ from p2psync.protocol.sync import (
     CaughtUp,
     EnrollForward,
     Entries,
+    Fork,
+    Heads,
     Hello,
     PolicyOffer,
     ProtocolError,
@@ -43,6 +45,8 @@ ACK_TIMEOUT = 60.0
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY = 1008
 CLOSE_TRY_LATER = 1013
+#: The conversation is to be started again (RFC 6455's "service restart"): after an equivocation settled.
+CLOSE_RESTART = 1012
 #: How long a refusal may wait to be written to a peer that reads nothing (a dead link) before the
 #: link is closed without it.
 REFUSAL_TIMEOUT = 2.0
@@ -66,6 +70,11 @@ class Local(Protocol):
         """Whether `node` may no longer be sent anything (the policy held here revokes it)."""
     def wait_for_change(self, seen_id: int, seen_policy: int) -> Awaitable[None]: ...
     def enroll(self, request: bytes) -> Awaitable[bytes]: ...
+    def heads(self) -> Awaitable[Heads]: ...
+    def parted(self, heads: Heads) -> Awaitable[list[tuple[str, str, list[bytes]]]]:
+        """The chains where the peer's heads differ from ours: (doc, author, our entry hashes)."""
+    def settle(self, doc: str, author: str, hashes: list[bytes]) -> Awaitable[tuple[list[bytes], bool]]:
+        """Our entry hashes of that chain, and whether we dropped our side of an equivocation."""
 
 
 @dataclass
@@ -92,6 +101,11 @@ class PeerCutOff(ProtocolError):
     """The policy held here now revokes the peer: it is told so, with the policy, and dropped."""
 
 
+class ForkSettled(ProtocolError):
+    """This side dropped its side of an equivocation: the conversation starts again, so that each
+    side tells the other what it now holds."""
+
+
 class ExchangeCut(P2PSyncError):
     """A one-shot exchange ended before the peer had acknowledged everything sent to it and sent
     everything it holds: the sync did not happen, whatever was sent."""
@@ -107,6 +121,9 @@ async def converse(ws: Connection, local: Local, stats: LinkStats, *, until_caug
     try:
         await _converse(ws, conn, local, stats, until_caught_up, check_peer)
     except PeerRefused:
+        raise
+    except ForkSettled as exc:
+        await ws.close(CLOSE_RESTART, str(exc)[:120])
         raise
     except PeerCutOff as exc:
         await turn_away(ws, str(exc), await local.policy_blob())
@@ -156,7 +173,8 @@ async def _adopt(local: Local, blob: bytes) -> None:
 async def _converse(ws: Connection, conn: SyncConnection, local: Local, stats: LinkStats, until_caught_up: bool,
                     check_peer: Callable[[Hello], None] | None) -> None:
     try:
-        await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), await local.vectors()))
+        await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), await local.vectors(),
+                                 await local.heads()))
     except ConnectionClosed:
         pass  # the peer may have refused us before our hello: its refusal (and policy) is still read
     first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
@@ -170,6 +188,8 @@ async def _converse(ws: Connection, conn: SyncConnection, local: Local, stats: L
     if check_peer is not None:
         check_peer(hello)
     stats.peer = hello.node
+    for doc, author, hashes in await local.parted(hello.heads):
+        await ws.send(conn.fork(doc, author, hashes))
     acked = asyncio.Event()
     done = asyncio.Event()
     reader = asyncio.create_task(_read(ws, conn, local, stats, acked, done, until_caught_up))
@@ -215,9 +235,21 @@ async def _read(ws: Connection, conn: SyncConnection, local: Local, stats: LinkS
             await ws.send(conn.enroll_reply(event.ticket, await local.enroll(event.request)))
         elif isinstance(event, Refused):
             await _refused(local, event)
+        elif isinstance(event, Fork):
+            await _settle(ws, conn, local, event)
         elif isinstance(event, Hello):
             raise ProtocolError("second hello")
         _check_done(conn, stats, done, until_caught_up)
+
+
+async def _settle(ws: Connection, conn: SyncConnection, local: Local, event: Fork) -> None:
+    """The peer's chain of an author differs from ours: settle which side every office keeps, tell the
+    peer our hashes (unless this answers ours), and start again if we dropped our side."""
+    mine, dropped = await local.settle(event.doc, event.author, event.hashes)
+    if not event.reply:
+        await ws.send(conn.fork(event.doc, event.author, mine, reply=True))
+    if dropped:
+        raise ForkSettled(f"equivocation by {event.author[:16]} in {event.doc} settled; starting again")
 
 
 def _note_received(conn: SyncConnection, blobs: list[bytes]) -> list[str]:

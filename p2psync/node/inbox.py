@@ -21,7 +21,7 @@ from p2psync.books.change import Change, unmet
 from p2psync.books.model import Revision
 from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError, RuleViolation
-from p2psync.node import forks
+from p2psync.node import forks, quarantine
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.sqlite import raw_connection
@@ -41,8 +41,6 @@ class Received:
     duplicates: int = 0
     waiting: int = 0
     quarantined: list[str] = field(default_factory=list)
-    #: Entries that won an equivocation against one applied here: (doc, author, seq, entry).
-    forks: list[tuple[str, str, int, bytes]] = field(default_factory=list)
     #: The version vectors of the documents the caller asked about, as of this receive's commit.
     vectors: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -74,23 +72,7 @@ def receive(node: Node, blobs: Iterable[bytes], vectors_of: Iterable[str] = ()) 
         _apply_ready(node, batch, result, list(fresh.values()))
         result.waiting = pending.count(batch.session)
         result.vectors = node.shared_vectors(batch.session, sorted(set(vectors_of)))
-    if result.forks:
-        _switch_forks(node, result, vectors_of)
     return result
-
-
-def _switch_forks(node: Node, result: Received, vectors_of: Iterable[str]) -> None:
-    """Drop the losing side of each equivocation applied here (into the quarantine), rebuild the books
-    from the log, and apply the side every office keeps."""
-    with node.db.write() as session:
-        for doc, author, seq, _winner in result.forks:
-            for lost_seq, envelope in forks.drop_from(session, doc, author, seq):
-                _quarantine(session, envelope, doc, author, lost_seq, forks.LOST.format(seq=seq), result)
-    node.store.rebuild()
-    again = receive(node, [winner for *_key, winner in result.forks], vectors_of)
-    result.applied += again.applied
-    result.quarantined += again.quarantined
-    result.waiting, result.vectors = again.waiting, again.vectors
 
 
 def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
@@ -130,20 +112,18 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
 def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[str, str, int],
              result: Received) -> None:
     """A different entry under a held (document, author, sequence). Only if its author really signed
-    it is it the author's equivocation; anything else was forged or damaged on the way (by a relay,
-    say), and the author must not be blamed for it. Of an equivocation, every office keeps the same
-    entry: when it is the one arriving now, the held one is dropped after this transaction."""
+    it is it the author's equivocation (both entries are kept as proof); anything else was forged or
+    damaged on the way (by a relay, say), and the author must not be blamed for it. The held entry
+    stays applied: which of the two every office keeps is settled where the first position at which
+    two chains part is known, when links compare them (`forks.settle`)."""
     doc, author, seq = key
     try:
         node.trust.open(blob)
     except EntryError as exc:
         _quarantine(session, blob, doc, author, seq, str(exc), result)
         return
-    forks.record(session, doc, author, seq, blob, held)
-    if forks.wins(blob, held):
-        result.forks.append((doc, author, seq, blob))
-    else:
-        _quarantine(session, blob, doc, author, seq, forks.LOST.format(seq=seq), result)
+    forks.record(session, doc, author, seq, held, blob)
+    _quarantine(session, blob, doc, author, seq, forks.HELD.format(seq=seq), result)
 
 
 def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candidate]) -> None:
@@ -258,42 +238,10 @@ def _reader(doc: Doc) -> admit.RevisionReader:
     return read
 
 
-#: What the quarantine keeps of one author (by the author its header names, "?" for unreadable
-#: entries): past either bound, refused entries are only counted, in one summary row per author.
-MAX_QUARANTINE_ROWS = 1000
-MAX_QUARANTINE_BYTES = 16 * 1024 * 1024
-
-
 def _quarantine(session: Session, blob: bytes, doc: str, author: str, seq: int, reason: str, result: Received,
                 retryable: bool = False) -> None:
-    """Keep a refused entry with its reason: once, however often it is sent again, and within the
-    author's bounds, so that no member can fill the disk by signing entries that are refused."""
     result.quarantined.append(reason)
-    digest = hashlib.sha256(blob).hexdigest()
-    connection = raw_connection(session)
-    if connection.execute("SELECT 1 FROM quarantine WHERE digest = ?", (digest,)).fetchone():
-        return
-    logger.warning("quarantined entry %s/%s/%s: %s", doc, author[:16], seq, reason)
-    author = author[:64]
-    rows, size = connection.execute("SELECT count(*), coalesce(sum(length(envelope)), 0) FROM quarantine "
-                                    "WHERE author = ? AND seq > 0", (author,)).fetchone()
-    if rows >= MAX_QUARANTINE_ROWS or size + len(blob) > MAX_QUARANTINE_BYTES:
-        _count_dropped(session, author)
-        return
-    session.add(Quarantine(received_at=utc_now(), doc=doc[:200], author=author, seq=seq, reason=reason[:500],
-                           envelope=blob, retryable=retryable, digest=digest))
-    session.flush()
-
-
-def _count_dropped(session: Session, author: str) -> None:
-    """One summary row per author counts the refused entries past its bounds (kept without envelope)."""
-    connection = raw_connection(session)
-    updated = connection.execute("UPDATE quarantine SET count = count + 1, received_at = ? WHERE author = ? AND "
-                                 "seq = 0 AND digest IS NULL", (utc_now(), author)).rowcount
-    if not updated:
-        session.add(Quarantine(received_at=utc_now(), doc="*", author=author, seq=0, envelope=b"",
-                               reason="further refused entries of this author not kept: its quarantine is full"))
-        session.flush()
+    quarantine.keep(session, blob, doc, author, seq, reason, retryable)
 
 
 def retry_quarantined(node: Node) -> Received:

@@ -169,6 +169,18 @@ class NodeRuntime:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
+    async def heads(self) -> forks.Heads:
+        return await self.call(forks.heads, self.node)
+
+    async def parted(self, heads: forks.Heads) -> list[tuple[str, str, list[bytes]]]:
+        return await self.call(forks.parted, self.node, heads) if heads else []
+
+    async def settle(self, doc: str, author: str, hashes: list[bytes]) -> tuple[list[bytes], bool]:
+        mine, dropped = await self.call(forks.settle, self.node, doc, author, hashes)
+        if dropped:
+            await self.notify()
+        return mine, dropped
+
     async def enroll(self, request: bytes) -> bytes:
         """Answer an enrollment request (passed on by a relay): only the head office can."""
         if not self.node.identity.is_head:

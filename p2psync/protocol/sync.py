@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2psync.canonical import dumps, loads
+from p2psync.trust.keys import b64, unb64
 from p2psync.deps import Deps, check_deps
 from p2psync.errors import P2PSyncError
 
@@ -34,6 +35,12 @@ class ProtocolError(P2PSyncError):
     """The peer broke the conversation; the link is closed with this reason."""
 
 
+#: Per document, per author: (highest sequence held, chain head there).
+Heads = dict[str, dict[str, tuple[int, bytes]]]
+#: The most entry hashes one `fork` message carries.
+MAX_FORK_HASHES = 200_000
+
+
 @dataclass(frozen=True)
 class Hello:
     node: str
@@ -41,6 +48,19 @@ class Hello:
     role: str
     policy_version: int
     vectors: Deps
+    #: Chain heads (absent from peers of older versions, and from relays).
+    heads: Heads = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fork:
+    """The peer's chain of one author in one document differs from ours: its entries' SHA-256, from
+    sequence 1 on, to find where the two part. `reply` when it answers ours (not to be answered)."""
+
+    doc: str
+    author: str
+    hashes: list[bytes]
+    reply: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +111,7 @@ class EnrollReply:
     reply: bytes
 
 
-Event = Hello | PolicyOffer | Entries | Ack | CaughtUp | Refused | EnrollForward | EnrollReply
+Event = Hello | PolicyOffer | Entries | Ack | CaughtUp | Refused | EnrollForward | EnrollReply | Fork
 
 
 @dataclass
@@ -110,10 +130,19 @@ class SyncConnection:
 
     # ------------------------------------------------------------ outgoing
 
-    def hello(self, node: str, org: str, role: str, policy_version: int, vectors: Deps) -> str:
+    def hello(self, node: str, org: str, role: str, policy_version: int, vectors: Deps,
+              heads: Heads | None = None) -> str:
         self._told = {doc: dict(vector) for doc, vector in vectors.items()}
-        return dumps({"type": "hello", "v": VERSION, "node": node, "org": org, "role": role,
-                      "policy": policy_version, "vectors": vectors})
+        message: dict[str, Any] = {"type": "hello", "v": VERSION, "node": node, "org": org, "role": role,
+                                   "policy": policy_version, "vectors": vectors}
+        if heads:
+            message["heads"] = {doc: {author: [seq, b64(head)] for author, (seq, head) in vector.items()}
+                                for doc, vector in heads.items()}
+        return dumps(message)
+
+    def fork(self, doc: str, author: str, hashes: list[bytes], *, reply: bool = False) -> str:
+        return dumps({"type": "fork", "doc": doc, "author": author, "hashes": [b64(h) for h in hashes],
+                      "reply": reply})
 
     def policy(self, blob: bytes) -> str:
         return dumps({"type": "policy", "blob": blob.decode()})
@@ -215,7 +244,7 @@ class SyncConnection:
             if data["v"] != VERSION:
                 raise ProtocolError(f"unsupported protocol version {data['v']!r}")
             hello = Hello(_short(data["node"]), _short(data["org"]), _short(data["role"]),
-                          _count(data["policy"]), _vectors(data["vectors"]))
+                          _count(data["policy"]), _vectors(data["vectors"]), _heads(data.get("heads", {})))
             self.peer = hello
             return hello
         if kind == "policy":
@@ -234,6 +263,12 @@ class SyncConnection:
             return Ack(batch, vectors, count)
         if kind == "caught-up":
             return CaughtUp()
+        if kind == "fork":
+            hashes = data["hashes"]
+            if not isinstance(hashes, list) or len(hashes) > MAX_FORK_HASHES:
+                raise TypeError("expected a list of hashes")
+            return Fork(_short(data["doc"]), _short(data["author"]), [_digest(h) for h in hashes],
+                        data.get("reply") is True)
         if kind == "enroll-forward":
             return EnrollForward(_count(data["ticket"]), _message(data["request"]))
         if kind == "enroll-reply":
@@ -292,6 +327,31 @@ def _message(value: Any) -> bytes:
     if not isinstance(value, str) or len(value) > 1024 * 1024:
         raise TypeError("expected an enrollment message")
     return value.encode()
+
+
+def _digest(value: Any) -> bytes:
+    if not isinstance(value, str) or len(value) > 64:
+        raise TypeError("expected a hash")
+    digest = unb64(value)
+    if len(digest) != 32:
+        raise TypeError("expected a SHA-256")
+    return digest
+
+
+def _heads(value: Any) -> Heads:
+    """Chain heads as the hello carries them: {document: {author: [sequence, b64 head]}}."""
+    if not isinstance(value, dict) or len(value) > 1_000_000:
+        raise TypeError("expected heads")
+    heads: Heads = {}
+    for doc, vector in value.items():
+        if not isinstance(doc, str) or not isinstance(vector, dict):
+            raise TypeError("expected heads")
+        heads[doc] = {}
+        for author, pair in vector.items():
+            if not isinstance(author, str) or not isinstance(pair, list) or len(pair) != 2:
+                raise TypeError("expected heads")
+            heads[doc][author] = (_count(pair[0]), _digest(pair[1]))
+    return heads
 
 
 def _vectors(value: Any) -> Deps:

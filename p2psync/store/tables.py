@@ -169,15 +169,17 @@ class Quarantine(SQLModel, table=True):
 
 
 class Equivocation(SQLModel, table=True):
-    """An author found signing two different entries for one position of its chain: both entries,
-    each proof of it on its own, and which one every office keeps (the one of lower SHA-256)."""
+    """An author found signing two different entries for one position of its chain: the entry held
+    here and the other (or, when a link found it by comparing chains, the other's SHA-256). Two signed
+    entries for one position are proof on their own."""
 
     doc: str = Field(primary_key=True)
     author: str = Field(primary_key=True)
     seq: int = Field(primary_key=True)
     found_at: str
-    kept: bytes
-    lost: bytes
+    held: bytes | None = None
+    other: bytes | None = None
+    other_hash: bytes | None = None
 
 
 class Invite(SQLModel, table=True):
