@@ -38,10 +38,16 @@ laptop_refused() { [[ "$(at OLD-LAPTOP status --json)" == *revoked* ]]; }
 wait_until "the head office to cut the laptop off" laptop_refused
 ok "the head office dropped the laptop's link and refuses it"
 
-step "Whoever has the laptop enters a voucher on it"
-at OLD-LAPTOP voucher post --type sales --date 2026-04-09 --dr "Cash=99,000" --cr "Sales=99,000" \
-    --narration "Entered on the stolen laptop"
-say "Trying to send it to the head office now:"
+step "Whoever has the laptop tries to enter a voucher on it"
+# The laptop was handed the policy that revokes it when the head office cut it off: it knows.
+if REFUSAL="$(at OLD-LAPTOP voucher post --type sales --date 2026-04-09 --dr "Cash=99,000" --cr "Sales=99,000" \
+    --narration "Entered on the stolen laptop" 2>&1 >/dev/null)"; then
+    fail "the stolen laptop could still record a voucher"
+fi
+say "$REFUSAL"
+[[ "$REFUSAL" == *revoked* ]] || fail "the refusal does not say the laptop is revoked"
+ok "refused: the laptop records nothing more"
+say "Trying to sync with the head office anyway:"
 if REFUSAL="$(at OLD-LAPTOP sync --peer "$HO_URL" 2>&1 >/dev/null)"; then
     fail "the stolen laptop could still sync"
 fi

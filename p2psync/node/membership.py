@@ -6,6 +6,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from p2psync.books.change import Change
+from p2psync.errors import RuleViolation
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.trust.certs import Member
@@ -65,6 +66,9 @@ class Membership:
     # ------------------------------------------------------------ sealing
 
     def seal(self, change: Change) -> bytes:
+        if self.revoked:
+            raise RuleViolation("this node was revoked by the head office: it can no longer record changes for the "
+                                "organisation (register a replacement machine with a new invite code)")
         epoch = self.policy.epoch
         return entry.seal(change, self.org, epoch, self.epoch_key(epoch), self.keys.signing, self.policy.version)
 
