@@ -11,12 +11,12 @@ they meet.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import TYPE_CHECKING
 
 from sqlmodel import Session, select
 
+from p2psync import chain
 from p2psync.books import schema
 from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError
@@ -48,7 +48,7 @@ def record(session: Session, doc: str, author: str, seq: int, held: bytes | None
         return
     logger.warning("author %s signed two different entries %s/%d: equivocation", author[:16], doc, seq)
     session.add(Equivocation(doc=doc, author=author, seq=seq, found_at=utc_now(), held=held, other=other,
-                             other_hash=other_hash or (hashlib.sha256(other).digest() if other else None)))
+                             other_hash=other_hash or (chain.entry_hash(other) if other else None)))
     session.flush()
 
 
@@ -78,12 +78,12 @@ def settle(node: Node, doc: str, author: str, theirs: list[bytes]) -> tuple[list
     not part where both hold entries."""
     with node.db.write() as session:
         mine = log.entry_hashes(session, doc, author, min(len(theirs), MAX_CHAIN))
-        at = next((n for n, (a, b) in enumerate(zip(mine, theirs, strict=False), start=1) if a != b), None)
+        at = chain.parting(mine, theirs)
         if at is None:
             return mine, False
         held = log.envelope(session, doc, author, at)
         record(session, doc, author, at, held, None, theirs[at - 1])
-        if mine[at - 1] < theirs[at - 1]:
+        if chain.kept(mine[at - 1], theirs[at - 1]):
             return mine, False
         for seq, envelope in drop_from(session, doc, author, at):
             quarantine.keep(session, envelope, doc, author, seq, LOST.format(seq=at))

@@ -7,7 +7,6 @@ its in-memory document is dropped and reloaded from the log.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,12 +18,10 @@ from sqlmodel import Session, select
 from p2psync.books import admit, schema, yupdate
 from p2psync.books.change import Change, unmet
 from p2psync.books.model import Revision
-from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError, RuleViolation
 from p2psync.node import forks, quarantine
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
-from p2psync.sqlite import raw_connection
 from p2psync.store import log, pending
 from p2psync.store.books import Batch, Changed, Values
 from p2psync.store.tables import Quarantine

@@ -16,6 +16,7 @@ from p2psync.books import schema
 from p2psync.books.change import Change
 from p2psync.books.model import Revision
 from p2psync.books.yupdate import decode_state_vector
+from p2psync.chain import link as link_chain
 from p2psync.deps import Deps
 from p2psync.errors import StoreError
 from p2psync.sqlite import raw_connection
@@ -267,7 +268,7 @@ class BookStore:
                     clock = decode_state_vector(doc.get_state()).get(schema.client_id(author), 0)
                     chain = None
                     if envelope:
-                        chain = chains[author] = log.chain_link(chains.get(author), envelope)
+                        chain = chains[author] = link_chain(chains.get(author), envelope)
                     log.set_link(session, entry_id, clock, cited(envelope) if envelope else 0, chain)
             raw_connection(session).execute("DELETE FROM setting WHERE key = ?", (UNLINKED_KEY,))
         return len(names)

@@ -7,13 +7,14 @@ Python against a few µs for SQLite.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 from sqlmodel import Session
 
 from p2psync.books.change import Change
 from p2psync.canonical import utc_now
+from p2psync.chain import entry_hash
+from p2psync.chain import link as link_chain
 from p2psync.deps import encode_deps
 from p2psync.sqlite import raw_connection
 
@@ -26,19 +27,13 @@ def append(session: Session, change: Change, *, local: bool, envelope: bytes | N
     if envelope is not None:
         previous = connection.execute("SELECT chain FROM entry WHERE doc = ? AND author = ? AND seq = ?",
                                       (change.doc, change.author, change.seq - 1)).fetchone()
-        chain = chain_link(previous[0] if previous else None, envelope)
+        chain = link_chain(previous[0] if previous else None, envelope)
     cursor = connection.execute(
         'INSERT INTO entry (doc, author, seq, deps, "update", envelope, local, received_at, clock, policy, chain) '
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (change.doc, change.author, change.seq, encode_deps(change.deps), change.update, envelope, local, utc_now(),
          clock, policy, chain))
     return cursor.lastrowid or 0
-
-
-def chain_link(previous: bytes | None, envelope: bytes) -> bytes:
-    """The chain head after `envelope`: SHA-256 of the previous head (nothing before the first entry)
-    and the SHA-256 of the sealed entry. Equal heads at one position mean equal entries up to it."""
-    return hashlib.sha256((previous or b"") + hashlib.sha256(envelope).digest()).digest()
 
 
 def heads(session: Session, docs: list[str]) -> dict[str, dict[str, tuple[int, bytes]]]:
@@ -63,7 +58,7 @@ def chain_at(session: Session, doc: str, author: str, seq: int) -> bytes | None:
 def entry_hashes(session: Session, doc: str, author: str, upto: int) -> list[bytes]:
     """SHA-256 of each of an author's sealed entries in a document, sequence 1 to `upto`: where two
     chains part is the first position where these differ."""
-    return [hashlib.sha256(envelope).digest() for (envelope,) in raw_connection(session).execute(
+    return [entry_hash(envelope) for (envelope,) in raw_connection(session).execute(
         "SELECT envelope FROM entry WHERE doc = ? AND author = ? AND seq <= ? AND envelope IS NOT NULL ORDER BY seq",
         (doc, author, upto))]
 
