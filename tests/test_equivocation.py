@@ -9,7 +9,7 @@ import hashlib
 from pathlib import Path
 
 from helpers import copy_home, draft
-from procs import Fleet, make_org, status, sync_here
+from procs import Fleet, RelayProcess, free_port, make_org, status, sync_here
 
 from p2psync.node import Node
 from p2psync.sqlite import raw_connection
@@ -75,3 +75,23 @@ def test_offices_holding_two_sides_of_an_equivocation_settle_on_one_when_they_me
     reasons = [q["reason"] for q in status(dropped_at)["quarantined"]]
     assert any(r.startswith("equivocation") for r in reasons), reasons
     assert lost != kept
+
+
+def test_offices_that_meet_only_through_a_relay_settle_an_equivocation_there(tmp_path: Path) -> None:
+    """Each side of the equivocation reaches the relay from a different office; the relay's chain heads
+    let each office find where its chain and the relay's part, the relay drops its side if it lost,
+    and after a few exchanges the two offices, which never link directly, hold the same entry."""
+    url = f"ws://127.0.0.1:{free_port()}"
+    ho, _br1, br2 = make_org(tmp_path, relays=(url,))
+    key, one, other = _fork(tmp_path, ho, br2)
+    kept = min((one, other), key=lambda blob: hashlib.sha256(blob).digest())
+    relay = RelayProcess(tmp_path, int(url.rsplit(":", 1)[1]))
+    try:
+        for _round in range(3):  # each round: an office meets the relay, settles, and starts again
+            for home in (ho, br2, br2, ho):
+                sync_here(home)
+    finally:
+        relay.stop()
+    assert _entry(ho, key) == _entry(br2, key) == kept
+    assert _books(ho) == _books(br2)
+    assert any(e["office"] == "BR1" for e in status(ho)["equivocations"] + status(br2)["equivocations"])

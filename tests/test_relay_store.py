@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
+from p2psync import chain
 from p2psync.errors import StoreError
 from p2psync.protocol.entry import Header
 from p2psync.relay.postgres import engine_url
@@ -226,7 +227,7 @@ def test_a_version_1_database_is_upgraded_in_place_with_its_data(location: str) 
     engine = _engine_for(location)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT value FROM relay_meta WHERE key = 'schema_version'")).scalar() \
-            == SCHEMA_VERSION == "2"
+            == SCHEMA_VERSION == "3"
     engine.dispose()
     open_store(location).close()  # opening an upgraded database again changes nothing
 
@@ -277,3 +278,21 @@ def test_a_busy_member_is_slowed_and_a_flooding_one_refused() -> None:
     assert throttle.charge(20, 100) == pytest.approx(2.0)
     with pytest.raises(Refusal, match="rate limit"):
         throttle.charge(1, 100)
+
+
+def test_chain_heads_hashes_and_dropping_a_losing_side(store: RelayStore) -> None:
+    """The relay keeps each author's chain head per document (whole chains only), the entries' hashes
+    to find where two chains part, and drops its side of an equivocation when it lost."""
+    blobs = [item(seq)[1] for seq in (1, 2, 3)]
+    store.put_entries(ORG, [item(1), item(2)])
+    store.put_entries(ORG, [item(3), item(1, doc="vouchers/HO/2024-05")])
+    heads = [None]
+    for blob in blobs:
+        heads.append(chain.link(heads[-1], blob))
+    assert store.heads(ORG)["masters"] == {"n1": (3, heads[3])}
+    assert store.entry_hashes(ORG, "masters", "n1", 2) == [chain.entry_hash(b) for b in blobs[:2]]
+    assert store.drop_from(ORG, "masters", "n1", 2) == 2
+    assert store.vectors(ORG)["masters"] == {"n1": 1} and store.heads(ORG)["masters"] == {"n1": (1, heads[1])}
+    assert store.usage()[ORG] == Usage(len(blobs[0]) + len(item(1, doc="vouchers/HO/2024-05")[1]), 2)
+    assert [e.seq for e in store.put_entries(ORG, [item(2, b"the kept side")]).stored] == [2]
+    assert store.heads(ORG)["masters"] == {"n1": (2, chain.link(heads[1], b"the kept side"))}

@@ -20,7 +20,7 @@ from sqlmodel import Column, Field, SQLModel
 
 from p2psync.errors import StoreError
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 #: Arrival ids: 64-bit on PostgreSQL (one sequence for every organisation); SQLite's INTEGER is already.
 ArrivalId = BigInteger().with_variant(Integer, "sqlite")
@@ -48,6 +48,9 @@ class RelayEntry(RelayModel, table=True):
     #: When the relay stored it (seconds since the epoch): retention counts from here.
     stored_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     blob: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    #: The author's chain head in this document up to this entry (`p2psync.chain`); None where the
+    #: chain is not whole here (entries stored before version 3, or after an expired one).
+    chain: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class RelayFloor(RelayModel, table=True):
@@ -98,8 +101,16 @@ def _v1_to_v2(connection: Connection) -> None:
     RelayFloor.__table__.create(connection)  # type: ignore[attr-defined]
 
 
+def _v2_to_v3(connection: Connection) -> None:
+    """Chain heads, so that the relay can tell a member which entries it holds in one hash per chain
+    (equivocation found through the relay). Entries already held have none: their chains are not
+    compared."""
+    blob = "BYTEA" if connection.dialect.name == "postgresql" else "BLOB"
+    connection.execute(text(f"ALTER TABLE relay_entry ADD COLUMN chain {blob}"))
+
+
 #: MIGRATIONS[n - 1] upgrades a database from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_to_v2, _v2_to_v3]
 assert len(MIGRATIONS) == int(SCHEMA_VERSION) - 1
 
 

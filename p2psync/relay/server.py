@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from websockets.asyncio.server import Server, serve
 from websockets.exceptions import ConnectionClosed
 
+from p2psync import chain
 from p2psync.errors import P2PSyncError, StoreError
 from p2psync.net import wire
 from p2psync.protocol import entry, relay_auth
@@ -53,6 +54,7 @@ from p2psync.protocol.sync import (
     EnrollReply,
     Entries,
     Event,
+    Fork,
     Hello,
     PolicyOffer,
     ProtocolError,
@@ -84,6 +86,7 @@ CLOSE_POLICY = 1008
 CLOSE_PROTOCOL = 1002
 CLOSE_TRY_LATER = 1013
 CLOSE_ERROR = 1011
+CLOSE_RESTART = 1012  # start the conversation again (an equivocation was settled)
 
 
 @dataclass(frozen=True)
@@ -620,7 +623,8 @@ class Session:
     async def _converse(self) -> None:
         assert self.org is not None
         vectors = await self.relay.call(self.relay.store.vectors, self.org.id)
-        await self.ws.send(self.conn.hello(RELAY_NODE, self.org.id, "relay", self.org.version, vectors))
+        heads = await self.relay.call(self.relay.store.heads, self.org.id)
+        await self.ws.send(self.conn.hello(RELAY_NODE, self.org.id, "relay", self.org.version, vectors, heads))
         self._said_hello = True
         tasks = [asyncio.create_task(job) for job in (self._read(), self._process(), self._send())]
         try:
@@ -649,7 +653,32 @@ class Session:
                 logger.info("node %s refused the relay: %s", self.node[:12], event.reason)
                 await self.ws.close()
                 return
+            if isinstance(event, Fork):
+                if await self._settle(event):
+                    await self.ws.close(CLOSE_RESTART, "equivocation settled; start again")
+                    return
+                continue
             await self._dispatch(event, wait)
+
+    async def _settle(self, event: Fork) -> bool:
+        """The member's chain of an author differs from the relay's: where they part, the entry of lower
+        hash is kept everywhere. Answers with the relay's hashes (unless this answers its own); True
+        when the relay dropped its side, so the member starts again and sends the kept one."""
+        assert self.org is not None
+        store = self.relay.store
+        mine = await self.relay.call(store.entry_hashes, self.org.id, event.doc, event.author, len(event.hashes))
+        if mine is None:
+            return False  # the relay does not hold that chain whole: it cannot tell
+        if not event.reply:
+            await self.ws.send(self.conn.fork(event.doc, event.author, mine, reply=True))
+        at = chain.parting(mine, event.hashes)
+        if at is None or chain.kept(mine[at - 1], event.hashes[at - 1]):
+            return False
+        dropped = await self.relay.call(store.drop_from, self.org.id, event.doc, event.author, at)
+        self.relay.stats.equivocations += 1
+        logger.warning("org %s: dropped %d entries of %s from %s/%d, the losing side of its equivocation",
+                       self.org.id[:12], dropped, event.author[:12], event.doc, at)
+        return True
 
     def _parse(self, frame: str | bytes) -> Event:
         try:

@@ -25,9 +25,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
+from p2psync.chain import entry_hash
+from p2psync.chain import link as link_chain
 from p2psync.deps import Deps
 from p2psync.errors import StoreError
 from p2psync.protocol.entry import Header
+from p2psync.protocol.sync import Heads
 from p2psync.relay.schema import RelayEntry, RelayFloor, RelayPolicy, RelayUsage, prepare
 from p2psync.sqlite import sqlite_engine, write_transaction
 
@@ -138,6 +141,20 @@ class RelayStore(Protocol):
         """Call `on_change` when another process stores entries (never, for an unshared store)."""
         ...
 
+    def heads(self, org: str) -> Heads:
+        """Per document and author, the highest sequence held and its chain head, where the chain is
+        whole here (from sequence 1, none expired)."""
+        ...
+
+    def entry_hashes(self, org: str, doc: str, author: str, upto: int) -> list[bytes] | None:
+        """SHA-256 of the author's entries 1 to `upto` in `doc`; None if the relay does not hold them all."""
+        ...
+
+    def drop_from(self, org: str, doc: str, author: str, seq: int) -> int:
+        """Drop the author's entries at and after `seq` in `doc` (its side of an equivocation lost);
+        how many were dropped."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -211,8 +228,9 @@ class SqlRelayStore:
                 result.over_quota, result.held_bytes, result.needed_bytes = True, usage.bytes, added
                 return result
             now = int(time.time())
-            rows = [RelayEntry(org=org, doc=h.doc, author=h.author, seq=h.seq, size=len(b), stored_at=now, blob=b)
-                    for h, b in accepted]
+            chains = _chains(session, org, accepted)
+            rows = [RelayEntry(org=org, doc=h.doc, author=h.author, seq=h.seq, size=len(b), stored_at=now, blob=b,
+                               chain=chains.get((h.doc, h.author, h.seq))) for h, b in accepted]
             session.add_all(rows)
             session.flush()
             usage.bytes += added
@@ -297,6 +315,42 @@ class SqlRelayStore:
     def watch(self, on_change: OnChange) -> None:
         """Nothing to watch: no other process writes this store."""
 
+    def heads(self, org: str) -> Heads:
+        top = (select(RelayEntry.doc, RelayEntry.author, func.max(RelayEntry.seq))
+               .where(RelayEntry.org == org).group_by(RelayEntry.doc, RelayEntry.author).subquery())
+        query = (select(RelayEntry.doc, RelayEntry.author, RelayEntry.seq, RelayEntry.chain)
+                 .join(top, (RelayEntry.doc == top.c.doc) & (RelayEntry.author == top.c.author)
+                       & (RelayEntry.seq == top.c[2]))
+                 .where(RelayEntry.org == org, RelayEntry.chain.is_not(None)))  # type: ignore[union-attr]
+        out: Heads = {}
+        with self._read() as session:
+            for doc, author, seq, head in session.exec(query):
+                out.setdefault(doc, {})[author] = (seq, head)
+        return out
+
+    def entry_hashes(self, org: str, doc: str, author: str, upto: int) -> list[bytes] | None:
+        with self._read() as session:
+            blobs = session.exec(select(RelayEntry.seq, RelayEntry.blob).where(
+                RelayEntry.org == org, RelayEntry.doc == doc, RelayEntry.author == author,
+                RelayEntry.seq <= upto).order_by(RelayEntry.seq)).all()  # type: ignore[arg-type]
+        if [seq for seq, _blob in blobs] != list(range(1, len(blobs) + 1)):
+            return None
+        return [entry_hash(blob) for _seq, blob in blobs]
+
+    def drop_from(self, org: str, doc: str, author: str, seq: int) -> int:
+        where = (RelayEntry.org == org, RelayEntry.doc == doc, RelayEntry.author == author, RelayEntry.seq >= seq)
+        with self._write() as session:
+            self._lock_org(session, org)
+            count, size = session.exec(select(func.count(), func.coalesce(func.sum(RelayEntry.size), 0))
+                                       .where(*where)).one()
+            session.exec(delete(RelayEntry).where(*where))  # type: ignore[arg-type]
+            usage = session.get(RelayUsage, org)
+            if usage is not None and count:
+                usage.bytes -= size
+                usage.entries -= count
+                session.add(usage)
+        return int(count)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -380,6 +434,25 @@ def _plan_chain(session: Session, org: str, doc: str, author: str,
         else:
             result.gaps.append((doc, author, seq))
     return [(position, header, blob) for position, (header, blob) in zip(sorted(positions), run)]
+
+
+def _chains(session: Session, org: str, accepted: list[tuple[Header, bytes]]) -> dict[tuple[str, str, int], bytes]:
+    """The chain head of each accepted entry, where its author's chain is whole here: from the held
+    predecessor's head, or from nothing for a first entry."""
+    out: dict[tuple[str, str, int], bytes] = {}
+    for header, blob in accepted:  # each author's entries in sequence order (`_plan`)
+        key = (header.doc, header.author, header.seq - 1)
+        if header.seq == 1:
+            previous: bytes | None = b""
+        elif key in out:
+            previous = out[key]
+        else:
+            previous = session.exec(select(RelayEntry.chain).where(
+                RelayEntry.org == org, RelayEntry.doc == header.doc, RelayEntry.author == header.author,
+                RelayEntry.seq == header.seq - 1)).first()
+        if previous is not None:
+            out[(header.doc, header.author, header.seq)] = link_chain(previous or None, blob)
+    return out
 
 
 def _expire_org(session: Session, org: str, cutoff: int) -> int:
