@@ -23,7 +23,7 @@ from helpers import (
 
 from p2psync.books.change import Change
 from p2psync.books.model import Line, Side, encode_revision
-from p2psync.node import Node, forks, registrar
+from p2psync.node import Node, forks, quarantine, registrar
 from p2psync.protocol import entry
 from p2psync.store import log
 from p2psync.store.tables import Equivocation
@@ -209,3 +209,29 @@ def test_a_voucher_numbered_in_another_machines_series_is_refused(org: tuple[Nod
     result = head.receive([blob])
     assert result.applied == 0 and "number series" in result.quarantined[0]
     assert state(head) == before
+
+
+def test_the_quarantine_keeps_one_row_per_entry_and_a_bounded_share_per_author(
+        org: tuple[Node, Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member whose entries are refused cannot fill the disk: the same entry sent again is not stored
+    again, an author's share is bounded (then one summary row counts the rest), and forgeries claiming a
+    member are charged to nobody's share but their own anonymous one."""
+    head, br1, _br2 = org
+    monkeypatch.setattr(quarantine, "MAX_ROWS", 3)
+    refused = []
+    for n in range(6):  # unbalanced vouchers, each a distinct signed entry, each refused
+        rev = forged_revision("BR1", f"BR1/JRN/0004{n}", (Line("Rent", Side.DR, 2), Line("Creditors", Side.CR, 1)))
+        refused.append(forge_entry(br1, "vouchers/BR1/2026-04", lambda m, rev=rev: m.__setitem__(
+            rev.id, encode_revision(rev))))
+    for _ in range(3):
+        assert len(head.receive(refused[:1]).quarantined) == 1  # refused each time, stored once
+    rows = head.quarantined()
+    assert [(q["seq"], q["count"]) for q in rows] == [(1, 1)]
+    for blob in refused:  # six different entries, all sequence 1 of BR1's chain, all refused
+        head.receive([blob])
+    forged = refused[0][:-80] + bytes([refused[0][-80] ^ 1]) + refused[0][-79:]
+    head.receive([forged])
+    rows = head.quarantined()
+    mine = [(q["seq"], q["count"]) for q in rows if q["author"] == br1.identity.node_id]
+    assert mine == [(1, 1), (1, 1), (1, 1), (0, 3)], mine  # three kept whole, three more only counted
+    assert [q["author"] for q in rows if "signature" in q["reason"]] == ["?"]

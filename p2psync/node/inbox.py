@@ -93,7 +93,8 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
     try:
         change, _member = node.trust.open(framed)
     except EntryError as exc:
-        _quarantine(session, blob, header.doc, header.author, header.seq, str(exc), result, retryable=exc.retryable)
+        _quarantine(session, blob, header.doc, _signer(node, framed, header.author), header.seq, str(exc), result,
+                    retryable=exc.retryable)
         return None
     if schema.parse_doc_name(change.doc).local:
         _quarantine(session, blob, change.doc, change.author, change.seq, "local books are never shared", result)
@@ -117,7 +118,7 @@ def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[
     try:
         node.trust.open(blob)
     except EntryError as exc:
-        _quarantine(session, blob, doc, author, seq, str(exc), result)
+        _quarantine(session, blob, doc, _signer(node, entry.frame(blob), author), seq, str(exc), result)
         return
     forks.record(session, doc, author, seq, held, blob)
     _quarantine(session, blob, doc, author, seq, forks.HELD.format(seq=seq), result)
@@ -185,6 +186,17 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
         return False
     result.applied += 1
     return True
+
+
+def _signer(node: Node, framed: entry.Framed, claimed: str) -> str:
+    """Whom a refused entry's quarantine row is charged to: the author its header names only if the
+    author really signed it; else nobody ("?"), so that a forger cannot spend a member's share of the
+    quarantine, nor get a share of its own by claiming made-up authors."""
+    try:
+        entry.check_signature(framed, node.trust)
+    except EntryError:
+        return "?"
+    return claimed
 
 
 def _check_cited_policy(session: Session, change: Change, policy: int) -> None:

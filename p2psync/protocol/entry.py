@@ -104,10 +104,10 @@ def peek(blob: bytes) -> Header:
     return header
 
 
-def check_signature(blob: bytes, keys: Keys) -> Header:
+def check_signature(blob: bytes | Framed, keys: Keys) -> Header:
     """Everything but decryption: organisation, author's certificate, signature, revocation.
     What a relay, which holds no epoch key, checks before storing an entry."""
-    return _checked(frame(blob), keys)[0]
+    return _checked(blob if isinstance(blob, tuple) else frame(blob), keys)[0]
 
 
 def _checked(parts: Framed, keys: Keys) -> Framed:
