@@ -113,7 +113,8 @@ def test_an_amendment_filed_in_another_document_is_refused(trio_template: Path, 
                                         at=utc_now())
         elsewhere = "vouchers/BR1/2026-05"
         before = observable(head)
-        result = head.receive([forge_entry(branch, elsewhere, lambda m: m.__setitem__(moved.id, encode_revision(moved)))])
+        forged = forge_entry(branch, elsewhere, lambda m: m.__setitem__(moved.id, encode_revision(moved)))
+        result = head.receive([forged])
         assert result.applied == 0 and "not a revision of it in this document" in result.quarantined[0]
         assert observable(head) == before
         later = head.amend(post.number, draft("payment", "2026-05-10", {"Rent": "41"}, {"Cash": "41"}))

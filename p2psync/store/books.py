@@ -342,7 +342,7 @@ class Batch:
         finally:
             if watch is not None:
                 watch.close()
-        changed: Changed = {schema.REVISIONS: dict.fromkeys(written, "add")} if written else (watch.changed if watch else {})
+        changed: Changed = {schema.REVISIONS: dict.fromkeys(written, "add")} if watch is None else watch.changed
         if not changed:
             return None
         author = self.store.author
