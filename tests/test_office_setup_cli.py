@@ -77,7 +77,7 @@ def enroll_phantom(ho: Path, office: str) -> str:
 
 
 def test_the_head_office_lists_nodes_and_removes_one_that_never_came_online(tmp_path: Path) -> None:
-    ho, br1 = make_org(tmp_path, ("BR1",))
+    ho, _br1 = make_org(tmp_path, ("BR1",))
     phantom = enroll_phantom(ho, "BR1")
     nodes = {row["node"]: row for row in json.loads(cli(ho, "branch", "nodes", "--json").stdout)}
     assert [nodes[n]["office"] for n in nodes] == ["HO", "BR1", "BR1"]

@@ -36,9 +36,8 @@ from p2psync.cli.trust_commands import (
     sync_cmd,
 )
 from p2psync.errors import P2PSyncError
-from p2psync.node import Node
+from p2psync.node import Node, roster, views
 from p2psync.node.home import KEYS_DIR, LOG_FILE, ROOT_KEY_FILE, resolve_home
-from p2psync.node import roster, views
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 70

@@ -46,7 +46,7 @@ def _enrolled_at(member: Member) -> str:
     """When its certificate was issued: certificates are dated `BACKDATE` before issue, for clocks
     that run slow."""
     issued = x509.load_der_x509_certificate(member.der).not_valid_before_utc + BACKDATE
-    return issued.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+    return issued.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 def _authored(session: Session) -> dict[str, int]:
