@@ -6,6 +6,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 import platformdirs
@@ -35,9 +36,8 @@ from p2psync.cli.trust_commands import (
     sync_cmd,
 )
 from p2psync.errors import P2PSyncError
-from p2psync.node import Node
+from p2psync.node import Node, roster, views
 from p2psync.node.home import KEYS_DIR, LOG_FILE, ROOT_KEY_FILE, resolve_home
-from p2psync.node import views
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 70
@@ -103,6 +103,51 @@ def branch_list(home: str | None, as_json: bool) -> None:
         render.print_json(rows)
     else:
         render.table("Offices", ["Code", "Name", "Role"], [[r["code"], r["name"], r["role"]] for r in rows])
+
+
+@branch.command("nodes")
+@json_option
+@home_option
+def branch_nodes(home: str | None, as_json: bool) -> None:
+    """List the member nodes: office, series, when enrolled, when last seen here."""
+    with open_node(home) as node:
+        rows = roster.nodes(node)
+    if as_json:
+        render.print_json(rows)
+        return
+    render.table("Nodes", ["Node", "Office", "Series", "Enrolled (UTC)", "Last seen (UTC)", "Entries", "State"],
+                 [[r["node"][:16], r["office"], r["series"], _minute(r["enrolled_at"]), _minute(r["last_seen"]) or ("-" if r["this_node"] else "never"),
+                   r["entries"], _state(r)] for r in rows], numeric={2, 5})
+    if any(_state(r) == NEVER_ONLINE for r in rows):
+        render.info("Remove a node that never came online with 'p2psync branch remove-node NODE'.")
+
+
+NEVER_ONLINE = "never came online"
+
+
+def _state(row: dict[str, Any]) -> str:
+    if row["this_node"]:
+        return "this node"
+    if row["revoked"]:
+        return "revoked"
+    return "active" if row["came_online"] else NEVER_ONLINE
+
+
+def _minute(at: str) -> str:
+    return at[:16].replace("T", " ")
+
+
+@branch.command("remove-node")
+@click.argument("node_id", metavar="NODE")
+@home_option
+def branch_remove_node(home: str | None, node_id: str) -> None:
+    """At the head office: remove (revoke) a node that was enrolled but never came online."""
+    with open_node(home) as node:
+        row = roster.remove_unseen(node, node_id)
+        epoch = node.trust.policy.epoch
+    render.info(f"Removed node {row['node'][:16]} of {row['office']} (series {row['series']}, enrolled "
+                f"{_minute(row['enrolled_at'])} UTC): it never came online. It is revoked; new key epoch {epoch}.")
+    render.info(f"Its invite slot can be reissued: make a new code with 'p2psync invite {row['office']}'.")
 
 
 for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo_cmd, invite_cmd, join_cmd,

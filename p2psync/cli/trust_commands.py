@@ -10,11 +10,10 @@ import click
 from p2psync.cli import render
 from p2psync.cli.context import home_option, json_option, open_node
 from p2psync.errors import P2PSyncError
-from p2psync.node import control, joining, registrar, views
+from p2psync.node import control, joining, registrar, roster, views
 from p2psync.node.home import resolve_home
+from p2psync.node.membership import revoked_notice
 from p2psync.node.runtime import NodeRuntime, status_from_db
-from p2psync.trust.invite import InviteCode
-
 
 
 @click.command("invite")
@@ -37,9 +36,10 @@ def invite_cmd(home: str | None, office: str, ttl: str) -> None:
 @home_option
 def join_cmd(home: str | None, code: str, via: str | None) -> None:
     """At a branch: register with the head office using its one-time CODE."""
-    InviteCode.parse(code)  # a mistyped code is refused before looking for the head office
+    path = resolve_home(home)
+    joining.check_join(path, code, via)  # a refused join must not spend the code: check before asking
     with render.err.status("Registering with the head office" if via else "Looking for the head office on the LAN"):
-        node, office_name = asyncio.run(joining.join(resolve_home(home), code, via))
+        node, office_name = asyncio.run(joining.join(path, code, via))
     try:
         render.info(f"Joined {node.identity.company} as branch {node.identity.office} "
                     f"({office_name}); Registration ID {node.registration_id}")
@@ -73,9 +73,13 @@ def settings_cmd(home: str | None, mode: str | None, interval: int | None, sync_
 def revoke_cmd(home: str | None, target: str) -> None:
     """At the head office: revoke a node (id) or every node of an office; rotates the key."""
     with open_node(home) as node:
+        unseen = {r["node"] for r in roster.nodes(node) if not r["came_online"]}
         revoked = registrar.revoke(node, target)
+        office = node.trust.author(revoked[0]).office
         epoch = node.trust.policy.epoch
-    render.info(f"Revoked {', '.join(n[:16] for n in revoked)}; new key epoch {epoch}")
+    render.info(f"Revoked {', '.join(n[:16] + (' (it never came online)' if n in unseen else '') for n in revoked)}"
+                f"; new key epoch {epoch}")
+    render.info(f"Register a replacement machine with a new code: 'p2psync invite {office}'.")
 
 
 @click.command("quarantine")
@@ -161,6 +165,8 @@ def status_cmd(home: str | None, as_json: bool) -> None:
     render.info(f"{info['company']} - {info['office']} ({info['role']}), Registration ID {info['registration_id']}: "
                 f"node {'running' if info['running'] else 'not running'}, {info['mode']} mode"
                 + (f" every {info['interval_minutes']} min" if info["mode"] == "auto" else ""))
+    if info.get("revoked"):
+        render.info(revoked_notice(info["office"]))
     render.table("Peers", ["Peer", "Office", "Status", "Last sync", "Sent", "Received", "Backlog", "Last error"],
                  [[p["peer"][:24], p["office"], "Online" if p["online"] else "Offline", (p["last_sync"] or "never")[:19],
                    p["sent"], p["received"], p["backlog"], _clip(p["last_error"])] for p in data["peers"]],

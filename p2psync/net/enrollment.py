@@ -6,6 +6,7 @@ import asyncio
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidURI, WebSocketException
+from websockets.uri import parse_uri
 
 from p2psync.canonical import loads
 from p2psync.errors import P2PSyncError
@@ -13,6 +14,17 @@ from p2psync.net.tls import enrollment_context
 from p2psync.trust.enroll import MAX_MESSAGE
 
 TIMEOUT = 20.0
+
+
+def check_address(url: str) -> str:
+    """`url` if it can name a head office (``ws://HOST:PORT`` or ``wss://HOST:PORT``), else a refusal:
+    checked before the request is made, so that a mistyped address is caught here, not by a timeout."""
+    try:
+        parse_uri(url)
+    except (InvalidURI, ValueError):
+        raise P2PSyncError(f"{url!r} is not a head office's address; give it as ws://HOST:PORT or wss://HOST:PORT"
+                           ) from None
+    return url
 
 
 async def exchange(url: str, request: bytes, timeout: float = TIMEOUT) -> bytes:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
+from p2psync.errors import InvalidInput
+
 DB_FILE = "p2psync.db"
 LOG_FILE = "p2psync.log"
 KEYS_DIR = "keys"
@@ -30,3 +32,16 @@ def ensure_private_dir(path: Path) -> None:
         path.chmod(0o700)
     except OSError:
         pass
+
+
+def check_new_home(home: Path) -> None:
+    """Refuse a folder that cannot become a new office's home, before anything is asked of anyone:
+    ``join`` spends a one-time code at the head office, so every reason to fail that can be seen here
+    must be seen first."""
+    if home.exists() and not home.is_dir():
+        raise InvalidInput(f"{home} is a file, not a folder; give another --home")
+    if (home / DB_FILE).exists():
+        raise InvalidInput(f"{home} already holds a p2psync node; use another --home")
+    existing = next(p for p in (home, *home.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidInput(f"cannot create the home in {existing}: no permission to write there; give another --home")

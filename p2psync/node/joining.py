@@ -7,6 +7,7 @@ from pathlib import Path
 
 from p2psync.errors import P2PSyncError
 from p2psync.net import discovery, enrollment
+from p2psync.node.home import check_new_home
 from p2psync.node.office import Node
 from p2psync.trust import enroll
 from p2psync.trust.invite import InviteCode
@@ -17,12 +18,22 @@ LAN_SEARCH_SECONDS = 3.0
 
 async def join(home: Path, code: str, via: str | None = None) -> tuple[Node, str]:
     """Register this branch with the head office using its one-time `code`; returns the new node and
-    the branch's name in the branch master."""
-    invite = InviteCode.parse(code)
+    the branch's name in the branch master. Everything that can be checked here is checked before the
+    head office is asked: it spends the code (and enrolls a node) as soon as it answers."""
+    invite = check_join(home, code, via)
     keys = NodeKeys.generate()
     request = enroll.request(invite, keys)
     enrolled = await _enroll(via, invite, request, keys)
     return Node.join(home, enrolled, keys), enrolled.grant.office_name
+
+
+def check_join(home: Path, code: str, via: str | None) -> InviteCode:
+    """The code as parsed, once the code, the address and the home are all fit for a join."""
+    invite = InviteCode.parse(code)
+    if via is not None:
+        enrollment.check_address(via)
+    check_new_home(home)
+    return invite
 
 
 async def _enroll(via: str | None, invite: InviteCode, request: bytes, keys: NodeKeys) -> enroll.Enrollment:

@@ -14,6 +14,15 @@ from p2psync.trust.keys import NodeKeys, org_id
 from p2psync.trust.policy import Policy, PolicyError, verify
 
 
+def revoked_notice(office: str) -> str:
+    """What a revoked node tells its user, the same wherever it is shown: what no longer works, and
+    the one way on (a new machine, admitted with a new code; a revoked node is never readmitted)."""
+    return ("This node was revoked by the head office: it no longer syncs with the other offices and cannot "
+            "record changes; the books it holds stay readable here. To carry on, register a replacement machine: "
+            f"ask the head office for a new invite code ('p2psync invite {office}') and join with it "
+            "('p2psync join CODE') in a new, empty home.")
+
+
 class Membership:
     def __init__(self, root: Ed25519PublicKey, policy: Policy, keys: NodeKeys) -> None:
         self.root = root

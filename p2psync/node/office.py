@@ -38,7 +38,7 @@ from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.net.tls import write_cert_files
 from p2psync.node import inbox
 from p2psync.protocol import entry
-from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, ensure_private_dir
+from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, check_new_home, ensure_private_dir
 from p2psync.node.membership import Membership
 from p2psync.store import log, queries
 from p2psync.store.books import BookStore
@@ -443,6 +443,5 @@ def _checked(item: ImportedDraft, chart: Chart) -> VoucherContent:
 
 
 def _claim_home(home: Path) -> None:
-    if (home / DB_FILE).exists():
-        raise InvalidInput(f"{home} already holds a p2psync node; use another --home")
+    check_new_home(home)
     ensure_private_dir(home)

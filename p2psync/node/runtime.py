@@ -53,6 +53,9 @@ STALE_CHECK_SECONDS = 3.0
 LINK_OPTIONS: dict[str, Any] = {"max_size": MAX_FRAME, "ping_interval": 20, "ping_timeout": 20, "close_timeout": 2}
 SAVE_EVERY_POLLS = 20
 BACKOFF_START, BACKOFF_MAX = 1.0, 60.0
+#: Between dials once this node is revoked: every peer refuses it, so retrying at full speed only
+#: burns their time and the user's network; a restart (or a new LAN advert) still dials at once.
+REVOKED_RETRY_SECONDS = 3600.0
 ONE_SHOT_TIMEOUT = 120.0
 
 
@@ -449,7 +452,7 @@ class NodeRuntime:
             else:
                 if state.stats.synced_at:  # a link that was refused or broke before syncing backs off
                     delay = BACKOFF_START
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await asyncio.sleep(REVOKED_RETRY_SECONDS if self.node.trust.revoked else delay * (0.5 + random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def dial(self, url: str, *, relay: bool, once: bool = False) -> PeerState:
