@@ -93,7 +93,7 @@ def test_the_head_office_lists_nodes_and_removes_one_that_never_came_online(tmp_
     assert "p2psync invite BR1" in removed
     assert phantom in policy(ho)["revoked"]
     assert "already revoked" in refused(ho, "branch", "remove-node", phantom)
-    assert here_json(ho, "branch", "nodes")[-1]["revoked"]
+    assert {row["node"]: row for row in here_json(ho, "branch", "nodes")}[phantom]["revoked"]
 
 
 def test_a_node_that_came_online_is_not_removed_as_unseen_and_revoke_still_works(tmp_path: Path) -> None:
