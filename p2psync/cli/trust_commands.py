@@ -53,13 +53,21 @@ def join_cmd(home: str | None, code: str, via: str | None) -> None:
 @click.option("--sync-after", "sync_after", default=None,
               help="Head office: vouchers dated before this are never exchanged ('none' to clear).")
 @click.option("--relay", "relays", multiple=True, help="Head office: relay address ws(s)://HOST:PORT (repeatable).")
+@click.option("--books-begin", "books_begin", default=None,
+              help="This office: no voucher may be entered dated before this ('none': 8 financial years back).")
+@click.option("--post-ahead", "post_ahead", default=None,
+              help="This office: latest voucher date, 'year-end' (of the current financial year) or DAYS after today.")
+@click.option("--negative-cash", "negative_cash", type=click.Choice(["warn", "refuse"]), default=None,
+              help="This office: when a posting leaves cash in hand below zero.")
 @json_option
 @home_option
 def settings_cmd(home: str | None, mode: str | None, interval: int | None, sync_after: str | None,
-                 relays: tuple[str, ...], as_json: bool) -> None:
-    """Show or change data synchronization settings."""
+                 relays: tuple[str, ...], books_begin: str | None, post_ahead: str | None,
+                 negative_cash: str | None, as_json: bool) -> None:
+    """Show or change data synchronization and posting settings."""
     with open_node(home) as node:
-        data = views.change_settings(node, mode, interval, sync_after, list(relays) or None)
+        data = views.change_settings(node, mode, interval, sync_after, list(relays) or None, books_begin,
+                                     post_ahead, negative_cash)
     if as_json:
         render.print_json(data)
     else:

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from p2psync.books import schema
 from p2psync.books.change import Change
 from p2psync.books.drafts import Draft, resolve_names
-from p2psync.books.groups import GroupTree
+from p2psync.books.groups import CASH_IN_HAND, GroupTree, group_key
 from p2psync.books.importer import ImportedDraft
 from p2psync.books.model import (
     Action,
@@ -29,7 +29,8 @@ from p2psync.books.model import (
     check_office_code,
     voucher_number,
 )
-from p2psync.books.money import parse_amount
+from p2psync.books.money import format_indian, parse_amount
+from p2psync.books.posting import POSTING_SETTINGS, DateWindow
 from p2psync.books.resolve import heads, resolve
 from p2psync.books.rules import Chart, validate_voucher
 from p2psync.canonical import utc_now
@@ -52,7 +53,8 @@ from p2psync.trust.policy import sign as sign_policy
 from p2psync.trust.policy import verify as verify_policy
 
 #: Settings that belong to this node alone (the shared ones live in the signed policy).
-LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5"}
+LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5", **POSTING_SETTINGS}
+_CASH = frozenset({group_key(CASH_IN_HAND)})
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ class Node:
                                policy=lambda: self.trust.policy.version)
         #: Stamps this office's records (`at`): decides concurrent amendments and duplicate ledgers.
         self.clock: Callable[[], str] = utc_now
+        #: Today's date, for the dates this office accepts on the vouchers it enters.
+        self.today: Callable[[], dt.date] = dt.date.today
         self._chart: tuple[tuple[int, int], Chart] | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -296,11 +300,12 @@ class Node:
         against the masters as the write transaction that commits them finds them (reading them in a
         transaction of their own cost a live post about a sixth of its time)."""
         office, author, series = self.identity.office, self.identity.node_id, self.series
+        window, refuse_cash = self.date_window(), self.settings()["negative_cash"] == "refuse"
         with self.store.transaction() as batch:
             chart = self.chart(batch.session)
             contents = []
             for done, item in enumerate(drafts, start=1):
-                contents.append(_checked(item, chart))
+                contents.append(_checked(item, chart, window))
                 if progress and done % 500 == 0:
                     progress(done)
             ids = secrets.token_hex(12 * len(contents))  # 24 hex digits a voucher, as token_hex(12) each
@@ -326,13 +331,15 @@ class Node:
             for doc_name, revs in by_doc.items():
                 batch.change(doc_name, lambda doc, revs=revs: schema.put_revisions(doc, revs),
                              self._masters_deps(batch, chart, revs), revs)
+            if refuse_cash:
+                _refuse(self.cash_shortfalls(posted, batch.session, chart))
         if progress:
             progress(len(drafts))
         return posted
 
     def amend(self, number: str, draft: Draft) -> Revision:
         chart = self.chart()
-        content = _checked(ImportedDraft("", draft), chart)
+        content = _checked(ImportedDraft("", draft), chart, self.date_window())
         return self._revise(number, Action.AMEND, content, "", chart)
 
     def cancel(self, number: str, reason: str) -> Revision:
@@ -343,6 +350,7 @@ class Node:
     def _revise(self, number: str, action: Action, content: VoucherContent | None, reason: str,
                 chart: Chart) -> Revision:
         number = number.strip().upper()
+        refuse_cash = self.settings()["negative_cash"] == "refuse"
         with self.store.transaction() as batch:
             row = queries.voucher(batch.session, number)
             if row is None:
@@ -366,6 +374,8 @@ class Node:
                            parents, generation, self.identity.node_id, self.clock(), reason)
             batch.change(row.doc, lambda doc: schema.put_revisions(doc, [rev]), self._masters_deps(batch, chart, [rev]),
                          [rev])
+            if refuse_cash:
+                _refuse(self.cash_shortfalls([rev, state.current], batch.session, chart))
         return rev
 
     def _masters_deps(self, batch, chart: Chart, revs: Iterable[Revision]) -> Deps:  # type: ignore[no-untyped-def]
@@ -374,6 +384,34 @@ class Node:
         authors = {chart.ledger(name).author for name in names}  # type: ignore[union-attr]
         vector = log.vector(batch.session, schema.MASTERS)
         return {schema.MASTERS: {a: vector[a] for a in authors if a in vector}}
+
+    def date_window(self) -> DateWindow:
+        """The dates this office accepts on a voucher it enters (its own setting: see `posting`)."""
+        return DateWindow.from_settings(self.settings(), self.today())
+
+    def cash_shortfalls(self, revs: Iterable[Revision], session: Session | None = None,
+                        chart: Chart | None = None) -> list[str]:
+        """A line for each Cash-in-Hand ledger these revisions touch whose balance at their office now
+        goes below zero on some day from their date on: cash in a drawer cannot be a credit balance,
+        so it is nearly always a slip (a bank overdraft is normal, so banks are not checked)."""
+        if session is None:
+            with self.db.read() as own:
+                return self.cash_shortfalls(revs, own, chart)
+        chart = chart or self.chart(session)
+        by_office: dict[str, tuple[dt.date, set[str]]] = {}
+        for rev in revs:
+            cash = {chart.key(ln.ledger) for ln in rev.content.lines
+                    if (led := chart.ledger(ln.ledger)) is not None and chart.groups.is_under(led.group, _CASH)}
+            if cash:
+                since, keys = by_office.get(rev.office, (rev.content.date, set()))
+                by_office[rev.office] = (min(since, rev.content.date), keys | cash)
+        found = []
+        for office, (since, keys) in sorted(by_office.items()):
+            for key, (day, paise) in sorted(queries.lowest_balances(session, office, sorted(keys), since).items()):
+                if paise < 0:
+                    found.append(f"{chart.ledgers[key].name} stands at {format_indian(-paise)} Cr at {office} on "
+                                 f"{day}: cash in hand cannot be below zero")
+        return found
 
     def _is_local(self, date: dt.date) -> bool:
         sync_after = self.trust.policy.sync_after_date
@@ -431,10 +469,17 @@ class Node:
         holds the vectors of the documents `vectors_of` names, as of its commit."""
         return inbox.receive(self, blobs, vectors_of)
 
-def _checked(item: ImportedDraft, chart: Chart) -> VoucherContent:
+def _refuse(shortfalls: list[str]) -> None:
+    """Under the setting negative-cash 'refuse': undo the posting, saying why."""
+    if shortfalls:
+        raise RuleViolation(f"{shortfalls[0]} (this office refuses that: 'p2psync settings --negative-cash')")
+
+
+def _checked(item: ImportedDraft, chart: Chart, window: DateWindow) -> VoucherContent:
     try:
         content = resolve_names(item.draft, chart)
         validate_voucher(content, chart)
+        window.check(content.date)
     except P2PSyncError as exc:
         if item.where:
             raise type(exc)(f"{item.where}: {exc}") from None
