@@ -181,6 +181,7 @@ def voucher_cancel(home: str | None, number: str, reason: str, as_json: bool) ->
 def _show_revision(data: dict[str, Any], verb: str, as_json: bool) -> None:
     if as_json:
         render.print_json(data)
+        _warn(data)
         return
     total = sum((ln["amount"] for ln in data["lines"] if ln["side"] == "Dr"), to_decimal(0))
     render.info(f"{verb} {VoucherType(data['type']).label} {data['number']} dated {data['date']} "
@@ -194,6 +195,11 @@ def _show_notes(data: dict[str, Any]) -> None:
     if data.get("held_back"):
         render.info(f"Note: {', '.join(data['local_only']) if isinstance(data['local_only'], list) else data['number']}"
                     f" {data['held_back']}")
+    _warn(data)
+
+
+def _warn(data: dict[str, Any]) -> None:
+    """Warnings go to stderr, also beside ``--json`` (which holds them too), so no script misses one."""
     for warning in data.get("warnings", []):
         render.err.print(f"[bold yellow]warning:[/] {escape(warning)}", markup=True, highlight=False)
 
@@ -260,6 +266,7 @@ def voucher_import(home: str | None, file: Path, as_json: bool) -> None:
         notes = views.posted(node, revs)
     if as_json:
         render.print_json({"imported": len(revs), "numbers": [r.number for r in revs], **notes})
+        _warn(notes)
     else:
         series: dict[str, list[str]] = {}
         for rev in revs:
@@ -424,11 +431,14 @@ def _held_back(data: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- conflicts and maintenance
 
 
-@click.command("conflicts")
+@click.group("conflicts", invoke_without_command=True)
 @json_option
 @home_option
-def conflicts_cmd(home: str | None, as_json: bool) -> None:
-    """Concurrent edits that lost: kept, listed here until an amendment resolves them."""
+@click.pass_context
+def conflicts_cmd(ctx: click.Context, home: str | None, as_json: bool) -> None:
+    """Concurrent edits that lost: kept, listed here until settled ('conflicts resolve') or amended."""
+    if ctx.invoked_subcommand is not None:
+        return
     with open_node(home) as node:
         data = views.conflicts(node)
     if as_json:
@@ -436,8 +446,51 @@ def conflicts_cmd(home: str | None, as_json: bool) -> None:
     elif not data:
         render.info("No conflicts.")
     else:
+        _show_conflicts(data)
+
+
+def _show_conflicts(data: list[dict[str, Any]]) -> None:
+    others = [d for d in data if d["kind"] != "voucher"]
+    shown: set[str] = set()
+    for item in data:
+        if item["kind"] != "voucher" or item["subject"] in shown:
+            continue
+        shown.add(item["subject"])
+        render.table(f"Voucher {item['number']}: the current version won because {item['why']}",
+                     ["Version", "Action", "Office", "At (UTC)", "Date", "Amount", "Narration / reason", ""],
+                     [[v["revision"][:8], v["action"], v["made_at_office"], v["at"][:19].replace("T", " "), v["date"],
+                       render.money(v["amount"]), v["reason"] or v["narration"], "current" if v["current"] else "lost"]
+                      for v in item["versions"]], numeric={5})
+    if others:
         render.table("Conflicts", ["Kind", "Subject", "Kept (current)", "Lost (kept in history)"],
-                     [[d["kind"], d["subject"], d["winner"], d["loser"]] for d in data])
+                     [[d["kind"], d["subject"], d["winner"], d["loser"]] for d in others])
+    if shown:
+        render.info("Settle one with 'p2psync conflicts resolve NUMBER --keep-cancellation' or "
+                    "'--restore VERSION'.")
+
+
+@conflicts_cmd.command("resolve")
+@click.argument("number")
+@click.option("--keep-cancellation", "keep", is_flag=True, help="The voucher stays cancelled.")
+@click.option("--restore", default=None, metavar="VERSION", help="Keep this version (its first 8 characters do).")
+@json_option
+@home_option
+def conflicts_resolve(home: str | None, number: str, keep: bool, restore: str | None, as_json: bool) -> None:
+    """Settle the conflict of voucher NUMBER, the same way at every office."""
+    if keep == (restore is not None):
+        raise click.UsageError("give exactly one of --keep-cancellation and --restore VERSION")
+    with open_node(home) as node:
+        data = views.settle_conflict(node, number, restore)
+    if as_json:
+        render.print_json(data)
+        return
+    for rev in data["made"]:
+        if rev["action"] == "post":
+            render.info(f"Posted {rev['number']} dated {rev['date']}: {rev['narration']}")
+        elif rev["action"] == "cancel":
+            render.info(f"Settled {data['number']}: it stays cancelled ({rev['reason']})")
+        else:
+            render.info(f"Settled {data['number']}: restored the chosen version as its current one")
 
 
 @click.command("rebuild")

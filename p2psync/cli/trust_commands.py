@@ -179,6 +179,10 @@ def status_cmd(home: str | None, as_json: bool) -> None:
                       for r in data["sync_log"][:10]], numeric={4})
     if data["waiting_entries"]:
         render.info(f"{data['waiting_entries']} received entries wait for earlier ones")
+    if data.get("local_only"):
+        render.info(f"{data['local_only']} voucher{'s are' if data['local_only'] != 1 else ' is'} dated before the "
+                    f"sync-after date{' ' + info['sync_after'] if info.get('sync_after') else ''}: kept in this "
+                    "office's books only, never sent")
     if data["quarantined"]:
         render.table("Failed to import (quarantine)", ["Received", "Document", "Seq", "Reason"],
                      [[q["at"][:19], q["document"], q["seq"], q["reason"]] for q in data["quarantined"]])

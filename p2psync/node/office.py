@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session, select
 
@@ -18,6 +19,7 @@ from p2psync.books.drafts import Draft, resolve_names
 from p2psync.books.groups import CASH_IN_HAND, GroupTree, group_key
 from p2psync.books.importer import ImportedDraft
 from p2psync.books.model import (
+    MAX_NARRATION,
     Action,
     GroupDef,
     LedgerDef,
@@ -25,6 +27,7 @@ from p2psync.books.model import (
     Opening,
     Revision,
     VoucherContent,
+    VoucherState,
     check_name,
     check_office_code,
     voucher_number,
@@ -378,6 +381,82 @@ class Node:
                 _refuse(self.cash_shortfalls([rev, state.current], batch.session, chart))
         return rev
 
+    def settle(self, number: str, restore: str | None = None) -> list[Revision]:
+        """Settle the conflict of voucher `number` in a way every office decides identically, with no
+        receiver rule changed: the versions that lost are replaced by a cancellation of their own
+        (concurrent cancellations are no conflict, `resolve`), or, with `restore`, the version named
+        is kept (`_restore`). Returns the revisions made."""
+        number = number.strip().upper()
+        window, refuse_cash = self.date_window(), self.settings()["negative_cash"] == "refuse"
+        with self.store.transaction() as batch:
+            row = queries.voucher(batch.session, number)
+            if row is None:
+                raise NotFound(f"no voucher numbered {number}")
+            if row.office != self.identity.office and not self.identity.is_head:
+                raise RuleViolation(f"voucher {number} belongs to office {row.office}; only it or the head office "
+                                    "may settle its conflict")
+            state = resolve(batch.revisions(number))
+            if not state.conflicts:
+                raise RuleViolation(f"voucher {number} has no conflict to settle")
+            chart = self.chart(batch.session)
+            if restore is None:
+                if not state.current.cancelled:
+                    raise RuleViolation(f"voucher {number} is not cancelled: settle it with --restore REVISION "
+                                        "(see 'p2psync conflicts'), or amend it")
+                made = [self._cancel_losers(batch, chart, row.doc, state, "the cancellation is kept")]
+            else:
+                made = self._restore(batch, chart, row.doc, state, _pick(state, restore), window)
+            if refuse_cash:
+                _refuse(self.cash_shortfalls(made, batch.session, chart))
+        return made
+
+    def _cancel_losers(self, batch, chart: Chart, doc: str, state: VoucherState, why: str,  # type: ignore[no-untyped-def]
+                       deps: Deps | None = None) -> Revision:
+        """A cancellation replacing every amendment that lost to the voucher's cancellation: its parents
+        are amendments, never a cancellation, so every receiver admits it (`admit._check_lineage`)."""
+        losers = [r for r in state.conflicts if not r.cancelled]
+        rev = Revision(secrets.token_hex(12), state.number, state.current.office, state.current.content,
+                       Action.CANCEL, tuple(sorted(r.id for r in losers)), max(r.generation for r in losers) + 1,
+                       self.identity.node_id, self.clock(), f"conflict settled: {why} ({state.current.reason})")
+        all_deps = {**self._masters_deps(batch, chart, [rev]), **(deps or {})}
+        batch.change(doc, lambda d: schema.put_revisions(d, [rev]), all_deps, [rev])
+        return rev
+
+    def _restore(self, batch, chart: Chart, doc: str, state: VoucherState, chosen: Revision,  # type: ignore[no-untyped-def]
+                 window: DateWindow) -> list[Revision]:
+        """Keep version `chosen`. Between amendments, that is one more amendment replacing every head.
+        Against a cancellation it cannot be: a cancelled voucher stays cancelled everywhere. So the
+        amendments that lost are cancelled too, and `chosen` is posted again as a new voucher of this
+        office, its narration naming the old number; the cancellation depends on the new voucher's entry,
+        so no office holds the one without the other."""
+        validate_voucher(chosen.content, chart)
+        window.check(chosen.content.date)
+        if not state.current.cancelled:
+            parents = tuple(sorted(r.id for r in [state.current, *state.conflicts]))
+            generation = max(r.generation for r in [state.current, *state.conflicts]) + 1
+            rev = Revision(secrets.token_hex(12), state.number, state.current.office, chosen.content, Action.AMEND,
+                           parents, generation, self.identity.node_id, self.clock(), "")
+            batch.change(doc, lambda d: schema.put_revisions(d, [rev]), self._masters_deps(batch, chart, [rev]), [rev])
+            return [rev]
+        office = self.identity.office
+        if state.current.office != office:
+            raise RuleViolation(f"only office {state.current.office} can restore its cancelled voucher {state.number} "
+                                "as a new voucher in its own series; settle with --keep-cancellation here")
+        if self._is_local(chosen.content.date):
+            raise RuleViolation(f"the restored version is dated before the sync-after date "
+                                f"{self.trust.policy.sync_after}; it would never reach the other offices")
+        content = msgspec.structs.replace(chosen.content, narration=_restored_narration(chosen, state.number))
+        position = queries.next_in_series(batch.session, office, content.type.value, self.series)
+        post = Revision(secrets.token_hex(12), voucher_number(office, content.type, self.series, position), office,
+                        content, Action.POST, (), 1, self.identity.node_id, self.clock())
+        new_doc = schema.voucher_doc(office, content.date)
+        change = batch.change(new_doc, lambda d: schema.put_revisions(d, [post]),
+                              self._masters_deps(batch, chart, [post]), [post])
+        deps = {new_doc: {self.identity.node_id: change.seq}} if change is not None and new_doc != doc else None
+        cancel = self._cancel_losers(batch, chart, doc, state, f"version {chosen.id[:8]} restored as {post.number}",
+                                     deps)
+        return [post, cancel]
+
     def _masters_deps(self, batch, chart: Chart, revs: Iterable[Revision]) -> Deps:  # type: ignore[no-untyped-def]
         """A voucher depends on the masters entries that created its ledgers."""
         names = {line.ledger for rev in revs for line in rev.content.lines}
@@ -468,6 +547,25 @@ class Node:
         """Verify, order and apply entries from anyone; refused ones go to the quarantine. The result
         holds the vectors of the documents `vectors_of` names, as of its commit."""
         return inbox.receive(self, blobs, vectors_of)
+
+def _pick(state: VoucherState, wanted: str) -> Revision:
+    """The head version of a conflicted voucher named by its revision id or a prefix of at least 4."""
+    wanted = wanted.strip().lower()
+    found = [r for r in [state.current, *state.conflicts] if len(wanted) >= 4 and r.id.startswith(wanted)]
+    if len(found) != 1:
+        raise NotFound(f"no single version {wanted!r} among the conflicting versions of {state.number} "
+                       "(see 'p2psync conflicts')")
+    if found[0].cancelled:
+        raise RuleViolation(f"version {wanted} is the cancellation; settle with --keep-cancellation")
+    return found[0]
+
+
+def _restored_narration(chosen: Revision, number: str) -> str:
+    """The restored version's narration, naming the voucher it restores (within the narration limit)."""
+    note = f"restores {number} (cancelled), version {chosen.id[:8]}"
+    kept = chosen.content.narration[:MAX_NARRATION - len(note) - 3]
+    return f"{kept} - {note}" if kept else note
+
 
 def _refuse(shortfalls: list[str]) -> None:
     """Under the setting negative-cash 'refuse': undo the posting, saying why."""

@@ -14,7 +14,7 @@ from p2psync.books.model import Revision
 from p2psync.books.money import to_decimal
 from p2psync.books.resolve import resolve
 from p2psync.books.rules import parse_date
-from p2psync.errors import InvalidInput, NotFound
+from p2psync.errors import InvalidInput, NotFound, P2PSyncError
 from p2psync.node import registrar
 from p2psync.node.office import Node
 from p2psync.store import queries
@@ -117,9 +117,52 @@ def quarantine(node: Node) -> list[Data]:
 
 
 def conflicts(node: Node) -> list[Data]:
+    """Each conflict; a voucher's with every version that stands (its amounts, narration, office and
+    time), which one is current and why, so that an office can settle it knowing what it keeps."""
     with node.db.read() as session:
-        return [{"kind": c.kind, "subject": c.subject, "winner": c.winner, "loser": c.loser}
-                for c in queries.conflicts(session)]
+        rows = queries.conflicts(session)
+    out = []
+    for c in rows:
+        item: Data = {"kind": c.kind, "subject": c.subject, "winner": c.winner, "loser": c.loser}
+        if c.kind == "voucher":
+            state = resolve(node.store.revisions(c.subject))
+            loser = next((r for r in state.conflicts if r.id == c.loser), None)
+            item.update(number=c.subject, versions=[_version(node, r, r is state.current)
+                                                    for r in [state.current, *state.conflicts]],
+                        why=_why(state.current, loser) if loser else "")
+        out.append(item)
+    return out
+
+
+def _version(node: Node, rev: Revision, current: bool) -> Data:
+    """One standing version of a conflicted voucher, as an accountant compares them."""
+    try:
+        office = node.trust.author(rev.author).office
+    except P2PSyncError:
+        office = "?"
+    amount = sum(ln.paise for ln in rev.content.lines if ln.side.value == "Dr")
+    return {"revision": rev.id, "action": rev.action.value, "made_at_office": office, "at": rev.at,
+            "date": rev.content.date.isoformat(), "amount": to_decimal(amount), "narration": rev.content.narration,
+            "reason": rev.reason, "current": current,
+            "lines": [{"ledger": ln.ledger, "side": ln.side.value, "amount": to_decimal(ln.paise)}
+                      for ln in rev.content.lines]}
+
+
+def _why(winner: Revision, loser: Revision) -> str:
+    """Why every office picks `winner` over `loser` (`resolve`)."""
+    if winner.cancelled and not loser.cancelled:
+        return "a cancellation always wins over an amendment made at the same time"
+    if winner.generation != loser.generation:
+        return f"it follows more earlier versions ({winner.generation} against {loser.generation})"
+    if winner.at != loser.at:
+        return "it was made later"
+    return "made at the same moment: the higher revision id wins"
+
+
+def settle_conflict(node: Node, number: str, restore: str | None = None) -> Data:
+    """`Node.settle`, with what was made."""
+    made = node.settle(number, restore)
+    return {"number": number.strip().upper(), "made": [revision_data(r) for r in made]}
 
 
 # ---------------------------------------------------------------- masters and vouchers
