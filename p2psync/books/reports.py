@@ -7,6 +7,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from p2psync.books.groups import PREDEFINED, group_key
@@ -129,7 +130,7 @@ def _side(balances: list[LedgerBalance], sign: int, parents: dict[str, str | Non
     primaries: set[str] = set()
     for bal in balances:
         chain = _lineage(bal.group, bal.primary, parents)
-        for group, parent in zip(chain, chain[1:]):
+        for group, parent in pairwise(chain):
             children[parent].add(group)
         for group in chain:
             totals[group] += sign * bal.closing

@@ -16,7 +16,6 @@ from p2psync.node.runtime import NodeRuntime, status_from_db
 from p2psync.trust.invite import InviteCode
 
 
-
 @click.command("invite")
 @click.argument("office")
 @click.option("--ttl", default="15m", show_default=True, help="How long the code stays valid (30s to 7d).")

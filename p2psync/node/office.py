@@ -41,9 +41,9 @@ from p2psync.deps import Deps
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.net.tls import write_cert_files
 from p2psync.node import inbox
-from p2psync.protocol import entry
 from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, ensure_private_dir
 from p2psync.node.membership import Membership
+from p2psync.protocol import entry
 from p2psync.store import log, queries
 from p2psync.store.books import BookStore
 from p2psync.store.db import Database, get_setting, set_setting
