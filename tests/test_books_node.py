@@ -588,11 +588,19 @@ def _check_report_shapes(scope: str | None, got: dict[str, reports.LedgerBalance
     assert pl["net_profit"] == pl["gross_profit"] + total("income", False) - total("expense", False)
     bs = reports.balance_sheet(list(got.values()), scope or "consolidated")
     assert bs["total_assets"] == bs["total_liabilities"]
-    assert bs["total_assets"] == sum((to_decimal(b.closing) for b in got.values() if b.nature == "asset"),
-                                     Decimal("0.00"))
     liabilities = {item["group"]: item["amount"] for item in bs["liabilities"]}
-    assert liabilities.get("Profit & Loss A/c", Decimal("0.00")) == pl["net_profit"]
-    assert ("Difference in opening balances" in liabilities) == bool(imbalance)
+    assets = {item["group"]: item["amount"] for item in bs["assets"]}
+    carried = sum((assets.get(k, Decimal("0.00")) for k in ("Profit & Loss A/c", "Difference in opening balances")),
+                  Decimal("0.00"))
+    assert bs["total_assets"] == sum((to_decimal(b.closing) for b in got.values() if b.nature == "asset"),
+                                     Decimal("0.00")) + carried
+    # a profit on the liabilities side, a loss on the assets side, both positive
+    assert liabilities.get("Profit & Loss A/c", Decimal("0.00")) == max(pl["net_profit"], Decimal("0.00"))
+    assert assets.get("Profit & Loss A/c", Decimal("0.00")) == max(-pl["net_profit"], Decimal("0.00"))
+    assert ("Difference in opening balances" in liabilities or "Difference in opening balances" in assets) == bool(
+        imbalance)
+    assert all(item["amount"] > 0 for item in [*bs["liabilities"], *bs["assets"]]
+               if item["group"] in ("Profit & Loss A/c", "Difference in opening balances"))
 
 
 def _check_statements(node: Node, scope: str | None, offices: list[str], opening: dict, movements: dict) -> None:
@@ -640,7 +648,7 @@ def test_reports_by_hand(head: Node, branch: Node) -> None:
             assert pl["net_profit"] == to_decimal(sales - expenses_direct - rent + interest)
             bs = reports.balance_sheet(got, scope or "consolidated")
             assert bs["total_assets"] == bs["total_liabilities"]
-            assert "Difference in opening balances" not in {i["group"] for i in bs["liabilities"]}
+            assert "Difference in opening balances" not in {i["group"] for i in bs["liabilities"] + bs["assets"]}
         cash = statement(node, "Cash")
         assert cash["opening"] == to_decimal(parse_amount("12000"))
         assert [r["balance"] for r in cash["rows"]] == [to_decimal(parse_amount(x)) for x in

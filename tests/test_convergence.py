@@ -84,7 +84,9 @@ def expected_resolution(revs: list[Revision]) -> dict[str, tuple[Revision, set[s
         heads = [rev for rev in group if rev.id not in replaced]
         cancels = [rev for rev in heads if rev.action is Action.CANCEL]  # a cancellation wins over amendments
         winner = max(cancels or heads, key=lambda r: (r.generation, r.at, r.id))
-        out[number] = (winner, {rev.id for rev in heads if rev.id != winner.id})
+        # two cancellations of one voucher agree: only an amendment against a cancellation is a conflict
+        out[number] = (winner, {rev.id for rev in heads if rev.id != winner.id
+                                and not (rev.action is Action.CANCEL and winner.action is Action.CANCEL)})
     return out
 
 

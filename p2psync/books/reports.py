@@ -4,11 +4,14 @@ balance sheet. Built from balances the store computes; amounts come out as two-p
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
-from p2psync.books.money import to_decimal
+from p2psync.books.groups import PREDEFINED, group_key
+from p2psync.books.money import from_decimal, to_decimal
 
 Report = dict[str, Any]
 
@@ -88,31 +91,71 @@ def profit_and_loss(balances: list[LedgerBalance], scope: str) -> Report:
     }
 
 
-def balance_sheet(balances: list[LedgerBalance], scope: str) -> Report:
-    net_profit = profit_and_loss(balances, scope)["net_profit"]
-    liabilities: dict[str, Decimal] = {}
-    assets: dict[str, Decimal] = {}
+def balance_sheet(balances: list[LedgerBalance], scope: str, parents: dict[str, str | None] | None = None,
+                  detail: bool = False) -> Report:
+    """Liabilities beside assets by primary group, as Tally shows them; with `detail`, each group's
+    sub-groups and ledgers nested under it (`parents`: each group's parent, None for a primary group).
+
+    The net profit is carried as "Profit & Loss A/c" on the liabilities side, a loss as "Profit & Loss
+    A/c" on the assets side, both positive; an imbalance of opening balances likewise goes, positive, on
+    the side that is short."""
+    net = from_decimal(profit_and_loss(balances, scope)["net_profit"])
+    sheet = [bal for bal in balances if bal.nature not in ("income", "expense") and bal.closing]
+    liabilities = _side([b for b in sheet if b.nature != "asset"], -1, parents or {}, detail)
+    assets = _side([b for b in sheet if b.nature == "asset"], 1, parents or {}, detail)
+    if net:
+        (liabilities if net > 0 else assets).append({"group": PROFIT_AND_LOSS, "amount": to_decimal(abs(net))})
+    total_l = sum((item["amount"] for item in liabilities), to_decimal(0))
+    total_a = sum((item["amount"] for item in assets), to_decimal(0))
+    if total_a != total_l:
+        (liabilities if total_a > total_l else assets).append(
+            {"group": OPENING_DIFFERENCE, "amount": abs(total_a - total_l)})
+        total_l = total_a = max(total_a, total_l)
+    return {"report": "balance-sheet", "scope": scope, "detail": detail, "liabilities": liabilities,
+            "assets": assets, "total_liabilities": total_l, "total_assets": total_a}
+
+
+PROFIT_AND_LOSS = "Profit & Loss A/c"
+OPENING_DIFFERENCE = "Difference in opening balances"
+#: Primary groups in the order Tally lists them; a group not here comes after, by name.
+_ORDER = {group_key(g.name): i for i, g in enumerate(PREDEFINED)}
+
+
+def _side(balances: list[LedgerBalance], sign: int, parents: dict[str, str | None], detail: bool) -> list[Report]:
+    """One side of the balance sheet: its primary groups in Tally's order, each with its total and, with
+    `detail`, its sub-groups and ledgers (`sign` -1 shows credit balances as positive)."""
+    totals: dict[str, int] = defaultdict(int)
+    children: dict[str, set[str]] = defaultdict(set)
+    ledgers: dict[str, list[Report]] = defaultdict(list)
+    primaries: set[str] = set()
     for bal in balances:
-        if bal.nature in ("income", "expense") or not bal.closing:
-            continue
-        if bal.nature == "asset":
-            assets[bal.primary] = assets.get(bal.primary, to_decimal(0)) + to_decimal(bal.closing)
-        else:
-            liabilities[bal.primary] = liabilities.get(bal.primary, to_decimal(0)) + to_decimal(-bal.closing)
-    if net_profit:
-        liabilities["Profit & Loss A/c"] = net_profit
-    total_l = sum(liabilities.values(), to_decimal(0))
-    total_a = sum(assets.values(), to_decimal(0))
-    difference = total_a - total_l
-    if difference:
-        liabilities["Difference in opening balances"] = difference
-        total_l += difference
-    return {
-        "report": "balance-sheet", "scope": scope,
-        "liabilities": [{"group": k, "amount": v} for k, v in sorted(liabilities.items())],
-        "assets": [{"group": k, "amount": v} for k, v in sorted(assets.items())],
-        "total_liabilities": total_l, "total_assets": total_a,
-    }
+        chain = _lineage(bal.group, bal.primary, parents)
+        for group, parent in pairwise(chain):
+            children[parent].add(group)
+        for group in chain:
+            totals[group] += sign * bal.closing
+        primaries.add(chain[-1])
+        ledgers[bal.group].append({"ledger": bal.name, "amount": to_decimal(sign * bal.closing)})
+
+    def entry(group: str) -> Report:
+        item: Report = {"group": group, "amount": to_decimal(totals[group])}
+        if detail:
+            item["groups"] = [entry(g) for g in sorted(children[group], key=group_key)]
+            item["ledgers"] = sorted(ledgers[group], key=lambda led: group_key(led["ledger"]))
+        return item
+
+    order = sorted(primaries, key=lambda g: (_ORDER.get(group_key(g), len(_ORDER)), group_key(g)))
+    return [entry(group) for group in order if totals[group] or detail]
+
+
+def _lineage(group: str, primary: str, parents: dict[str, str | None]) -> list[str]:
+    """`group` and its ancestors up to `primary` (cycle-safe; without `parents`, just the two)."""
+    chain = [group]
+    while chain[-1] != primary and (parent := parents.get(chain[-1])) and parent not in chain:
+        chain.append(parent)
+    if chain[-1] != primary:
+        chain.append(primary)
+    return chain
 
 
 def ledger_statement(name: str, opening: int, postings: list[Posting], scope: str,

@@ -3,7 +3,8 @@
 Revisions form a DAG through their parents. The heads (revisions no other revision replaces) that
 remain after concurrent amendments are ranked by `Revision.sort_key`, a cancellation above every
 amendment; the highest is current and the others are conflicts: kept, listed, never merged line by
-line.
+line. Concurrent cancellations agree and are no conflict; so a conflict between an amendment and a
+cancellation is settled by cancelling the amendment too (`conflicts resolve --keep-cancellation`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ def resolve(revisions: Iterable[Revision]) -> VoucherState:
     if cancels:  # cancelled stays cancelled: a concurrent amendment loses to it, whatever its time stamp
         heads = [rev for rev in heads if not rev.cancelled] + cancels
     current = heads[-1]
-    return VoucherState(
-        number=current.number,
-        current=current,
-        revisions=revs,
-        conflicts=heads[:-1],
-    )
+    conflicts = heads[:-1]
+    if current.cancelled:  # two cancellations agree that the voucher is cancelled: no conflict
+        conflicts = [rev for rev in conflicts if not rev.cancelled]
+    return VoucherState(number=current.number, current=current, revisions=revs, conflicts=conflicts)
 
 
 def heads(revisions: Iterable[Revision]) -> list[str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,7 +17,7 @@ from rich.progress import (
 
 from p2psync.books.drafts import make_draft
 from p2psync.books.importer import read_file
-from p2psync.books.model import Revision, VoucherType
+from p2psync.books.model import VoucherType
 from p2psync.books.money import to_decimal
 from p2psync.cli import render
 from p2psync.cli.context import home_option, json_option, open_node
@@ -145,8 +147,8 @@ def voucher_post(home: str | None, kind: str, date: str, debits: tuple[str, ...]
     """Post a voucher; debits must equal credits."""
     draft = make_draft(kind, date, list(debits), list(credits), narration)
     with open_node(home) as node:
-        rev = node.post(draft)
-    _show_revision(rev, "Posted", as_json)
+        data = views.revision_posted(node, node.post(draft))
+    _show_revision(data, "Posted", as_json)
 
 
 @voucher.command("amend")
@@ -160,8 +162,8 @@ def voucher_amend(home: str | None, number: str, kind: str | None, date: str, de
     """Replace voucher NUMBER with a new revision (the old one is kept in its history)."""
     with open_node(home) as node:
         draft = make_draft(kind or views.voucher_type(node, number), date, list(debits), list(credits), narration)
-        rev = node.amend(number, draft)
-    _show_revision(rev, "Amended", as_json)
+        data = views.revision_posted(node, node.amend(number, draft))
+    _show_revision(data, "Amended", as_json)
 
 
 @voucher.command("cancel")
@@ -172,17 +174,34 @@ def voucher_amend(home: str | None, number: str, kind: str | None, date: str, de
 def voucher_cancel(home: str | None, number: str, reason: str, as_json: bool) -> None:
     """Cancel voucher NUMBER: it is kept, marked, and excluded from balances."""
     with open_node(home) as node:
-        rev = node.cancel(number, reason)
-    _show_revision(rev, "Cancelled", as_json)
+        data = views.revision_posted(node, node.cancel(number, reason))
+    _show_revision(data, "Cancelled", as_json)
 
 
-def _show_revision(rev: Revision, verb: str, as_json: bool) -> None:
+def _show_revision(data: dict[str, Any], verb: str, as_json: bool) -> None:
     if as_json:
-        render.print_json(views.revision_data(rev))
+        render.print_json(data)
+        _warn(data)
         return
-    total = sum(ln.paise for ln in rev.content.lines if ln.side.value == "Dr")
-    render.info(f"{verb} {rev.content.type.label} {rev.number} dated {rev.content.date.isoformat()} "
-                f"for {render.money(to_decimal(total))}")
+    total = sum((ln["amount"] for ln in data["lines"] if ln["side"] == "Dr"), to_decimal(0))
+    render.info(f"{verb} {VoucherType(data['type']).label} {data['number']} dated {data['date']} "
+                f"for {render.money(total)}")
+    _show_notes(data)
+
+
+def _show_notes(data: dict[str, Any]) -> None:
+    """Say what a posting leaves that the user would not otherwise notice: a voucher that will never
+    leave this office, a cash balance below zero."""
+    if data.get("held_back"):
+        render.info(f"Note: {', '.join(data['local_only']) if isinstance(data['local_only'], list) else data['number']}"
+                    f" {data['held_back']}")
+    _warn(data)
+
+
+def _warn(data: dict[str, Any]) -> None:
+    """Warnings go to stderr, also beside ``--json`` (which holds them too), so no script misses one."""
+    for warning in data.get("warnings", []):
+        render.err.print(f"[bold yellow]warning:[/] {escape(warning)}", markup=True, highlight=False)
 
 
 @voucher.command("list")
@@ -244,14 +263,19 @@ def voucher_import(home: str | None, file: Path, as_json: bool) -> None:
                       console=render.err, transient=True, disable=as_json or not render.err.is_terminal) as progress:
             task = progress.add_task(f"Importing {file.name}", total=len(drafts))
             revs = node.post_many(drafts, progress=lambda n: progress.update(task, completed=n))
+        notes = views.posted(node, revs)
     if as_json:
-        render.print_json({"imported": len(revs), "numbers": [r.number for r in revs]})
+        render.print_json({"imported": len(revs), "numbers": [r.number for r in revs], **notes})
+        _warn(notes)
     else:
         series: dict[str, list[str]] = {}
         for rev in revs:
             series.setdefault(rev.content.type.label, []).append(rev.number)
         ranges = ", ".join(f"{n[0]} to {n[-1]}" if len(n) > 1 else n[0] for n in series.values())
         render.info(f"Imported {len(revs)} voucher{'s' if len(revs) != 1 else ''} from {file.name}: {ranges}")
+        if notes["local_only"]:
+            notes = {**notes, "local_only": [f"{len(notes['local_only'])} of them"]}
+        _show_notes(notes)
 
 
 # ---------------------------------------------------------------- reports
@@ -278,6 +302,7 @@ def report_tb(home: str | None, office: str | None, end: str | None, as_json: bo
                  [[r["ledger"], r["group"], render.money(r["debit"]), render.money(r["credit"])] for r in data["rows"]],
                  numeric={2, 3},
                  footer=["Total", "", render.money(data["total"]["debit"], False), render.money(data["total"]["credit"], False)])
+    _held_back(data)
 
 
 @report.command("ledger")
@@ -299,6 +324,7 @@ def report_ledger(home: str | None, name: str, office: str | None, start: str | 
               _balance(r["balance"])] for r in data["rows"]]
     render.table(f"Ledger: {data['ledger']} ({data['scope']})", ["Date", "Number", "Narration", "Debit", "Credit", "Balance"],
                  rows, numeric={3, 4, 5}, footer=["", "", "Closing balance", "", "", _balance(data["closing"])])
+    _held_back(data)
 
 
 def _balance(value) -> str:  # type: ignore[no-untyped-def]
@@ -327,6 +353,7 @@ def report_day_book(home: str | None, office: str | None, start: str | None, end
                        for ln in v["lines"]]
     render.table(f"Day book ({data['scope']})", ["Date", "Number", "Type", "Particulars", "Debit", "Credit"],
                  table_rows, numeric={4, 5})
+    _held_back(data)
 
 
 @report.command("profit-loss")
@@ -353,37 +380,65 @@ def report_pl(home: str | None, office: str | None, start: str | None, end: str 
     net = data["net_profit"]
     render.table(f"Profit and loss ({data['scope']})", ["", "Ledger", "Amount"], rows, numeric={2},
                  footer=["Net profit" if net >= 0 else "Net loss", "", render.money(abs(net), False)])
+    _held_back(data)
 
 
 @report.command("balance-sheet")
 @office_option
 @click.option("--to", "end", default=None, help="As on this date.")
+@click.option("--detail", is_flag=True, help="Show each group's sub-groups and ledgers.")
 @json_option
 @home_option
-def report_bs(home: str | None, office: str | None, end: str | None, as_json: bool) -> None:
-    """Liabilities and assets by primary group, with the profit carried over."""
+def report_bs(home: str | None, office: str | None, end: str | None, detail: bool, as_json: bool) -> None:
+    """Liabilities and assets by group, with the profit (or loss) carried over."""
     with open_node(home) as node:
-        data = views.report(node, "balance-sheet", office, end=end)
+        data = views.report(node, "balance-sheet", office, end=end, detail=detail)
     if as_json:
         render.print_json(data)
         return
-    left, right = data["liabilities"], data["assets"]
-    rows = [[left[i]["group"] if i < len(left) else "", render.money(left[i]["amount"], False) if i < len(left) else "",
-             right[i]["group"] if i < len(right) else "", render.money(right[i]["amount"], False) if i < len(right) else ""]
+    left, right = _sheet_rows(data["liabilities"]), _sheet_rows(data["assets"])
+    blank = ["", "", ""]
+    rows = [(left[i] if i < len(left) else blank) + (right[i] if i < len(right) else blank)
             for i in range(max(len(left), len(right)))]
-    render.table(f"Balance sheet ({data['scope']})", ["Liabilities", "Amount", "Assets", "Amount"], rows,
-                 numeric={1, 3}, footer=["Total", render.money(data["total_liabilities"], False), "Total",
-                                         render.money(data["total_assets"], False)])
+    total_l, total_a = render.money(data["total_liabilities"], False), render.money(data["total_assets"], False)
+    render.table(f"Balance sheet ({data['scope']})", ["Liabilities", "", "Amount", "Assets", "", "Amount"], rows,
+                 numeric={1, 2, 4, 5}, footer=["Total", "", total_l, "Total", "", total_a])
+    _held_back(data)
+
+
+def _sheet_rows(items: list[dict[str, Any]], depth: int = 0) -> list[list[str]]:
+    """One side of the balance sheet as rows: a primary group's total in the outer amount column, the
+    sub-groups and ledgers under it indented, with their amounts in the inner column (as Tally does)."""
+    rows = []
+    for item in items:
+        amount = render.money(item["amount"], False)
+        rows.append(["  " * depth + item["group"], amount if depth else "", "" if depth else amount])
+        rows += _sheet_rows(item.get("groups", []), depth + 1)
+        rows += [["  " * (depth + 1) + led["ledger"], render.money(led["amount"], False), ""]
+                 for led in item.get("ledgers", [])]
+    return rows
+
+
+def _held_back(data: dict[str, Any]) -> None:
+    """Under a report: how many of its vouchers never leave this office, and why."""
+    count = data.get("local_only", 0)
+    if count:
+        render.info(f"{count} voucher{'s' if count != 1 else ''} in this report {'are' if count != 1 else 'is'} "
+                    f"dated before the sync-after date{' ' + data['sync_after'] if data.get('sync_after') else ''}: kept in this office's books only, "
+                    "never sent to other offices.")
 
 
 # ---------------------------------------------------------------- conflicts and maintenance
 
 
-@click.command("conflicts")
+@click.group("conflicts", invoke_without_command=True)
 @json_option
 @home_option
-def conflicts_cmd(home: str | None, as_json: bool) -> None:
-    """Concurrent edits that lost: kept, listed here until an amendment resolves them."""
+@click.pass_context
+def conflicts_cmd(ctx: click.Context, home: str | None, as_json: bool) -> None:
+    """Concurrent edits that lost: kept, listed here until settled ('conflicts resolve') or amended."""
+    if ctx.invoked_subcommand is not None:
+        return
     with open_node(home) as node:
         data = views.conflicts(node)
     if as_json:
@@ -391,8 +446,51 @@ def conflicts_cmd(home: str | None, as_json: bool) -> None:
     elif not data:
         render.info("No conflicts.")
     else:
+        _show_conflicts(data)
+
+
+def _show_conflicts(data: list[dict[str, Any]]) -> None:
+    others = [d for d in data if d["kind"] != "voucher"]
+    shown: set[str] = set()
+    for item in data:
+        if item["kind"] != "voucher" or item["subject"] in shown:
+            continue
+        shown.add(item["subject"])
+        render.table(f"Voucher {item['number']}: the current version won because {item['why']}",
+                     ["Version", "Action", "Office", "At (UTC)", "Date", "Amount", "Narration / reason", ""],
+                     [[v["revision"][:8], v["action"], v["made_at_office"], v["at"][:19].replace("T", " "), v["date"],
+                       render.money(v["amount"]), v["reason"] or v["narration"], "current" if v["current"] else "lost"]
+                      for v in item["versions"]], numeric={5})
+    if others:
         render.table("Conflicts", ["Kind", "Subject", "Kept (current)", "Lost (kept in history)"],
-                     [[d["kind"], d["subject"], d["winner"], d["loser"]] for d in data])
+                     [[d["kind"], d["subject"], d["winner"], d["loser"]] for d in others])
+    if shown:
+        render.info("Settle one with 'p2psync conflicts resolve NUMBER --keep-cancellation' or "
+                    "'--restore VERSION'.")
+
+
+@conflicts_cmd.command("resolve")
+@click.argument("number")
+@click.option("--keep-cancellation", "keep", is_flag=True, help="The voucher stays cancelled.")
+@click.option("--restore", default=None, metavar="VERSION", help="Keep this version (its first 8 characters do).")
+@json_option
+@home_option
+def conflicts_resolve(home: str | None, number: str, keep: bool, restore: str | None, as_json: bool) -> None:
+    """Settle the conflict of voucher NUMBER, the same way at every office."""
+    if keep == (restore is not None):
+        raise click.UsageError("give exactly one of --keep-cancellation and --restore VERSION")
+    with open_node(home) as node:
+        data = views.settle_conflict(node, number, restore)
+    if as_json:
+        render.print_json(data)
+        return
+    for rev in data["made"]:
+        if rev["action"] == "post":
+            render.info(f"Posted {rev['number']} dated {rev['date']}: {rev['narration']}")
+        elif rev["action"] == "cancel":
+            render.info(f"Settled {data['number']}: it stays cancelled ({rev['reason']})")
+        else:
+            render.info(f"Settled {data['number']}: restored the chosen version as its current one")
 
 
 @click.command("rebuild")

@@ -15,7 +15,6 @@ from p2psync.node.home import resolve_home
 from p2psync.node.membership import revoked_notice
 from p2psync.node.runtime import NodeRuntime, status_from_db
 
-
 @click.command("invite")
 @click.argument("office")
 @click.option("--ttl", default="15m", show_default=True, help="How long the code stays valid (30s to 7d).")
@@ -53,13 +52,21 @@ def join_cmd(home: str | None, code: str, via: str | None) -> None:
 @click.option("--sync-after", "sync_after", default=None,
               help="Head office: vouchers dated before this are never exchanged ('none' to clear).")
 @click.option("--relay", "relays", multiple=True, help="Head office: relay address ws(s)://HOST:PORT (repeatable).")
+@click.option("--books-begin", "books_begin", default=None,
+              help="This office: no voucher may be entered dated before this ('none': 8 financial years back).")
+@click.option("--post-ahead", "post_ahead", default=None,
+              help="This office: latest voucher date, 'year-end' (of the current financial year) or DAYS after today.")
+@click.option("--negative-cash", "negative_cash", type=click.Choice(["warn", "refuse"]), default=None,
+              help="This office: when a posting leaves cash in hand below zero.")
 @json_option
 @home_option
 def settings_cmd(home: str | None, mode: str | None, interval: int | None, sync_after: str | None,
-                 relays: tuple[str, ...], as_json: bool) -> None:
-    """Show or change data synchronization settings."""
+                 relays: tuple[str, ...], books_begin: str | None, post_ahead: str | None,
+                 negative_cash: str | None, as_json: bool) -> None:
+    """Show or change data synchronization and posting settings."""
     with open_node(home) as node:
-        data = views.change_settings(node, mode, interval, sync_after, list(relays) or None)
+        data = views.change_settings(node, mode, interval, sync_after, list(relays) or None, books_begin,
+                                     post_ahead, negative_cash)
     if as_json:
         render.print_json(data)
     else:
@@ -177,6 +184,10 @@ def status_cmd(home: str | None, as_json: bool) -> None:
                       for r in data["sync_log"][:10]], numeric={4})
     if data["waiting_entries"]:
         render.info(f"{data['waiting_entries']} received entries wait for earlier ones")
+    if data.get("local_only"):
+        render.info(f"{data['local_only']} voucher{'s are' if data['local_only'] != 1 else ' is'} dated before the "
+                    f"sync-after date{' ' + info['sync_after'] if info.get('sync_after') else ''}: kept in this "
+                    "office's books only, never sent")
     if data["quarantined"]:
         render.table("Failed to import (quarantine)", ["Received", "Document", "Seq", "Reason"],
                      [[q["at"][:19], q["document"], q["seq"], q["reason"]] for q in data["quarantined"]])

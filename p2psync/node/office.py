@@ -9,15 +9,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session, select
 
 from p2psync.books import schema
 from p2psync.books.change import Change
 from p2psync.books.drafts import Draft, resolve_names
-from p2psync.books.groups import GroupTree
+from p2psync.books.groups import CASH_IN_HAND, GroupTree, group_key
 from p2psync.books.importer import ImportedDraft
 from p2psync.books.model import (
+    MAX_NARRATION,
     Action,
     GroupDef,
     LedgerDef,
@@ -25,11 +27,13 @@ from p2psync.books.model import (
     Opening,
     Revision,
     VoucherContent,
+    VoucherState,
     check_name,
     check_office_code,
     voucher_number,
 )
-from p2psync.books.money import parse_amount
+from p2psync.books.money import format_indian, parse_amount
+from p2psync.books.posting import POSTING_SETTINGS, DateWindow
 from p2psync.books.resolve import heads, resolve
 from p2psync.books.rules import Chart, validate_voucher
 from p2psync.canonical import utc_now
@@ -37,9 +41,9 @@ from p2psync.deps import Deps
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.net.tls import write_cert_files
 from p2psync.node import inbox
-from p2psync.protocol import entry
 from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, check_new_home, ensure_private_dir
 from p2psync.node.membership import Membership
+from p2psync.protocol import entry
 from p2psync.store import log, queries
 from p2psync.store.books import BookStore
 from p2psync.store.db import Database, get_setting, set_setting
@@ -52,7 +56,8 @@ from p2psync.trust.policy import sign as sign_policy
 from p2psync.trust.policy import verify as verify_policy
 
 #: Settings that belong to this node alone (the shared ones live in the signed policy).
-LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5"}
+LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5", **POSTING_SETTINGS}
+_CASH = frozenset({group_key(CASH_IN_HAND)})
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +86,8 @@ class Node:
                                policy=lambda: self.trust.policy.version)
         #: Stamps this office's records (`at`): decides concurrent amendments and duplicate ledgers.
         self.clock: Callable[[], str] = utc_now
+        #: Today's date, for the dates this office accepts on the vouchers it enters.
+        self.today: Callable[[], dt.date] = dt.date.today
         self._chart: tuple[tuple[int, int], Chart] | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -296,11 +303,12 @@ class Node:
         against the masters as the write transaction that commits them finds them (reading them in a
         transaction of their own cost a live post about a sixth of its time)."""
         office, author, series = self.identity.office, self.identity.node_id, self.series
+        window, refuse_cash = self.date_window(), self.settings()["negative_cash"] == "refuse"
         with self.store.transaction() as batch:
             chart = self.chart(batch.session)
             contents = []
             for done, item in enumerate(drafts, start=1):
-                contents.append(_checked(item, chart))
+                contents.append(_checked(item, chart, window))
                 if progress and done % 500 == 0:
                     progress(done)
             ids = secrets.token_hex(12 * len(contents))  # 24 hex digits a voucher, as token_hex(12) each
@@ -326,13 +334,15 @@ class Node:
             for doc_name, revs in by_doc.items():
                 batch.change(doc_name, lambda doc, revs=revs: schema.put_revisions(doc, revs),
                              self._masters_deps(batch, chart, revs), revs)
+            if refuse_cash:
+                _refuse(self.cash_shortfalls(posted, batch.session, chart))
         if progress:
             progress(len(drafts))
         return posted
 
     def amend(self, number: str, draft: Draft) -> Revision:
         chart = self.chart()
-        content = _checked(ImportedDraft("", draft), chart)
+        content = _checked(ImportedDraft("", draft), chart, self.date_window())
         return self._revise(number, Action.AMEND, content, "", chart)
 
     def cancel(self, number: str, reason: str) -> Revision:
@@ -343,6 +353,7 @@ class Node:
     def _revise(self, number: str, action: Action, content: VoucherContent | None, reason: str,
                 chart: Chart) -> Revision:
         number = number.strip().upper()
+        refuse_cash = self.settings()["negative_cash"] == "refuse"
         with self.store.transaction() as batch:
             row = queries.voucher(batch.session, number)
             if row is None:
@@ -366,7 +377,85 @@ class Node:
                            parents, generation, self.identity.node_id, self.clock(), reason)
             batch.change(row.doc, lambda doc: schema.put_revisions(doc, [rev]), self._masters_deps(batch, chart, [rev]),
                          [rev])
+            if refuse_cash:
+                _refuse(self.cash_shortfalls([rev, state.current], batch.session, chart))
         return rev
+
+    def settle(self, number: str, restore: str | None = None) -> list[Revision]:
+        """Settle the conflict of voucher `number` in a way every office decides identically, with no
+        receiver rule changed: the versions that lost are replaced by a cancellation of their own
+        (concurrent cancellations are no conflict, `resolve`), or, with `restore`, the version named
+        is kept (`_restore`). Returns the revisions made."""
+        number = number.strip().upper()
+        window, refuse_cash = self.date_window(), self.settings()["negative_cash"] == "refuse"
+        with self.store.transaction() as batch:
+            row = queries.voucher(batch.session, number)
+            if row is None:
+                raise NotFound(f"no voucher numbered {number}")
+            if row.office != self.identity.office and not self.identity.is_head:
+                raise RuleViolation(f"voucher {number} belongs to office {row.office}; only it or the head office "
+                                    "may settle its conflict")
+            state = resolve(batch.revisions(number))
+            if not state.conflicts:
+                raise RuleViolation(f"voucher {number} has no conflict to settle")
+            chart = self.chart(batch.session)
+            if restore is None:
+                if not state.current.cancelled:
+                    raise RuleViolation(f"voucher {number} is not cancelled: settle it with --restore REVISION "
+                                        "(see 'p2psync conflicts'), or amend it")
+                made = [self._cancel_losers(batch, chart, row.doc, state, "the cancellation is kept")]
+            else:
+                made = self._restore(batch, chart, row.doc, state, _pick(state, restore), window)
+            if refuse_cash:
+                _refuse(self.cash_shortfalls(made, batch.session, chart))
+        return made
+
+    def _cancel_losers(self, batch, chart: Chart, doc: str, state: VoucherState, why: str,  # type: ignore[no-untyped-def]
+                       deps: Deps | None = None) -> Revision:
+        """A cancellation replacing every amendment that lost to the voucher's cancellation: its parents
+        are amendments, never a cancellation, so every receiver admits it (`admit._check_lineage`)."""
+        losers = [r for r in state.conflicts if not r.cancelled]
+        rev = Revision(secrets.token_hex(12), state.number, state.current.office, state.current.content,
+                       Action.CANCEL, tuple(sorted(r.id for r in losers)), max(r.generation for r in losers) + 1,
+                       self.identity.node_id, self.clock(), f"conflict settled: {why} ({state.current.reason})")
+        all_deps = {**self._masters_deps(batch, chart, [rev]), **(deps or {})}
+        batch.change(doc, lambda d: schema.put_revisions(d, [rev]), all_deps, [rev])
+        return rev
+
+    def _restore(self, batch, chart: Chart, doc: str, state: VoucherState, chosen: Revision,  # type: ignore[no-untyped-def]
+                 window: DateWindow) -> list[Revision]:
+        """Keep version `chosen`. Between amendments, that is one more amendment replacing every head.
+        Against a cancellation it cannot be: a cancelled voucher stays cancelled everywhere. So the
+        amendments that lost are cancelled too, and `chosen` is posted again as a new voucher of this
+        office, its narration naming the old number; the cancellation depends on the new voucher's entry,
+        so no office holds the one without the other."""
+        validate_voucher(chosen.content, chart)
+        window.check(chosen.content.date)
+        if not state.current.cancelled:
+            parents = tuple(sorted(r.id for r in [state.current, *state.conflicts]))
+            generation = max(r.generation for r in [state.current, *state.conflicts]) + 1
+            rev = Revision(secrets.token_hex(12), state.number, state.current.office, chosen.content, Action.AMEND,
+                           parents, generation, self.identity.node_id, self.clock(), "")
+            batch.change(doc, lambda d: schema.put_revisions(d, [rev]), self._masters_deps(batch, chart, [rev]), [rev])
+            return [rev]
+        office = self.identity.office
+        if state.current.office != office:
+            raise RuleViolation(f"only office {state.current.office} can restore its cancelled voucher {state.number} "
+                                "as a new voucher in its own series; settle with --keep-cancellation here")
+        if self._is_local(chosen.content.date):
+            raise RuleViolation(f"the restored version is dated before the sync-after date "
+                                f"{self.trust.policy.sync_after}; it would never reach the other offices")
+        content = msgspec.structs.replace(chosen.content, narration=_restored_narration(chosen, state.number))
+        position = queries.next_in_series(batch.session, office, content.type.value, self.series)
+        post = Revision(secrets.token_hex(12), voucher_number(office, content.type, self.series, position), office,
+                        content, Action.POST, (), 1, self.identity.node_id, self.clock())
+        new_doc = schema.voucher_doc(office, content.date)
+        change = batch.change(new_doc, lambda d: schema.put_revisions(d, [post]),
+                              self._masters_deps(batch, chart, [post]), [post])
+        deps = {new_doc: {self.identity.node_id: change.seq}} if change is not None and new_doc != doc else None
+        cancel = self._cancel_losers(batch, chart, doc, state, f"version {chosen.id[:8]} restored as {post.number}",
+                                     deps)
+        return [post, cancel]
 
     def _masters_deps(self, batch, chart: Chart, revs: Iterable[Revision]) -> Deps:  # type: ignore[no-untyped-def]
         """A voucher depends on the masters entries that created its ledgers."""
@@ -374,6 +463,34 @@ class Node:
         authors = {chart.ledger(name).author for name in names}  # type: ignore[union-attr]
         vector = log.vector(batch.session, schema.MASTERS)
         return {schema.MASTERS: {a: vector[a] for a in authors if a in vector}}
+
+    def date_window(self) -> DateWindow:
+        """The dates this office accepts on a voucher it enters (its own setting: see `posting`)."""
+        return DateWindow.from_settings(self.settings(), self.today())
+
+    def cash_shortfalls(self, revs: Iterable[Revision], session: Session | None = None,
+                        chart: Chart | None = None) -> list[str]:
+        """A line for each Cash-in-Hand ledger these revisions touch whose balance at their office now
+        goes below zero on some day from their date on: cash in a drawer cannot be a credit balance,
+        so it is nearly always a slip (a bank overdraft is normal, so banks are not checked)."""
+        if session is None:
+            with self.db.read() as own:
+                return self.cash_shortfalls(revs, own, chart)
+        chart = chart or self.chart(session)
+        by_office: dict[str, tuple[dt.date, set[str]]] = {}
+        for rev in revs:
+            cash = {chart.key(ln.ledger) for ln in rev.content.lines
+                    if (led := chart.ledger(ln.ledger)) is not None and chart.groups.is_under(led.group, _CASH)}
+            if cash:
+                since, keys = by_office.get(rev.office, (rev.content.date, set()))
+                by_office[rev.office] = (min(since, rev.content.date), keys | cash)
+        found = []
+        for office, (since, keys) in sorted(by_office.items()):
+            for key, (day, paise) in sorted(queries.lowest_balances(session, office, sorted(keys), since).items()):
+                if paise < 0:
+                    found.append(f"{chart.ledgers[key].name} stands at {format_indian(-paise)} Cr at {office} on "
+                                 f"{day}: cash in hand cannot be below zero")
+        return found
 
     def _is_local(self, date: dt.date) -> bool:
         sync_after = self.trust.policy.sync_after_date
@@ -431,10 +548,36 @@ class Node:
         holds the vectors of the documents `vectors_of` names, as of its commit."""
         return inbox.receive(self, blobs, vectors_of)
 
-def _checked(item: ImportedDraft, chart: Chart) -> VoucherContent:
+def _pick(state: VoucherState, wanted: str) -> Revision:
+    """The head version of a conflicted voucher named by its revision id or a prefix of at least 4."""
+    wanted = wanted.strip().lower()
+    found = [r for r in [state.current, *state.conflicts] if len(wanted) >= 4 and r.id.startswith(wanted)]
+    if len(found) != 1:
+        raise NotFound(f"no single version {wanted!r} among the conflicting versions of {state.number} "
+                       "(see 'p2psync conflicts')")
+    if found[0].cancelled:
+        raise RuleViolation(f"version {wanted} is the cancellation; settle with --keep-cancellation")
+    return found[0]
+
+
+def _restored_narration(chosen: Revision, number: str) -> str:
+    """The restored version's narration, naming the voucher it restores (within the narration limit)."""
+    note = f"restores {number} (cancelled), version {chosen.id[:8]}"
+    kept = chosen.content.narration[:MAX_NARRATION - len(note) - 3]
+    return f"{kept} - {note}" if kept else note
+
+
+def _refuse(shortfalls: list[str]) -> None:
+    """Under the setting negative-cash 'refuse': undo the posting, saying why."""
+    if shortfalls:
+        raise RuleViolation(f"{shortfalls[0]} (this office refuses that: 'p2psync settings --negative-cash')")
+
+
+def _checked(item: ImportedDraft, chart: Chart, window: DateWindow) -> VoucherContent:
     try:
         content = resolve_names(item.draft, chart)
         validate_voucher(content, chart)
+        window.check(content.date)
     except P2PSyncError as exc:
         if item.where:
             raise type(exc)(f"{item.where}: {exc}") from None

@@ -35,6 +35,7 @@ from p2psync.node.home import KEYS_DIR
 from p2psync.node.office import Node
 from p2psync.protocol import relay_auth
 from p2psync.protocol.sync import MAX_FRAME, Hello, ProtocolError
+from p2psync.store import queries
 from p2psync.store.db import get_setting
 from p2psync.store.tables import PeerRow, Pending, SyncLogRow
 from p2psync.trust.certs import CertificateError, Member
@@ -574,6 +575,7 @@ def status_from_db(node: Node) -> dict[str, Any]:
                   "last_sync": p.last_sync, "sent": p.sent, "received": p.received, "backlog": 0,
                   "last_error": p.last_error} for p in session.exec(select(PeerRow).order_by(PeerRow.key))]
         waiting = len(session.exec(select(Pending.id)).all())
+        local_only = queries.local_only(session)
         log = [{"at": r.at, "peer": r.peer, "office": r.office, "direction": r.direction, "entries": r.entries}
                for r in session.exec(select(SyncLogRow).order_by(SyncLogRow.id.desc()).limit(20))]  # type: ignore[union-attr]
     policy = node.trust.policy
@@ -585,6 +587,8 @@ def status_from_db(node: Node) -> dict[str, Any]:
                  "revoked": node.trust.revoked},
         "peers": peers,
         "waiting_entries": waiting,
+        #: Vouchers dated before the sync-after date: in this office's books, never sent.
+        "local_only": local_only,
         "quarantined": node.quarantined(),
         "equivocations": forks.found(node),
         "sync_log": log,

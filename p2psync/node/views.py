@@ -8,13 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from p2psync.books import reports
+from p2psync.books import posting, reports
 from p2psync.books.groups import group_key
 from p2psync.books.model import Revision
 from p2psync.books.money import to_decimal
 from p2psync.books.resolve import resolve
 from p2psync.books.rules import parse_date
-from p2psync.errors import InvalidInput, NotFound
+from p2psync.errors import InvalidInput, NotFound, P2PSyncError
 from p2psync.node import registrar
 from p2psync.node.office import Node
 from p2psync.store import queries
@@ -29,6 +29,18 @@ def optional_date(text: str | None) -> dt.date | None:
 
 def _office(office: str | None) -> str | None:
     return office.strip().upper() if office and office.strip() else None
+
+
+def _checked_scope(session: Any, office: str | None, start: str | None,
+                   end: str | None) -> tuple[str | None, dt.date | None, dt.date | None]:
+    """The office and period asked for, refused when they could only give an empty answer that looks
+    like a real one: an office not in the branch master, or a period that ends before it starts."""
+    code, first, last = _office(office), optional_date(start), optional_date(end)
+    if code and code not in {o.code for o in queries.offices(session)}:
+        raise NotFound(f"unknown office {code}; see 'p2psync branch list'")
+    if first and last and first > last:
+        raise InvalidInput(f"the period starts ({first}) after it ends ({last})")
+    return code, first, last
 
 
 def scope(office: str | None) -> str:
@@ -59,9 +71,12 @@ def settings(node: Node) -> Data:
 
 
 def change_settings(node: Node, mode: str | None = None, interval: int | None = None,
-                    sync_after: str | None = None, relays: list[str] | None = None) -> Data:
+                    sync_after: str | None = None, relays: list[str] | None = None,
+                    books_begin: str | None = None, post_ahead: str | None = None,
+                    negative_cash: str | None = None) -> Data:
     """Apply what is given (None leaves a setting as it is); the head office alone signs a new policy
-    for the sync-after date and the relays. ``sync_after`` 'none' or '' clears the date."""
+    for the sync-after date and the relays. ``sync_after`` or ``books_begin`` 'none' or '' clears
+    the date. The posting settings (books begin, post ahead, negative cash) are this office's own."""
     if mode is not None and mode not in ("auto", "manual"):
         raise InvalidInput(f"mode {mode!r} must be auto or manual")
     if interval is not None and not 1 <= interval <= 1440:
@@ -73,6 +88,7 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     if sync_after is not None and sync_after.strip().lower() not in ("", "none"):
         new_date = parse_date(sync_after)
     local = {k: v for k, v in (("mode", mode), ("interval", str(interval) if interval else None)) if v}
+    local.update(_posting_settings(books_begin, post_ahead, negative_cash))
     if local:
         node.set_local(**local)
     current = settings(node)
@@ -83,14 +99,70 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     return settings(node)
 
 
+def _posting_settings(books_begin: str | None, post_ahead: str | None, negative_cash: str | None) -> dict[str, str]:
+    """The posting settings given, checked; an empty books-begin clears it."""
+    out = {}
+    if books_begin is not None:
+        cleared = books_begin.strip().lower() in ("", "none")
+        out["books_begin"] = "" if cleared else parse_date(books_begin).isoformat()
+    if post_ahead is not None:
+        out["post_ahead"] = posting.check_post_ahead(post_ahead)
+    if negative_cash is not None:
+        out["negative_cash"] = posting.check_negative_cash(negative_cash)
+    return out
+
+
 def quarantine(node: Node) -> list[Data]:
     return [{"received_at": q["at"], **{k: v for k, v in q.items() if k != "at"}} for q in node.quarantined()]
 
 
 def conflicts(node: Node) -> list[Data]:
+    """Each conflict; a voucher's with every version that stands (its amounts, narration, office and
+    time), which one is current and why, so that an office can settle it knowing what it keeps."""
     with node.db.read() as session:
-        return [{"kind": c.kind, "subject": c.subject, "winner": c.winner, "loser": c.loser}
-                for c in queries.conflicts(session)]
+        rows = queries.conflicts(session)
+    out = []
+    for c in rows:
+        item: Data = {"kind": c.kind, "subject": c.subject, "winner": c.winner, "loser": c.loser}
+        if c.kind == "voucher":
+            state = resolve(node.store.revisions(c.subject))
+            loser = next((r for r in state.conflicts if r.id == c.loser), None)
+            item.update(number=c.subject, versions=[_version(node, r, r is state.current)
+                                                    for r in [state.current, *state.conflicts]],
+                        why=_why(state.current, loser) if loser else "")
+        out.append(item)
+    return out
+
+
+def _version(node: Node, rev: Revision, current: bool) -> Data:
+    """One standing version of a conflicted voucher, as an accountant compares them."""
+    try:
+        office = node.trust.author(rev.author).office
+    except P2PSyncError:
+        office = "?"
+    amount = sum(ln.paise for ln in rev.content.lines if ln.side.value == "Dr")
+    return {"revision": rev.id, "action": rev.action.value, "made_at_office": office, "at": rev.at,
+            "date": rev.content.date.isoformat(), "amount": to_decimal(amount), "narration": rev.content.narration,
+            "reason": rev.reason, "current": current,
+            "lines": [{"ledger": ln.ledger, "side": ln.side.value, "amount": to_decimal(ln.paise)}
+                      for ln in rev.content.lines]}
+
+
+def _why(winner: Revision, loser: Revision) -> str:
+    """Why every office picks `winner` over `loser` (`resolve`)."""
+    if winner.cancelled and not loser.cancelled:
+        return "a cancellation always wins over an amendment made at the same time"
+    if winner.generation != loser.generation:
+        return f"it follows more earlier versions ({winner.generation} against {loser.generation})"
+    if winner.at != loser.at:
+        return "it was made later"
+    return "made at the same moment: the higher revision id wins"
+
+
+def settle_conflict(node: Node, number: str, restore: str | None = None) -> Data:
+    """`Node.settle`, with what was made."""
+    made = node.settle(number, restore)
+    return {"number": number.strip().upper(), "made": [revision_data(r) for r in made]}
 
 
 # ---------------------------------------------------------------- masters and vouchers
@@ -122,7 +194,8 @@ def revision_data(rev: Revision) -> Data:
 
 def vouchers(node: Node, office: str | None = None, start: str | None = None, end: str | None = None) -> list[Data]:
     with node.db.read() as session:
-        rows = queries.vouchers(session, _office(office), optional_date(start), optional_date(end))
+        code, first, last = _checked_scope(session, office, start, end)
+        rows = queries.vouchers(session, code, first, last)
     return [{"number": v.number, "date": v.date, "type": v.type, "office": v.office, "narration": v.narration,
              "amount": to_decimal(v.amount), "cancelled": v.cancelled, "revisions": v.revisions,
              "conflicts": v.conflicts} for v in rows]
@@ -152,29 +225,62 @@ def voucher_type(node: Node, number: str) -> str:
 
 
 def report(node: Node, kind: str, office: str | None = None, start: str | None = None, end: str | None = None,
-           ledger: str | None = None) -> Data:
-    """Any report by name, per office or consolidated."""
+           ledger: str | None = None, detail: bool = False) -> Data:
+    """Any report by name, per office or consolidated; each says how many of its vouchers are held in
+    this office's local books (dated before the sync-after date, never sent to other offices)."""
     if kind not in REPORTS:
         raise InvalidInput(f"unknown report {kind!r}; use one of {', '.join(REPORTS)}")
-    code, first, last = _office(office), optional_date(start), optional_date(end)
     with node.db.read() as session:
-        if kind == "trial-balance":
-            return reports.trial_balance(queries.balances(session, code, end=last), scope(office))
-        if kind == "balance-sheet":
-            return reports.balance_sheet(queries.balances(session, code, end=last), scope(office))
-        if kind == "profit-loss":
-            balances = queries.balances(session, code, first, last)
-            if first:  # movements of the period only
-                balances = [b.__class__(**{**vars(b), "opening": 0}) for b in balances]
-            return reports.profit_and_loss(balances, scope(office))
-        if kind == "day-book":
-            rows = queries.vouchers(session, code, first, last)
-            return reports.day_book(rows, queries.lines_of(session, [v.number for v in rows]), scope(office))
-        if not ledger or not ledger.strip():
-            raise InvalidInput("name the ledger whose statement you want")
-        key = group_key(ledger)
-        found = next((led for led, _g in queries.ledgers(session) if led.key == key), None)
-        if found is None:
-            raise NotFound(f"unknown ledger {ledger!r}")
-        return reports.ledger_statement(found.name, queries.opening_of(session, key, code),
-                                        queries.postings(session, key, code, last), scope(office), first)
+        code, first, last = _checked_scope(session, office, start, end)
+        data = _report(session, kind, code, first, last, ledger, detail)
+        data["local_only"] = queries.local_only(session, code, first, last)
+    data["sync_after"] = node.trust.policy.sync_after
+    return data
+
+
+def _report(session: Any, kind: str, code: str | None, first: dt.date | None, last: dt.date | None,
+            ledger: str | None, detail: bool) -> Data:
+    if kind == "trial-balance":
+        return reports.trial_balance(queries.balances(session, code, end=last), scope(code))
+    if kind == "balance-sheet":
+        rows = queries.groups(session)
+        parents = {g.name: rows[group_key(g.parent)].name if g.parent and group_key(g.parent) in rows else None
+                   for g in rows.values()}
+        return reports.balance_sheet(queries.balances(session, code, end=last), scope(code), parents, detail)
+    if kind == "profit-loss":
+        balances = queries.balances(session, code, first, last)
+        if first:  # movements of the period only
+            balances = [b.__class__(**{**vars(b), "opening": 0}) for b in balances]
+        return reports.profit_and_loss(balances, scope(code))
+    if kind == "day-book":
+        rows = queries.vouchers(session, code, first, last)
+        return reports.day_book(rows, queries.lines_of(session, [v.number for v in rows]), scope(code))
+    if not ledger or not ledger.strip():
+        raise InvalidInput("name the ledger whose statement you want")
+    key = group_key(ledger)
+    found = next((led for led, _g in queries.ledgers(session) if led.key == key), None)
+    if found is None:
+        raise NotFound(f"unknown ledger {ledger!r}")
+    return reports.ledger_statement(found.name, queries.opening_of(session, key, code),
+                                    queries.postings(session, key, code, last), scope(code), first)
+
+
+def posted(node: Node, revs: list[Revision]) -> Data:
+    """What a user must be told after posting, besides the voucher: which of them stay in this office's
+    books (dated before the sync-after date, they are never sent) and which cash balances went below
+    zero."""
+    with node.db.read() as session:
+        local = [r.number for r in revs if (row := queries.voucher(session, r.number)) is not None
+                 and row.doc.startswith("local/")]
+        warnings = node.cash_shortfalls(revs, session)
+    sync_after = node.trust.policy.sync_after
+    return {"local_only": local, "sync_after": sync_after, "warnings": warnings,
+            "held_back": (f"dated before the sync-after date {sync_after}: kept in this office's books and never "
+                          "sent to other offices") if local else None}
+
+
+def revision_posted(node: Node, rev: Revision) -> Data:
+    """A revision just made, as ``--json`` prints it and the dashboard gets it, with `posted`'s notes."""
+    notes = posted(node, [rev])
+    return {**revision_data(rev), "local_only": bool(notes["local_only"]), "held_back": notes["held_back"],
+            "warnings": notes["warnings"]}

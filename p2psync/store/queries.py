@@ -150,3 +150,38 @@ def opening_of(session: Session, ledger_key: str, office: str | None = None) -> 
 
 def conflicts(session: Session) -> list[ConflictRow]:
     return list(session.exec(select(ConflictRow).order_by(ConflictRow.kind, ConflictRow.subject)))
+
+
+def lowest_balances(session: Session, office: str, ledger_keys: list[str], since: dt.date) -> dict[str, tuple[dt.date, int]]:
+    """Per ledger, its lowest day-end balance at `office` on or after `since` and that day (debit
+    positive): a voucher dated in the past changes every later day's balance, not only its own."""
+    out: dict[str, tuple[dt.date, int]] = {}
+    for key in ledger_keys:
+        (opening,) = raw_connection(session).execute(
+            "SELECT coalesce(sum(paise), 0) FROM openingrow WHERE ledger_key = ? AND office = ?", (key, office)
+        ).fetchone()
+        days = raw_connection(session).execute(
+            "SELECT date, sum(paise) FROM linerow WHERE ledger_key = ? AND office = ? GROUP BY date ORDER BY date",
+            (key, office)).fetchall()
+        balance, lowest = int(opening), None
+        for day, paise in days:
+            balance += int(paise)
+            if day >= since.isoformat() and (lowest is None or balance < lowest[1]):
+                lowest = (dt.date.fromisoformat(day), balance)
+        if lowest is not None:
+            out[key] = lowest
+    return out
+
+
+def local_only(session: Session, office: str | None = None, start: dt.date | None = None,
+               end: dt.date | None = None) -> int:
+    """How many vouchers (of `office`, in the period) sit in local books: dated before the sync-after
+    date when posted, they never leave their office."""
+    query = select(func.count()).select_from(VoucherRow).where(VoucherRow.doc.startswith("local/"))  # type: ignore[attr-defined]
+    if office:
+        query = query.where(VoucherRow.office == office)
+    if start:
+        query = query.where(VoucherRow.date >= start.isoformat())
+    if end:
+        query = query.where(VoucherRow.date <= end.isoformat())
+    return int(session.exec(query).one())

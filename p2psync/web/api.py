@@ -239,7 +239,7 @@ async def post_voucher(request: web.Request) -> web.Response:
                      optional_text(data, "narration") or "")
     rev = await on_node(request, Node.post, draft)
     await runtime(request).notify()
-    return reply(views.revision_data(rev), 201)
+    return reply(await on_node(request, views.revision_posted, rev), 201)
 
 
 @routes.post("/api/vouchers/amend")
