@@ -42,7 +42,7 @@ from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, ensure_private_d
 from p2psync.node.membership import Membership
 from p2psync.store import log, queries
 from p2psync.store.books import BookStore
-from p2psync.store.db import Database, get_setting, set_setting
+from p2psync.store.db import CATCHING_UP_KEY, Database, get_setting, set_setting
 from p2psync.store.tables import Entry, Quarantine
 from p2psync.trust.certs import issue_node_cert, make_root_cert, root_public_from_cert, to_der
 from p2psync.trust.enroll import Enrollment
@@ -55,6 +55,17 @@ from p2psync.trust.policy import verify as verify_policy
 LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5"}
 
 logger = logging.getLogger(__name__)
+
+#: What a restored office must do before it may write again (see `node.recovery`).
+CATCHING_UP_FIX = "run 'p2psync sync --peer wss://HOST:PORT' (or keep the node running) until it says caught up"
+
+
+class CatchingUp(RuleViolation):
+    """A change refused because the office has not caught up with its own entries after a restore:
+    it would reuse sequence numbers the other offices already hold with other content."""
+
+    def __init__(self) -> None:
+        super().__init__(f"this office is catching up after a restore: {CATCHING_UP_FIX}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,8 @@ class Node:
         #: Stamps this office's records (`at`): decides concurrent amendments and duplicate ledgers.
         self.clock: Callable[[], str] = utc_now
         self._chart: tuple[tuple[int, int], Chart] | None = None
+        #: Restored from a backup and not yet caught up with its own entries: every change is refused.
+        self.catching_up = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -135,6 +148,7 @@ class Node:
         with db.read() as session:
             values = {k: get_setting(session, k) for k in ("company", "office", "role", "node_id")}
             root_cert, policy_blob = get_setting(session, "root_cert"), get_setting(session, "policy")
+            catching_up = get_setting(session, CATCHING_UP_KEY) is not None
         if not all(values.values()) or not root_cert or not policy_blob:
             raise P2PSyncError(f"{home} holds an incomplete p2psync node; set it up again in an empty --home")
         keys = NodeKeys.load(home / KEYS_DIR)
@@ -143,6 +157,7 @@ class Node:
         root = root_public_from_cert(unb64(root_cert))
         policy = verify_policy(policy_blob.encode(), root, org_id(root))
         node = cls(home, db, Identity(**values), Membership(root, policy, keys))  # type: ignore[arg-type]
+        node.catching_up = catching_up
         node.store.link_log(lambda blob: entry.peek(blob).policy)
         node.store.check_snapshots()
         node.store.check_reports()
@@ -155,7 +170,10 @@ class Node:
             self.db.dispose()
 
     def _seal(self, change: Change) -> bytes | None:
-        """Sealed entries for shared documents; local books are never sealed or sent."""
+        """Sealed entries for shared documents; local books are never sealed or sent. Every shared
+        change passes here, so no entry of a restored office can take a number it used before."""
+        if self.catching_up:
+            raise CatchingUp()
         return None if schema.parse_doc_name(change.doc).local else self.trust.seal(change)
 
     @property
@@ -295,6 +313,8 @@ class Node:
         """Post every draft or none; each error names where its draft came from. The drafts are checked
         against the masters as the write transaction that commits them finds them (reading them in a
         transaction of their own cost a live post about a sixth of its time)."""
+        if self.catching_up:  # local books too: their voucher numbers share the office's series
+            raise CatchingUp()
         office, author, series = self.identity.office, self.identity.node_id, self.series
         with self.store.transaction() as batch:
             chart = self.chart(batch.session)
@@ -342,6 +362,8 @@ class Node:
 
     def _revise(self, number: str, action: Action, content: VoucherContent | None, reason: str,
                 chart: Chart) -> Revision:
+        if self.catching_up:
+            raise CatchingUp()
         number = number.strip().upper()
         with self.store.transaction() as batch:
             row = queries.voucher(batch.session, number)
