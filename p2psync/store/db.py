@@ -133,7 +133,7 @@ class Database:
             conn.execute("COMMIT")
             conn.execute("VACUUM")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot rebuild the caches in {self.path}: {exc}") from None
+            raise StoreError(f"cannot rebuild the caches in {self.path}: {exc}; {health.RESTORE_HINT}") from None
         finally:
             conn.close()
         SQLModel.metadata.create_all(self.engine, tables=[model.__table__ for model in models])  # type: ignore
