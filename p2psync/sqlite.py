@@ -64,10 +64,12 @@ def write_transaction(engine: Engine, describe: Callable[[DatabaseError], str]) 
             except BaseException:
                 session.rollback()
                 raise
-    except IntegrityError:
+    except (IntegrityError, sqlite3.IntegrityError):
         raise  # a bug, not a state of the disk
     except DatabaseError as exc:  # full, locked, damaged...
         raise StoreError(describe(exc)) from None
+    except sqlite3.DatabaseError as exc:  # the same from the hot paths' raw connection (`raw_connection`)
+        raise StoreError(describe(DatabaseError(None, None, exc))) from None
     finally:
         connection.close()
 

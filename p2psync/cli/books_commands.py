@@ -21,7 +21,10 @@ from p2psync.books.model import VoucherType
 from p2psync.books.money import to_decimal
 from p2psync.cli import render
 from p2psync.cli.context import home_option, json_option, open_node
+from p2psync.errors import StoreError
 from p2psync.node import views
+from p2psync.node.home import DB_FILE, resolve_home
+from p2psync.store import health
 
 office_option = click.option("--office", default=None, help="One office's books (default: consolidated).")
 period_options = [
@@ -497,6 +500,10 @@ def conflicts_resolve(home: str | None, number: str, keep: bool, restore: str | 
 @home_option
 def rebuild_cmd(home: str | None) -> None:
     """Rebuild snapshots and report tables from the entry log (the source of truth)."""
+    path = resolve_home(home) / DB_FILE
+    found = health.inspect(path)  # damage beyond the caches would stop the rebuild half way
+    if not found.usable:
+        raise StoreError(found.problem(path))
     with open_node(home) as node:
         node.store.rebuild()
     render.info("Rebuilt snapshots and report tables from the entry log.")

@@ -117,8 +117,10 @@ def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
             render.info("The node is running: it is reconnecting to every peer and relay for a full exchange now.")
             return
     with open_node(home) as node:
+        was_catching_up = node.catching_up
         runtime = NodeRuntime(node, peers=peers, mdns=False)
         results = asyncio.run(_sync_once(runtime))
+        still_catching_up = node.catching_up
     rows = [{"peer": r.key, "office": r.office, "address": r.address, "sent": r.stats.sent,
              "acknowledged": r.stats.acked, "received": r.stats.received, "ok": not r.last_error,
              "error": r.last_error} for r in results]
@@ -131,6 +133,10 @@ def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
                      [[r["peer"][:40], r["office"], r["sent"], r["received"], "ok" if r["ok"] else _clip(r["error"])]
                       for r in rows], numeric={2, 3})
     _check_synced(rows)
+    if was_catching_up:
+        render.info("Caught up after the restore: this office may post again." if not still_catching_up else
+                    "Still catching up after the restore: a peer holds entries of this office not received yet; "
+                    "sync again (with every office, or the relay) until it says caught up.")
 
 
 def _who(row: dict[str, Any]) -> str:

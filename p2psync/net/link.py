@@ -91,6 +91,9 @@ class LinkStats:
     backlog: int = 0
     #: When both sides last held everything the other had sent (UTC, ISO); empty until then.
     synced_at: str = ""
+    #: The peer's version vectors as its hello gave them: what it held when the exchange began (a
+    #: restored office compares its own entries there with what it holds, to know it caught up).
+    peer_vectors: Deps | None = None
 
 
 class PeerRefused(ProtocolError):
@@ -188,6 +191,7 @@ async def _converse(ws: Connection, conn: SyncConnection, local: Local, stats: L
     if check_peer is not None:
         check_peer(hello)
     stats.peer = hello.node
+    stats.peer_vectors = hello.vectors
     for doc, author, hashes in await local.parted(hello.heads):
         await ws.send(conn.fork(doc, author, hashes))
     acked = asyncio.Event()

@@ -46,7 +46,7 @@ from p2psync.node.membership import Membership
 from p2psync.protocol import entry
 from p2psync.store import log, queries
 from p2psync.store.books import BookStore
-from p2psync.store.db import Database, get_setting, set_setting
+from p2psync.store.db import CATCHING_UP_KEY, Database, get_setting, set_setting
 from p2psync.store.tables import Entry, Quarantine
 from p2psync.trust.certs import issue_node_cert, make_root_cert, root_public_from_cert, to_der
 from p2psync.trust.enroll import Enrollment
@@ -60,6 +60,17 @@ LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5", **POST
 _CASH = frozenset({group_key(CASH_IN_HAND)})
 
 logger = logging.getLogger(__name__)
+
+#: What a restored office must do before it may write again (see `node.recovery`).
+CATCHING_UP_FIX = "run 'p2psync sync --peer wss://HOST:PORT' (or keep the node running) until it says caught up"
+
+
+class CatchingUp(RuleViolation):
+    """A change refused because the office has not caught up with its own entries after a restore:
+    it would reuse sequence numbers the other offices already hold with other content."""
+
+    def __init__(self) -> None:
+        super().__init__(f"this office is catching up after a restore: {CATCHING_UP_FIX}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,8 @@ class Node:
         #: Today's date, for the dates this office accepts on the vouchers it enters.
         self.today: Callable[[], dt.date] = dt.date.today
         self._chart: tuple[tuple[int, int], Chart] | None = None
+        #: Restored from a backup and not yet caught up with its own entries: every change is refused.
+        self.catching_up = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -142,6 +155,7 @@ class Node:
         with db.read() as session:
             values = {k: get_setting(session, k) for k in ("company", "office", "role", "node_id")}
             root_cert, policy_blob = get_setting(session, "root_cert"), get_setting(session, "policy")
+            catching_up = get_setting(session, CATCHING_UP_KEY) is not None
         if not all(values.values()) or not root_cert or not policy_blob:
             raise P2PSyncError(f"{home} holds an incomplete p2psync node; set it up again in an empty --home")
         keys = NodeKeys.load(home / KEYS_DIR)
@@ -150,6 +164,7 @@ class Node:
         root = root_public_from_cert(unb64(root_cert))
         policy = verify_policy(policy_blob.encode(), root, org_id(root))
         node = cls(home, db, Identity(**values), Membership(root, policy, keys))  # type: ignore[arg-type]
+        node.catching_up = catching_up
         node.store.link_log(lambda blob: entry.peek(blob).policy)
         node.store.check_snapshots()
         node.store.check_reports()
@@ -162,7 +177,10 @@ class Node:
             self.db.dispose()
 
     def _seal(self, change: Change) -> bytes | None:
-        """Sealed entries for shared documents; local books are never sealed or sent."""
+        """Sealed entries for shared documents; local books are never sealed or sent. Every shared
+        change passes here, so no entry of a restored office can take a number it used before."""
+        if self.catching_up:
+            raise CatchingUp()
         return None if schema.parse_doc_name(change.doc).local else self.trust.seal(change)
 
     @property
@@ -302,6 +320,8 @@ class Node:
         """Post every draft or none; each error names where its draft came from. The drafts are checked
         against the masters as the write transaction that commits them finds them (reading them in a
         transaction of their own cost a live post about a sixth of its time)."""
+        if self.catching_up:  # local books too: their voucher numbers share the office's series
+            raise CatchingUp()
         office, author, series = self.identity.office, self.identity.node_id, self.series
         window, refuse_cash = self.date_window(), self.settings()["negative_cash"] == "refuse"
         with self.store.transaction() as batch:
@@ -352,6 +372,8 @@ class Node:
 
     def _revise(self, number: str, action: Action, content: VoucherContent | None, reason: str,
                 chart: Chart) -> Revision:
+        if self.catching_up:
+            raise CatchingUp()
         number = number.strip().upper()
         refuse_cash = self.settings()["negative_cash"] == "refuse"
         with self.store.transaction() as batch:

@@ -30,7 +30,7 @@ from p2psync.deps import Deps
 from p2psync.errors import P2PSyncError, StoreError
 from p2psync.net import discovery, tls, wire
 from p2psync.net.link import LinkStats, converse, turn_away
-from p2psync.node import forks, registrar
+from p2psync.node import forks, recovery, registrar
 from p2psync.node.home import KEYS_DIR
 from p2psync.node.office import Node
 from p2psync.protocol import relay_auth
@@ -338,9 +338,19 @@ class NodeRuntime:
                 await self.adopt_policy(blob)
             if last != self._seen[0]:
                 await self.notify()
+            if self.node.catching_up:
+                for state in list(self.peers.values()):
+                    await self._check_caught_up(state)
             if last == previous or tick % SAVE_EVERY_POLLS == 0:  # idle for a poll, or a while busy
                 await self.call(self._housekeeping)
             previous = last
+
+    async def _check_caught_up(self, state: PeerState) -> None:
+        """A restored office may write again once one complete exchange showed that the peer held
+        none of its own entries beyond those it holds now (`recovery.finish_catching_up`)."""
+        vectors = state.stats.peer_vectors
+        if self.node.catching_up and state.stats.synced_at and vectors is not None:
+            await self.call(recovery.finish_catching_up, self.node, vectors, state.office or state.key[:16])
 
     def _housekeeping(self) -> None:
         """Caches and the WAL, off the commit path; a failure (a full disk, say) is left for the next
@@ -503,6 +513,7 @@ class NodeRuntime:
         for url, relay in targets:
             try:
                 results.append(await asyncio.wait_for(self.dial(url, relay=relay, once=True), timeout))
+                await self._check_caught_up(results[-1])
             except (P2PSyncError, WebSocketException, OSError, TimeoutError) as exc:
                 state = self._dial_failed(url, relay, exc)
                 await self.call(self._record, state)
@@ -584,7 +595,7 @@ def status_from_db(node: Node) -> dict[str, Any]:
                  "company": node.identity.company, "registration_id": node.registration_id,
                  "mode": settings["mode"], "interval_minutes": int(settings["interval"] or 5), "running": False,
                  "policy_version": policy.version, "key_epoch": policy.epoch, "sync_after": policy.sync_after,
-                 "revoked": node.trust.revoked},
+                 "revoked": node.trust.revoked, "catching_up": node.catching_up},
         "peers": peers,
         "waiting_entries": waiting,
         #: Vouchers dated before the sync-after date: in this office's books, never sent.

@@ -16,7 +16,7 @@ from sqlmodel import Session, SQLModel
 
 from p2psync.errors import StoreError
 from p2psync.sqlite import raw_connection, sqlite_engine, write_transaction
-from p2psync.store import tables
+from p2psync.store import health, tables
 from p2psync.store.tables import Setting
 
 #: 1 had no per-entry clock and policy; 2 adds them (`upgrade`), filled in by replaying the log.
@@ -29,6 +29,8 @@ REPORTS_VERSION = "2"
 REPORTS_VERSION_KEY = "reports_version"
 #: Set while an upgraded home has entries whose clock and policy are not recorded yet.
 UNLINKED_KEY = "unlinked"
+#: Set by `p2psync restore` until the office has caught up with its own entries (`node.recovery`).
+CATCHING_UP_KEY = "catching_up"
 
 
 class Database:
@@ -71,8 +73,14 @@ class Database:
     def check(self) -> None:
         """Refuse a file that is not a p2psync database of a version this code understands."""
         if not self.path.exists():
-            raise StoreError(f"no p2psync data at {self.path.parent}; run 'p2psync init' first")
+            raise StoreError(f"no p2psync data at {self.path.parent}; run 'p2psync init' first, or put a backup "
+                             "back with 'p2psync restore FILE'")
+        found = health.header_state(self.path)  # before SQLite: it would take an empty file for a new database
+        if found is not None:
+            raise StoreError(found.problem(self.path))
         with self.read() as session:  # a file that is not a database: StoreError, see `describe`
+            if not raw_connection(session).execute("SELECT 1 FROM sqlite_master WHERE name = 'setting'").fetchone():
+                raise StoreError(health.inspect(self.path, deep=False).problem(self.path))
             version = get_setting(session, "schema_version")
         if version == "1":
             self.upgrade()
@@ -125,7 +133,7 @@ class Database:
             conn.execute("COMMIT")
             conn.execute("VACUUM")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot rebuild the caches in {self.path}: {exc}") from None
+            raise StoreError(f"cannot rebuild the caches in {self.path}: {exc}; {health.RESTORE_HINT}") from None
         finally:
             conn.close()
         SQLModel.metadata.create_all(self.engine, tables=[model.__table__ for model in models])  # type: ignore
@@ -139,10 +147,18 @@ class Database:
         if "locked" in text or "busy" in text:
             return "the database is busy (another p2psync command is writing); try again"
         if "not a database" in text:
-            return f"{self.path} is not a usable p2psync database: {text}"
+            return f"{self.path} is not a usable p2psync database ({text}): {health.RESTORE_HINT}"
         if "malformed" in text:
-            return f"the database file is damaged ({text}); 'p2psync rebuild' rebuilds its caches from the entry log"
+            return self._damaged(text)
         return f"database error: {text}"
+
+    def _damaged(self, text: str) -> str:
+        """Name the command that mends this damage: `rebuild` when only caches are hit (it drops them
+        without reading their pages), else `restore`, since `rebuild` would fail the same way."""
+        found = health.inspect(self.path)
+        if found.kind in ("caches", "ok"):  # ok: the damage is in the write-ahead log's pages in memory
+            return f"the database file is damaged ({text}); {health.REBUILD_HINT}"
+        return found.problem(self.path)
 
     def dispose(self) -> None:
         self.engine.dispose()
