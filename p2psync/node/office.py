@@ -51,8 +51,9 @@ from p2psync.trust.policy import Authority, StalePolicy
 from p2psync.trust.policy import sign as sign_policy
 from p2psync.trust.policy import verify as verify_policy
 
-#: Settings that belong to this node alone (the shared ones live in the signed policy).
-LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5"}
+#: Settings that belong to this node alone (the shared ones live in the signed policy): how it syncs,
+#: and how it writes dates (`p2psync.localtime.DATE_FORMATS`).
+LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5", "date_format": "dd-mm-yyyy"}
 
 logger = logging.getLogger(__name__)
 
