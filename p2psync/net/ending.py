@@ -52,8 +52,9 @@ def plain(exc: BaseException, address: str = "") -> str:
     if isinstance(exc, ConnectionClosed):
         return _closed(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"the computer at {address or 'this address'} did not show a certificate of this organisation: "
-                "check the address")
+        why = f"certificate verify failed: {exc.verify_message}" if exc.verify_message else "certificate verify failed"
+        return (f"the computer at {address or 'this address'} did not show a certificate of this organisation "
+                f"({why}): check the address")
     if isinstance(exc, ssl.SSLError):
         return "the secure connection could not be set up (a certificate or TLS problem): check the address"
     if isinstance(exc, TimeoutError):
