@@ -45,11 +45,11 @@ def local_time(stamp: str | None, date_format: str | None = None, *, seconds: bo
     if not stamp:
         return ""
     try:
-        moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        moment = dt.datetime.fromisoformat(stamp)
     except ValueError:
         return stamp
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     local = moment.astimezone()
     return local.strftime(f"{_pattern(date_format)} %H:%M{':%S' if seconds else ''}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Self
 
 import click
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -11,12 +11,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from p2psync.cli import render
 from p2psync.cli.context import home_option, json_option, open_node
 from p2psync.errors import P2PSyncError
+from p2psync.localtime import DATE_FORMATS, local_time, zone_name
 from p2psync.node import control, joining, registrar, views
 from p2psync.node.home import resolve_home
-from p2psync.localtime import DATE_FORMATS, local_time, zone_name
 from p2psync.node.runtime import NodeRuntime, PeerState, status_from_db
 from p2psync.trust.invite import InviteCode
-
 
 
 @click.command("invite")
@@ -144,7 +143,7 @@ class SyncProgress:
         self.tasks: dict[str, TaskID] = {}
         self.shown: dict[str, int] = {}
 
-    def __enter__(self) -> SyncProgress:
+    def __enter__(self) -> Self:
         if render.err.is_terminal:
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                                 TextColumn("{task.fields[vouchers]} vouchers"), console=render.err)
