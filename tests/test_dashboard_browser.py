@@ -9,15 +9,18 @@ With ``DASHBOARD_SCREENSHOTS=DIR`` the test also saves a picture of each screen 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from outside import require
-from procs import Fleet, cli, here
+from procs import Fleet, cli, here, make_org, post_here, wait_converged
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -46,9 +49,9 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def open_page(browser: Any, url: str) -> Any:
+def open_page(browser: Any, url: str, zone: str = "Asia/Kolkata") -> Any:
     """A page of its own (own cookies) signed in through an address the node printed (each works once)."""
-    context = browser.new_context(viewport=VIEWPORT, locale="en-IN", timezone_id="Asia/Kolkata")
+    context = browser.new_context(viewport=VIEWPORT, locale="en-IN", timezone_id=zone)
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
     errors: list[str] = []
@@ -209,3 +212,46 @@ def test_two_offices_work_through_their_dashboards(tmp_path: Path, fleet: Fleet,
     expect(branch_row.locator(".status")).to_have_text("Offline")
     assert ho_page.evaluate("window.notReloaded") is True
     assert ho_page.errors == [] and br_page.errors == []
+
+
+def today_in(zone: str) -> str:
+    return dt.datetime.now(ZoneInfo(zone)).date().isoformat()
+
+
+def test_a_branch_dashboard_offers_what_the_branch_may_do_in_its_own_time(tmp_path: Path, fleet: Fleet,
+                                                                            browser: Any) -> None:
+    """Amend and Cancel only on the branch's own vouchers; no ledger group chosen for the user; the
+    voucher date is the computer's date, not the UTC date (between them, the two zones below differ
+    from UTC's date at every hour of the day); counts in vouchers and times the office's way."""
+    from playwright.sync_api import expect
+
+    ho_home, br_home = make_org(tmp_path, ("BR1",))
+    ho = fleet.start(ho_home)
+    theirs = post_here(ho_home, "receipt", "2026-04-01", "Cash", "Sales", "10.00", "posted at HO")
+    br = fleet.start(br_home, peers=(ho.url,), dashboard=True)
+    mine = post_here(br_home, "receipt", "2026-04-02", "Cash", "Sales", "20.00", "posted at BR1")
+    wait_converged(ho_home, br_home)
+
+    page = open_page(browser, br.dashboard_url)
+    screen(page, "vouchers")
+    expect(page.locator(f"#voucher-list tr[data-number='{mine}'] button")).to_have_count(2)
+    expect(page.locator(f"#voucher-list tr[data-number='{theirs}'] td").first).to_have_text("01-04-2026")
+    expect(page.locator(f"#voucher-list tr[data-number='{theirs}'] button")).to_have_count(0)
+    expect(page.locator("#voucher-date")).to_have_value(today_in("Asia/Kolkata"))
+    screen(page, "ledger")
+    expect(page.locator("#ledger-group option").nth(1)).to_be_attached()
+    assert page.locator("#ledger-group").input_value() == ""
+    screen(page, "status")
+    head_row = page.locator("#peers tr[data-office=HO]")
+    expect(head_row.locator("td").nth(6)).to_have_text("1")  # received: one voucher (HO's)
+    expect(page.locator("#sync-log th").first).to_have_text("At")
+    expect(page.locator("#sync-log tbody td").first).to_have_text(re.compile(r"^\d\d-\d\d-\d{4} \d\d:\d\d:\d\d$"))
+    assert not page.errors
+    page.context.close()
+
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):  # UTC+14 and UTC-11
+        address = cli(br_home, "dashboard").stdout.removeprefix("Dashboard: ").strip()
+        there = open_page(browser, address, zone)
+        screen(there, "vouchers")
+        expect(there.locator("#voucher-date")).to_have_value(today_in(zone))
+        there.context.close()

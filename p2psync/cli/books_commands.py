@@ -22,6 +22,7 @@ from p2psync.books.money import to_decimal
 from p2psync.cli import render
 from p2psync.cli.context import home_option, json_option, open_node
 from p2psync.errors import StoreError
+from p2psync.localtime import local_time, zone_name
 from p2psync.node import views
 from p2psync.node.home import DB_FILE, resolve_home
 from p2psync.store import health
@@ -233,6 +234,7 @@ def voucher_show(home: str | None, number: str, as_json: bool) -> None:
     """Show voucher NUMBER with every revision and any conflict."""
     with open_node(home) as node:
         data = views.voucher(node, number)
+        date_format = node.settings()["date_format"]
     if as_json:
         render.print_json({k: v for k, v in data.items() if k != "cancelled"})
         return
@@ -245,8 +247,8 @@ def voucher_show(home: str | None, number: str, as_json: bool) -> None:
     if cur["narration"]:
         render.info(f"Narration: {cur['narration']}")
     lost = {r["revision"] for r in data["conflicts"]}
-    render.table("History", ["At (UTC)", "Action", "Date", "Amount", "Narration", ""],
-                 [[r["at"][:19].replace("T", " "), r["action"], r["date"],
+    render.table("History", [f"At ({zone_name()})", "Action", "Date", "Amount", "Narration", ""],
+                 [[local_time(r["at"], date_format), r["action"], r["date"],
                    render.money(sum((ln["amount"] for ln in r["lines"] if ln["side"] == "Dr"), to_decimal(0))),
                    r["narration"] or r["reason"],
                    "CONFLICT: lost to the current revision" if r["revision"] in lost else

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Self
 
 import click
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from p2psync.cli import render
 from p2psync.cli.context import home_option, json_option, open_node
 from p2psync.errors import P2PSyncError
+from p2psync.localtime import DATE_FORMATS, local_time, zone_name
 from p2psync.node import control, joining, registrar, roster, views
 from p2psync.node.home import resolve_home
 from p2psync.node.membership import revoked_notice
-from p2psync.node.runtime import NodeRuntime, status_from_db
+from p2psync.node.runtime import NodeRuntime, PeerState, status_from_db
+
 
 @click.command("invite")
 @click.argument("office")
@@ -31,7 +34,8 @@ def invite_cmd(home: str | None, office: str, ttl: str) -> None:
 
 @click.command("join")
 @click.argument("code")
-@click.option("--via", "via", default=None, metavar="URL", help="The head office's address, ws://HOST:PORT.")
+@click.option("--via", "via", default=None, metavar="URL",
+              help="The head office's address, wss://HOST:PORT (default: find it on the LAN, else via the relay).")
 @home_option
 def join_cmd(home: str | None, code: str, via: str | None) -> None:
     """At a branch: register with the head office using its one-time CODE."""
@@ -58,15 +62,17 @@ def join_cmd(home: str | None, code: str, via: str | None) -> None:
               help="This office: latest voucher date, 'year-end' (of the current financial year) or DAYS after today.")
 @click.option("--negative-cash", "negative_cash", type=click.Choice(["warn", "refuse"]), default=None,
               help="This office: when a posting leaves cash in hand below zero.")
+@click.option("--date-format", "date_format", type=click.Choice(list(DATE_FORMATS), case_sensitive=False),
+              default=None, help="How this office's screens write dates (default dd-mm-yyyy); --json keeps ISO.")
 @json_option
 @home_option
 def settings_cmd(home: str | None, mode: str | None, interval: int | None, sync_after: str | None,
                  relays: tuple[str, ...], books_begin: str | None, post_ahead: str | None,
-                 negative_cash: str | None, as_json: bool) -> None:
-    """Show or change data synchronization and posting settings."""
+                 negative_cash: str | None, date_format: str | None, as_json: bool) -> None:
+    """Show or change data synchronization and posting settings, and how this office writes dates."""
     with open_node(home) as node:
         data = views.change_settings(node, mode, interval, sync_after, list(relays) or None, books_begin,
-                                     post_ahead, negative_cash)
+                                     post_ahead, negative_cash, date_format)
     if as_json:
         render.print_json(data)
     else:
@@ -96,13 +102,15 @@ def quarantine_cmd(home: str | None, as_json: bool) -> None:
     """Entries received but refused ("failed to import"), each with its reason."""
     with open_node(home) as node:
         data = views.quarantine(node)
+        date_format = node.settings()["date_format"]
     if as_json:
         render.print_json(data)
     elif not data:
         render.info("Nothing quarantined.")
     else:
         render.table("Quarantine", ["Received", "Document", "Author", "Seq", "Reason"],
-                     [[str(d["received_at"])[:19], d["document"], str(d["author"])[:16], d["seq"], d["reason"]] for d in data])
+                     [[local_time(str(d["received_at"]), date_format), d["document"], str(d["author"])[:16], d["seq"],
+                       d["reason"]] for d in data])
 
 
 @click.command("sync")
@@ -119,24 +127,66 @@ def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
     with open_node(home) as node:
         was_catching_up = node.catching_up
         runtime = NodeRuntime(node, peers=peers, mdns=False)
-        results = asyncio.run(_sync_once(runtime))
+        with SyncProgress() as progress:
+            runtime.on_progress = progress.update
+            results = asyncio.run(_sync_once(runtime))
         still_catching_up = node.catching_up
     rows = [{"peer": r.key, "office": r.office, "address": r.address, "sent": r.stats.sent,
-             "acknowledged": r.stats.acked, "received": r.stats.received, "ok": not r.last_error,
-             "error": r.last_error} for r in results]
+             "acknowledged": r.stats.acked, "received": r.stats.received, "sent_vouchers": r.stats.sent_vouchers,
+             "received_vouchers": r.stats.received_vouchers, "ok": not r.last_error, "error": r.last_error,
+             "error_detail": r.last_error_detail} for r in results]
     if as_json:
         render.print_json(rows)
     elif not rows:
         render.info("No peer or relay to sync with: give --peer wss://HOST:PORT or set relays at the head office.")
     else:
-        render.table("Sync", ["Peer", "Office", "Sent", "Received", "Result"],
-                     [[r["peer"][:40], r["office"], r["sent"], r["received"], "ok" if r["ok"] else _clip(r["error"])]
-                      for r in rows], numeric={2, 3})
+        render.table("Sync (vouchers)", ["Peer", "Office", "Sent", "Received", "Result"],
+                     [[r["peer"][:40], r["office"], r["sent_vouchers"], r["received_vouchers"],
+                       "ok" if r["ok"] else _clip(r["error"])] for r in rows], numeric={2, 3})
     _check_synced(rows)
     if was_catching_up:
         render.info("Caught up after the restore: this office may post again." if not still_catching_up else
                     "Still catching up after the restore: a peer holds entries of this office not received yet; "
                     "sync again (with every office, or the relay) until it says caught up.")
+
+
+class SyncProgress:
+    """How far a first sync is, on stderr: a bar per peer on a terminal, a line every tenth otherwise
+    (a log or a pipe). Percent of the entries the peer held that this office lacked, beside the
+    vouchers received so far."""
+
+    STEP = 10
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+        self.shown: dict[str, int] = {}
+
+    def __enter__(self) -> Self:
+        if render.err.is_terminal:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                TextColumn("{task.fields[vouchers]} vouchers"), console=render.err)
+            self.bar.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, state: PeerState) -> None:
+        stats, who = state.stats, state.office or state.key[:24]
+        if not stats.expected:
+            return
+        vouchers = f"{stats.received_vouchers:,}"
+        if self.bar is not None:
+            if who not in self.tasks:
+                self.tasks[who] = self.bar.add_task(f"Receiving from {who}", total=100, vouchers="0")
+            self.bar.update(self.tasks[who], completed=stats.percent, vouchers=vouchers)
+            return
+        step = stats.percent // self.STEP * self.STEP
+        if stats.received < stats.expected and step > self.shown.get(who, -1):  # not for a sync done in one go
+            self.shown[who] = step
+            render.err.print(f"Receiving from {who}: {stats.percent}% ({vouchers} vouchers so far)", markup=False)
 
 
 def _who(row: dict[str, Any]) -> str:
@@ -175,18 +225,21 @@ def status_cmd(home: str | None, as_json: bool) -> None:
         render.print_json(data)
         return
     info = data["node"]
+    fmt = info.get("date_format")
     render.info(f"{info['company']} - {info['office']} ({info['role']}), Registration ID {info['registration_id']}: "
                 f"node {'running' if info['running'] else 'not running'}, {info['mode']} mode"
                 + (f" every {info['interval_minutes']} min" if info["mode"] == "auto" else ""))
     if info.get("revoked"):
         render.info(revoked_notice(info["office"]))
-    render.table("Peers", ["Peer", "Office", "Status", "Last sync", "Sent", "Received", "Backlog", "Last error"],
-                 [[p["peer"][:24], p["office"], "Online" if p["online"] else "Offline", (p["last_sync"] or "never")[:19],
-                   p["sent"], p["received"], p["backlog"], _clip(p["last_error"])] for p in data["peers"]],
-                 numeric={4, 5, 6})
+    zone = zone_name()
+    render.table("Peers (sent and received in vouchers)",
+                 ["Peer", "Office", "Status", f"Last sync ({zone})", "Sent", "Received", "Backlog", "Last error"],
+                 [[p["peer"][:24], p["office"], _link_status(p), local_time(p["last_sync"], fmt) or "never",
+                   p["sent_vouchers"], p["received_vouchers"], p["backlog"], _clip(p["last_error"])]
+                  for p in data["peers"]], numeric={4, 5, 6})
     if data["sync_log"]:
-        render.table("Recent sync log", ["At (UTC)", "Peer", "Office", "Direction", "Entries"],
-                     [[r["at"][:19].replace("T", " "), r["peer"][:24], r["office"], r["direction"], r["entries"]]
+        render.table("Recent sync log", [f"At ({zone})", "Peer", "Office", "Direction", "Vouchers"],
+                     [[local_time(r["at"], fmt), r["peer"][:24], r["office"], r["direction"], r["vouchers"]]
                       for r in data["sync_log"][:10]], numeric={4})
     if data["waiting_entries"]:
         render.info(f"{data['waiting_entries']} received entries wait for earlier ones")
@@ -195,13 +248,21 @@ def status_cmd(home: str | None, as_json: bool) -> None:
                     f"sync-after date{' ' + info['sync_after'] if info.get('sync_after') else ''}: kept in this "
                     "office's books only, never sent")
     if data["quarantined"]:
-        render.table("Failed to import (quarantine)", ["Received", "Document", "Seq", "Reason"],
-                     [[q["at"][:19], q["document"], q["seq"], q["reason"]] for q in data["quarantined"]])
+        render.table("Failed to import (quarantine)", [f"Received ({zone})", "Document", "Seq", "Reason"],
+                     [[local_time(q["at"], fmt), q["document"], q["seq"], q["reason"]] for q in data["quarantined"]])
     if data.get("equivocations"):
         render.table("Offices that signed two different entries for one position (equivocation)",
-                     ["Found", "Office", "Node", "Document", "Seq"],
-                     [[e["found_at"][:19], e["office"], e["author"][:16], e["document"], e["seq"]]
+                     [f"Found ({zone})", "Office", "Node", "Document", "Seq"],
+                     [[local_time(e["found_at"], fmt), e["office"], e["author"][:16], e["document"], e["seq"]]
                       for e in data["equivocations"]])
+
+
+def _link_status(peer: dict[str, Any]) -> str:
+    """Online or Offline; while a first sync runs, how far it is."""
+    progress = peer.get("progress")
+    if progress:
+        return f"Receiving {progress['percent']}% ({progress['vouchers']:,} vouchers)"
+    return "Online" if peer["online"] else "Offline"
 
 
 def _clip(text: str, width: int = 40) -> str:

@@ -62,9 +62,13 @@ class Local(Protocol):
     def policy_version(self) -> int: ...
     def vectors(self, docs: list[str] | None = None) -> Awaitable[Deps]: ...
     def policy_blob(self) -> Awaitable[bytes]: ...
-    def entries_since(self, after_id: int) -> Awaitable[list[tuple[int, str, str, int, bytes]]]: ...
-    def receive(self, blobs: list[bytes], docs: list[str]) -> Awaitable[tuple[int, Deps]]:
-        """Apply entries; (how many were applied, the vectors of `docs` after them) for the ack."""
+    def entries_since(self, after_id: int) -> Awaitable[list[tuple[int, str, str, int, int, bytes]]]:
+        """(id, doc, author, seq, voucher revisions, sealed entry) logged after `after_id`."""
+    def receive(self, blobs: list[bytes], docs: list[str]) -> Awaitable[tuple[int, int, Deps]]:
+        """Apply entries; (how many were applied, the voucher revisions in them, the vectors of
+        `docs` after them) for the ack and the counts."""
+    def progressed(self, stats: LinkStats) -> None:
+        """Entries arrived on the link whose `stats` these are (to show how far a first sync is)."""
     def adopt_policy(self, blob: bytes) -> Awaitable[bool]: ...
     def cut_off(self, node: str) -> bool:
         """Whether `node` may no longer be sent anything (the policy held here revokes it)."""
@@ -82,8 +86,13 @@ class LinkStats:
     """What `status` shows of one link."""
 
     peer: str = ""
-    sent: int = 0
+    sent: int = 0  # entries
     received: int = 0
+    #: The same counts in vouchers (posts, amendments, cancellations), which is what people count.
+    sent_vouchers: int = 0
+    received_vouchers: int = 0
+    #: Entries the peer held at its hello that this side lacked: what "percent done" is of.
+    expected: int = 0
     caught_up: bool = False
     peer_caught_up: bool = False
     #: Entries the peer acknowledged as durably stored (or already held).
@@ -94,6 +103,13 @@ class LinkStats:
     #: The peer's version vectors as its hello gave them: what it held when the exchange began (a
     #: restored office compares its own entries there with what it holds, to know it caught up).
     peer_vectors: Deps | None = None
+
+    @property
+    def percent(self) -> int:
+        """How much of what the peer had to give at hello has arrived (100 once it said it sent all)."""
+        if self.peer_caught_up or not self.expected:
+            return 100 if self.peer_caught_up else 0
+        return min(100, self.received * 100 // self.expected)
 
 
 class PeerRefused(ProtocolError):
@@ -176,7 +192,8 @@ async def _adopt(local: Local, blob: bytes) -> None:
 async def _converse(ws: Connection, conn: SyncConnection, local: Local, stats: LinkStats, until_caught_up: bool,
                     check_peer: Callable[[Hello], None] | None) -> None:
     try:
-        await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), await local.vectors(),
+        ours = await local.vectors()
+        await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), ours,
                                  await local.heads()))
     except ConnectionClosed:
         pass  # the peer may have refused us before our hello: its refusal (and policy) is still read
@@ -192,6 +209,7 @@ async def _converse(ws: Connection, conn: SyncConnection, local: Local, stats: L
         check_peer(hello)
     stats.peer = hello.node
     stats.peer_vectors = hello.vectors
+    stats.expected = lacking(hello.vectors, ours)
     for doc, author, hashes in await local.parted(hello.heads):
         await ws.send(conn.fork(doc, author, hashes))
     acked = asyncio.Event()
@@ -225,8 +243,10 @@ async def _read(ws: Connection, conn: SyncConnection, local: Local, stats: LinkS
     async for frame in ws:
         event = conn.receive(frame)
         if isinstance(event, Entries):
-            applied, vectors = await local.receive(event.blobs, _note_received(conn, event.blobs))
+            applied, vouchers, vectors = await local.receive(event.blobs, _note_received(conn, event.blobs))
             stats.received += applied
+            stats.received_vouchers += vouchers
+            local.progressed(stats)
             await ws.send(conn.ack(event.batch, vectors, new_only=True))
         elif isinstance(event, PolicyOffer):
             await _adopt(local, event.blob)
@@ -254,6 +274,12 @@ async def _settle(ws: Connection, conn: SyncConnection, local: Local, event: For
         await ws.send(conn.fork(event.doc, event.author, mine, reply=True))
     if dropped:
         raise ForkSettled(f"equivocation by {event.author[:16]} in {event.doc} settled; starting again")
+
+
+def lacking(theirs: Deps, ours: Deps) -> int:
+    """How many entries the holder of `theirs` has that the holder of `ours` lacks."""
+    return sum(max(0, seq - ours.get(doc, {}).get(author, 0)) for doc, vector in theirs.items()
+               for author, seq in vector.items())
 
 
 def _note_received(conn: SyncConnection, blobs: list[bytes]) -> list[str]:
@@ -310,9 +336,10 @@ async def _send_new(ws: Connection, conn: SyncConnection, local: Local, stats: L
         if not rows:
             return seen_id
         seen_id = rows[-1][0]
-        wanted = [(doc, author, seq, blob) for _id, doc, author, seq, blob in rows
+        wanted = [(doc, author, seq, vouchers, blob) for _id, doc, author, seq, vouchers, blob in rows
                   if conn.peer_lacks(doc, author, seq)]
         stats.backlog = len(wanted)
+        counts = iter([vouchers for *_key, vouchers, _blob in wanted])
         for batch in batches(blob for *_key, blob in wanted):
             while not conn.can_send:
                 acked.clear()
@@ -320,8 +347,9 @@ async def _send_new(ws: Connection, conn: SyncConnection, local: Local, stats: L
             _check_member(conn, local)
             await ws.send(conn.entries(batch))
             stats.sent += len(batch)
+            stats.sent_vouchers += sum(next(counts) for _blob in batch)
             stats.backlog = max(0, stats.backlog - len(batch))
-        for doc, author, seq, _blob in wanted:
+        for doc, author, seq, _vouchers, _blob in wanted:
             conn.note_peer_has(doc, author, seq)
 
 

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Received:
     applied: int = 0
+    #: Voucher revisions in the applied entries (what a link counts as vouchers received).
+    vouchers: int = 0
     duplicates: int = 0
     waiting: int = 0
     quarantined: list[str] = field(default_factory=list)
@@ -185,6 +187,7 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
                     f"update cannot be applied: {type(exc).__name__}", result)
         return False
     result.applied += 1
+    result.vouchers += batch.logged[-1][4]
     return True
 
 

@@ -55,8 +55,10 @@ from p2psync.trust.policy import Authority, StalePolicy
 from p2psync.trust.policy import sign as sign_policy
 from p2psync.trust.policy import verify as verify_policy
 
-#: Settings that belong to this node alone (the shared ones live in the signed policy).
-LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5", **POSTING_SETTINGS}
+#: Settings that belong to this node alone (the shared ones live in the signed policy): how it syncs,
+#: how it writes dates (`p2psync.localtime.DATE_FORMATS`), and what it lets be posted.
+LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5", "date_format": "dd-mm-yyyy",
+                                         **POSTING_SETTINGS}
 _CASH = frozenset({group_key(CASH_IN_HAND)})
 
 logger = logging.getLogger(__name__)

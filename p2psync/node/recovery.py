@@ -23,7 +23,7 @@ from p2psync.deps import Deps
 from p2psync.errors import InvalidInput, P2PSyncError, StoreError
 from p2psync.node import control
 from p2psync.node.home import DB_FILE, KEYS_DIR, ensure_private_dir
-from p2psync.node.office import CATCHING_UP_FIX, Node
+from p2psync.node.office import Node
 from p2psync.store import health
 from p2psync.store.db import CATCHING_UP_KEY, SCHEMA_VERSION, Database, get_setting, set_setting
 from p2psync.trust.keys import NodeKeys

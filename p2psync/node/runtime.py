@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,7 +28,7 @@ from websockets.exceptions import WebSocketException
 from p2psync.canonical import utc_now
 from p2psync.deps import Deps
 from p2psync.errors import P2PSyncError, StoreError
-from p2psync.net import discovery, tls, wire
+from p2psync.net import discovery, ending, tls, wire
 from p2psync.net.link import LinkStats, converse, turn_away
 from p2psync.node import forks, recovery, registrar
 from p2psync.node.home import KEYS_DIR
@@ -58,6 +58,8 @@ BACKOFF_START, BACKOFF_MAX = 1.0, 60.0
 #: burns their time and the user's network; a restart (or a new LAN advert) still dials at once.
 REVOKED_RETRY_SECONDS = 3600.0
 ONE_SHOT_TIMEOUT = 120.0
+#: A first sync's progress goes to the log each time it passes another step of this many percent.
+PROGRESS_LOG_STEP = 10
 
 
 @dataclass
@@ -68,9 +70,22 @@ class PeerState:
     office: str = ""
     online: bool = False
     stats: LinkStats = field(default_factory=LinkStats)
-    last_error: str = ""
-    recorded: tuple[int, int] = (0, 0)  # (sent, received) of `stats` already written to the database
+    last_error: str = ""  # in plain words ("" when the link is healthy or ended on purpose)
+    last_error_detail: str = ""  # the technical reason, for --json and the log
+    #: (sent, received, sent vouchers, received vouchers) of `stats` already written to the database.
+    recorded: tuple[int, int, int, int] = (0, 0, 0, 0)
     link: Connection | None = field(default=None, repr=False)  # the open websocket while online
+    #: The link was closed for the periodic full reconcile: its dialer reconnects at once.
+    reconciled: bool = False
+    logged_percent: int = field(default=-1, repr=False)  # the progress step last written to the log
+
+    def failed(self, exc: BaseException) -> None:
+        """Record why the link ended or could not start: plain words for people, detail for the log."""
+        self.last_error = ending.plain(exc, self.address)
+        self.last_error_detail = ending.detail(exc)
+
+    def counts(self) -> tuple[int, int, int, int]:
+        return (self.stats.sent, self.stats.received, self.stats.sent_vouchers, self.stats.received_vouchers)
 
     @property
     def last_sync(self) -> str:
@@ -107,6 +122,8 @@ class NodeRuntime:
             self._root_der = unb64(get_setting(session, "root_cert") or "")
             self._cert_der = unb64(get_setting(session, "cert") or "")
         self.started_at = utc_now()
+        #: Called with a peer's state as entries arrive from it (``p2psync sync`` shows a progress bar).
+        self.on_progress: Callable[[PeerState], None] | None = None
 
     # ------------------------------------------------------------ link.Local
 
@@ -125,7 +142,7 @@ class NodeRuntime:
     async def policy_blob(self) -> bytes:
         return await self.call(self.node.policy_blob)
 
-    async def entries_since(self, after_id: int) -> list[tuple[int, str, str, int, bytes]]:
+    async def entries_since(self, after_id: int) -> list[tuple[int, str, str, int, int, bytes]]:
         """What a link sends next: from memory when this process logged it all (a live post or
         receive, without a hop to the worker), else from the log."""
         rows = self.node.store.sealed_after(after_id, self._seen[0])
@@ -133,17 +150,31 @@ class NodeRuntime:
             rows = await self.call(self.node.entries_since, after_id)
         return rows
 
-    async def receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, Deps]:
-        applied, vectors, last = await self.call(self._receive, blobs, docs)
+    async def receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, int, Deps]:
+        applied, vouchers, vectors, last = await self.call(self._receive, blobs, docs)
         if applied:
             await self._announce(last)
-        return applied, vectors
+        return applied, vouchers, vectors
 
-    def _receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, Deps, int]:
+    def _receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, int, Deps, int]:
         """Receiving, the vectors for the ack and the newest entry to announce, in one worker call:
         each hop between the event loop and the worker adds to every live voucher's latency."""
         result = self.node.receive(blobs, docs)
-        return result.applied, result.vectors, self.node.store.last_sealed if result.applied else 0
+        return result.applied, result.vouchers, result.vectors, self.node.store.last_sealed if result.applied else 0
+
+    def progressed(self, stats: LinkStats) -> None:
+        """Entries arrived: a long first sync says how far it is, in the log every few percent and to
+        ``p2psync sync``'s progress bar."""
+        state = next((s for s in self.peers.values() if s.stats is stats), None)
+        if state is None:
+            return
+        if self.on_progress is not None:
+            self.on_progress(state)
+        step = stats.percent // PROGRESS_LOG_STEP * PROGRESS_LOG_STEP
+        if stats.received < stats.expected and step > state.logged_percent:  # a sync of one batch says nothing
+            state.logged_percent = step
+            logger.info("receiving from %s: %d vouchers so far, %d%% of %d entries", state.office or state.key[:16],
+                        stats.received_vouchers, stats.percent, stats.expected)
 
     async def adopt_policy(self, blob: bytes) -> bool:
         relays = self.node.trust.policy.relays
@@ -423,10 +454,14 @@ class NodeRuntime:
             await ws.send(reply)
 
     async def _run_link(self, ws: Any, key: str, kind: str, address: str, office: str, *, expect: str | None,
-                        once: bool = False) -> PeerState:
+                        once: bool = False, reconcile_after: float | None = None) -> PeerState:
+        """One conversation on an open websocket. `reconcile_after`: seconds after which this (dialing)
+        side closes the link normally for the periodic full reconcile, and its dialer reconnects."""
         state = self.peers.setdefault(key, PeerState(key, kind))
         state.address, state.office, state.online, state.link = address, office, True, ws
-        state.stats, state.recorded = LinkStats(), (0, 0)
+        state.stats, state.recorded, state.reconciled, state.logged_percent = LinkStats(), (0, 0, 0, 0), False, -1
+        timer = None if reconcile_after is None else asyncio.get_running_loop().call_later(
+            reconcile_after, self._reconcile, state, ws)
 
         def check(hello: Hello) -> None:
             if expect is not None and hello.node != expect:
@@ -434,54 +469,72 @@ class NodeRuntime:
 
         try:
             await converse(ws, self, state.stats, until_caught_up=once, check_peer=check)
-            state.last_error = ""
+            state.last_error = state.last_error_detail = ""
         except (ProtocolError, WebSocketException, OSError, TimeoutError, P2PSyncError) as exc:
-            state.last_error = str(exc)[:300] or type(exc).__name__
-            logger.info("link with %s ended: %s", key[:16], state.last_error)
+            self._link_ended(state, exc)
             if once:
                 raise
         finally:
+            if timer is not None:
+                timer.cancel()
             state.online, state.link = False, None
             await self.call(self._record_quietly, state)
         return state
 
+    def _link_ended(self, state: PeerState, exc: BaseException) -> None:
+        """A link closed on purpose by either side (a reconcile, a restart, a shutdown) leaves no error."""
+        if ending.is_clean(exc):
+            state.last_error = state.last_error_detail = ""
+            logger.info("link with %s closed: %s", state.key[:16], ending.detail(exc))
+            return
+        state.failed(exc)
+        logger.info("link with %s ended: %s (%s)", state.key[:16], state.last_error, state.last_error_detail)
+
+    def _reconcile(self, state: PeerState, ws: Connection) -> None:
+        """The periodic full reconcile: close the link normally (1000), so neither side records an
+        error; the dialer then connects again and both sides compare everything they hold."""
+        state.reconciled = True
+        logger.info("periodic full reconcile with %s", state.office or state.key[:16])
+        task = asyncio.create_task(ws.close(1000, ending.RECONCILE_REASON))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _dial_forever(self, url: str, *, relay: bool) -> None:
+        """Keep a link to `url`: reconnect at once after a periodic full reconcile, back off after failures."""
         delay = BACKOFF_START
         while True:
-            reconcile = asyncio.timeout(self.interval)
             try:
-                async with reconcile:
-                    state = await self.dial(url, relay=relay)
-            except TimeoutError as exc:
-                if reconcile.expired():
-                    delay = BACKOFF_START  # periodic full reconcile: reconnect at once
-                    continue
-                self._dial_failed(url, relay, exc)  # a connect or handshake timeout: back off
-            except (P2PSyncError, WebSocketException, OSError) as exc:
-                logger.info("cannot sync with %s: %s", url, exc)
-                self._dial_failed(url, relay, exc)
+                state = await self.dial(url, relay=relay, reconcile_after=self.interval)
+            except (P2PSyncError, WebSocketException, OSError, TimeoutError) as exc:
+                state = self._dial_failed(url, relay, exc)
+                logger.info("cannot sync with %s: %s (%s)", url, state.last_error, state.last_error_detail)
             else:
+                if state.reconciled:
+                    delay = BACKOFF_START
+                    continue
                 if state.stats.synced_at:  # a link that was refused or broke before syncing backs off
                     delay = BACKOFF_START
             await asyncio.sleep(REVOKED_RETRY_SECONDS if self.node.trust.revoked else delay * (0.5 + random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
 
-    async def dial(self, url: str, *, relay: bool, once: bool = False) -> PeerState:
+    async def dial(self, url: str, *, relay: bool, once: bool = False,
+                   reconcile_after: float | None = None) -> PeerState:
         """One conversation with the peer or relay at `url`."""
         if relay:
-            async with connect(url, open_timeout=15, **LINK_OPTIONS, **wire.client_options()) as ws:
+            async with connect(url, open_timeout=15, **LINK_OPTIONS, **wire.client_options()) as ws, _going_away(ws):
                 challenge = await asyncio.wait_for(ws.recv(), 15)
                 await ws.send(relay_auth.answer(challenge, self._root_der, self._cert_der, self.node.trust.keys.signing))
-                return await self._run_link(ws, url, "relay", url, "relay", expect=None, once=once)
+                return await self._run_link(ws, url, "relay", url, "relay", expect=None, once=once,
+                                            reconcile_after=reconcile_after)
         context = tls.client_context(self._keys_dir, self._root_der)
         async with connect(url.replace("ws://", "wss://", 1), ssl=context, open_timeout=15, **LINK_OPTIONS,
-                           **wire.client_options()) as ws:
+                           **wire.client_options()) as ws, _going_away(ws):
             member = await self._dialed_member(ws)
             await self._learn_address(url, member.node_id)
             if not await self._free_to_link(member.node_id):
                 raise P2PSyncError(f"already linked with {member.office}")
             return await self._run_link(ws, member.node_id, "node", url, member.office, expect=member.node_id,
-                                        once=once)
+                                        once=once, reconcile_after=reconcile_after)
 
     async def _dialed_member(self, ws: Connection) -> Member:
         """Who answered a dial; a revoked node is handed the policy that revokes it before it is
@@ -503,7 +556,7 @@ class NodeRuntime:
     def _dial_failed(self, url: str, relay: bool, exc: BaseException) -> PeerState:
         key = self._dialed.get(url, url)
         state = self.peers.setdefault(key, PeerState(key, "relay" if relay else "node", url))
-        state.last_error = str(exc)[:300] or type(exc).__name__
+        state.failed(exc)
         return state
 
     async def sync_once(self, timeout: float = ONE_SHOT_TIMEOUT) -> list[PeerState]:
@@ -527,16 +580,18 @@ class NodeRuntime:
             row = session.get(PeerRow, state.key) or PeerRow(key=state.key, kind=state.kind)
             row.office, row.address, row.last_seen = state.office, state.address, utc_now()
             row.last_sync = state.last_sync or row.last_sync
-            sent, received = state.stats.sent - state.recorded[0], state.stats.received - state.recorded[1]
+            sent, received, sent_vouchers, received_vouchers = _unrecorded(state)
             row.sent += sent
             row.received += received
-            row.last_error = state.last_error
+            row.sent_vouchers += sent_vouchers
+            row.received_vouchers += received_vouchers
+            row.last_error, row.last_error_detail = state.last_error, state.last_error_detail
             session.add(row)
-            for direction, count in (("sent", sent), ("received", received)):
+            for direction, count, vouchers in (("sent", sent, sent_vouchers), ("received", received, received_vouchers)):
                 if count:
                     session.add(SyncLogRow(at=utc_now(), peer=state.key, office=state.office, direction=direction,
-                                           entries=count))
-        state.recorded = (state.stats.sent, state.stats.received)
+                                           entries=count, vouchers=vouchers))
+        state.recorded = state.counts()
 
     def _record_quietly(self, state: PeerState) -> None:
         """Statistics are not worth failing over: on a full disk they wait for the next save."""
@@ -563,16 +618,41 @@ class NodeRuntime:
             if state is not None:
                 _add_live(peer, state)
         data["peers"] += [_add_live({"peer": k, "kind": s.kind, "office": s.office, "address": s.address, "sent": 0,
-                                     "received": 0, "last_sync": ""}, s) for k, s in live.items()]
+                                     "received": 0, "sent_vouchers": 0, "received_vouchers": 0, "last_sync": ""}, s)
+                          for k, s in live.items()]
         data["node"].update(running=True, started_at=self.started_at, listening=f"{self.host}:{self.port}")
         return data
 
 
+@contextlib.asynccontextmanager
+async def _going_away(ws: Connection) -> AsyncIterator[None]:
+    """A dialed link cancelled (the node stopping, a one-shot sync's time limit) closes with 1001,
+    "going away", rather than websockets' 1011 "internal error", which the other office would show
+    as an error."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(ws.close(1001, "going away"))
+        raise
+
+
+def _unrecorded(state: PeerState) -> tuple[int, int, int, int]:
+    """(sent, received, sent vouchers, received vouchers) of a link not yet written to the database."""
+    return tuple(now - done for now, done in zip(state.counts(), state.recorded, strict=True))  # type: ignore[return-value]
+
+
 def _add_live(peer: dict[str, Any], state: PeerState) -> dict[str, Any]:
-    """A peer's recorded status brought up to date with its link: state, and entries not yet recorded."""
-    peer["sent"] += state.stats.sent - state.recorded[0]
-    peer["received"] += state.stats.received - state.recorded[1]
-    peer.update(online=state.online, backlog=state.stats.backlog, last_error=state.last_error)
+    """A peer's recorded status brought up to date with its link: state, counts not yet recorded, and
+    while the peer has not sent all it had, the progress (in entries, beside vouchers received)."""
+    for name, count in zip(("sent", "received", "sent_vouchers", "received_vouchers"), _unrecorded(state), strict=True):
+        peer[name] += count
+    peer.update(online=state.online, backlog=state.stats.backlog, last_error=state.last_error,
+                last_error_detail=state.last_error_detail)
+    stats = state.stats
+    receiving = state.online and stats.peer and not stats.peer_caught_up and stats.expected > 0
+    peer["progress"] = {"percent": stats.percent, "entries": stats.received, "expected": stats.expected,
+                        "vouchers": stats.received_vouchers} if receiving else None
     if state.last_sync:
         peer["last_sync"] = state.last_sync
     return peer
@@ -583,17 +663,21 @@ def status_from_db(node: Node) -> dict[str, Any]:
     settings = node.settings()
     with node.db.read() as session:
         peers = [{"peer": p.key, "kind": p.kind, "office": p.office, "address": p.address, "online": False,
-                  "last_sync": p.last_sync, "sent": p.sent, "received": p.received, "backlog": 0,
-                  "last_error": p.last_error} for p in session.exec(select(PeerRow).order_by(PeerRow.key))]
+                  "last_sync": p.last_sync, "sent": p.sent, "received": p.received, "sent_vouchers": p.sent_vouchers,
+                  "received_vouchers": p.received_vouchers, "backlog": 0, "last_error": p.last_error,
+                  "last_error_detail": p.last_error_detail, "progress": None}
+                 for p in session.exec(select(PeerRow).order_by(PeerRow.key))]
         waiting = len(session.exec(select(Pending.id)).all())
         local_only = queries.local_only(session)
-        log = [{"at": r.at, "peer": r.peer, "office": r.office, "direction": r.direction, "entries": r.entries}
+        log = [{"at": r.at, "peer": r.peer, "office": r.office, "direction": r.direction, "entries": r.entries,
+                "vouchers": r.vouchers}
                for r in session.exec(select(SyncLogRow).order_by(SyncLogRow.id.desc()).limit(20))]  # type: ignore[union-attr]
     policy = node.trust.policy
     return {
         "node": {"office": node.identity.office, "role": node.identity.role, "node_id": node.identity.node_id,
                  "company": node.identity.company, "registration_id": node.registration_id,
                  "mode": settings["mode"], "interval_minutes": int(settings["interval"] or 5), "running": False,
+                 "date_format": settings["date_format"],
                  "policy_version": policy.version, "key_epoch": policy.epoch, "sync_after": policy.sync_after,
                  "revoked": node.trust.revoked, "catching_up": node.catching_up},
         "peers": peers,

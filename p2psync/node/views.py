@@ -15,6 +15,7 @@ from p2psync.books.money import to_decimal
 from p2psync.books.resolve import resolve
 from p2psync.books.rules import parse_date
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError
+from p2psync.localtime import check_date_format
 from p2psync.node import registrar
 from p2psync.node.office import Node
 from p2psync.store import queries
@@ -73,10 +74,11 @@ def settings(node: Node) -> Data:
 def change_settings(node: Node, mode: str | None = None, interval: int | None = None,
                     sync_after: str | None = None, relays: list[str] | None = None,
                     books_begin: str | None = None, post_ahead: str | None = None,
-                    negative_cash: str | None = None) -> Data:
+                    negative_cash: str | None = None, date_format: str | None = None) -> Data:
     """Apply what is given (None leaves a setting as it is); the head office alone signs a new policy
     for the sync-after date and the relays. ``sync_after`` or ``books_begin`` 'none' or '' clears
-    the date. The posting settings (books begin, post ahead, negative cash) are this office's own."""
+    the date. The posting settings (books begin, post ahead, negative cash) and the date format are
+    this office's own."""
     if mode is not None and mode not in ("auto", "manual"):
         raise InvalidInput(f"mode {mode!r} must be auto or manual")
     if interval is not None and not 1 <= interval <= 1440:
@@ -87,7 +89,9 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     new_date = None
     if sync_after is not None and sync_after.strip().lower() not in ("", "none"):
         new_date = parse_date(sync_after)
-    local = {k: v for k, v in (("mode", mode), ("interval", str(interval) if interval else None)) if v}
+    shown = check_date_format(date_format) if date_format is not None else None
+    local = {k: v for k, v in (("mode", mode), ("interval", str(interval) if interval else None),
+                               ("date_format", shown)) if v}
     local.update(_posting_settings(books_begin, post_ahead, negative_cash))
     if local:
         node.set_local(**local)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2psync.canonical import dumps, loads
-from p2psync.trust.keys import b64, unb64
 from p2psync.deps import Deps, check_deps
 from p2psync.errors import P2PSyncError
+from p2psync.trust.keys import b64, unb64
 
 VERSION = 1
 BATCH_FRAME = 0x01

@@ -40,9 +40,9 @@ MAX_CACHED_DOCS = 32
 #: How many of the entries it committed last a store remembers (see `BookStore.sealed_after`).
 RECENT_ENTRIES = 256
 
-#: A logged entry as the links send it: (entry id, document, author, sequence, sealed entry or None
-#: for local books, which never leave the node).
-Logged = tuple[int, str, str, int, bytes | None]
+#: A logged entry as the links send it: (entry id, document, author, sequence, voucher revisions it
+#: carries, sealed entry or None for local books, which never leave the node).
+Logged = tuple[int, str, str, int, int, bytes | None]
 
 #: Keys changed per root map, with the action ("add", "update", "delete") Yjs reported.
 Changed = dict[str, dict[str, str]]
@@ -193,10 +193,10 @@ class BookStore:
             raise
         if batch.logged:
             self._recent = (*self._recent, *batch.logged)[-RECENT_ENTRIES:]
-            self.last_sealed = max([self.last_sealed, *(row[0] for row in batch.logged if row[4] is not None)])
+            self.last_sealed = max([self.last_sealed, *(row[0] for row in batch.logged if row[5] is not None)])
         self._evict(stale)
 
-    def sealed_after(self, after_id: int, upto: int) -> list[tuple[int, str, str, int, bytes]] | None:
+    def sealed_after(self, after_id: int, upto: int) -> list[tuple[int, str, str, int, int, bytes]] | None:
         """The sealed entries logged after `after_id`, from memory, if this store committed every
         entry from `after_id` to at least `upto` itself (so no other process on the home wrote in
         between); None when memory cannot tell, and the log must be read. Nothing, when `after_id` is
@@ -208,7 +208,8 @@ class BookStore:
         newer = [row for row in self._recent if row[0] > after_id]
         if not newer or newer[-1][0] < upto or any(row[0] != after_id + n for n, row in enumerate(newer, start=1)):
             return None
-        return [(entry_id, doc, author, seq, blob) for entry_id, doc, author, seq, blob in newer if blob is not None]
+        return [(entry_id, doc, author, seq, vouchers, blob) for entry_id, doc, author, seq, vouchers, blob in newer
+                if blob is not None]
 
     def forget(self) -> None:
         self._docs.clear()
@@ -385,8 +386,10 @@ class Batch:
 
     def _record(self, loaded: LoadedDoc, change: Change, changed: Changed, decoded: dict[str, Revision], *,
                 local: bool, envelope: bytes | None = None, clock: int = -1, policy: int = 0) -> None:
-        loaded.upto = log.append(self.session, change, local=local, envelope=envelope, clock=clock, policy=policy)
-        self.logged.append((loaded.upto, change.doc, change.author, change.seq, envelope))
+        vouchers = sum(1 for action in changed.get(schema.REVISIONS, {}).values() if action == "add")
+        loaded.upto = log.append(self.session, change, local=local, envelope=envelope, clock=clock, policy=policy,
+                                 vouchers=vouchers)
+        self.logged.append((loaded.upto, change.doc, change.author, change.seq, vouchers, envelope))
         loaded.entries += 1
         if schema.parse_doc_name(change.doc).is_masters:
             if changed:

@@ -86,6 +86,8 @@ class Database:
             self.upgrade()
         elif version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version!r}; this p2psync needs {SCHEMA_VERSION}")
+        else:
+            self._add_columns()
 
     def upgrade(self) -> None:
         """Version 1 to 2, in one transaction: the entry log gains each entry's clock, cited policy and
@@ -98,8 +100,18 @@ class Database:
             connection.execute("ALTER TABLE entry ADD COLUMN policy INTEGER NOT NULL DEFAULT 0")
             connection.execute("ALTER TABLE entry ADD COLUMN chain BLOB")
             _upgrade_quarantine(connection)
+            add_link_columns(connection)
             set_setting(session, "schema_version", SCHEMA_VERSION)
             set_setting(session, UNLINKED_KEY, "1")
+
+    def _add_columns(self) -> None:
+        """Columns added within schema 2 (see `add_link_columns`), for a home made before them; one
+        read when there is nothing to add."""
+        with self.read() as session:
+            if not _missing_link_columns(raw_connection(session)):
+                return
+        with self.write() as session:
+            add_link_columns(raw_connection(session))
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -162,6 +174,29 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+#: Columns added to schema 2 tables since it first shipped: counts in vouchers beside entries, and
+#: the technical reason of a link's last error beside the plain one. All have defaults, so older
+#: code reading a home that has them is not disturbed.
+LINK_COLUMNS = (("entry", "vouchers", "INTEGER NOT NULL DEFAULT 0"),
+                ("peerrow", "sent_vouchers", "INTEGER NOT NULL DEFAULT 0"),
+                ("peerrow", "received_vouchers", "INTEGER NOT NULL DEFAULT 0"),
+                ("peerrow", "last_error_detail", "VARCHAR NOT NULL DEFAULT ''"),
+                ("synclogrow", "vouchers", "INTEGER NOT NULL DEFAULT 0"))
+
+
+def _missing_link_columns(connection: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    have: dict[str, set[str]] = {}
+    for table in {table for table, _c, _d in LINK_COLUMNS}:
+        have[table] = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    return [(t, c, d) for t, c, d in LINK_COLUMNS if have[t] and c not in have[t]]
+
+
+def add_link_columns(connection: sqlite3.Connection) -> None:
+    """Add the `LINK_COLUMNS` a table lacks; idempotent (a table not created yet gets them when it is)."""
+    for table, column, declaration in _missing_link_columns(connection):
+        connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def _upgrade_quarantine(connection: sqlite3.Connection) -> None:

@@ -20,8 +20,9 @@ from p2psync.sqlite import raw_connection
 
 
 def append(session: Session, change: Change, *, local: bool, envelope: bytes | None = None, clock: int = -1,
-           policy: int = 0) -> int:
-    """Log a change; returns its entry id (the log position)."""
+           policy: int = 0, vouchers: int = 0) -> int:
+    """Log a change; returns its entry id (the log position). `vouchers`: the voucher revisions it
+    carries, kept because an entry's clear header does not tell."""
     connection = raw_connection(session)
     chain = None
     if envelope is not None:
@@ -29,10 +30,10 @@ def append(session: Session, change: Change, *, local: bool, envelope: bytes | N
                                       (change.doc, change.author, change.seq - 1)).fetchone()
         chain = link_chain(previous[0] if previous else None, envelope)
     cursor = connection.execute(
-        'INSERT INTO entry (doc, author, seq, deps, "update", envelope, local, received_at, clock, policy, chain) '
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        'INSERT INTO entry (doc, author, seq, deps, "update", envelope, local, received_at, clock, policy, chain, '
+        "vouchers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (change.doc, change.author, change.seq, encode_deps(change.deps), change.update, envelope, local, utc_now(),
-         clock, policy, chain))
+         clock, policy, chain, vouchers))
     return cursor.lastrowid or 0
 
 
@@ -126,10 +127,10 @@ def documents(session: Session) -> list[str]:
     return [doc for (doc,) in raw_connection(session).execute("SELECT DISTINCT doc FROM entry ORDER BY doc")]
 
 
-def shared_after(session: Session, entry_id: int, limit: int) -> list[tuple[int, str, str, int, bytes]]:
-    """Sealed entries logged after `entry_id`, oldest first: (id, doc, author, seq, entry)."""
+def shared_after(session: Session, entry_id: int, limit: int) -> list[tuple[int, str, str, int, int, bytes]]:
+    """Sealed entries logged after `entry_id`, oldest first: (id, doc, author, seq, vouchers, entry)."""
     return raw_connection(session).execute(
-        "SELECT id, doc, author, seq, envelope FROM entry WHERE id > ? AND envelope IS NOT NULL "
+        "SELECT id, doc, author, seq, vouchers, envelope FROM entry WHERE id > ? AND envelope IS NOT NULL "
         "ORDER BY id LIMIT ?", (entry_id, limit)).fetchall()
 
 

@@ -41,6 +41,10 @@ class Entry(SQLModel, table=True):
     #: entry's chain and of this sealed entry (`log.chain_link`); None for local books. Two holders of
     #: different entries at one position have different chains from there on, which links compare.
     chain: bytes | None = None
+    #: Voucher revisions (posts, amendments, cancellations) the entry carries: its header does not say
+    #: (entries are encrypted), so it is counted where the entry was made or applied, for the counts
+    #: a link shows in vouchers (0 for entries logged before it was kept).
+    vouchers: int = 0
 
 
 class Snapshot(SQLModel, table=True):
@@ -205,9 +209,12 @@ class PeerRow(SQLModel, table=True):
     address: str = ""
     last_seen: str = ""
     last_sync: str = ""
-    sent: int = 0
+    sent: int = 0  # entries
     received: int = 0
-    last_error: str = ""
+    sent_vouchers: int = 0
+    received_vouchers: int = 0
+    last_error: str = ""  # in plain words
+    last_error_detail: str = ""  # the technical reason, for --json and the log
 
 
 class SyncLogRow(SQLModel, table=True):
@@ -219,3 +226,4 @@ class SyncLogRow(SQLModel, table=True):
     office: str = ""
     direction: str  # "sent" or "received"
     entries: int
+    vouchers: int = 0

@@ -14,6 +14,7 @@ from p2psync.books.drafts import draft_of, make_line
 from p2psync.books.model import Side, VoucherType
 from p2psync.canonical import report_json
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
+from p2psync.localtime import DATE_FORMATS, DEFAULT_DATE_FORMAT
 from p2psync.node import registrar, views
 from p2psync.node.office import Node
 from p2psync.node.runtime import NodeRuntime
@@ -144,7 +145,10 @@ for _path, _view in READS.items():
 async def state(request: web.Request) -> web.Response:
     dashboard: Dashboard = request.app[DASHBOARD]
     run = dashboard.runtime
+    date_format = (await run.call(run.node.settings))["date_format"] if run else DEFAULT_DATE_FORMAT
     return reply({"ready": run is not None, "identity": views.identity(run.node) if run else None,
+                  "date_format": date_format,
+                  "date_formats": list(DATE_FORMATS),
                   "voucher_types": [{"value": t.value, "label": t.label} for t in VoucherType],
                   "position": list(run.position) if run else [0, 0]})
 
@@ -188,7 +192,7 @@ async def change_settings(request: web.Request) -> web.Response:
     run = runtime(request)
     before = await on_node(request, views.settings)
     after = await on_node(request, views.change_settings, optional_text(data, "mode"), interval, sync_after,
-                          relays)
+                          relays, optional_text(data, "date_format"))
     await run.settings_changed(before)
     return reply(after)
 

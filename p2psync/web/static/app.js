@@ -2,7 +2,7 @@
 // what the node answers, including its refusals, word for word.
 
 import { ApiError, get, post } from "./api.js";
-import { balance, field, h, money, table, when } from "./dom.js";
+import { balance, field, h, localDate, money, setDateFormat, table, today, when } from "./dom.js";
 
 const app = { state: null, status: null, screen: null, offices: [], ledgers: [] };
 const typeLabel = value => app.state.voucher_types.find(t => t.value === value)?.label || value;
@@ -23,6 +23,7 @@ const SCREENS = {
 
 async function start() {
   app.state = await get("/api/state");
+  setDateFormat(app.state.date_format);
   listen();
   if (!app.state.ready) return show(setupScreen());
   const id = app.state.identity;
@@ -136,12 +137,13 @@ function statusScreen() {
         node.mode === "auto" ? `, full reconcile every ${node.interval_minutes} min` : "",
         `. Policy version ${node.policy_version}, sync after ${node.sync_after || "(no date)"}.`),
       h("h3", {}, "Peers and relays"),
-      table(["Address", "Kind", "Office", "Status", "Last sync", "Sent", "Received", "Backlog", "Last error"],
+      table(["Address", "Kind", "Office", "Status", "Last sync", "Sent (vouchers)", "Received (vouchers)", "Backlog", "Last error"],
         data.peers.map(p => h("tr", { "data-office": p.office, "data-peer": p.peer },
           h("td", { title: p.peer }, p.address || p.peer.slice(0, 16)), h("td", {}, p.kind), h("td", {}, p.office),
-          h("td", { class: p.online ? "online status" : "offline status" }, p.online ? "Online" : "Offline"),
-          h("td", {}, when(p.last_sync)), h("td", { class: "num" }, p.sent), h("td", { class: "num" }, p.received),
-          h("td", { class: "num" }, p.backlog), h("td", {}, p.last_error))),
+          h("td", { class: p.online ? "online status" : "offline status" }, linkStatus(p)),
+          h("td", {}, when(p.last_sync)), h("td", { class: "num" }, p.sent_vouchers),
+          h("td", { class: "num" }, p.received_vouchers), h("td", { class: "num" }, p.backlog),
+          h("td", { class: "last-error", title: p.last_error_detail || null }, p.last_error))),
         { id: "peers", empty: "No peer or relay yet." }),
       data.waiting_entries ? h("p", {}, `${data.waiting_entries} received entries wait for earlier ones.`) : null,
       h("h3", {}, "Failed to import (quarantine)"),
@@ -152,8 +154,8 @@ function statusScreen() {
       table(["Kind", "Subject", "Kept (current)", "Lost (kept in history)"],
         conflicts.map(c => [c.kind, c.subject, c.winner, c.loser]), { id: "conflicts", empty: "No conflicts." }),
       h("h3", {}, "Sync log"),
-      table(["At (UTC)", "Peer", "Office", "Direction", "Entries"],
-        data.sync_log.map(r => [when(r.at), r.peer.slice(0, 24), r.office, r.direction, r.entries]),
+      table(["At", "Peer", "Office", "Direction", "Vouchers"],
+        data.sync_log.map(r => [when(r.at), r.peer.slice(0, 24), r.office, r.direction, r.vouchers]),
         { id: "sync-log", numeric: [4], empty: "Nothing exchanged yet." })));
   };
   return {
@@ -172,7 +174,21 @@ function revokedNotice(office) {
     `office for a new invite code ('p2psync invite ${office}') and join with it ('p2psync join CODE') in a new, empty home.`);
 }
 
+// Online or Offline; while a first sync runs, how far it is (of the entries the peer had that this
+// office lacked, with the vouchers received so far).
+function linkStatus(p) {
+  if (p.progress) return `Receiving ${p.progress.percent}% (${p.progress.vouchers.toLocaleString("en-IN")} vouchers)`;
+  return p.online ? "Online" : "Offline";
+}
+
 // ---------------------------------------------------------------- vouchers
+
+// Whether this office may amend or cancel a voucher: its own office's, or any at the head office
+// (the node checks it again; the page only offers what will be accepted).
+function mayChange(v) {
+  const id = app.state.identity;
+  return id.role === "head" || v.office === id.office;
+}
 
 function vouchersScreen() {
   const box = h("div"), list = h("div"), cancelBox = h("div");
@@ -184,10 +200,10 @@ function vouchersScreen() {
     const rows = await get("/api/vouchers", { office: filter.value });
     list.replaceChildren(table(["Date", "Number", "Type", "Office", "Narration", "Amount", "Status", ""],
       rows.map(v => h("tr", { class: v.cancelled ? "cancelled" : null, "data-number": v.number },
-        h("td", {}, v.date), h("td", {}, v.number), h("td", {}, typeLabel(v.type)), h("td", {}, v.office), h("td", {}, v.narration),
+        h("td", {}, localDate(v.date)), h("td", {}, v.number), h("td", {}, typeLabel(v.type)), h("td", {}, v.office), h("td", {}, v.narration),
         h("td", { class: "num" }, money(v.amount)),
         h("td", {}, v.cancelled ? "cancelled" : v.conflicts ? "conflict" : v.revisions > 1 ? "amended" : ""),
-        h("td", {}, v.cancelled ? null : [
+        h("td", {}, v.cancelled || !mayChange(v) ? null : [
           h("button", { class: "plain small", onclick: () => form.amend(v.number) }, "Amend"), " ",
           h("button", { class: "plain small", onclick: () => cancelForm(cancelBox, v.number) }, "Cancel")]))),
       { id: "voucher-list", numeric: [5], empty: "No vouchers yet." }));
@@ -198,7 +214,7 @@ function vouchersScreen() {
 
 function voucherForm(box) {
   const kind = h("select", { id: "voucher-type" }, app.state.voucher_types.map(t => h("option", { value: t.value }, t.label)));
-  const date = h("input", { id: "voucher-date", type: "date", value: new Date().toISOString().slice(0, 10) });
+  const date = h("input", { id: "voucher-date", type: "date", value: today() });
   const narration = h("input", { id: "voucher-narration" });
   const rows = h("tbody");
   const title = h("h3", {}, "Post a voucher");
@@ -284,7 +300,9 @@ function reportScreen(kind) {
 function ledgerForm() {
   const box = h("div"), name = h("input", { id: "ledger-name" }), opening = h("input", { id: "ledger-opening", placeholder: "e.g. 50,000 or 50,000 Cr" });
   const group = h("select", { id: "ledger-group" });
-  get("/api/groups").then(groups => group.replaceChildren(...groups.map(g => h("option", { value: g.name }, `${g.name} (${g.nature})`))));
+  // No group is chosen for the user (the first in the list would be a rare one): they pick it.
+  get("/api/groups").then(groups => group.replaceChildren(h("option", { value: "", selected: true }, "Choose a group"),
+    ...groups.map(g => h("option", { value: g.name }, `${g.name} (${g.nature})`))));
   return h("section", { class: "card", id: "ledger-form" }, h("h3", {}, "Create a ledger"),
     h("div", { class: "row" }, h("div", { class: "grow" }, field("Name", name)), field("Under group", group), field("Opening balance here", opening)),
     h("div", { class: "actions" }, h("button", { class: "primary", id: "add-ledger", onclick: async () => {
@@ -298,7 +316,7 @@ const REPORTS = {
   "day-book": data => table(["Date", "Number", "Type", "Office", "Particulars", "Debit", "Credit"],
     data.rows.flatMap(v => [
       h("tr", { class: v.cancelled ? "cancelled" : null, "data-number": v.number },
-        h("td", {}, v.date), h("td", {}, v.number), h("td", {}, typeLabel(v.type) + (v.cancelled ? " (cancelled)" : "")),
+        h("td", {}, localDate(v.date)), h("td", {}, v.number), h("td", {}, typeLabel(v.type) + (v.cancelled ? " (cancelled)" : "")),
         h("td", {}, v.office), h("td", {}, v.narration), h("td"), h("td")),
       ...v.lines.map(l => h("tr", { class: "sub" }, h("td"), h("td"), h("td"), h("td"), h("td", {}, l.ledger),
         h("td", { class: "num" }, money(l.debit)), h("td", { class: "num" }, money(l.credit))))]),
@@ -346,6 +364,8 @@ function settingsScreen() {
     const auto = h("input", { type: "radio", name: "mode", id: "mode-auto", value: "auto", checked: s.mode === "auto" });
     const manual = h("input", { type: "radio", name: "mode", id: "mode-manual", value: "manual", checked: s.mode === "manual" });
     const interval = h("input", { id: "interval", type: "number", min: 1, max: 1440, value: s.interval });
+    const dates = h("select", { id: "date-format" },
+      app.state.date_formats.map(f => h("option", { value: f, selected: f === s.date_format }, f)));
     const syncAfter = head ? h("input", { id: "sync-after", type: "date", value: s.sync_after || "" })
       : h("span", { id: "sync-after" }, s.sync_after || "(no date)");
     const relays = head ? h("textarea", { id: "relays", rows: 3, placeholder: "wss://relay.example.com:8471 (one a line)" }, s.relays.join("\n"))
@@ -357,12 +377,15 @@ function settingsScreen() {
         h("label", {}, manual, " Manual-Syncing (only when asked: Sync now)")),
       h("dt", {}, "Sync after date"), h("dd", {}, syncAfter, head ? null : h("span", { class: "muted" }, "  (set by the head office)")),
       h("dt", {}, "Relay addresses"), h("dd", {}, relays),
+      h("dt", {}, "Dates written as"), h("dd", {}, dates, h("span", { class: "muted" }, "  (this office only)")),
       h("dt", {}, "Policy version"), h("dd", { id: "policy-version" }, s.policy_version)),
     h("div", { class: "actions" }, h("button", { class: "primary", id: "apply", onclick: async () => {
-      const change = { mode: auto.checked ? "auto" : "manual", interval: Number(interval.value) };
+      const change = { mode: auto.checked ? "auto" : "manual", interval: Number(interval.value), date_format: dates.value };
       if (head) Object.assign(change, { sync_after: syncAfter.value,
         relays: relays.value.split(/\s+/).filter(Boolean) });
-      if (await act(box, () => post("/api/settings", change), "Applied.")) { document.activeElement.blur(); refresh(); }
+      if (await act(box, () => post("/api/settings", change), "Applied.")) {
+        setDateFormat(change.date_format); document.activeElement.blur(); refresh();
+      }
     } }, "Apply"))));
   };
   return { element, refresh };

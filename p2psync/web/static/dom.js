@@ -42,8 +42,37 @@ export function table(columns, rows, { numeric = [], empty = "Nothing to show.",
       : h("tr", {}, row.map((cell, i) => h("td", { class: numeric.includes(i) ? "num" : null }, cell))))));
 }
 
+// Dates as this office writes them (its date format setting, dd-mm-yyyy unless changed); times in
+// this computer's local zone. The node keeps and sends ISO in UTC; only the page converts.
+let dateFormat = "dd-mm-yyyy";
+export function setDateFormat(format) { if (format) dateFormat = format; }
+
+const pad = n => String(n).padStart(2, "0");
+
+function writeDate(year, month, day) {
+  return dateFormat.replace("yyyy", year).replace("mm", pad(month)).replace("dd", pad(day));
+}
+
+// An ISO date ("2026-04-01") written the office's way; anything else is shown as it is.
+export function localDate(text) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(text || ""));
+  return m ? writeDate(m[1], Number(m[2]), Number(m[3])) : (text || "");
+}
+
+// Today's date on this computer, as a date input takes it (not the UTC date: in India that is
+// yesterday's until 05:30).
+export function today() {
+  const d = new Date();
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
+// A UTC timestamp from the node in local time, the date the office's way.
 export function when(text) {
-  return text ? String(text).slice(0, 19).replace("T", " ") : "never";
+  if (!text) return "never";
+  const moment = new Date(String(text).replace(/(\.\d{3})\d+/, "$1"));
+  if (Number.isNaN(moment.getTime())) return String(text);
+  return `${writeDate(moment.getFullYear(), moment.getMonth() + 1, moment.getDate())} ` +
+    `${pad(moment.getHours())}:${pad(moment.getMinutes())}:${pad(moment.getSeconds())}`;
 }
 
 export function field(labelText, input) {
