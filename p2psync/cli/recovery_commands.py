@@ -12,6 +12,7 @@ from p2psync.cli.context import home_option, json_option
 from p2psync.errors import P2PSyncError
 from p2psync.node import recovery
 from p2psync.node.home import KEYS_DIR, resolve_home
+from p2psync.node.office import CATCHING_UP_FIX
 
 
 @click.command("backup")
@@ -47,7 +48,7 @@ def restore_cmd(home: str | None, file: Path, keys: Path | None, force: bool) ->
     render.info(f"Restored {recovery.describe_identity(done.identity)} from {file} into {path}.")
     if done.kept_aside is not None:
         render.info(f"The database it replaced is kept as {done.kept_aside}.")
-    render.info(f"This office is now catching up: {recovery.CATCHING_UP_FIX}; until then it refuses to post.")
+    render.info(f"This office is now catching up: {CATCHING_UP_FIX}; until then it refuses to post.")
 
 
 @click.command("doctor")

@@ -75,13 +75,21 @@ class Database:
         if not self.path.exists():
             raise StoreError(f"no p2psync data at {self.path.parent}; run 'p2psync init' first, or put a backup "
                              "back with 'p2psync restore FILE'")
-        found = health.header_state(self.path)  # before SQLite: it would take an empty file for a new database
-        if found is not None:
-            raise StoreError(found.problem(self.path))
-        with self.read() as session:  # a file that is not a database: StoreError, see `describe`
-            if not raw_connection(session).execute("SELECT 1 FROM sqlite_master WHERE name = 'setting'").fetchone():
-                raise StoreError(health.inspect(self.path, deep=False).problem(self.path))
-            version = get_setting(session, "schema_version")
+        if self.path.stat().st_size == 0:  # before SQLite, which would take an empty file for a new database
+            raise StoreError(health.FileState("empty", "is empty (0 bytes), not a p2psync database").problem(self.path))
+        try:
+            with self.read() as session:  # a file that is not a database: StoreError, see `describe`
+                if not raw_connection(session).execute("SELECT 1 FROM sqlite_master WHERE name = 'setting'").fetchone():
+                    raise StoreError(health.inspect(self.path, deep=False).problem(self.path))
+                version = get_setting(session, "schema_version")
+        except StoreError:
+            # Only now read the file's header ourselves: opening and closing the file outside SQLite drops
+            # every lock this process's other connections hold on it, which can corrupt a database in use.
+            self.dispose()
+            found = health.header_state(self.path)
+            if found is not None:
+                raise StoreError(found.problem(self.path)) from None
+            raise
         if version == "1":
             self.upgrade()
         elif version != SCHEMA_VERSION:

@@ -47,7 +47,11 @@ class FileState:
 
 def header_state(path: Path) -> FileState | None:
     """Cheap checks of the file alone (no SQLite): missing, empty, not SQLite, or shorter than its
-    header says (truncated). None when the file looks whole from outside."""
+    header says (truncated). None when the file looks whole from outside.
+
+    Never call it in a process that holds SQLite connections to `path`: closing a file descriptor of
+    it drops every POSIX lock the process holds on it, and another process may then write under
+    those connections' feet (SQLite's "how to corrupt a database", §2.2)."""
     if not path.exists():
         return FileState("missing", "does not exist")
     size = path.stat().st_size
