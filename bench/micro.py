@@ -26,8 +26,8 @@ from p2psync.books.model import decode_revision
 from p2psync.node.home import DB_FILE
 from p2psync.node.office import Node
 from p2psync.protocol import entry
+from p2psync.sqlite import raw_connection, sqlite_engine
 from p2psync.store import log, materialize
-from p2psync.store.db import raw_connection, sqlite_engine
 from p2psync.store.tables import Entry
 
 RESULTS = common.BENCH_DIR / "results"

@@ -264,9 +264,12 @@ def forge_entry(author: Node, doc_name: str, mutate: Any) -> bytes:
     with doc.transaction():
         mutate(_SignedAs(schema.root(doc, schema.REVISIONS), author.identity.node_id))
     seq = author.vectors().get(doc_name, {}).get(author.identity.node_id, 0) + 1
-    vector = {a: s for a, s in author.vectors().get(doc_name, {}).items() if a != author.identity.node_id}
-    change = Change(doc_name, author.identity.node_id, seq, updates[-1],
-                    {doc_name: vector} if vector else {})
+    vectors = author.vectors()
+    vector = {a: s for a, s in vectors.get(doc_name, {}).items() if a != author.identity.node_id}
+    deps = {doc_name: vector} if vector else {}
+    if doc_name != schema.MASTERS and vectors.get(schema.MASTERS):  # it saw the masters it holds, as posts say
+        deps[schema.MASTERS] = vectors[schema.MASTERS]
+    change = Change(doc_name, author.identity.node_id, seq, updates[-1], deps)
     return author.trust.seal(change)
 
 

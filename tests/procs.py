@@ -322,13 +322,14 @@ class NodeProcess:
 
 
 class RelayProcess:
-    """``p2psync relay`` on loopback, its database in `base`/relay (port 0: any free port)."""
+    """``p2psync relay`` on loopback, its database in `base`/relay (port 0: any free port), with any
+    further `options` of the command."""
 
-    def __init__(self, base: Path, port: int = 0) -> None:
+    def __init__(self, base: Path, port: int = 0, *options: str) -> None:
         self.db = base / "relay" / "relay.db"
         self.db.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([sys.executable, "-m", "p2psync", "relay", "--host", "127.0.0.1", "--port",
-                                      str(port), "--db", str(self.db)], stdout=subprocess.PIPE,
+                                      str(port), "--db", str(self.db), *options], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, env=environment(base))
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

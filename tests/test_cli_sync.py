@@ -6,8 +6,10 @@ stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from procs import (
     linked,
     make_org,
     peers_of,
+    policy,
     post_here,
     setting,
     status,
@@ -30,8 +33,12 @@ from procs import (
     wait_converged,
     wait_until,
 )
+from websockets.asyncio.server import ServerConnection, serve
 
-from p2psync.node.home import LOG_FILE
+from p2psync.net import tls
+from p2psync.node.home import KEYS_DIR, LOG_FILE
+from p2psync.protocol.sync import SyncConnection
+from p2psync.trust.keys import unb64
 
 
 def open_log(home: Path) -> str:
@@ -173,3 +180,70 @@ def test_run_refuses_a_busy_port_and_a_second_node_on_one_home(tmp_path: Path, f
     assert status(ho)["node"]["running"] is True, "the running node kept its control channel"
     assert status(br1)["node"]["running"] is False, "the refused node left nothing behind"
     assert setting(ho, "office") == "HO"
+
+
+class CuttingPeer:
+    """A member (the head office's certificate) that greets, takes the first batch of entries it is
+    sent, and then ends the link without acknowledging it: closing cleanly (1000), or dropping the
+    connection. It runs its own event loop in a thread, so a real ``p2psync sync`` can dial it."""
+
+    def __init__(self, head: Path, how: str) -> None:
+        self.head, self.how = head, how
+        self.batches = 0
+        self.ready = threading.Event()
+        self.port = 0
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    def __enter__(self) -> CuttingPeer:
+        self._thread.start()
+        assert self.ready.wait(WAIT), "the cutting peer did not start"
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(WAIT)
+
+    @property
+    def url(self) -> str:
+        return f"wss://127.0.0.1:{self.port}"
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        context = tls.server_context(self.head / KEYS_DIR, unb64(setting(self.head, "root_cert")))
+        async with serve(self._converse, "127.0.0.1", 0, ssl=context) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self.ready.set()
+            await self._stop.wait()
+
+    async def _converse(self, ws: ServerConnection) -> None:
+        body = policy(self.head)
+        await ws.recv()  # the dialer's hello
+        await ws.send(SyncConnection().hello(setting(self.head, "node_id"), body["org"], "head", body["version"], {}))
+        while not isinstance(await ws.recv(), bytes):
+            pass
+        self.batches += 1
+        if self.how == "close":
+            await ws.close()
+        else:
+            ws.transport.abort()
+
+
+@pytest.mark.parametrize("how, said", [("close", "the peer closed the link (code 1000)"),
+                                       ("drop", "the connection dropped")])
+def test_sync_fails_when_the_peer_ends_the_link_before_acknowledging_what_it_was_sent(
+        tmp_path: Path, how: str, said: str) -> None:
+    ho, br1 = make_org(tmp_path, ("BR1",))
+    post_here(br1, "receipt", "2026-04-01", "Cash", "Sales", "70.00")
+    with CuttingPeer(ho, how) as peer:
+        result = cli(br1, "sync", "--peer", peer.url, check=False)
+        rows = json.loads(cli(br1, "sync", "--peer", peer.url, "--json", check=False).stdout)
+    assert peer.batches == 2, "each sync sent its entries"
+    assert result.returncode == 1
+    line = one_error_line(result.stderr)
+    assert peer.url in line and said in line and "before the exchange was complete" in line
+    assert re.search(r"\d+ entries sent were not acknowledged as stored", line), line
+    (row,) = rows
+    assert row["ok"] is False and row["sent"] >= 1 and row["acknowledged"] == 0

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import copy_home
 from outside import require
-from procs import cli, environment, make_org, query, reports, voucher_numbers
+from procs import Fleet, cli, environment, make_org, post_here, query, reports, voucher_numbers
 
 from p2psync.errors import StoreError
 from p2psync.node.office import Node
@@ -169,3 +170,30 @@ def test_a_relay_on_a_full_disk_says_try_later_and_stores_when_the_member_retrie
     cli(ho, "sync")  # the member simply tries again (a running node redials on its own)
     cli(br1, "sync")
     assert {f"HO/PMT/{n:05d}" for n in range(1, 201)} <= voucher_numbers(br1)
+
+
+@pytest.mark.slow
+def test_sync_fails_in_one_line_while_the_peers_disk_is_full_and_succeeds_once_it_is_not(
+        small_disk: Path, tmp_path: Path, fleet: Fleet) -> None:
+    ho, br1 = make_org(small_disk / "org", ("BR1",))
+    branch = tmp_path / "BR1"  # the branch's own disk has room: only the head office's is full
+    copy_home(br1, branch)
+    head = fleet.start(ho)
+    filler = Filler(small_disk)
+
+    # As above, a write may still fit in what SQLite already holds: post and sync until one does not.
+    for n in range(1, 51):
+        posted = post_here(branch, "receipt", "2026-04-02", "Cash", "Sales", f"{n}.00", "x" * 900)
+        filler.fill()
+        refused = cli(branch, "sync", "--peer", head.url, check=False)
+        if refused.returncode != 0:
+            break
+        filler.free()
+    line = one_line_error(refused)
+    assert head.url in line and "disk is full" in line and "try again later" in line, line
+    filler.free()
+    assert posted not in voucher_numbers(ho)
+
+    cli(branch, "sync", "--peer", head.url)  # exit code 0: the head office acknowledged storing it all
+    assert posted in voucher_numbers(ho)
+    assert integrity(ho) == ["ok"]

@@ -19,7 +19,7 @@ from fuzz import fuzz_enroll
 from fuzz.common import resign_entry, world
 from p2psync import canonical
 from p2psync.books import importer, model
-from p2psync.books.change import decode_deps
+from p2psync.deps import decode_deps
 from p2psync.errors import InvalidInput
 from p2psync.node import control
 from p2psync.node.office import Node

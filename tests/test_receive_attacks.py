@@ -5,6 +5,7 @@ refused with a precise reason (or held back, for a gap), and nothing already sto
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import msgspec
@@ -23,7 +24,9 @@ from helpers import (
 
 from p2psync.books.change import Change
 from p2psync.books.model import Line, Side, encode_revision
-from p2psync.node import Node, registrar
+from p2psync.node import Node, forks, registrar
+from p2psync.sqlite import raw_connection
+from p2psync.store import log
 from p2psync.protocol import entry
 
 
@@ -81,8 +84,18 @@ def test_a_different_entry_with_a_held_sequence_is_refused_as_equivocation(org: 
     assert twin != held  # same change, fresh nonce: a different entry for the same sequence
     before = state(head)
     result = head.receive([twin])
-    assert result.applied == 0 and "equivocation" in result.quarantined[0]
-    assert state(head) == before
+    kept = min(held, twin, key=lambda blob: hashlib.sha256(blob).digest())  # the same at every office
+    lost = twin if kept is held else held
+    assert (result.applied, result.quarantined[0].split(":")[0]) == (int(kept is twin), "equivocation")
+    assert state(head)["docs"] == before["docs"]  # the same change either way: the books are as they were
+    with head.db.read() as session:
+        assert log.envelope(session, *original.key) == kept
+    assert [q["seq"] for q in head.quarantined() if q["reason"].startswith("equivocation")] == [original.seq]
+    found = forks.found(head)
+    assert [(f["office"], f["seq"]) for f in found] == [("BR1", original.seq)]
+    with head.db.read() as session:
+        assert raw_connection(session).execute("SELECT count(*) FROM quarantine WHERE envelope = ?",
+                                               (lost,)).fetchone() == (1,)
 
 
 def test_a_forged_copy_of_a_held_entry_is_not_blamed_on_its_author(org: tuple[Node, Node, Node]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -32,9 +33,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from p2psync.books import reports
-from p2psync.books.change import Change, Deps
+from p2psync.books.change import Change
 from p2psync.books.drafts import make_draft
 from p2psync.cli.main import cli as cli_group
+from p2psync.deps import Deps
 from p2psync.node import registrar
 from p2psync.net import wire
 from p2psync.node.office import Node
@@ -51,6 +53,7 @@ from p2psync.protocol.sync import (
     SyncConnection,
     batches,
 )
+from p2psync.relay.allowed import AllowedOrgs, parse_org
 from p2psync.relay.metrics import serve_metrics
 from p2psync.relay.server import Limits, Relay, address, start
 from p2psync.relay.store import open_store
@@ -58,7 +61,7 @@ from p2psync.store import queries
 from p2psync.store.db import get_setting
 from p2psync.trust import enroll
 from p2psync.trust.invite import InviteCode
-from p2psync.trust.keys import NodeKeys, unb64
+from p2psync.trust.keys import NodeKeys, registration_id, unb64
 
 WAIT = 20.0  # the bound on every wait in these tests
 COMPANY = "Kestrel Canary Traders"
@@ -156,6 +159,8 @@ class Client:
     unacked: list[int] = field(default_factory=list)
     caught_up: bool = False
     refused: str | None = None
+    #: The signed policy the relay sent with its refusal, if any.
+    refusal_policy: bytes | None = None
     #: Enrollment requests the relay passed to this (head office) client; each is answered with a refusal.
     enrollments: list[bytes] = field(default_factory=list)
     closed: bool = False
@@ -209,7 +214,7 @@ class Client:
         elif isinstance(event, Ack):
             self.acks[event.batch] = event
         elif isinstance(event, Refused):
-            self.refused = event.reason
+            self.refused, self.refusal_policy = event.reason, event.policy
         elif isinstance(event, EnrollForward):
             self.enrollments.append(event.request)
             await self.send(self.conn.enroll_reply(event.ticket, enroll.refusal("no such invite")))
@@ -385,6 +390,32 @@ def test_a_revoked_node_is_cut_off_and_refused_at_connect(tmp_path: Path) -> Non
             again = await Client.open(url, creds(branch))
             assert "revoked" in await again.wait_refused()
             assert again.received == []
+            await ho.close()
+
+    run(scenario())
+
+
+def test_a_revoked_node_is_handed_the_policy_that_revokes_it_when_cut_off_and_at_connect(tmp_path: Path) -> None:
+    """So that the revoked node learns it is revoked, even when it only ever reaches the relay."""
+    head, (branch,) = build_org(tmp_path)
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db") as (_relay, url):
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+
+            registrar.revoke(head, "BR1")
+            revoking = head.policy_blob()
+            await ho.send(ho.conn.policy(revoking))
+            assert "revoked" in await br.wait_refused()
+            assert br.refusal_policy == revoking
+
+            again = await Client.open(url, creds(branch))
+            assert "revoked" in await again.wait_refused()
+            assert again.refusal_policy == revoking
+            assert branch.adopt_policy(again.refusal_policy) and branch.trust.revoked
             await ho.close()
 
     run(scenario())
@@ -570,6 +601,68 @@ def test_enrollment_requests_to_one_organisation_are_rate_limited(tmp_path: Path
             await ho.close()
 
     run(scenario())
+
+
+async def enrolling(url: str, code: InviteCode) -> tuple[dict[str, Any], int | None]:
+    """A branch's enrollment request through the relay: the relay's answer and its close code."""
+    async with connect(url, compression=None, proxy=None, open_timeout=WAIT) as ws:
+        await ws.recv()  # the challenge
+        await ws.send(enroll.request(code, NodeKeys.generate()))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), WAIT)
+        return reply, ws.close_code
+
+
+def invite_code(head: Node, office: str) -> InviteCode:
+    head.add_office(office, f"Office {office}")
+    return InviteCode.parse(registrar.invite(head, office)[0])
+
+
+def holds_nothing_of(relay: Relay, org: str) -> bool:
+    return (relay.store.vectors(org) == {} and relay.store.policy(org) is None
+            and relay.store.usage_bytes(org) == 0 and org not in relay.store.usage())
+
+
+def test_a_relay_with_an_allow_list_serves_only_those_organisations(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Admitted by the Registration ID people read; every other organisation is refused at
+    authentication with the reason, members and enrollments alike, and nothing of it is kept."""
+    head, (branch,) = build_org(tmp_path / "a")
+    other, (other_branch,) = build_org(tmp_path / "b")
+    ours, theirs = invite_code(head, "BR8"), invite_code(other, "BR9")
+    allowed = AllowedOrgs.of([parse_org(registration_id(head.trust.org).lower())])
+
+    async def scenario() -> None:
+        async with relay_at(tmp_path / "relay.db", Limits(allowed_orgs=allowed)) as (relay, url):
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+            assert take(branch, br) == len(head.entries()) and books(branch) == books(head)
+
+            refusal = f"this relay does not serve organisation {registration_id(other.trust.org)}"
+            for node in (other, other_branch):
+                outsider = await Client.open(url, creds(node), node.vectors())
+                assert (await outsider.wait_refused()).startswith(refusal)
+                assert outsider.relay is None and outsider.received == []
+                assert outsider.ws.close_code == 1008 and outsider.ws.close_reason.startswith(refusal)
+            reply, code = await enrolling(url, theirs)
+            assert reply["type"] == "refused" and "does not serve the organisation this invite code is for" \
+                in reply["reason"] and code == 1008
+            reply, _ = await enrolling(url, ours)  # an admitted organisation's branch still gets through
+            assert reply["reason"] == "no such invite" and len(ho.enrollments) == 1
+
+            assert holds_nothing_of(relay, other.trust.org) and not holds_nothing_of(relay, head.trust.org)
+            assert relay.stats.refusals == {"org": 3}
+            for client in (ho, br):
+                await client.close()
+
+    with caplog.at_level(logging.WARNING, logger="p2psync.relay.server"):
+        run(scenario())
+    logged = [r.getMessage() for r in caplog.records if "does not serve" in r.getMessage()]
+    assert len(logged) == 3 and registration_id(other.trust.org) in logged[0]
+    assert other.identity.node_id[:12] in logged[0]
 
 
 def test_a_flooding_member_is_refused_while_another_still_syncs(tmp_path: Path) -> None:
@@ -866,6 +959,63 @@ def test_the_relay_command_applies_an_organisation_quota_and_expires_at_start(tm
 
     genuine_doc = entry.peek(genuine[0]).doc
     run(scenario())
+
+
+@pytest.mark.slow
+def test_the_relay_command_serves_only_the_organisations_it_is_told(tmp_path: Path) -> None:
+    """`--allow-org` with a Registration ID and `--allow-orgs-file` with ids and comments: the admitted
+    organisation syncs through the relay process; another is refused, logged, and absent from its database."""
+    head, (branch,) = build_org(tmp_path / "a")
+    other, _ = build_org(tmp_path / "b")
+    home, db = tmp_path / "relay-home", tmp_path / "relay.db"
+    home.mkdir()
+    listed = tmp_path / "clients.txt"
+    listed.write_text(f"# clients of this relay\n\n{'e' * 64}   # Some Other Co\n{head.trust.org}\n")
+    refusal = f"this relay does not serve organisation {registration_id(other.trust.org)}"
+
+    async def scenario() -> None:
+        async with relay_process(db, home, "--allow-org", registration_id(head.trust.org),
+                                 "--allow-orgs-file", str(listed)) as url:
+            ho = await Client.open(url, creds(head))
+            await ho.push_node(head)
+            br = await Client.open(url, creds(branch))
+            await br.wait_caught_up()
+            assert take(branch, br) == len(head.entries()) and books(branch) == books(head)
+            outsider = await Client.open(url, creds(other))
+            assert (await outsider.wait_refused()).startswith(refusal)
+            assert outsider.ws.close_code == 1008
+            with contextlib.suppress(ConnectionClosed):
+                await outsider.push(other.entries())
+            for client in (ho, br):
+                await client.close()
+
+    run(scenario())
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        held = {table: {org for (org,) in conn.execute(f"SELECT DISTINCT org FROM {table}")}
+                for table in tables if "org" in [c[1] for c in conn.execute(f"PRAGMA table_info({table})")]}
+    assert held["relay_entry"] == held["relay_policy"] == {head.trust.org}
+    assert all(other.trust.org not in orgs for orgs in held.values()), held
+    assert refusal in (home / "p2psync.log").read_text()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--allow-org", "acme"], "--allow-org: 'acme' is not an organisation: give its Registration ID"),
+    (["--allow-org", "ABCD-EFGH-IJKL-MNO1"], "--allow-org: 'ABCD-EFGH-IJKL-MNO1' is not an organisation"),
+    (["--allow-org", "a" * 63], "is not an organisation"),
+    (["--allow-orgs-file", "{tmp}/clients.txt"], "clients.txt line 3: 'ACME-TRADERS' is not an organisation"),
+    (["--allow-orgs-file", "{tmp}/empty.txt"], "empty.txt lists no organisation; the relay would serve nobody"),
+    (["--allow-orgs-file", "{tmp}/missing.txt"], "missing.txt' does not exist"),
+])
+def test_a_bad_allow_list_is_a_one_line_usage_error(tmp_path: Path, options: list[str], message: str) -> None:
+    (tmp_path / "clients.txt").write_text(f"# clients\n{'a' * 64}\nACME-TRADERS  # not an id\n")
+    (tmp_path / "empty.txt").write_text("# nobody yet\n\n")
+    result = subprocess.run([sys.executable, "-m", "p2psync", "--home", str(tmp_path), "relay", "--port", "0",
+                             *[o.format(tmp=tmp_path) for o in options]], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 2 and result.stdout == "", result
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -15,9 +15,11 @@ from procs import (
     Fleet,
     RelayProcess,
     cli,
+    free_port,
     linked,
     make_org,
     post_here,
+    relay_linked,
     status,
     voucher_numbers,
     wait_converged,
@@ -26,6 +28,7 @@ from procs import (
 
 from p2psync.node import Node
 from p2psync.node.runtime import NodeRuntime
+from p2psync.trust.keys import registration_id
 
 CANARY = "CANARY-relay-narration-Ashoka"
 
@@ -53,6 +56,38 @@ def test_a_branch_with_no_direct_path_converges_through_the_relay_alone(tmp_path
     with sqlite3.connect(db) as conn:
         tables = [name for (name,) in conn.execute("select name from sqlite_master where type='table'")]
     assert tables  # the relay did store something: ciphertext only
+
+
+def organisation_of(home: Path) -> str:
+    node = Node.open(home)
+    try:
+        return node.registration_id
+    finally:
+        node.close()
+
+
+@pytest.mark.slow
+def test_a_relay_serving_one_organisation_syncs_it_and_turns_another_away(tmp_path: Path, fleet: Fleet) -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    ho, br1 = make_org(tmp_path / "ours", ("BR1",), relays=(url,))
+    (theirs,) = make_org(tmp_path / "theirs", (), company="Freeloader Storage Co", relays=(url,))
+    relay = RelayProcess(tmp_path, int(url.rsplit(":", 1)[1]), "--allow-org", organisation_of(ho))
+    try:
+        for home in (ho, br1, theirs):
+            fleet.start(home)
+        post_here(theirs, "receipt", "2026-04-03", "Cash", "Sales", "700.00", f"{CANARY} freeloading")
+        number = post_here(br1, "receipt", "2026-04-04", "Cash", "Sales", "2500.00", f"{CANARY} at BR1")
+        wait_converged(ho, br1)
+        assert number in voucher_numbers(ho)
+        refusal = f"peer refused: this relay does not serve organisation {organisation_of(theirs)}"
+        wait_until(lambda: any(p["kind"] == "relay" and refusal in p["last_error"] for p in status(theirs)["peers"]),
+                   "the other organisation's head office to show the relay's refusal")
+        assert not relay_linked(theirs)
+    finally:
+        relay.stop()
+    with sqlite3.connect(relay.db) as conn:
+        orgs = {org for (org,) in conn.execute("SELECT org FROM relay_entry UNION SELECT org FROM relay_policy")}
+    assert [registration_id(org) for org in orgs] == [organisation_of(ho)]
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ import msgspec
 from helpers import (
     all_reports,
     conflict_rows,
-    deliver,
     doc_contents,
     draft,
     entries,
@@ -101,27 +100,26 @@ def test_a_voucher_shows_every_revision_and_conflict_from_its_documents(trio_tem
             node.close()
 
 
-def test_an_amendment_filed_in_another_document_is_read_from_it(trio_template: Path, tmp_path: Path) -> None:
-    """A member may file an amendment in another month's document of the voucher's office: the
-    voucher's row names both documents, and an amendment made after it, a rebuild and `voucher show`
-    read its revisions from both."""
+def test_an_amendment_filed_in_another_document_is_refused(trio_template: Path, tmp_path: Path) -> None:
+    """A revision replaces only revisions its own document holds: an amendment a member files in another
+    month's document names a parent that document lacks, so it is refused (its entry need not depend on
+    the other document, so a replica could not tell whether it held the parent yet), and nothing changes."""
     head, branch, other = open_trio(trio_template, tmp_path)
     try:
         post = branch.post(draft("payment", "2026-04-05", {"Rent": "40"}, {"Cash": "40"}))
         sync(head, branch)
         moved = msgspec.structs.replace(post, id="moved", action=Action.AMEND, parents=(post.id,), generation=2,
-                                    content=msgspec.structs.replace(post.content, date=dt.date(2026, 5, 9)), at=utc_now())
+                                        content=msgspec.structs.replace(post.content, date=dt.date(2026, 5, 9)),
+                                        at=utc_now())
         elsewhere = "vouchers/BR1/2026-05"
-        deliver(head, [forge_entry(branch, elsewhere, lambda m: m.__setitem__(moved.id, encode_revision(moved)))])
-        row = voucher_rows(head)[0]
-        assert row["current"] == "moved" and row["doc"] == elsewhere
-        assert sorted(read_refs(row["revision_refs"])) == [("vouchers/BR1/2026-04", post.id), (elsewhere, "moved")]
-        later = head.amend(post.number, draft("payment", "2026-05-10", {"Rent": "41"}, {"Cash": "41"}))
-        assert later.parents == ("moved",)
-        assert [r["revision"] for r in views.voucher(head, post.number)["history"]][-1] == later.id
         before = observable(head)
-        head.store.rebuild()
+        result = head.receive([forge_entry(branch, elsewhere, lambda m: m.__setitem__(moved.id, encode_revision(moved)))])
+        assert result.applied == 0 and "not a revision of it in this document" in result.quarantined[0]
         assert observable(head) == before
+        later = head.amend(post.number, draft("payment", "2026-05-10", {"Rent": "41"}, {"Cash": "41"}))
+        assert later.parents == (post.id,)
+        head.store.rebuild()
+        assert [r["revision"] for r in views.voucher(head, post.number)["history"]][-1] == later.id
     finally:
         for node in (head, branch, other):
             node.close()

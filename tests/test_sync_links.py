@@ -47,6 +47,8 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage
 
 from p2psync.net import tls, wire
 from p2psync.node.home import KEYS_DIR, LOG_FILE
+from p2psync.node.office import Node
+from p2psync.node.runtime import NodeRuntime
 from p2psync.protocol.sync import MAX_FRAME, SyncConnection
 from p2psync.trust.keys import unb64
 
@@ -394,3 +396,98 @@ def test_acks_carry_only_what_the_sender_does_not_know_the_receiver_holds() -> N
     assert not sender.peer_lacks("e", "z", 1) and sender.peer_lacks("e", "z", 2)
     assert json.loads(receiver.ack(batch.batch, held, new_only=True))["vectors"] == {}  # told once is enough
     assert json.loads(receiver.ack(batch.batch, held))["vectors"] == held  # in full unless asked
+
+
+def revoked_shown(home: Path) -> bool:
+    """What ``p2psync status --json`` says of the node itself."""
+    return bool(status(home)["node"]["revoked"])
+
+
+def test_a_revoked_branch_learns_it_is_revoked_whether_it_dials_is_dialed_or_is_linked(tmp_path: Path,
+                                                                                       fleet: Fleet) -> None:
+    ho, br1, br2, br3 = make_org(tmp_path, ("BR1", "BR2", "BR3"))
+    two = fleet.start(br2)  # the head office dials BR2; BR1 and BR3 dial the head office
+    head = fleet.start(ho, peers=(two.url,))
+    one = fleet.start(br1, peers=(head.url,))
+    fleet.start(br3, peers=(head.url,))
+    wait_until(lambda: linked(ho, "BR1", "BR2", "BR3"), "the head office to link with every branch")
+    one.stop()
+    two.stop()
+    wait_until(lambda: not any(p["online"] for office in ("BR1", "BR2") for p in peers_of(ho, office)),
+               "the head office to see BR1 and BR2 go")
+
+    for office in ("BR1", "BR2", "BR3"):  # BR1 and BR2 are down, BR3 linked, when they are revoked
+        here(ho, "revoke", office)
+    revoking = policy(ho)["version"]
+    wait_until(lambda: status(ho)["node"]["policy_version"] == revoking, "the running head office to adopt it")
+    one.start()  # dials the head office, which refuses it
+    two.start()  # is dialed by the head office, which refuses it
+    here(ho, "restart")  # the head office dials at once, not after the back-off its failed dials grew
+    for home in (br1, br2, br3):
+        wait_until(lambda home=home: revoked_shown(home), f"{home.name} to show that it is revoked")
+        assert policy(home)["version"] == revoking
+    for home in (br1, br2, br3):
+        assert not any(p["online"] for p in status(home)["peers"])
+        assert any("revoked" in p["last_error"] for p in status(home)["peers"])
+    result = cli(br1, "voucher", "post", "--type", "receipt", "--date", "2026-04-02", "--dr", "Cash=5",
+                 "--cr", "Sales=5", check=False)
+    assert result.returncode != 0 and "revoked" in result.stderr, "a revoked office cannot seal new entries"
+
+
+def test_a_revocation_reaches_linked_offices_before_the_dead_link_to_the_revoked_one_is_closed(
+        tmp_path: Path, fleet: Fleet) -> None:
+    """The head office runs in this process, so the close of its link to BR2 (dead: BR2 reads
+    nothing) can be held until BR1 has the new policy: a head office that waited for that close
+    before passing the policy on never gets BR1 there."""
+    ho, br1, br2 = make_org(tmp_path)
+    events: list[str] = []
+
+    async def scenario() -> None:
+        node = Node.open(ho)
+        runtime = NodeRuntime(node, host="127.0.0.1", port=0, mdns=False)
+        await runtime.start()
+        try:
+            url = f"wss://127.0.0.1:{runtime.port}"
+            await asyncio.to_thread(fleet.start, br1, 0, (url,))
+            async with await raw_link(url, br2) as dead:
+                await dead.send(SyncConnection().hello(setting(br2, "node_id"), policy(br2)["org"], "branch",
+                                                       policy(br2)["version"], vectors(br2)))
+                held = await hold_close(runtime, setting(br2, "node_id"), events)
+                await asyncio.to_thread(wait_until, lambda: linked(br1, "HO"), "BR1 to link with the head office")
+                dead.transport.pause_reading()  # BR2 is gone without a word: nothing it is sent is read
+
+                await asyncio.to_thread(cli, ho, "revoke", "BR2")  # as an operator does, beside the running node
+                revoking = policy(ho)["version"]
+                await asyncio.to_thread(wait_until, lambda: policy(br1)["version"] == revoking,
+                                        "BR1 to adopt the revoking policy")
+                events.append("BR1 adopted the policy")
+                held.set()
+                await asyncio.to_thread(wait_until, lambda: not runtime.peers[setting(br2, "node_id")].online,
+                                        "the head office to drop BR2")
+        finally:
+            await runtime.stop()
+            node.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert events[0] == "close of BR2's link begun"
+    assert events.index("BR1 adopted the policy") < events.index("close of BR2's link done")
+
+
+async def hold_close(runtime: NodeRuntime, node_id: str, events: list[str]) -> asyncio.Event:
+    """Hold every close of the runtime's link with `node_id` until the returned event is set."""
+    await asyncio.to_thread(wait_until, lambda: (s := runtime.peers.get(node_id)) is not None and s.link is not None,
+                            "the head office to hold a link with BR2")
+    link = runtime.peers[node_id].link
+    assert link is not None
+    close, release = link.close, asyncio.Event()
+
+    async def held(code: int = 1000, reason: str = "") -> None:
+        if "close of BR2's link begun" not in events:
+            events.append("close of BR2's link begun")
+        await release.wait()
+        await close(code, reason)
+        if "close of BR2's link done" not in events:
+            events.append("close of BR2's link done")
+
+    link.close = held  # type: ignore[method-assign]
+    return release

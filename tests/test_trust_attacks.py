@@ -6,13 +6,22 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from p2psync.books.change import Change
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.trust import policy as pol
-from p2psync.trust.certs import CertificateError, issue_node_cert, make_root_cert, to_der, verify_node_cert
+from p2psync.trust.certs import (
+    ED25519_ALGORITHM,
+    CertificateError,
+    issue_node_cert,
+    make_root_cert,
+    root_public_from_cert,
+    to_der,
+    verify_node_cert,
+)
 from p2psync.trust.keys import NodeKeys, org_id, registration_id
 from p2psync.trust.policy import PolicyError
 from p2psync.trust.seal import SealError
@@ -185,6 +194,101 @@ def test_node_certificate_from_another_root_refused(org: Org) -> None:
     other = Org()
     with pytest.raises(CertificateError, match="not signed"):
         verify_node_cert(other.der("BR1", "branch"), org.root.public_key())
+
+
+# ---------------------------------------------------------------- the unsigned outer algorithm
+
+#: sha256WithRSAEncryption with NULL parameters: another algorithm a forger might name outside.
+RSA_SHA256 = bytes.fromhex("300d06092a864886f70d01010b0500")
+#: ecdsa-with-SHA256 and Ed448: other algorithms whose identifiers carry no parameters.
+ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+ED448 = bytes.fromhex("300506032b6571")
+#: (Ed25519's identifier with NULL parameters, which RFC 8410 forbids, `cryptography` already refuses.)
+DIFFERS = "outer signatureAlgorithm differs from the signed one"
+
+
+def outer_at(der: bytes) -> int:
+    """Where the outer AlgorithmIdentifier starts: the last Ed25519 identifier, after tbsCertificate."""
+    return der.rindex(ED25519_ALGORITHM)
+
+
+def parses(der: bytes) -> bool:
+    try:
+        x509.load_der_x509_certificate(der)
+    except ValueError:
+        return False
+    return True
+
+
+def with_outer(der: bytes, algorithm: bytes) -> bytes:
+    """`der` with its outer AlgorithmIdentifier replaced, the Certificate SEQUENCE's length fixed up
+    (node and root certificates here are 256..65535 bytes long: a two-byte length)."""
+    at = outer_at(der)
+    body = der[4:at] + algorithm + der[at + len(ED25519_ALGORITHM):]
+    assert der[:2] == b"\x30\x82"
+    return b"\x30\x82" + len(body).to_bytes(2, "big") + body
+
+
+def test_a_certificate_with_its_outer_algorithm_changed_is_refused(org: Org) -> None:
+    """The outer AlgorithmIdentifier is not covered by the signature: every bit flipped in it, and
+    every other algorithm put there, left the certificate valid, so one certificate had many byte
+    encodings (the certificate fuzz harness found an accepted certificate that was not the one
+    issued). Now each is refused; every flip that still parses as X.509 names the mismatch."""
+    der, root = org.der("BR1", "branch"), org.root.public_key()
+    assert verify_node_cert(der, root).office == "BR1"
+    at, parsed = outer_at(der), 0
+    for byte in range(at, at + len(ED25519_ALGORITHM)):
+        for bit in range(8):
+            flipped = bytearray(der)
+            flipped[byte] ^= 1 << bit
+            with pytest.raises(CertificateError) as refused:
+                verify_node_cert(bytes(flipped), root)
+            if parses(bytes(flipped)):
+                parsed += 1
+                assert DIFFERS in str(refused.value)
+            else:
+                assert "not valid DER" in str(refused.value)
+    assert parsed >= 20  # most flips in the OID's three bytes name another OID: the attack itself
+    for algorithm in (RSA_SHA256, ECDSA_SHA256, ED448):
+        with pytest.raises(CertificateError, match=DIFFERS):
+            verify_node_cert(with_outer(der, algorithm), root)
+
+
+def test_a_root_certificate_with_its_outer_algorithm_changed_is_refused(org: Org) -> None:
+    der = to_der(org.root_cert)
+    assert root_public_from_cert(der) is not None
+    for algorithm in (RSA_SHA256, ECDSA_SHA256, ED448):
+        with pytest.raises(CertificateError, match=DIFFERS):
+            root_public_from_cert(with_outer(der, algorithm))
+
+
+def test_a_signature_with_unused_bits_claimed_is_refused(org: Org) -> None:
+    """The BIT STRING's first byte (unused bits) is not signed either: 1 instead of 0 gives the same
+    signature bytes when the last bit is 0, another encoding of the same certificate."""
+    keys = org.keys["BR1"]
+    der = next(d for d in (to_der(issue_node_cert(org.root, org.root_cert, keys.signing.public_key(),
+                                                  keys.sealing.public_key(), "BR1", "branch")) for _ in range(64))
+               if not d[-1] & 1)
+    claimed = bytearray(der)
+    claimed[-65] = 1  # the unused-bits byte before the 64 signature bytes
+    with pytest.raises(CertificateError, match="not a 64-byte Ed25519 signature"):
+        verify_node_cert(bytes(claimed), org.root.public_key())
+
+
+def test_a_tls_peer_presenting_a_changed_outer_algorithm_is_refused(org: Org) -> None:
+    """`tls.peer_member` judges the certificate the peer presented with `verify_node_cert`, whatever
+    OpenSSL accepted before it."""
+    from p2psync.net import tls  # after p2psync.node, which it imports back
+
+    changed = with_outer(org.der("BR1", "branch"), RSA_SHA256)
+
+    class Presented:
+        def getpeercert(self, binary_form: bool = False) -> bytes:
+            return changed
+
+    trust = dataclasses.make_dataclass("Trust", ["root", "policy"])(org.root.public_key(), org.policy)
+    with pytest.raises(CertificateError, match=DIFFERS):
+        tls.peer_member(Presented(), trust)  # type: ignore[arg-type]
 
 
 def test_sealed_key_ring_opens_only_for_its_member(org: Org) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from p2psync.books import schema, yupdate
 from p2psync.books.model import (
     Action,
+    GroupDef,
+    LedgerDef,
     Opening,
     Revision,
     decode_group,
@@ -111,9 +113,49 @@ def _check_item(doc_name: str, item: yupdate.Item, author: Author, maps: set[str
 RevisionReader = Callable[[str], "Revision | None"]
 
 
+#: The ledger or group records of one root map of the masters as the document now holds them.
+RecordReader = Callable[[str], "list[LedgerDef] | list[GroupDef]"]
+
+
+#: (document, author, key) -> the sequence of the author's entry in that document that created the key.
+CreatorFinder = Callable[[str, str, str], "int | None"]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a change sits: its document, author and sequence, what its author had seen (its
+    dependencies), the masters' records, and how to find the entry that created a key. A verdict that
+    turns on another record must turn on whether the author had seen it, never on whether it has
+    arrived here yet: causal order makes the first the same at every replica, arrival makes the
+    second differ."""
+
+    doc: str
+    author: str
+    seq: int
+    deps: dict[str, dict[str, int]]
+    records: RecordReader
+    created: CreatorFinder
+
+    @property
+    def seen(self) -> dict[str, int]:
+        return self.seen_of(self.doc)
+
+    def seen_of(self, doc: str) -> dict[str, int]:
+        """author -> the highest sequence of theirs in `doc` the author had seen (its own chain included)."""
+        vector = dict(self.deps.get(doc, {}))
+        if doc == self.doc:
+            vector[self.author] = self.seq - 1
+        return vector
+
+    def saw(self, doc: str, author: str, key: str, seq: int = 0) -> bool:
+        """Whether the author had seen `key`, created by `author`'s entry `seq` in `doc` (0: look it up)."""
+        seq = seq or self.created(doc, author, key) or 0
+        return seq > 0 and self.seen_of(doc).get(author, 0) >= seq
+
+
 def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict[str, dict[str, object]],
                  chart: Chart, author: Author, sync_after: dt.date | None = None,
-                 held: RevisionReader | None = None) -> dict[str, Revision]:
+                 held: RevisionReader | None = None, position: Position | None = None) -> dict[str, Revision]:
     """Refuse writes outside the author's office, deletions, rewrites of write-once records,
     unbalanced vouchers or ones naming unknown ledgers, and vouchers dated before the sync-after date.
     `changed` holds the action of each key the change touched per root map, `values` the values it
@@ -141,10 +183,12 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
             try:
                 value = new_values[key]
                 if name.is_masters:
-                    _check_master(map_name, key, value, author)
+                    _check_master(map_name, key, value, author, position)
                 else:
                     revisions[key] = _check_revision(name, key, value, chart, sync_after, author)
-                    _check_lineage(revisions[key], held or (lambda _id: None))
+                    if position is not None:
+                        _check_lineage(revisions[key], held or (lambda _id: None), position)
+                        _check_ledgers_seen(revisions[key], chart, position)
             except RuleViolation:
                 raise
             except P2PSyncError as exc:
@@ -152,7 +196,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
     return revisions
 
 
-def _check_master(map_name: str, key: str, value: object, author: Author) -> None:
+def _check_master(map_name: str, key: str, value: object, author: Author, position: Position | None) -> None:
     if map_name == schema.OFFICES:
         office = decode_office(value)
         if office.code != key:
@@ -167,6 +211,42 @@ def _check_master(map_name: str, key: str, value: object, author: Author) -> Non
         raise RuleViolation(f"{map_name} record {key[:60]!r} claims author {record.author[:16]}, not its signer")
     if isinstance(record, Opening) and abs(record.paise) > MAX_PAISE:
         raise RuleViolation(f"opening balance of {record.ledger[:60]!r} exceeds {format_paise(MAX_PAISE)}")
+    if isinstance(record, (LedgerDef, GroupDef)) and position is not None:
+        _check_not_a_known_name(map_name, key, record, position)
+
+
+def _check_ledgers_seen(rev: Revision, chart: Chart, position: Position) -> None:
+    """Every ledger a voucher names was created by an entry its author had seen: otherwise a replica
+    that happened to hold the ledger would accept what one that did not yet would refuse."""
+    for line in rev.content.lines:
+        ledger = chart.ledger(line.ledger)
+        if ledger is not None and _ledger_seen(ledger, position):
+            continue
+        key = chart.key(line.ledger)
+        if not any(other.key == key and _ledger_seen(other, position) for other in position.records(schema.LEDGERS)):
+            raise RuleViolation(f"voucher {rev.number[:40]} names ledger {line.ledger[:60]!r}, which its author had "
+                                "not seen created (its entry does not depend on it)")
+
+
+def _ledger_seen(ledger: LedgerDef, position: Position) -> bool:
+    key = schema.record_key(ledger.name, ledger.office)
+    return position.saw(schema.MASTERS, ledger.author, key, ledger.seq)
+
+
+def _check_not_a_known_name(map_name: str, key: str, record: LedgerDef | GroupDef, position: Position) -> None:
+    """Masters take effect by causal order: a record of a name its author had already seen recorded
+    (as its dependencies say) is refused, so records of one name are only ever concurrent and none
+    takes over another by a stamped time. A record carries its entry's sequence (0: an older version
+    made it, and it counts as seen by no one)."""
+    if record.seq not in (0, position.seq):
+        raise RuleViolation(f"{map_name} record {key[:60]!r} names entry {record.seq}, not the entry {position.seq} "
+                            "that carries it")
+    for other in position.records(map_name):
+        if other.key != record.key or schema.record_key(other.name, other.office) == key or not other.seq:
+            continue
+        if position.saw(schema.MASTERS, other.author, key, other.seq):
+            raise RuleViolation(f"{map_name[:-1]} {record.name[:60]!r} already exists (office {other.office}); its "
+                                "author had seen it")
 
 
 def _check_scope(map_name: str, key: str, author: Author) -> None:
@@ -203,15 +283,16 @@ def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart,
     return rev
 
 
-def _check_lineage(rev: Revision, held: RevisionReader) -> None:
-    """A revision replaces only revisions of the same voucher that its document already holds (its
-    entry depends on them, so every replica holds them when it is applied), and never a
+def _check_lineage(rev: Revision, held: RevisionReader, position: Position) -> None:
+    """A revision replaces only revisions of the same voucher in its own document that its author had
+    seen (its entry depends on them, so every replica holds them when it is applied), and never a
     cancellation: a cancelled voucher stays cancelled, whoever amends it and whenever."""
     for parent_id in rev.parents:
         parent = held(parent_id)
-        if parent is None or parent.number != rev.number:
+        if parent is None or parent.number != rev.number or not position.saw(position.doc, parent.author, parent_id):
             raise RuleViolation(f"{rev.action.value} of voucher {rev.number[:40]} replaces revision "
-                                f"{parent_id[:40]!r}, which is not a revision of it in this document")
+                                f"{parent_id[:40]!r}, which is not a revision of it in this document that its "
+                                "author had seen")
         if parent.action is Action.CANCEL:
             raise RuleViolation(f"voucher {rev.number[:40]} is cancelled; a cancelled voucher cannot be "
                                 f"{'cancelled again' if rev.action is Action.CANCEL else 'amended'}")

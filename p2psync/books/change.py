@@ -1,16 +1,14 @@
-"""A change: one author's update to one document, the unit that is logged, sealed and synced."""
+"""A change: one author's update to one document, the unit that is logged, sealed and synced.
+
+Its dependencies are version vectors (`p2psync.deps`), which live below every layer so that the relay
+can speak them without importing the books."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Callable
 
-from p2psync.canonical import loads
-from p2psync.errors import InvalidInput
-
-#: Version vectors: document -> author -> highest sequence number applied.
-Deps = dict[str, dict[str, int]]
+from p2psync.deps import Deps
 
 
 @dataclass(frozen=True)
@@ -24,30 +22,6 @@ class Change:
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.doc, self.author, self.seq)
-
-
-def encode_deps(deps: Deps) -> str:
-    return json.dumps(deps, sort_keys=True, separators=(",", ":"))
-
-
-def decode_deps(text: str) -> Deps:
-    try:
-        data = loads(text)
-    except ValueError:
-        raise InvalidInput("malformed dependencies: not JSON") from None
-    return check_deps(data)
-
-
-def check_deps(data: object) -> Deps:
-    """`data` (parsed JSON) as dependencies, if it has their shape: {document: {author: sequence}}."""
-    if not isinstance(data, dict) or not all(
-        isinstance(doc, str)
-        and isinstance(vec, dict)
-        and all(isinstance(a, str) and isinstance(s, int) and not isinstance(s, bool) and s > 0 for a, s in vec.items())
-        for doc, vec in data.items()
-    ):
-        raise InvalidInput("malformed dependencies: expected {document: {author: sequence}}")
-    return data
 
 
 def unmet(change: Change, applied: Callable[[str, str], int]) -> list[tuple[str, str, int]]:

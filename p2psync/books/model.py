@@ -134,6 +134,9 @@ class LedgerDef:
     office: str
     author: str
     at: str
+    #: The author's entry in the masters document that created it (0 in records of older versions):
+    #: tells a receiver whether a later record of the same name was made by someone who had seen it.
+    seq: int = 0
 
     @property
     def key(self) -> str:
@@ -147,6 +150,7 @@ class GroupDef:
     office: str
     author: str
     at: str
+    seq: int = 0  # as `LedgerDef.seq`
 
     @property
     def key(self) -> str:
@@ -316,7 +320,7 @@ def _member(kind: type[E], value: Any) -> E:
 def encode_ledger(ledger: LedgerDef) -> str:
     return dumps(
         {"name": ledger.name, "group": ledger.group, "office": ledger.office,
-         "author": ledger.author, "at": ledger.at}
+         "author": ledger.author, "at": ledger.at, **({"seq": ledger.seq} if ledger.seq else {})}
     )
 
 
@@ -324,15 +328,22 @@ def decode_ledger(text: Any) -> LedgerDef:
     data = _load_object(text, "ledger")
     try:
         return LedgerDef(_str(data["name"]), _str(data["group"]), _str(data["office"]),
-                         _str(data["author"]), _str(data["at"]))
+                         _str(data["author"]), _str(data["at"]), _record_seq(data))
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"malformed ledger record: {exc}") from None
+
+
+def _record_seq(data: dict[str, Any]) -> int:
+    seq = _int(data.get("seq", 0))
+    if not 0 <= seq < 2**62:
+        raise ValueError("seq out of range")
+    return seq
 
 
 def encode_group(group: GroupDef) -> str:
     return dumps(
         {"name": group.name, "parent": group.parent, "office": group.office,
-         "author": group.author, "at": group.at}
+         "author": group.author, "at": group.at, **({"seq": group.seq} if group.seq else {})}
     )
 
 
@@ -340,7 +351,7 @@ def decode_group(text: Any) -> GroupDef:
     data = _load_object(text, "group")
     try:
         return GroupDef(_str(data["name"]), _str(data["parent"]), _str(data["office"]),
-                        _str(data["author"]), _str(data["at"]))
+                        _str(data["author"]), _str(data["at"]), _record_seq(data))
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"malformed group record: {exc}") from None
 

@@ -158,24 +158,35 @@ def read_revisions(doc: Doc, rev_ids: Iterable[str]) -> list[Revision]:
     return [decode_revision(revisions[rev_id]) for rev_id in rev_ids]
 
 
-def effective(records: list[LedgerDef] | list[GroupDef]) -> dict[str, list]:
-    """Group records by name key, earliest first: the first is in force, the rest are duplicates."""
+def effective(records: list[LedgerDef] | list[GroupDef], heads: frozenset[str] = frozenset()) -> dict[str, list]:
+    """Group records by name key, the one in force first, the rest are duplicates.
+
+    Records of one name are always concurrent (a receiver refuses a record made by someone who had
+    seen another of that name: `admit`), so no order of time applies: the head office's record comes
+    first, then by office code and author. Never by the stamped `at`, which is only the author's
+    claim (a record stamped 1970 must not take a ledger over)."""
     by_key: dict[str, list] = defaultdict(list)
-    for record in sorted(records, key=lambda r: (r.at, r.office, r.author)):
+    for record in sorted(records, key=lambda r: (r.office not in heads, r.office, r.author)):
         by_key[record.key].append(record)
     return dict(by_key)
 
 
+def head_offices(doc: Doc) -> frozenset[str]:
+    """The codes of the offices the masters record as head offices."""
+    return frozenset(code for code, office in read_offices(doc).items() if office.role == "head")
+
+
 def read_chart(doc: Doc) -> Chart:
     """The ledgers and groups in force, as the rules and reports see them."""
-    group_defs = effective(read_group_defs(doc))
+    heads = head_offices(doc)
+    group_defs = effective(read_group_defs(doc), heads)
     tree = GroupTree(
         [
             Group(defs[0].name, _nature_of(defs[0].parent, group_defs), defs[0].parent, predefined=False)
             for defs in group_defs.values()
         ]
     )
-    ledgers = {key: defs[0] for key, defs in effective(read_ledger_defs(doc)).items()}
+    ledgers = {key: defs[0] for key, defs in effective(read_ledger_defs(doc), heads).items()}
     return Chart(ledgers=ledgers, groups=tree)
 
 

@@ -1,6 +1,7 @@
 """``p2psync relay``: run the untrusted relay that stores and forwards sealed entries for any
-organisation whose members reach it (no per-organisation setup), on a SQLite file or, for several
-relay processes behind one address, on a shared PostgreSQL database."""
+organisation whose members reach it (no per-organisation setup), or only for those its operator
+admits (``--allow-org``), on a SQLite file or, for several relay processes behind one address, on a
+shared PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import Path
 import click
 
 from p2psync.cli.context import home_option
+from p2psync.errors import InvalidInput
 from p2psync.node.home import resolve_home
 from p2psync.relay import server
+from p2psync.relay.allowed import AllowedOrgs, parse_list, parse_org
 from p2psync.relay.server import DAY, MIB, Limits
 
 DEFAULT_PORT = 8471
@@ -42,10 +45,22 @@ ORG_ID = re.compile(r"[0-9a-f]{64}")
               help="Another retention for one organisation ('forever' to keep its entries); repeatable.")
 @click.option("--metrics", "metrics", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (keep it off the public network).")
+@click.option("--allow-org", "allow_orgs", multiple=True, metavar="ORG",
+              help="Serve only this organisation: its Registration ID (XXXX-XXXX-XXXX-XXXX, printed by "
+                   "'p2psync init') or 64-hex id; repeatable. Members and enrollments of any other are "
+                   "refused. Without --allow-org or --allow-orgs-file every organisation is served.")
+@click.option("--allow-orgs-file", "allow_file", default=None, metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Serve only the organisations listed in this file, one per line as for --allow-org "
+                   "('#' starts a comment); read at start, with any --allow-org.")
 @home_option
 def relay_cmd(home: str | None, host: str, port: int, db: str | None, quota_mib: float, org_quotas: tuple[str, ...],
-              retention_days: float | None, org_retentions: tuple[str, ...], metrics: str | None) -> None:
-    """Run a relay until stopped (Ctrl-C or SIGTERM); prints the address it listens on."""
+              retention_days: float | None, org_retentions: tuple[str, ...], metrics: str | None,
+              allow_orgs: tuple[str, ...], allow_file: Path | None) -> None:
+    """Run a relay until stopped (Ctrl-C or SIGTERM); prints the address it listens on.
+
+    It serves every organisation whose members reach it, unless --allow-org or --allow-orgs-file
+    names the ones it serves."""
     location = db if db and "://" in db else Path(db).expanduser() if db else resolve_home(home) / DB_NAME
     limits = Limits(
         quota_bytes=int(quota_mib * MIB),
@@ -53,7 +68,8 @@ def relay_cmd(home: str | None, host: str, port: int, db: str | None, quota_mib:
                          if mib is not None},
         retention_seconds=None if retention_days is None else retention_days * DAY,
         org_retention_seconds={org: None if days is None else days * DAY
-                               for org, days in _per_org(org_retentions, "--org-retention").items()})
+                               for org, days in _per_org(org_retentions, "--org-retention").items()},
+        allowed_orgs=_allowed(allow_orgs, allow_file))
     asyncio.run(_serve(location, host, port, limits, _address(metrics) if metrics else None))
 
 
@@ -76,6 +92,36 @@ def _per_org(values: Sequence[str], option: str) -> dict[str, float | None]:
             raise click.BadParameter(f"{value!r}: the number must be above 0", param_hint=option)
         out[org] = amount
     return out
+
+
+def _allowed(values: Sequence[str], path: Path | None) -> AllowedOrgs | None:
+    """The organisations to serve, checked; None (serve every one) when neither option was given."""
+    if not values and path is None:
+        return None
+    orgs = []
+    for value in values:
+        try:
+            orgs.append(parse_org(value))
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc), param_hint="--allow-org") from None
+    if path is not None:
+        orgs += _allowed_file(path)
+    return AllowedOrgs.of(orgs)
+
+
+def _allowed_file(path: Path) -> list[str]:
+    """The organisations listed in `path`; an empty list is refused, as it would serve nobody."""
+    try:
+        orgs = parse_list(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                                 param_hint="--allow-orgs-file") from None
+    except InvalidInput as exc:
+        raise click.BadParameter(f"{path} {exc}", param_hint="--allow-orgs-file") from None
+    if not orgs:
+        raise click.BadParameter(f"{path} lists no organisation; the relay would serve nobody",
+                                 param_hint="--allow-orgs-file")
+    return orgs
 
 
 def _address(value: str) -> tuple[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
 
@@ -107,8 +108,9 @@ def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
     with open_node(home) as node:
         runtime = NodeRuntime(node, peers=peers, mdns=False)
         results = asyncio.run(_sync_once(runtime))
-    rows = [{"peer": r.key, "office": r.office, "sent": r.stats.sent, "received": r.stats.received,
-             "ok": not r.last_error, "error": r.last_error} for r in results]
+    rows = [{"peer": r.key, "office": r.office, "address": r.address, "sent": r.stats.sent,
+             "acknowledged": r.stats.acked, "received": r.stats.received, "ok": not r.last_error,
+             "error": r.last_error} for r in results]
     if as_json:
         render.print_json(rows)
     elif not rows:
@@ -117,9 +119,22 @@ def sync_cmd(home: str | None, peers: tuple[str, ...], as_json: bool) -> None:
         render.table("Sync", ["Peer", "Office", "Sent", "Received", "Result"],
                      [[r["peer"][:40], r["office"], r["sent"], r["received"], "ok" if r["ok"] else _clip(r["error"])]
                       for r in rows], numeric={2, 3})
+    _check_synced(rows)
+
+
+def _who(row: dict[str, Any]) -> str:
+    """A peer as its user knows it: its office and the address dialed (the key may be a node id)."""
+    return f"{row['office']} at {row['address']}" if row["office"] and row["address"] else row["peer"]
+
+
+def _check_synced(rows: list[dict[str, Any]]) -> None:
+    """Success only if every peer and relay acknowledged storing everything sent to it: a sync that
+    failed with one of them must not look like one that worked (exit code 0)."""
+    failures = "; ".join(f"{_who(r)}: {r['error']}" for r in rows if not r["ok"])
     if not any(r["ok"] for r in rows):
-        failures = "; ".join(f"{r['peer']}: {r['error']}" for r in rows)
         raise P2PSyncError(f"no exchange succeeded: {failures}" if failures else "no exchange succeeded")
+    if failures:
+        raise P2PSyncError(f"not every exchange succeeded: {failures}")
 
 
 async def _sync_once(runtime: NodeRuntime) -> list:
@@ -159,6 +174,11 @@ def status_cmd(home: str | None, as_json: bool) -> None:
     if data["quarantined"]:
         render.table("Failed to import (quarantine)", ["Received", "Document", "Seq", "Reason"],
                      [[q["at"][:19], q["document"], q["seq"], q["reason"]] for q in data["quarantined"]])
+    if data.get("equivocations"):
+        render.table("Offices that signed two different entries for one position (equivocation)",
+                     ["Found", "Office", "Node", "Document", "Seq"],
+                     [[e["found_at"][:19], e["office"], e["author"][:16], e["document"], e["seq"]]
+                      for e in data["equivocations"]])
 
 
 def _clip(text: str, width: int = 40) -> str:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from p2psync.books.change import Deps
 from p2psync.canonical import utc_now
+from p2psync.deps import Deps
+from p2psync.errors import P2PSyncError, StoreError
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
 from p2psync.protocol.sync import (
@@ -23,6 +25,8 @@ from p2psync.protocol.sync import (
     CaughtUp,
     EnrollForward,
     Entries,
+    Fork,
+    Heads,
     Hello,
     PolicyOffer,
     ProtocolError,
@@ -36,8 +40,16 @@ logger = logging.getLogger(__name__)
 HELLO_TIMEOUT = 15.0
 #: A peer that acknowledges nothing for this long is stalled; the link is dropped and retried.
 ACK_TIMEOUT = 60.0
-#: Websocket close code for a peer that broke the conversation (RFC 6455, section 7.4.1).
+#: Websocket close codes (RFC 6455, section 7.4.1): the peer broke the conversation; refused by
+#: policy (revoked); try again later (this side cannot store now).
 CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY = 1008
+CLOSE_TRY_LATER = 1013
+#: The conversation is to be started again (RFC 6455's "service restart"): after an equivocation settled.
+CLOSE_RESTART = 1012
+#: How long a refusal may wait to be written to a peer that reads nothing (a dead link) before the
+#: link is closed without it.
+REFUSAL_TIMEOUT = 2.0
 
 
 class Local(Protocol):
@@ -54,8 +66,15 @@ class Local(Protocol):
     def receive(self, blobs: list[bytes], docs: list[str]) -> Awaitable[tuple[int, Deps]]:
         """Apply entries; (how many were applied, the vectors of `docs` after them) for the ack."""
     def adopt_policy(self, blob: bytes) -> Awaitable[bool]: ...
+    def cut_off(self, node: str) -> bool:
+        """Whether `node` may no longer be sent anything (the policy held here revokes it)."""
     def wait_for_change(self, seen_id: int, seen_policy: int) -> Awaitable[None]: ...
     def enroll(self, request: bytes) -> Awaitable[bytes]: ...
+    def heads(self) -> Awaitable[Heads]: ...
+    def parted(self, heads: Heads) -> Awaitable[list[tuple[str, str, list[bytes]]]]:
+        """The chains where the peer's heads differ from ours: (doc, author, our entry hashes)."""
+    def settle(self, doc: str, author: str, hashes: list[bytes]) -> Awaitable[tuple[list[bytes], bool]]:
+        """Our entry hashes of that chain, and whether we dropped our side of an equivocation."""
 
 
 @dataclass
@@ -67,6 +86,8 @@ class LinkStats:
     received: int = 0
     caught_up: bool = False
     peer_caught_up: bool = False
+    #: Entries the peer acknowledged as durably stored (or already held).
+    acked: int = 0
     backlog: int = 0
     #: When both sides last held everything the other had sent (UTC, ISO); empty until then.
     synced_at: str = ""
@@ -76,27 +97,90 @@ class PeerRefused(ProtocolError):
     """The other side refused the conversation (revoked, wrong organisation, limits)."""
 
 
+class PeerCutOff(ProtocolError):
+    """The policy held here now revokes the peer: it is told so, with the policy, and dropped."""
+
+
+class ForkSettled(ProtocolError):
+    """This side dropped its side of an equivocation: the conversation starts again, so that each
+    side tells the other what it now holds."""
+
+
+class ExchangeCut(P2PSyncError):
+    """A one-shot exchange ended before the peer had acknowledged everything sent to it and sent
+    everything it holds: the sync did not happen, whatever was sent."""
+
+
 async def converse(ws: Connection, local: Local, stats: LinkStats, *, until_caught_up: bool = False,
                    check_peer: Callable[[Hello], None] | None = None) -> None:
     """Run the conversation until the link closes (or, for a one-shot sync, both sides caught up).
-    A peer that breaks the protocol is told why: the link closes with code 1002 and the reason."""
+    A peer that breaks the protocol is told why: the link closes with code 1002 and the reason; one
+    this node can no longer store for is told to try later (1013); a revoked one gets the policy
+    that revokes it (1008). A one-shot sync that ends any other way than complete raises `ExchangeCut`."""
+    conn = SyncConnection()
     try:
-        await _converse(ws, local, stats, until_caught_up, check_peer)
+        await _converse(ws, conn, local, stats, until_caught_up, check_peer)
     except PeerRefused:
+        raise
+    except ForkSettled as exc:
+        await ws.close(CLOSE_RESTART, str(exc)[:120])
+        raise
+    except PeerCutOff as exc:
+        await turn_away(ws, str(exc), await local.policy_blob())
         raise
     except ProtocolError as exc:
         await ws.close(CLOSE_PROTOCOL_ERROR, str(exc).encode()[:120].decode(errors="ignore"))
         raise
+    except StoreError as exc:
+        await turn_away(ws, f"cannot store here now ({exc}); try again later", code=CLOSE_TRY_LATER)
+        raise
+    except WebSocketException as exc:
+        if until_caught_up:
+            raise _cut_short(ws, conn) from exc
+        raise
 
 
-async def _converse(ws: Connection, local: Local, stats: LinkStats, until_caught_up: bool,
+async def turn_away(ws: Connection, reason: str, policy: bytes | None = None, *, code: int = CLOSE_POLICY) -> None:
+    """Refuse the conversation and close: `refused` (with `policy`, the proof, if given) goes first,
+    so the peer learns why even if it never sees the close reason. A peer that reads nothing does
+    not hold this up for more than `REFUSAL_TIMEOUT` plus the close timeout."""
+    try:
+        async with asyncio.timeout(REFUSAL_TIMEOUT):
+            await ws.send(SyncConnection().refuse(reason, policy))
+    except (TimeoutError, ConnectionClosed):
+        pass
+    await ws.close(code, reason.encode()[:120].decode(errors="ignore"))
+
+
+def _cut_short(ws: Connection, conn: SyncConnection) -> ExchangeCut:
+    """Why a one-shot exchange is not complete, in one line."""
+    closed = ws.protocol.close_rcvd
+    if closed is None:
+        how = "the connection dropped"
+    else:
+        how = f"the peer closed the link (code {closed.code}{', ' + closed.reason if closed.reason else ''})"
+    missing = conn.unacknowledged
+    what = f": {missing} entries sent were not acknowledged as stored" if missing else ""
+    return ExchangeCut(f"{how} before the exchange was complete{what}")
+
+
+async def _adopt(local: Local, blob: bytes) -> None:
+    """Adopt a policy even if this link ends meanwhile: a link that closes right after a policy (a
+    refusal of a revoked node) must not lose it."""
+    await asyncio.shield(local.adopt_policy(blob))
+
+
+async def _converse(ws: Connection, conn: SyncConnection, local: Local, stats: LinkStats, until_caught_up: bool,
                     check_peer: Callable[[Hello], None] | None) -> None:
-    conn = SyncConnection()
-    await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), await local.vectors()))
+    try:
+        await ws.send(conn.hello(local.node_id, local.org, local.role, local.policy_version(), await local.vectors(),
+                                 await local.heads()))
+    except ConnectionClosed:
+        pass  # the peer may have refused us before our hello: its refusal (and policy) is still read
     first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
     hello = conn.receive(first)
     if isinstance(hello, Refused):
-        raise PeerRefused(f"peer refused: {hello.reason}")
+        await _refused(local, hello)
     assert isinstance(hello, Hello)
     if hello.org != local.org:
         await ws.send(conn.refuse("different organisation"))
@@ -104,6 +188,8 @@ async def _converse(ws: Connection, local: Local, stats: LinkStats, until_caught
     if check_peer is not None:
         check_peer(hello)
     stats.peer = hello.node
+    for doc, author, hashes in await local.parted(hello.heads):
+        await ws.send(conn.fork(doc, author, hashes))
     acked = asyncio.Event()
     done = asyncio.Event()
     reader = asyncio.create_task(_read(ws, conn, local, stats, acked, done, until_caught_up))
@@ -111,12 +197,23 @@ async def _converse(ws: Connection, local: Local, stats: LinkStats, until_caught
     finished_sync = asyncio.create_task(done.wait())
     try:
         finished, _pending = await asyncio.wait({reader, writer, finished_sync}, return_when=asyncio.FIRST_COMPLETED)
+        if until_caught_up and done.is_set():
+            return  # complete: whatever else ended at the same moment does not matter
         for task in finished:
             task.result()  # re-raises what ended a reader or writer
     finally:
         for task in (reader, writer, finished_sync):
             task.cancel()
         await asyncio.gather(reader, writer, finished_sync, return_exceptions=True)
+    if until_caught_up and not done.is_set():  # the peer closed the link cleanly, but too soon
+        raise _cut_short(ws, conn)
+
+
+async def _refused(local: Local, event: Refused) -> None:
+    """The peer refused us: take the policy it gave as the reason (if it verifies), then end."""
+    if event.policy:
+        await _adopt(local, event.policy)
+    raise PeerRefused(f"peer refused: {event.reason}")
 
 
 async def _read(ws: Connection, conn: SyncConnection, local: Local, stats: LinkStats, acked: asyncio.Event,
@@ -128,18 +225,31 @@ async def _read(ws: Connection, conn: SyncConnection, local: Local, stats: LinkS
             stats.received += applied
             await ws.send(conn.ack(event.batch, vectors, new_only=True))
         elif isinstance(event, PolicyOffer):
-            await local.adopt_policy(event.blob)
+            await _adopt(local, event.blob)
         elif isinstance(event, Ack):
+            stats.acked += event.entries
             acked.set()
         elif isinstance(event, CaughtUp):
             stats.peer_caught_up = True
         elif isinstance(event, EnrollForward):
             await ws.send(conn.enroll_reply(event.ticket, await local.enroll(event.request)))
         elif isinstance(event, Refused):
-            raise PeerRefused(f"peer refused: {event.reason}")
+            await _refused(local, event)
+        elif isinstance(event, Fork):
+            await _settle(ws, conn, local, event)
         elif isinstance(event, Hello):
             raise ProtocolError("second hello")
         _check_done(conn, stats, done, until_caught_up)
+
+
+async def _settle(ws: Connection, conn: SyncConnection, local: Local, event: Fork) -> None:
+    """The peer's chain of an author differs from ours: settle which side every office keeps, tell the
+    peer our hashes (unless this answers ours), and start again if we dropped our side."""
+    mine, dropped = await local.settle(event.doc, event.author, event.hashes)
+    if not event.reply:
+        await ws.send(conn.fork(event.doc, event.author, mine, reply=True))
+    if dropped:
+        raise ForkSettled(f"equivocation by {event.author[:16]} in {event.doc} settled; starting again")
 
 
 def _note_received(conn: SyncConnection, blobs: list[bytes]) -> list[str]:
@@ -167,6 +277,7 @@ async def _write(ws: Connection, conn: SyncConnection, local: Local, stats: Link
     seen_policy = conn.peer.policy_version
     seen_id = 0
     while True:
+        _check_member(conn, local)
         if local.policy_version() > seen_policy:
             await ws.send(conn.policy(await local.policy_blob()))
             seen_policy = local.policy_version()
@@ -202,11 +313,20 @@ async def _send_new(ws: Connection, conn: SyncConnection, local: Local, stats: L
             while not conn.can_send:
                 acked.clear()
                 await asyncio.wait_for(acked.wait(), ACK_TIMEOUT)
+            _check_member(conn, local)
             await ws.send(conn.entries(batch))
             stats.sent += len(batch)
             stats.backlog = max(0, stats.backlog - len(batch))
         for doc, author, seq, _blob in wanted:
             conn.note_peer_has(doc, author, seq)
+
+
+def _check_member(conn: SyncConnection, local: Local) -> None:
+    """Checked right before anything is sent, with no wait in between: once the policy held here
+    revokes the peer, not one more entry goes to it."""
+    assert conn.peer is not None
+    if local.cut_off(conn.peer.node):
+        raise PeerCutOff(f"node {conn.peer.node[:16]} is revoked by the head office")
 
 
 async def _drain(conn: SyncConnection, acked: asyncio.Event) -> None:

@@ -53,8 +53,17 @@ def client_context(keys_dir: Path, root_cert_der: bytes) -> ssl.SSLContext:
     return context
 
 
+class RevokedPeer(CertificateError):
+    """A member whose certificate is valid but whom the policy revokes: unlike a stranger, it is
+    told so, with the policy, before it is refused."""
+
+    def __init__(self, message: str, member: Member) -> None:
+        super().__init__(message)
+        self.member = member
+
+
 def peer_member(ssl_object: ssl.SSLObject | None, trust: Membership) -> Member:
-    """Who is on the other end, by its verified certificate; refuses revoked nodes."""
+    """Who is on the other end, by its verified certificate; refuses revoked nodes (`RevokedPeer`)."""
     if ssl_object is None:
         raise CertificateError("the link is not encrypted")
     der = ssl_object.getpeercert(binary_form=True)
@@ -62,5 +71,5 @@ def peer_member(ssl_object: ssl.SSLObject | None, trust: Membership) -> Member:
         raise CertificateError("the peer presented no certificate")
     member = verify_node_cert(der, trust.root)
     if member.node_id in trust.policy.revoked:
-        raise CertificateError(f"node {member.node_id[:16]} ({member.office}) is revoked")
+        raise RevokedPeer(f"node {member.node_id[:16]} ({member.office}) is revoked", member)
     return member

@@ -7,6 +7,7 @@ its in-memory document is dropped and reloaded from the log.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,13 +16,15 @@ from typing import TYPE_CHECKING
 from pycrdt import Doc
 from sqlmodel import Session, select
 
-from p2psync.books import admit, schema
+from p2psync.books import admit, schema, yupdate
 from p2psync.books.change import Change, unmet
 from p2psync.books.model import Revision
 from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError, RuleViolation
+from p2psync.node import forks, quarantine
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError
+from p2psync.sqlite import raw_connection
 from p2psync.store import log, pending
 from p2psync.store.books import Batch, Changed, Values
 from p2psync.store.tables import Quarantine
@@ -86,8 +89,7 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
     held = log.envelope(session, *key)
     if held is not None or key in fresh or pending.is_parked(session, *key):
         if held is not None and held != blob:
-            _quarantine(session, blob, header.doc, header.author, header.seq, _collision_reason(node, blob, header.seq),
-                        result)
+            _collide(node, session, blob, held, key, result)
         else:
             result.duplicates += 1
         return None
@@ -107,15 +109,21 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
     return _Candidate(change, blob, header.policy)
 
 
-def _collision_reason(node: Node, blob: bytes, seq: int) -> str:
-    """Why a different entry under a held (document, author, sequence) is refused. Only if its author
-    really signed it is it the author's equivocation; anything else was forged or damaged on the way
-    (by a relay, say), and the author must not be blamed for it."""
+def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[str, str, int],
+             result: Received) -> None:
+    """A different entry under a held (document, author, sequence). Only if its author really signed
+    it is it the author's equivocation (both entries are kept as proof); anything else was forged or
+    damaged on the way (by a relay, say), and the author must not be blamed for it. The held entry
+    stays applied: which of the two every office keeps is settled where the first position at which
+    two chains part is known, when links compare them (`forks.settle`)."""
+    doc, author, seq = key
     try:
         node.trust.open(blob)
     except EntryError as exc:
-        return str(exc)
-    return f"a different entry {seq} by this author is already held (equivocation)"
+        _quarantine(session, blob, doc, author, seq, str(exc), result)
+        return
+    forks.record(session, doc, author, seq, held, blob)
+    _quarantine(session, blob, doc, author, seq, forks.HELD.format(seq=seq), result)
 
 
 def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candidate]) -> None:
@@ -161,7 +169,11 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
 
     def validate(c: Change, changed: Changed, values: Values) -> dict[str, Revision]:
         chart = node.chart(batch.session)
-        return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(batch.doc(c.doc)))
+        doc = batch.doc(c.doc)
+        masters = batch.doc(schema.MASTERS)
+        position = admit.Position(c.doc, c.author, c.seq, c.deps, lambda map_name: _records(masters, map_name),
+                                  lambda d, a, k: _creator(batch.session, d, a, k))
+        return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(doc), position)
 
     try:
         batch.receive(change, inspect, validate, envelope=blob, policy=policy)
@@ -201,6 +213,23 @@ def _seen_clocks(session: Session, change: Change) -> dict[int, int]:
     return seen
 
 
+def _creator(session: Session, doc: str, author: str, key: str) -> int | None:
+    """The sequence of `author`'s entry in `doc` that created `key`, read from the updates themselves
+    (rare: amendments, and records of versions that did not say)."""
+    for seq, update in log.updates_of(session, doc, author):
+        try:
+            items = yupdate.decode_update(update).items
+        except yupdate.UpdateError:
+            continue
+        if any(item.key == key for item in items):
+            return seq
+    return None
+
+
+def _records(doc: Doc, map_name: str) -> list:
+    return schema.read_ledger_defs(doc) if map_name == schema.LEDGERS else schema.read_group_defs(doc)
+
+
 def _reader(doc: Doc) -> admit.RevisionReader:
     revisions = schema.root(doc, schema.REVISIONS)
 
@@ -211,17 +240,14 @@ def _reader(doc: Doc) -> admit.RevisionReader:
 
 def _quarantine(session: Session, blob: bytes, doc: str, author: str, seq: int, reason: str, result: Received,
                 retryable: bool = False) -> None:
-    logger.warning("quarantined entry %s/%s/%s: %s", doc, author[:16], seq, reason)
-    session.add(Quarantine(received_at=utc_now(), doc=doc[:200], author=author[:64], seq=seq, reason=reason[:500],
-                           envelope=blob, retryable=retryable))
-    session.flush()
     result.quarantined.append(reason)
+    quarantine.keep(session, blob, doc, author, seq, reason, retryable)
 
 
 def retry_quarantined(node: Node) -> Received:
     """Try again the entries refused for want of a policy or key, after a newer policy arrived."""
     with node.db.write() as session:
-        rows = session.exec(select(Quarantine).where(Quarantine.retryable == True)).all()  # noqa: E712
+        rows = session.exec(select(Quarantine).where(Quarantine.retryable == True, Quarantine.seq > 0)).all()  # noqa: E712
         blobs = [row.envelope for row in rows]
         for row in rows:
             session.delete(row)

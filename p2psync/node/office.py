@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session, select
 
 from p2psync.books import schema
-from p2psync.books.change import Change, Deps
+from p2psync.books.change import Change
 from p2psync.books.drafts import Draft, resolve_names
 from p2psync.books.groups import GroupTree
 from p2psync.books.importer import ImportedDraft
@@ -33,6 +33,7 @@ from p2psync.books.money import parse_amount
 from p2psync.books.resolve import heads, resolve
 from p2psync.books.rules import Chart, validate_voucher
 from p2psync.canonical import utc_now
+from p2psync.deps import Deps
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.net.tls import write_cert_files
 from p2psync.node import inbox
@@ -228,10 +229,15 @@ class Node:
         parent_group = chart.groups.get(parent)
         if parent_group is None:
             raise NotFound(f"unknown group {parent!r}")
-        record = GroupDef(name, parent_group.name, self.identity.office, self.identity.node_id, self.clock())
         with self.store.transaction() as batch:
+            record = GroupDef(name, parent_group.name, self.identity.office, self.identity.node_id, self.clock(),
+                              self._next_masters_seq(batch.session))
             batch.change(schema.MASTERS, lambda doc: schema.put_group(doc, record))
         return record
+
+    def _next_masters_seq(self, session: Session) -> int:
+        """The sequence number of this node's next masters entry, which a new record carries."""
+        return log.last_seq(session, schema.MASTERS, self.identity.node_id) + 1
 
     def add_ledger(self, name: str, group: str, opening: str | None = None) -> LedgerDef:
         name = check_name(name, "ledger")
@@ -242,16 +248,17 @@ class Node:
         group_def = chart.groups.get(group)
         if group_def is None:
             raise NotFound(f"unknown group {group!r}; see 'p2psync group list'")
-        record = LedgerDef(name, group_def.name, self.identity.office, self.identity.node_id, self.clock())
         balance = self._opening_paise(opening, group_def.name, chart.groups) if opening else None
-
-        def mutate(doc):  # type: ignore[no-untyped-def]
-            schema.put_ledger(doc, record)
-            if balance:
-                schema.put_opening(doc, Opening(name, self.identity.office, balance,
-                                                self.identity.node_id, self.clock()))
-
         with self.store.transaction() as batch:
+            record = LedgerDef(name, group_def.name, self.identity.office, self.identity.node_id, self.clock(),
+                               self._next_masters_seq(batch.session))
+
+            def mutate(doc):  # type: ignore[no-untyped-def]
+                schema.put_ledger(doc, record)
+                if balance:
+                    schema.put_opening(doc, Opening(name, self.identity.office, balance,
+                                                    self.identity.node_id, self.clock()))
+
             batch.change(schema.MASTERS, mutate)
         return record
 
@@ -408,8 +415,8 @@ class Node:
     def quarantined(self) -> list[dict[str, object]]:
         """Refused entries ("failed to import"), oldest first, each with its reason."""
         with self.db.read() as session:
-            return [{"at": q.received_at, "document": q.doc, "author": q.author, "seq": q.seq, "reason": q.reason}
-                    for q in session.exec(select(Quarantine).order_by(Quarantine.id))]
+            return [{"at": q.received_at, "document": q.doc, "author": q.author, "seq": q.seq, "reason": q.reason,
+                     "count": q.count} for q in session.exec(select(Quarantine).order_by(Quarantine.id))]
 
     def entries(self, after: dict[str, dict[str, int]] | None = None) -> list[bytes]:
         """Sealed entries the holder of version vectors `after` lacks, in an order that respects

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +26,14 @@ from p2psync.store.db import get_setting, set_setting
 from p2psync.store.tables import Invite
 from p2psync.trust import enroll
 from p2psync.trust.certs import issue_node_cert, to_der
-from p2psync.trust.invite import MAX_WRONG_TRIES, InviteCode, derive_keys
+from p2psync.trust.invite import SECRET_BYTES, AttemptLimit, EnrollKeys, InviteCode, derive_keys
 from p2psync.trust.keys import NodeKeys, load_root, node_id, unb64
 from p2psync.trust.policy import Authority, Policy
 from p2psync.trust.policy import sign as sign_policy
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from p2psync.node.office import Node
 
 logger = logging.getLogger(__name__)
@@ -71,10 +78,60 @@ def invite(node: Node, office: str, ttl: dt.timedelta = DEFAULT_TTL) -> tuple[st
     return code.text(), expires
 
 
+#: The one answer to every enrollment refused over the invite (unknown id, wrong code, expired,
+#: used by another node): an outsider must not learn which invite ids exist. The reason is logged here.
+REFUSED = ("the invite code is not valid: unknown here, wrong, expired or already used; "
+           "ask the head office for a new code")
+TOO_MANY = "too many enrollment requests at the head office; try again in a few minutes"
+#: Tried against unknown invite ids, so that they cost the same key derivation and MAC check as a known one.
+_DECOY_SECRET = os.urandom(SECRET_BYTES)
+
+
+class _Refused(enroll.EnrollError):
+    """Enrollment refused over the invite; the message is for the head office's log only."""
+
+
+@dataclass
+class Gate:
+    """The head office's limit on enrollment attempts from the network, and the clock it reads. Used
+    from the node's one worker thread, like the database, so it needs no lock."""
+
+    limit: AttemptLimit = field(default_factory=AttemptLimit)
+    clock: Callable[[], float] = time.monotonic
+    refused: int = 0  # attempts refused over the limit since it last let one through
+
+
+_gates: weakref.WeakKeyDictionary[Node, Gate] = weakref.WeakKeyDictionary()
+
+
+def enroll_gate(node: Node) -> Gate:
+    """This head office's gate (one per open node, kept in memory: a restart refills it)."""
+    return _gates.setdefault(node, Gate())
+
+
 def handle_enroll(node: Node, raw: bytes) -> bytes:
-    """Answer one enrollment request; every refusal is a reply, never an exception."""
+    """Answer one enrollment request from the network; every refusal is a reply, never an exception.
+    Requests over the limit are refused unread: they test no code and lock nothing."""
+    gate = enroll_gate(node)
+    if not gate.limit.allow(gate.clock()):
+        if not gate.refused:
+            logger.warning("enrollment requests over the limit (%s, then %s a minute): refusing them unread",
+                           gate.limit.burst, gate.limit.per_second * 60)
+        gate.refused += 1
+        return enroll.refusal(TOO_MANY)
+    if gate.refused:
+        logger.warning("%d enrollment requests were refused over the limit", gate.refused)
+        gate.refused = 0
+    return _answer(node, raw)
+
+
+def _answer(node: Node, raw: bytes) -> bytes:
+    """Enroll or refuse; a refusal over the invite is `REFUSED` whatever its reason."""
     try:
         return _enroll(node, raw)
+    except _Refused as exc:
+        logger.warning("enrollment refused: %s", exc)
+        return enroll.refusal(REFUSED)
     except P2PSyncError as exc:
         logger.warning("enrollment refused: %s", exc)
         return enroll.refusal(str(exc))
@@ -83,25 +140,11 @@ def handle_enroll(node: Node, raw: bytes) -> bytes:
 def _enroll(node: Node, raw: bytes) -> bytes:
     root = _require_head(node)
     request = enroll.parse_request(raw)
-    now = dt.datetime.now(dt.timezone.utc)
     with node.db.write() as session:
-        row = session.get(Invite, request.invite_id.hex())
-        if row is None:
-            raise enroll.EnrollError("unknown invite code (not issued by this head office)")
-        keys = derive_keys(request.invite_id, row.secret, row.pin)
-        if row.attempts >= MAX_WRONG_TRIES:
-            raise enroll.EnrollError("this invite code is locked after too many wrong tries; issue a new one")
-        if not enroll.check_request(request, keys):
-            row.attempts += 1
-            session.add(row)
-            left = MAX_WRONG_TRIES - row.attempts
-            return enroll.refusal("wrong invite code" + (f" ({left} tries left)" if left else "; it is now locked"))
-        if row.used_by is not None:
-            if row.used_by == node_id(request.signing) and row.response:
-                return row.response  # the same branch retrying after a lost reply
-            raise enroll.EnrollError("this invite code has already been used")
-        if dt.datetime.fromisoformat(row.expires_at) < now:
-            raise enroll.EnrollError("this invite code has expired; issue a new one")
+        row, keys = _proven_invite(session, request)
+        if row.used_by is not None and row.response:
+            return row.response  # the same branch retrying after a lost reply
+        _check_client_id(node, node_id(request.signing))
         office_name = next((o.name for o in queries.offices(session) if o.code == row.office), row.office)
         series = 1 + sum(1 for nid in node.trust.policy.members if node.trust.author(nid).office == row.office)
         cert = to_der(issue_node_cert(root, _root_cert(node), request.signing, request.sealing, row.office, "branch",
@@ -117,6 +160,38 @@ def _enroll(node: Node, raw: bytes) -> bytes:
     node.trust.accept(blob)
     logger.info("enrolled node %s for office %s", row.used_by, row.office)
     return reply
+
+
+def _check_client_id(node: Node, new_node: str) -> None:
+    """Refuse keys whose Yjs client id is a member's: a node writes only under its own client id, so two
+    members sharing one could overwrite each other's items (it takes some 2^32 key pairs to find one on
+    purpose). The invite stays unused: new keys can use it."""
+    clash = schema.client_id(new_node)
+    if any(schema.client_id(member) == clash for member in node.trust.policy.members if member != new_node):
+        raise P2PSyncError("this node's keys collide with a member's (Yjs client id); run 'p2psync join' again, "
+                           "which makes new keys")
+
+
+def _proven_invite(session: Session, request: enroll.Request) -> tuple[Invite, EnrollKeys]:
+    """The invite whose code `request` proves it holds, still usable by its sender, or `_Refused`
+    naming why. Nothing is written on refusal: wrong tries lock nothing, so an outsider who knows an
+    invite id cannot spoil it; guessing is bounded by the gate and the expiry instead."""
+    row = session.get(Invite, request.invite_id.hex())
+    secret, pin = (row.secret, row.pin) if row else (_DECOY_SECRET, request.pin)
+    keys = derive_keys(request.invite_id, secret, pin)
+    proven = enroll.check_request(request, keys)
+    label = f"invite {request.invite_id.hex()}"
+    if row is None:
+        raise _Refused(f"{label} was not issued by this head office")
+    label += f" for {row.office}"
+    if not proven:
+        raise _Refused(f"{label}: wrong code (the request's MAC does not match)")
+    if row.used_by is not None:
+        if row.used_by != node_id(request.signing) or not row.response:
+            raise _Refused(f"{label} was already used by node {row.used_by[:16]}")
+    elif dt.datetime.fromisoformat(row.expires_at) < dt.datetime.now(dt.timezone.utc):
+        raise _Refused(f"{label} expired at {row.expires_at}")
+    return row, keys
 
 
 def _root_cert_der(node: Node) -> bytes:
@@ -170,5 +245,5 @@ def enroll_here(head: Node, home: Path, office: str) -> Node:
     code = InviteCode.parse(invite(head, office)[0])
     keys = NodeKeys.generate()
     request = enroll.request(code, keys)
-    enrolled = enroll.read_reply(handle_enroll(head, request), code, request, keys)
+    enrolled = enroll.read_reply(_answer(head, request), code, request, keys)  # not from the network: no gate
     return NodeClass.join(home, enrolled, keys)

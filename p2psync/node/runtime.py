@@ -25,19 +25,19 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import WebSocketException
 
-from p2psync.books.change import Deps
 from p2psync.canonical import utc_now
-from p2psync.errors import P2PSyncError
+from p2psync.deps import Deps
+from p2psync.errors import P2PSyncError, StoreError
 from p2psync.net import discovery, tls, wire
-from p2psync.net.link import LinkStats, converse
-from p2psync.node import registrar
+from p2psync.net.link import LinkStats, converse, turn_away
+from p2psync.node import forks, registrar
 from p2psync.node.home import KEYS_DIR
 from p2psync.node.office import Node
 from p2psync.protocol import relay_auth
 from p2psync.protocol.sync import MAX_FRAME, Hello, ProtocolError
 from p2psync.store.db import get_setting
 from p2psync.store.tables import PeerRow, Pending, SyncLogRow
-from p2psync.trust.certs import CertificateError
+from p2psync.trust.certs import CertificateError, Member
 from p2psync.trust.enroll import MAX_MESSAGE, refusal
 from p2psync.trust.keys import unb64
 from p2psync.trust.policy import claimed_version
@@ -95,6 +95,7 @@ class NodeRuntime:
         #: replaces the genuine one).
         self._lan_dialers: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._dialed: dict[str, str] = {}  # peer address -> node id its certificate showed
+        self._closing: set[asyncio.Task[None]] = set()  # links to revoked nodes being closed
         self._changed = asyncio.Condition()
         self._seen = (0, 0)
         self._keys_dir = node.home / KEYS_DIR
@@ -110,6 +111,9 @@ class NodeRuntime:
 
     def policy_version(self) -> int:
         return self.node.trust.policy.version
+
+    def cut_off(self, node: str) -> bool:
+        return node in self.node.trust.policy.revoked
 
     async def vectors(self, docs: list[str] | None = None) -> Deps:
         return await self.call(self.node.vectors, docs)
@@ -149,9 +153,33 @@ class NodeRuntime:
             # may run inside a link that the restart cancels)
             self._tasks.append(asyncio.create_task(self._restart_dialers()))
         if adopted:
-            await self._close_links(self.node.trust.policy.revoked, 1008, "revoked by the head office")
-            await self.notify()
+            await self.notify()  # first: every live link passes the policy on (and stops sending to
+            self._cut_off_revoked(blob)  # revoked nodes at once), then those links are closed, behind
         return adopted
+
+    def _cut_off_revoked(self, blob: bytes) -> None:
+        """Close every link to a node the policy revokes, each in a task of its own: closing a dead link
+        waits for its close timeout, and the policy must not wait for that to reach the other links
+        (until it does, they seal under the old epoch key, which the revoked node holds). The revoked
+        node is handed the policy first, so it learns that it is revoked."""
+        for key in self.node.trust.policy.revoked:
+            state = self.peers.get(key)
+            if state is not None and state.link is not None:
+                task = asyncio.create_task(turn_away(state.link, "revoked by the head office", blob))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    async def heads(self) -> forks.Heads:
+        return await self.call(forks.heads, self.node)
+
+    async def parted(self, heads: forks.Heads) -> list[tuple[str, str, list[bytes]]]:
+        return await self.call(forks.parted, self.node, heads) if heads else []
+
+    async def settle(self, doc: str, author: str, hashes: list[bytes]) -> tuple[list[bytes], bool]:
+        mine, dropped = await self.call(forks.settle, self.node, doc, author, hashes)
+        if dropped:
+            await self.notify()
+        return mine, dropped
 
     async def enroll(self, request: bytes) -> bytes:
         """Answer an enrollment request (passed on by a relay): only the head office can."""
@@ -230,9 +258,9 @@ class NodeRuntime:
         for task in lan:
             task.cancel()
         await asyncio.gather(*lan, return_exceptions=True)
-        for task in self._tasks:
+        for task in [*self._tasks, *self._closing]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._closing, return_exceptions=True)
         self._tasks.clear()
         if self.server is not None:
             self.server.close()
@@ -331,6 +359,9 @@ class NodeRuntime:
             return
         try:
             member = tls.peer_member(ssl_object, self.node.trust)
+        except tls.RevokedPeer as exc:
+            await turn_away(ws, str(exc), await self.policy_blob())  # so it learns it is revoked
+            return
         except CertificateError as exc:
             await ws.close(1008, str(exc)[:120])
             return
@@ -397,7 +428,7 @@ class NodeRuntime:
                 raise
         finally:
             state.online, state.link = False, None
-            await self.call(self._record, state)
+            await self.call(self._record_quietly, state)
         return state
 
     async def _dial_forever(self, url: str, *, relay: bool) -> None:
@@ -431,12 +462,21 @@ class NodeRuntime:
         context = tls.client_context(self._keys_dir, self._root_der)
         async with connect(url.replace("ws://", "wss://", 1), ssl=context, open_timeout=15, **LINK_OPTIONS,
                            **wire.client_options()) as ws:
-            member = tls.peer_member(ws.transport.get_extra_info("ssl_object"), self.node.trust)
+            member = await self._dialed_member(ws)
             await self._learn_address(url, member.node_id)
             if not await self._free_to_link(member.node_id):
                 raise P2PSyncError(f"already linked with {member.office}")
             return await self._run_link(ws, member.node_id, "node", url, member.office, expect=member.node_id,
                                         once=once)
+
+    async def _dialed_member(self, ws: Connection) -> Member:
+        """Who answered a dial; a revoked node is handed the policy that revokes it before it is
+        refused, so that it learns it is revoked."""
+        try:
+            return tls.peer_member(ws.transport.get_extra_info("ssl_object"), self.node.trust)
+        except tls.RevokedPeer as exc:
+            await turn_away(ws, str(exc), await self.policy_blob())
+            raise
 
     async def _learn_address(self, url: str, node_id: str) -> None:
         """From now on failures to reach `url` are shown on its node's entry, not on one of their own."""
@@ -483,6 +523,13 @@ class NodeRuntime:
                                            entries=count))
         state.recorded = (state.stats.sent, state.stats.received)
 
+    def _record_quietly(self, state: PeerState) -> None:
+        """Statistics are not worth failing over: on a full disk they wait for the next save."""
+        try:
+            self._record(state)
+        except StoreError as exc:
+            logger.warning("link statistics not recorded: %s", exc)
+
     def _forget_peer(self, key: str) -> None:
         with self.node.db.write() as session:
             row = session.get(PeerRow, key)
@@ -491,7 +538,7 @@ class NodeRuntime:
 
     def _save_peers(self) -> None:
         for state in self.peers.values():
-            self._record(state)
+            self._record_quietly(state)
 
     async def status(self) -> dict[str, Any]:
         data = await self.call(status_from_db, self.node)
@@ -536,6 +583,7 @@ def status_from_db(node: Node) -> dict[str, Any]:
         "peers": peers,
         "waiting_entries": waiting,
         "quarantined": node.quarantined(),
+        "equivocations": forks.found(node),
         "sync_log": log,
     }
 

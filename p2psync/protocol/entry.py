@@ -22,9 +22,10 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from p2psync.books.change import Change, check_deps
+from p2psync.books.change import Change
 from p2psync.books.schema import parse_doc_name
 from p2psync.canonical import dumps, loads
+from p2psync.deps import check_deps
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import Member, UnknownMember
 from p2psync.trust.keys import b64, unb64

@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2psync.books.change import Deps, check_deps
 from p2psync.canonical import dumps, loads
+from p2psync.trust.keys import b64, unb64
+from p2psync.deps import Deps, check_deps
 from p2psync.errors import P2PSyncError
 
 VERSION = 1
@@ -34,6 +35,12 @@ class ProtocolError(P2PSyncError):
     """The peer broke the conversation; the link is closed with this reason."""
 
 
+#: Per document, per author: (highest sequence held, chain head there).
+Heads = dict[str, dict[str, tuple[int, bytes]]]
+#: The most entry hashes one `fork` message carries.
+MAX_FORK_HASHES = 200_000
+
+
 @dataclass(frozen=True)
 class Hello:
     node: str
@@ -41,6 +48,19 @@ class Hello:
     role: str
     policy_version: int
     vectors: Deps
+    #: Chain heads (absent from peers of older versions, and from relays).
+    heads: Heads = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fork:
+    """The peer's chain of one author in one document differs from ours: its entries' SHA-256, from
+    sequence 1 on, to find where the two part. `reply` when it answers ours (not to be answered)."""
+
+    doc: str
+    author: str
+    hashes: list[bytes]
+    reply: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,8 @@ class Entries:
 class Ack:
     batch: int
     vectors: Deps
+    #: How many entries the acknowledged batch held (what the peer now holds durably).
+    entries: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,9 @@ class CaughtUp:
 @dataclass(frozen=True)
 class Refused:
     reason: str
+    #: The signed policy that explains a refusal (the one that revokes the refused node), so that a
+    #: node turned away learns why even when it never gets to a conversation.
+    policy: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +111,7 @@ class EnrollReply:
     reply: bytes
 
 
-Event = Hello | PolicyOffer | Entries | Ack | CaughtUp | Refused | EnrollForward | EnrollReply
+Event = Hello | PolicyOffer | Entries | Ack | CaughtUp | Refused | EnrollForward | EnrollReply | Fork
 
 
 @dataclass
@@ -96,16 +121,28 @@ class SyncConnection:
     window: int = DEFAULT_WINDOW
     peer: Hello | None = None
     in_flight: set[int] = field(default_factory=set)
+    #: Entries the peer acknowledged as durably held, over the whole conversation.
+    acknowledged: int = 0
     _next_batch: int = 1
+    _sizes: dict[int, int] = field(default_factory=dict)  # entries of each batch in flight
     #: What the peer knows we hold: our hello, the entries it sent us or we sent it, our acks.
     _told: Deps = field(default_factory=dict)
 
     # ------------------------------------------------------------ outgoing
 
-    def hello(self, node: str, org: str, role: str, policy_version: int, vectors: Deps) -> str:
+    def hello(self, node: str, org: str, role: str, policy_version: int, vectors: Deps,
+              heads: Heads | None = None) -> str:
         self._told = {doc: dict(vector) for doc, vector in vectors.items()}
-        return dumps({"type": "hello", "v": VERSION, "node": node, "org": org, "role": role,
-                      "policy": policy_version, "vectors": vectors})
+        message: dict[str, Any] = {"type": "hello", "v": VERSION, "node": node, "org": org, "role": role,
+                                   "policy": policy_version, "vectors": vectors}
+        if heads:
+            message["heads"] = {doc: {author: [seq, b64(head)] for author, (seq, head) in vector.items()}
+                                for doc, vector in heads.items()}
+        return dumps(message)
+
+    def fork(self, doc: str, author: str, hashes: list[bytes], *, reply: bool = False) -> str:
+        return dumps({"type": "fork", "doc": doc, "author": author, "hashes": [b64(h) for h in hashes],
+                      "reply": reply})
 
     def policy(self, blob: bytes) -> str:
         return dumps({"type": "policy", "blob": blob.decode()})
@@ -120,6 +157,7 @@ class SyncConnection:
         batch = self._next_batch
         self._next_batch += 1
         self.in_flight.add(batch)
+        self._sizes[batch] = len(blobs)
         parts = [struct.pack(">BI", BATCH_FRAME, batch)]
         for blob in blobs:
             parts.append(struct.pack(">I", len(blob)))
@@ -147,8 +185,17 @@ class SyncConnection:
     def enroll_reply(self, ticket: int, reply: bytes) -> str:
         return dumps({"type": "enroll-reply", "ticket": ticket, "reply": reply.decode()})
 
-    def refuse(self, reason: str) -> str:
-        return dumps({"type": "refused", "reason": reason[:500]})
+    def refuse(self, reason: str, policy: bytes | None = None) -> str:
+        """Refuse the conversation; `policy` (a signed policy) is the proof when it is the reason."""
+        message: dict[str, Any] = {"type": "refused", "reason": reason[:500]}
+        if policy:
+            message["policy"] = policy.decode()
+        return dumps(message)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Entries sent that the peer has not yet acknowledged as durably held."""
+        return sum(self._sizes.values())
 
     def peer_lacks(self, doc: str, author: str, seq: int) -> bool:
         return self.peer is None or self.peer.vectors.get(doc, {}).get(author, 0) < seq
@@ -180,7 +227,7 @@ class SyncConnection:
             raise ProtocolError("control frame is not an object")
         kind = data.get("type")
         if kind == "refused":
-            return Refused(str(data.get("reason", ""))[:500])
+            return _refused(data)
         if self.peer is None and kind != "hello":
             raise ProtocolError(f"expected hello, got {str(kind)[:20]!r}")
         try:
@@ -197,7 +244,7 @@ class SyncConnection:
             if data["v"] != VERSION:
                 raise ProtocolError(f"unsupported protocol version {data['v']!r}")
             hello = Hello(_short(data["node"]), _short(data["org"]), _short(data["role"]),
-                          _count(data["policy"]), _vectors(data["vectors"]))
+                          _count(data["policy"]), _vectors(data["vectors"]), _heads(data.get("heads", {})))
             self.peer = hello
             return hello
         if kind == "policy":
@@ -207,13 +254,21 @@ class SyncConnection:
             if batch not in self.in_flight:
                 raise ProtocolError(f"acknowledgement of unknown batch {batch}")
             self.in_flight.discard(batch)
+            count = self._sizes.pop(batch, 0)
+            self.acknowledged += count
             vectors = _vectors(data["vectors"])
             if self.peer is not None:
                 for doc, vector in vectors.items():
                     _raise(self.peer.vectors, doc, vector)
-            return Ack(batch, vectors)
+            return Ack(batch, vectors, count)
         if kind == "caught-up":
             return CaughtUp()
+        if kind == "fork":
+            hashes = data["hashes"]
+            if not isinstance(hashes, list) or len(hashes) > MAX_FORK_HASHES:
+                raise TypeError("expected a list of hashes")
+            return Fork(_short(data["doc"]), _short(data["author"]), [_digest(h) for h in hashes],
+                        data.get("reply") is True)
         if kind == "enroll-forward":
             return EnrollForward(_count(data["ticket"]), _message(data["request"]))
         if kind == "enroll-reply":
@@ -240,6 +295,14 @@ class SyncConnection:
         return Entries(batch, blobs)
 
 
+def _refused(data: dict[str, Any]) -> Refused:
+    """A refusal is read even before hello; a policy it carries that is not text is left out (the
+    receiver verifies any policy before believing it)."""
+    policy = data.get("policy")
+    blob = policy.encode() if isinstance(policy, str) and len(policy) <= MAX_FRAME else None
+    return Refused(str(data.get("reason", ""))[:500], blob)
+
+
 def _raise(vectors: Deps, doc: str, vector: dict[str, int]) -> None:
     """Merge `vector` into `vectors[doc]`, keeping each author's highest sequence."""
     held = vectors.setdefault(doc, {})
@@ -264,6 +327,31 @@ def _message(value: Any) -> bytes:
     if not isinstance(value, str) or len(value) > 1024 * 1024:
         raise TypeError("expected an enrollment message")
     return value.encode()
+
+
+def _digest(value: Any) -> bytes:
+    if not isinstance(value, str) or len(value) > 64:
+        raise TypeError("expected a hash")
+    digest = unb64(value)
+    if len(digest) != 32:
+        raise TypeError("expected a SHA-256")
+    return digest
+
+
+def _heads(value: Any) -> Heads:
+    """Chain heads as the hello carries them: {document: {author: [sequence, b64 head]}}."""
+    if not isinstance(value, dict) or len(value) > 1_000_000:
+        raise TypeError("expected heads")
+    heads: Heads = {}
+    for doc, vector in value.items():
+        if not isinstance(doc, str) or not isinstance(vector, dict):
+            raise TypeError("expected heads")
+        heads[doc] = {}
+        for author, pair in vector.items():
+            if not isinstance(author, str) or not isinstance(pair, list) or len(pair) != 2:
+                raise TypeError("expected heads")
+            heads[doc][author] = (_count(pair[0]), _digest(pair[1]))
+    return heads
 
 
 def _vectors(value: Any) -> Deps:

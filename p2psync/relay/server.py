@@ -2,7 +2,9 @@
 organisations, with no per-organisation setup.
 
 A connection goes: challenge -> the member proves it holds a certificate chained to its
-organisation's root (`protocol.relay_auth`; the root certificate *is* the organisation) -> the same
+organisation's root (`protocol.relay_auth`; the root certificate *is* the organisation) -> if the
+operator gave an allow list (`Limits.allowed_orgs`), a member of any other organisation is refused
+here, before anything of it is read or stored -> the same
 sync conversation nodes hold with each other (`protocol.sync`): both say hello with their version
 vectors, the relay streams what the member lacks in arrival order, says caught-up, then forwards
 entries live as other members store them.
@@ -58,10 +60,12 @@ from p2psync.protocol.sync import (
     SyncConnection,
     batches,
 )
+from p2psync.relay.allowed import AllowedOrgs
 from p2psync.relay.metrics import serve_metrics
 from p2psync.relay.store import RelayStore, StoredEntry, open_store
 from p2psync.trust import enroll
 from p2psync.trust.certs import Member
+from p2psync.trust.keys import registration_id
 from p2psync.trust.policy import Policy, PolicyError
 from p2psync.trust.policy import verify as verify_policy
 
@@ -121,6 +125,8 @@ class Limits:
     org_retention_seconds: Mapping[str, float | None] = field(default_factory=dict)
     #: How often expired entries are dropped.
     expire_interval: float = 600.0
+    #: The organisations served (`--allow-org`); None: every organisation whose members reach the relay.
+    allowed_orgs: AllowedOrgs | None = None
 
     def quota_for(self, org: str) -> int:
         return self.org_quota_bytes.get(org, self.quota_bytes)
@@ -155,10 +161,12 @@ class RelayStats:
 class Refusal(P2PSyncError):
     """The relay turns this member away; the reason is sent to it before closing, `kind` counted."""
 
-    def __init__(self, reason: str, code: int = CLOSE_POLICY, kind: str = "policy") -> None:
+    def __init__(self, reason: str, code: int = CLOSE_POLICY, kind: str = "policy",
+                 policy: bytes | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.kind = kind
+        self.policy = policy  # the signed policy behind the refusal (a revocation), sent with it
 
 
 def size(count: int) -> str:
@@ -361,6 +369,28 @@ class Relay:
     async def handle(self, ws: Transport) -> None:
         await Session(self, ws).run()
 
+    def check_served(self, org: str) -> None:
+        """Refuse a member of an organisation the operator did not admit, before anything of it is
+        loaded or stored: an allow list is how a relay stops serving as anyone's free storage."""
+        allowed = self.limits.allowed_orgs
+        if allowed is not None and not allowed.admits(org):
+            raise Refusal(f"this relay does not serve organisation {registration_id(org)} "
+                          "(its operator has not admitted it)", kind="org")
+
+    def check_enrollment_served(self, raw: bytes) -> None:
+        """Refuse an enrollment request for an organisation the operator did not admit. A malformed
+        request is left to `pass_enrollment`, which refuses it with its own reason."""
+        allowed = self.limits.allowed_orgs
+        if allowed is None:
+            return
+        try:
+            pin = enroll.request_pin(raw)
+        except P2PSyncError:
+            return
+        if not allowed.may_admit(pin):
+            raise Refusal("this relay does not serve the organisation this invite code is for "
+                          "(its operator has not admitted it)", kind="org")
+
     async def pass_enrollment(self, raw: bytes) -> bytes:
         """Carry a branch's enrollment request to its head office, if connected, and its reply back.
         The relay learns nothing from either: the request is public keys and MACs, the reply
@@ -417,7 +447,8 @@ class Relay:
         org = self.orgs.get(auth.org) or await self._load(auth)
         org = self.orgs.setdefault(auth.org, org)
         if org.is_revoked(auth.member.node_id):
-            raise Refusal("this node is revoked by its organisation's head office", kind="revoked")
+            raise Refusal("this node is revoked by its organisation's head office", kind="revoked",
+                          policy=org.policy_blob)
         if len(org.sessions) >= self.limits.max_connections_per_org:
             raise Refusal("too many connections for this organisation; try again later", CLOSE_TRY_LATER,
                           "connections")
@@ -465,7 +496,7 @@ class Relay:
         for session in list(org.sessions):
             if org.is_revoked(session.node):
                 org.sessions.discard(session)  # forward nothing more to it
-                session.kick("this node has been revoked by its organisation's head office")
+                session.kick("this node has been revoked by its organisation's head office", blob)
             elif session is not origin:
                 session.push_policy(blob)
 
@@ -543,6 +574,7 @@ class Session:
                 return
             self.node = auth.member.node_id
             self.is_head = auth.member.is_head
+            self.relay.check_served(auth.org)
             self.org = await self.relay.join(self, auth)
             self.keys = OrgKeys(self.org, auth.member)
             logger.info("org %s: node %s connected", self.org.id[:12], self.node[:12])
@@ -552,7 +584,7 @@ class Session:
                 self.relay.leave(self, self.org)
                 logger.info("org %s: node %s disconnected", self.org.id[:12], self.node[:12])
         except Refusal as exc:
-            await self._refuse(str(exc), exc.code, exc.kind)
+            await self._refuse(str(exc), exc.code, exc.kind, policy=exc.policy)
         except ProtocolError as exc:
             await self._refuse(str(exc), CLOSE_PROTOCOL, "protocol")
         except ConnectionClosed:
@@ -578,6 +610,7 @@ class Session:
             raise Refusal(f"no authentication within {self.limits.auth_timeout:g} s", kind="auth") from None
         raw = answer.encode() if isinstance(answer, str) else answer
         if len(raw) <= enroll.MAX_MESSAGE and b'"type":"enroll"' in raw:
+            self.relay.check_enrollment_served(raw)
             return raw
         try:
             return relay_auth.verify(answer, nonce)
@@ -765,9 +798,11 @@ class Session:
         finally:
             self._enrollments.pop(ticket, None)
 
-    def kick(self, reason: str) -> None:
+    def kick(self, reason: str, policy: bytes | None = None) -> None:
+        """Cut a member off; `policy` (the one that revokes it) goes with the refusal, so it learns why."""
         logger.warning("node %s: %s", self.node[:12], reason)
-        self._spawn(self._refuse(reason, CLOSE_POLICY, "revoked", drain=False))  # its reader is still reading
+        # no drain: its reader is still reading
+        self._spawn(self._refuse(reason, CLOSE_POLICY, "revoked", drain=False, policy=policy))
 
     def _spawn(self, job: Any) -> None:
         task = asyncio.create_task(job)
@@ -778,10 +813,11 @@ class Session:
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(frame)
 
-    async def _refuse(self, reason: str, code: int, kind: str, drain: bool = True) -> None:
+    async def _refuse(self, reason: str, code: int, kind: str, drain: bool = True,
+                      policy: bytes | None = None) -> None:
         self.relay.stats.refuse(kind)
         logger.warning("refused node %s: %s", self.node[:12] or "?", reason)
-        await self._send_quietly(self.conn.refuse(reason))
+        await self._send_quietly(self.conn.refuse(reason, policy))
         # Read and discard what the member still sends, so its reply to our close is not stuck behind it.
         drainer = asyncio.create_task(self._drain()) if drain else None
         try:

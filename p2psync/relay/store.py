@@ -25,11 +25,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
-from p2psync.books.change import Deps
+from p2psync.deps import Deps
 from p2psync.errors import StoreError
 from p2psync.protocol.entry import Header
 from p2psync.relay.schema import RelayEntry, RelayFloor, RelayPolicy, RelayUsage, prepare
-from p2psync.store.db import sqlite_engine, write_transaction
+from p2psync.sqlite import sqlite_engine, write_transaction
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,12 @@ from pycrdt import Doc, Map
 from sqlmodel import Session
 
 from p2psync.books import schema
-from p2psync.books.change import Change, Deps
+from p2psync.books.change import Change
 from p2psync.books.model import Revision
 from p2psync.books.yupdate import decode_state_vector
+from p2psync.deps import Deps
 from p2psync.errors import StoreError
+from p2psync.sqlite import raw_connection
 from p2psync.store import docs, log, materialize, queries
 from p2psync.store.db import (
     REPORTS_VERSION,
@@ -24,7 +26,6 @@ from p2psync.store.db import (
     UNLINKED_KEY,
     Database,
     get_setting,
-    raw_connection,
     set_setting,
 )
 from p2psync.store.docs import LoadedDoc
@@ -260,10 +261,14 @@ class BookStore:
             names = log.unlinked(session)
             for name in names:
                 doc = schema.new_doc(name)
+                chains: dict[str, bytes] = {}
                 for entry_id, author, update, envelope in list(log.replay(session, name)):
                     doc.apply_update(update)
                     clock = decode_state_vector(doc.get_state()).get(schema.client_id(author), 0)
-                    log.set_link(session, entry_id, clock, cited(envelope) if envelope else 0)
+                    chain = None
+                    if envelope:
+                        chain = chains[author] = log.chain_link(chains.get(author), envelope)
+                    log.set_link(session, entry_id, clock, cited(envelope) if envelope else 0, chain)
             raw_connection(session).execute("DELETE FROM setting WHERE key = ?", (UNLINKED_KEY,))
         return len(names)
 

@@ -1,20 +1,21 @@
-"""The node's SQLite database: WAL mode, full fsync on commit, serialized writers."""
+"""The node's SQLite database: WAL mode, full fsync on commit, serialized writers (`p2psync.sqlite`,
+shared with the relay), its schema version and settings."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, SQLModel
 
 from p2psync.errors import StoreError
+from p2psync.sqlite import raw_connection, sqlite_engine, write_transaction
 from p2psync.store import tables
 from p2psync.store.tables import Setting
 
@@ -28,33 +29,6 @@ REPORTS_VERSION = "2"
 REPORTS_VERSION_KEY = "reports_version"
 #: Set while an upgraded home has entries whose clock and policy are not recorded yet.
 UNLINKED_KEY = "unlinked"
-
-
-def sqlite_engine(path: Path, **options: Any) -> Engine:
-    """An engine on a SQLite file in WAL mode with full fsync on commit, where a connection with the
-    execution option ``immediate=True`` begins its transactions with BEGIN IMMEDIATE (the write lock
-    up front). Shared by the node's database and the relay's."""
-    engine = create_engine(f"sqlite:///{path}", **options)
-    _configure(engine)
-    return engine
-
-
-def _configure(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")  # durable before acknowledged
-        cursor.execute("PRAGMA busy_timeout=15000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA cache_size=-32768")  # 32 MiB: bulk receives insert into several indexes
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        immediate = conn.get_execution_options().get("immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 class Database:
@@ -106,12 +80,16 @@ class Database:
             raise StoreError(f"{self.path} has schema version {version!r}; this p2psync needs {SCHEMA_VERSION}")
 
     def upgrade(self) -> None:
-        """Version 1 to 2, in one transaction: the entry log gains each entry's clock and cited policy,
-        unknown (-1) until the node replays its log (`BookStore.link_log`)."""
+        """Version 1 to 2, in one transaction: the entry log gains each entry's clock, cited policy and
+        chain, unknown (-1) until the node replays its log (`BookStore.link_log`); the quarantine keeps
+        one row per distinct entry."""
+        SQLModel.metadata.create_all(self.engine, tables=_all_tables())  # the tables it lacks
         with self.write() as session:
             connection = raw_connection(session)
             connection.execute("ALTER TABLE entry ADD COLUMN clock INTEGER NOT NULL DEFAULT -1")
             connection.execute("ALTER TABLE entry ADD COLUMN policy INTEGER NOT NULL DEFAULT 0")
+            connection.execute("ALTER TABLE entry ADD COLUMN chain BLOB")
+            _upgrade_quarantine(connection)
             set_setting(session, "schema_version", SCHEMA_VERSION)
             set_setting(session, UNLINKED_KEY, "1")
 
@@ -170,48 +148,26 @@ class Database:
         self.engine.dispose()
 
 
+def _upgrade_quarantine(connection: sqlite3.Connection) -> None:
+    """Give each quarantined entry its digest, keeping the first row of entries refused repeatedly."""
+    connection.execute("ALTER TABLE quarantine ADD COLUMN digest VARCHAR")
+    connection.execute("ALTER TABLE quarantine ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
+    seen: set[str] = set()
+    for row_id, envelope in connection.execute("SELECT id, envelope FROM quarantine ORDER BY id").fetchall():
+        digest = hashlib.sha256(envelope).hexdigest()
+        if digest in seen:
+            connection.execute("DELETE FROM quarantine WHERE id = ?", (row_id,))
+        else:
+            seen.add(digest)
+            connection.execute("UPDATE quarantine SET digest = ? WHERE id = ?", (digest, row_id))
+    connection.execute("CREATE UNIQUE INDEX ix_quarantine_digest ON quarantine (digest)")
+
+
 def _no_space(path: Path) -> bool:
     try:
         return shutil.disk_usage(path.parent).free < 64 * 1024
     except OSError:
         return False
-
-
-@contextmanager
-def write_transaction(engine: Engine, describe: Callable[[DatabaseError], str]) -> Iterator[Session]:
-    """A write transaction holding the write lock from its start (BEGIN IMMEDIATE), committed on
-    normal exit and rolled back on any exception; database errors become one `StoreError` line."""
-    connection = engine.connect().execution_options(immediate=True)
-    try:
-        with Session(bind=connection, expire_on_commit=False) as session:
-            try:
-                # BEGIN IMMEDIATE now, and the SQLite connection looked up once: the hot paths ask
-                # for it a dozen times per change, at some 40 µs of SQLAlchemy each
-                session.info[_RAW] = session.connection().connection.driver_connection
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-    except IntegrityError:
-        raise  # a bug, not a state of the disk
-    except DatabaseError as exc:  # full, locked, damaged...
-        raise StoreError(describe(exc)) from None
-    finally:
-        connection.close()
-
-
-#: `Session.info` key of the SQLite connection a write transaction holds for its whole life.
-_RAW = "p2psync.sqlite3"
-
-
-def raw_connection(session: Session) -> sqlite3.Connection:
-    """The SQLite connection under a session, inside its transaction: for the hot paths, where
-    building SQLAlchemy statements costs many times what SQLite takes to run them."""
-    held = session.info.get(_RAW)
-    if held is not None:  # a write transaction: bound to one connection, already begun
-        return held  # type: ignore[no-any-return]
-    return session.connection().connection.driver_connection  # type: ignore[return-value]
 
 
 def _all_tables() -> list:

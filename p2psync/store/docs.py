@@ -11,6 +11,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlmodel import Session
 
 from p2psync.books.schema import new_doc
+from p2psync.sqlite import raw_connection
 from p2psync.store import log
 from p2psync.store.tables import Snapshot
 
@@ -70,14 +71,12 @@ def _apply_snapshot(session: Session, name: str, doc: Doc) -> tuple[int, int]:
 
 
 def save_snapshot(session: Session, loaded: LoadedDoc) -> None:
+    """Replace the document's snapshot without reading the old one, which may be the damaged row
+    that made this document load from the log (reading its text would fail the whole write)."""
     state = loaded.doc.get_update()
-    row = session.get(Snapshot, loaded.name)
-    if row is None:
-        row = Snapshot(doc=loaded.name, state=state, upto=loaded.upto, entries=loaded.entries,
-                       checksum=checksum(state))
-    else:
-        row.state, row.upto, row.entries, row.checksum = state, loaded.upto, loaded.entries, checksum(state)
-    session.add(row)
+    raw_connection(session).execute(
+        "INSERT OR REPLACE INTO snapshot (doc, state, upto, entries, checksum) VALUES (?, ?, ?, ?, ?)",
+        (loaded.name, state, loaded.upto, loaded.entries, checksum(state)))
     loaded.snapshot_entries = loaded.entries
 
 

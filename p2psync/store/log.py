@@ -7,24 +7,65 @@ Python against a few µs for SQLite.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 from sqlmodel import Session
 
-from p2psync.books.change import Change, encode_deps
+from p2psync.books.change import Change
 from p2psync.canonical import utc_now
-from p2psync.store.db import raw_connection
+from p2psync.deps import encode_deps
+from p2psync.sqlite import raw_connection
 
 
 def append(session: Session, change: Change, *, local: bool, envelope: bytes | None = None, clock: int = -1,
            policy: int = 0) -> int:
     """Log a change; returns its entry id (the log position)."""
-    cursor = raw_connection(session).execute(
-        'INSERT INTO entry (doc, author, seq, deps, "update", envelope, local, received_at, clock, policy) '
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    connection = raw_connection(session)
+    chain = None
+    if envelope is not None:
+        previous = connection.execute("SELECT chain FROM entry WHERE doc = ? AND author = ? AND seq = ?",
+                                      (change.doc, change.author, change.seq - 1)).fetchone()
+        chain = chain_link(previous[0] if previous else None, envelope)
+    cursor = connection.execute(
+        'INSERT INTO entry (doc, author, seq, deps, "update", envelope, local, received_at, clock, policy, chain) '
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (change.doc, change.author, change.seq, encode_deps(change.deps), change.update, envelope, local, utc_now(),
-         clock, policy))
+         clock, policy, chain))
     return cursor.lastrowid or 0
+
+
+def chain_link(previous: bytes | None, envelope: bytes) -> bytes:
+    """The chain head after `envelope`: SHA-256 of the previous head (nothing before the first entry)
+    and the SHA-256 of the sealed entry. Equal heads at one position mean equal entries up to it."""
+    return hashlib.sha256((previous or b"") + hashlib.sha256(envelope).digest()).digest()
+
+
+def heads(session: Session, docs: list[str]) -> dict[str, dict[str, tuple[int, bytes]]]:
+    """Per document among `docs`, each author's highest sequence held and its chain head."""
+    out: dict[str, dict[str, tuple[int, bytes]]] = {}
+    connection = raw_connection(session)
+    for doc in docs:
+        rows = connection.execute("SELECT author, seq, chain FROM entry e WHERE doc = ? AND chain IS NOT NULL AND "
+                                  "seq = (SELECT max(seq) FROM entry WHERE doc = e.doc AND author = e.author)", (doc,))
+        vector = {author: (seq, chain) for author, seq, chain in rows}
+        if vector:
+            out[doc] = vector
+    return out
+
+
+def chain_at(session: Session, doc: str, author: str, seq: int) -> bytes | None:
+    row = raw_connection(session).execute("SELECT chain FROM entry WHERE doc = ? AND author = ? AND seq = ?",
+                                          (doc, author, seq)).fetchone()
+    return row[0] if row else None
+
+
+def entry_hashes(session: Session, doc: str, author: str, upto: int) -> list[bytes]:
+    """SHA-256 of each of an author's sealed entries in a document, sequence 1 to `upto`: where two
+    chains part is the first position where these differ."""
+    return [hashlib.sha256(envelope).digest() for (envelope,) in raw_connection(session).execute(
+        "SELECT envelope FROM entry WHERE doc = ? AND author = ? AND seq <= ? AND envelope IS NOT NULL ORDER BY seq",
+        (doc, author, upto))]
 
 
 def link(session: Session, doc: str, author: str, seq: int) -> tuple[int, int] | None:
@@ -33,9 +74,10 @@ def link(session: Session, doc: str, author: str, seq: int) -> tuple[int, int] |
         "SELECT clock, policy FROM entry WHERE doc = ? AND author = ? AND seq = ?", (doc, author, seq)).fetchone()
 
 
-def set_link(session: Session, entry_id: int, clock: int, policy: int) -> None:
-    """Fill in an entry's clock and policy (an upgraded home replaying its log)."""
-    raw_connection(session).execute("UPDATE entry SET clock = ?, policy = ? WHERE id = ?", (clock, policy, entry_id))
+def set_link(session: Session, entry_id: int, clock: int, policy: int, chain: bytes | None) -> None:
+    """Fill in an entry's clock, policy and chain (an upgraded home replaying its log)."""
+    raw_connection(session).execute("UPDATE entry SET clock = ?, policy = ?, chain = ? WHERE id = ?",
+                                    (clock, policy, chain, entry_id))
 
 
 def unlinked(session: Session) -> list[str]:
@@ -77,6 +119,12 @@ def after(session: Session, doc: str, entry_id: int) -> Iterator[tuple[int, byte
     """(id, update) of the document's entries after `entry_id`, in the order they were applied."""
     yield from raw_connection(session).execute(
         'SELECT id, "update" FROM entry WHERE doc = ? AND id > ? ORDER BY id', (doc, entry_id))
+
+
+def updates_of(session: Session, doc: str, author: str) -> Iterator[tuple[int, bytes]]:
+    """(seq, update) of an author's entries in a document, in sequence order."""
+    yield from raw_connection(session).execute(
+        'SELECT seq, "update" FROM entry WHERE doc = ? AND author = ? ORDER BY seq', (doc, author))
 
 
 def documents(session: Session) -> list[str]:

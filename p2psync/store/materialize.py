@@ -17,7 +17,7 @@ from p2psync.books.groups import group_key
 from p2psync.books.model import Revision, Side, number_series
 from p2psync.books.resolve import resolve
 from p2psync.canonical import dumps
-from p2psync.store.db import raw_connection
+from p2psync.sqlite import raw_connection
 from p2psync.store.tables import (
     ConflictRow,
     GroupRow,
@@ -56,7 +56,7 @@ def masters(session: Session, doc: Doc) -> None:
             [(group_key(o.ledger), o.office, o.paise) for o in schema.read_openings(doc)])
     conflicts = []
     for kind, defs in (("ledger", schema.read_ledger_defs(doc)), ("group", schema.read_group_defs(doc))):
-        for key, records in schema.effective(defs).items():
+        for key, records in schema.effective(defs, schema.head_offices(doc)).items():
             winner = records[0]
             for loser in records[1:]:
                 differs = (getattr(loser, "group", None), getattr(loser, "parent", None)) != (

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from p2psync.books.change import Change, decode_deps, encode_deps
+from p2psync.books.change import Change
 from p2psync.canonical import utc_now
-from p2psync.store.db import raw_connection
+from p2psync.deps import decode_deps, encode_deps
+from p2psync.sqlite import raw_connection
 
 
 @dataclass(frozen=True)

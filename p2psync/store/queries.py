@@ -9,8 +9,8 @@ from sqlmodel import Session, select
 
 from p2psync.books.model import Revision
 from p2psync.books.reports import LedgerBalance, Posting
+from p2psync.sqlite import raw_connection
 from p2psync.store import materialize
-from p2psync.store.db import raw_connection
 from p2psync.store.tables import (
     ConflictRow,
     GroupRow,

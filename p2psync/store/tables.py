@@ -37,6 +37,10 @@ class Entry(SQLModel, table=True):
     #: The policy version the entry cited (0 for local books): an author's later entries and those
     #: depending on this one may not cite an older one.
     policy: int = 0
+    #: The head of the author's chain in this document up to this entry: SHA-256 of the previous
+    #: entry's chain and of this sealed entry (`log.chain_link`); None for local books. Two holders of
+    #: different entries at one position have different chains from there on, which links compare.
+    chain: bytes | None = None
 
 
 class Snapshot(SQLModel, table=True):
@@ -157,6 +161,25 @@ class Quarantine(SQLModel, table=True):
     reason: str
     envelope: bytes
     retryable: bool = False  # refused for want of a policy or key that may still arrive
+    #: SHA-256 of the envelope: one row per distinct refused entry, however often it is sent again.
+    digest: str | None = Field(default=None, index=True, unique=True)
+    #: How many refused entries of this author this row stands for: 1, or more for the summary row
+    #: (`seq` 0, no envelope) that counts what arrived after the author's quarantine was full.
+    count: int = 1
+
+
+class Equivocation(SQLModel, table=True):
+    """An author found signing two different entries for one position of its chain: the entry held
+    here and the other (or, when a link found it by comparing chains, the other's SHA-256). Two signed
+    entries for one position are proof on their own."""
+
+    doc: str = Field(primary_key=True)
+    author: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    found_at: str
+    held: bytes | None = None
+    other: bytes | None = None
+    other_hash: bytes | None = None
 
 
 class Invite(SQLModel, table=True):
@@ -168,7 +191,7 @@ class Invite(SQLModel, table=True):
     pin: bytes
     created_at: str
     expires_at: str
-    attempts: int = 0
+    attempts: int = 0  # no longer counted (wrong tries lock nothing); kept so older databases still load
     used_by: str | None = None  # node id enrolled with it
     response: bytes | None = None  # the reply sent, resent if the branch retries
 

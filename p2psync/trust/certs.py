@@ -29,6 +29,11 @@ NODE_YEARS = 10
 #: office and a node whose clock runs behind it.
 BACKDATE = dt.timedelta(days=1)
 _URN = "urn:p2psync:"
+#: Ed25519's AlgorithmIdentifier in DER: OID 1.3.101.112 with its parameters absent (RFC 8410 §3).
+ED25519_ALGORITHM = bytes.fromhex("300506032b6570")
+#: The BIT STRING of an Ed25519 signature: 65 bytes, the first saying no bits are unused.
+_SIGNATURE_HEAD = bytes.fromhex("034100")
+_VERSION_TAG = 0xA0
 
 
 class CertificateError(P2PSyncError):
@@ -118,6 +123,7 @@ def verify_node_cert(der: bytes, root_public: Ed25519PublicKey, now: dt.datetime
         cert = x509.load_der_x509_certificate(der)
     except (ValueError, x509.InvalidVersion):
         raise CertificateError("certificate is not valid DER X.509") from None
+    check_algorithms(der)
     try:
         root_public.verify(cert.signature, cert.tbs_certificate_bytes)
     except InvalidSignature:
@@ -150,6 +156,57 @@ def verify_node_cert(der: bytes, root_public: Ed25519PublicKey, now: dt.datetime
     return Member(claimed, org, str(office), role, signing, sealing, der, int(series_text))
 
 
+def check_algorithms(der: bytes) -> None:
+    """Require the outer signatureAlgorithm, the signed one inside tbsCertificate and the signature's
+    BIT STRING to be exactly Ed25519's.
+
+    The signature covers only tbsCertificate: without this, the outer AlgorithmIdentifier (and the
+    BIT STRING's unused-bits byte) could be changed freely and the certificate would still verify,
+    so one certificate would have many encodings, and a receiver comparing certificates by their
+    bytes would take a changed copy for another certificate."""
+    try:
+        _tag, body, end = _element(der, 0)
+        _tag, _start, tbs_end = _element(der, body)
+        outer = der[tbs_end:_element(der, tbs_end)[2]]
+        signature = der[tbs_end + len(outer):end]
+        inner = _signed_algorithm(der, body)
+    except ValueError:
+        raise CertificateError("certificate is not valid DER X.509") from None
+    if end != len(der):
+        raise CertificateError("certificate has bytes after its end")
+    if inner != ED25519_ALGORITHM:
+        raise CertificateError("certificate's signed signature algorithm (in tbsCertificate) is not Ed25519")
+    if outer != inner:
+        raise CertificateError("certificate's outer signatureAlgorithm differs from the signed one in tbsCertificate")
+    if len(signature) != 67 or not signature.startswith(_SIGNATURE_HEAD):
+        raise CertificateError("certificate's signature is not a 64-byte Ed25519 signature")
+
+
+def _signed_algorithm(der: bytes, tbs_at: int) -> bytes:
+    """The AlgorithmIdentifier inside tbsCertificate: after the optional [0] version and the serial."""
+    _tag, at, _end = _element(der, tbs_at)
+    tag, _start, after = _element(der, at)
+    if tag == _VERSION_TAG:
+        _tag, _start, after = _element(der, after)  # the serial number
+    return der[after:_element(der, after)[2]]
+
+
+def _element(der: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, start of contents, end) of the DER element at `at`. Only called on bytes `cryptography`
+    has already parsed as strict DER; the bounds checks make it safe on anything anyway."""
+    if at + 2 > len(der):
+        raise ValueError("truncated")
+    tag, first, at = der[at], der[at + 1], at + 2
+    if first & 0x80:
+        count = first & 0x7F
+        if not 1 <= count <= 4 or at + count > len(der):
+            raise ValueError("bad length")
+        first, at = int.from_bytes(der[at:at + count], "big"), at + count
+    if at + first > len(der):
+        raise ValueError("truncated")
+    return tag, at, at + first
+
+
 def to_der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
@@ -162,6 +219,7 @@ def root_public_from_cert(der: bytes) -> Ed25519PublicKey:
         raise CertificateError("root certificate is malformed or not self-signed") from None
     if not isinstance(key, Ed25519PublicKey):  # checked first: other key types verify differently
         raise CertificateError("root certificate does not hold an Ed25519 key")
+    check_algorithms(der)
     try:
         key.verify(cert.signature, cert.tbs_certificate_bytes)
     except InvalidSignature:

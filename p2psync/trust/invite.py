@@ -9,6 +9,11 @@ and prove knowledge with HMAC-SHA256 (RFC 2104). A recorded exchange therefore g
 offline against, and the head office's reply (certificate, policy, names) is encrypted under a key
 only the code's holder can derive. The pin lets the joiner tell at once that it reached the head
 office of another organisation; the check byte catches typos before anything is sent.
+
+Online guessing is bounded by `AttemptLimit` at the head office rather than by locking an invite
+after wrong tries: anyone who saw an invite id (a relay does) could trigger such a lock without the
+code, while at the limit the guesses an invite can receive before it expires are a negligible
+fraction of its 2**96 secrets (`most_guesses`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import hashlib
 import hmac
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -27,7 +32,9 @@ from p2psync.errors import InvalidInput
 
 INVITE_ID_BYTES, SECRET_BYTES, PIN_BYTES = 4, 12, 3
 CODE_BYTES = INVITE_ID_BYTES + SECRET_BYTES + PIN_BYTES + 1
-MAX_WRONG_TRIES = 5
+#: Enrollment attempts the head office answers, over all sources and invites: a burst, then a rate.
+ENROLL_BURST = 30
+ENROLL_PER_SECOND = 0.2
 
 
 @dataclass(frozen=True)
@@ -91,3 +98,38 @@ def tag(key: bytes, label: bytes, *parts: bytes) -> bytes:
 
 def same(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
+
+
+@dataclass
+class AttemptLimit:
+    """A token bucket on enrollment attempts. The caller passes the time (a monotonic clock), so the
+    limit has no I/O and tests can drive it without waiting."""
+
+    per_second: float = ENROLL_PER_SECOND
+    burst: float = ENROLL_BURST
+    tokens: float = field(init=False)
+    stamp: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst  # a full bucket: the first attempts after a start are answered
+
+    def allow(self, now: float) -> bool:
+        """Spend one attempt if one is left at time `now`; a clock going backwards adds nothing."""
+        if self.stamp is not None:
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.per_second)
+        self.stamp = now if self.stamp is None else max(self.stamp, now)
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def most_guesses(seconds: float, per_second: float = ENROLL_PER_SECOND, burst: float = ENROLL_BURST) -> int:
+    """The most codes anyone can try at the head office within `seconds` (an invite's lifetime)."""
+    return int(burst + per_second * seconds)
+
+
+def guess_chance(seconds: float) -> float:
+    """An upper bound on the chance that online guessing finds any invite's secret within `seconds`:
+    every attempt names one invite and tests one of its 2**96 secrets."""
+    return most_guesses(seconds) / 2 ** (8 * SECRET_BYTES)
