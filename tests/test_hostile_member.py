@@ -57,7 +57,7 @@ from p2psync.books.model import (
     encode_revision,
 )
 from p2psync.books.money import MAX_PAISE
-from p2psync.books.yupdate import decode_state_vector
+from p2psync.books.yupdate import decode_state_vector, decode_update
 from p2psync.node import registrar
 from p2psync.node.office import Node
 from p2psync.protocol import entry
@@ -755,7 +755,8 @@ def assert_hostile_contained(play: Play) -> None:
 
     me = play.hostile.identity.node_id
     for name, maps in docs.items():
-        assert set(play.head.store.read_doc(name).keys()) <= set(schema.maps_of(name)), name
+        held_items = decode_update(play.head.store.read_doc(name).get_update()).items
+        assert {item.parent for item in held_items if item.parent is not None} <= set(schema.maps_of(name)), name
         for map_name, values in maps.items():
             for key, value in values.items():
                 record = json.loads(value)
