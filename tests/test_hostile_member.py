@@ -544,6 +544,19 @@ hostile = st.tuples(
               st.lists(st.tuples(st.sampled_from(DOCS), member, st.integers(1, 6)), max_size=3)),
     st.one_of(st.just(0), st.just(0), st.just(0), st.integers(1, 3)),
     st.sampled_from(("current", "current", "current", "old", "newer")))
+
+
+def plausible(doc: str, root: str, values: st.SearchStrategy[tuple]) -> st.SearchStrategy[tuple]:
+    """A hostile entry shaped like an honest one (own client id, next clock, a root map, the proper key),
+    so that what it holds, not its shape, decides: many are admitted."""
+    item = st.tuples(st.just(("root", root, None)), values, st.none())
+    return st.tuples(st.just("hostile"), st.just(doc), st.lists(item, min_size=1, max_size=2).map(
+        lambda items: [("own", ("next", 0), items)]), st.just([]), st.just("honest"), st.just(0), st.just("current"))
+
+
+hostile = st.one_of(hostile, plausible(APRIL, schema.REVISIONS, revision_value),
+                    plausible(schema.MASTERS, schema.LEDGERS, ledger_value),
+                    plausible(schema.MASTERS, schema.OPENINGS, opening_value))
 honest = st.one_of(st.tuples(st.just("post"), st.sampled_from(("HO", "BR2")), st.integers(1, 10**6)),
                    st.tuples(st.just("ledger"), st.sampled_from(("HO", "BR2")), st.integers(0, 3)))
 delivery = st.tuples(st.just("deliver"), st.sampled_from(("HO", "BR2")), st.integers(0, 2**32))
