@@ -7,7 +7,7 @@ import importlib
 from types import ModuleType
 
 NAMES = ("entry", "sync", "relay_auth", "certs", "policy", "invite", "enroll", "model", "importer", "control",
-         "advert", "inbox", "relay")
+         "advert", "inbox", "relay", "hostile")
 
 
 def harness(name: str) -> ModuleType:

@@ -271,3 +271,93 @@ def forge_entry(author: Node, doc_name: str, mutate: Any) -> bytes:
         deps[schema.MASTERS] = vectors[schema.MASTERS]
     change = Change(doc_name, author.identity.node_id, seq, updates[-1], deps)
     return author.trust.seal(change)
+
+
+# ---------------------------------------------------------------- raw Yjs v1 updates
+# A hostile member need not go through pycrdt: these write the bytes of an update directly (lib0 and
+# Yjs ``encoding.js``), so tests can send what no honest map write produces.
+
+#: Struct kinds and info bits of the Yjs v1 encoding.
+Y_DELETED, Y_JSON, Y_STRING, Y_TYPE, Y_ANY = 1, 2, 4, 7, 8
+Y_ORIGIN, Y_RIGHT_ORIGIN, Y_PARENT_SUB = 0x80, 0x40, 0x20
+
+
+def varuint(value: int) -> bytes:
+    """lib0 ``writeVarUint``: seven bits a byte, low first, high bit set on all but the last."""
+    assert value >= 0
+    out = bytearray()
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def varstring(text: str) -> bytes:
+    data = text.encode("utf-8", "surrogatepass")
+    return varuint(len(data)) + data
+
+
+def y_any_string(*values: str) -> bytes:
+    """ContentAny holding strings: ``varuint count, (0x77 varstring)*``; its length is the count."""
+    return varuint(len(values)) + b"".join(b"\x77" + varstring(v) for v in values)
+
+
+def y_item(value: str | None = None, *, parent: str | None = None, key: str | None = None,
+           origin: tuple[int, int] | None = None, right_origin: tuple[int, int] | None = None,
+           parent_id: tuple[int, int] | None = None, kind: int = Y_ANY, content: bytes | None = None) -> bytes:
+    """One Item: info byte, origins, parent (a root name ``01 varstring`` or an item ``00 client clock``)
+    and key when it has no origin, then its content (one JSON string unless `content` is given)."""
+    info = kind | (Y_ORIGIN if origin else 0) | (Y_RIGHT_ORIGIN if right_origin else 0)
+    info |= Y_PARENT_SUB if key is not None else 0
+    out = bytearray([info])
+    for ident in (origin, right_origin):
+        if ident is not None:
+            out += varuint(ident[0]) + varuint(ident[1])
+    if origin is None and right_origin is None:
+        if parent_id is not None:
+            out += varuint(0) + varuint(parent_id[0]) + varuint(parent_id[1])
+        else:
+            out += varuint(1) + varstring(parent or "")
+        if key is not None:
+            out += varstring(key)
+    out += content if content is not None else y_any_string(value or "")
+    return bytes(out)
+
+
+def y_update(groups: list[tuple[int, int, list[bytes]]],
+             deletes: dict[int, list[tuple[int, int]]] | None = None) -> bytes:
+    """An update: ``varuint groups, {varuint structs, client, first clock, structs}*`` and the delete
+    set ``varuint clients, {client, varuint ranges, {clock, length}*}*``."""
+    out = bytearray(varuint(len(groups)))
+    for client, clock, items in groups:
+        out += varuint(len(items)) + varuint(client) + varuint(clock) + b"".join(items)
+    deletes = deletes or {}
+    out += varuint(len(deletes))
+    for client, ranges in deletes.items():
+        out += varuint(client) + varuint(len(ranges))
+        for clock, length in ranges:
+            out += varuint(clock) + varuint(length)
+    return bytes(out)
+
+
+def seal_raw(author: Node, doc_name: str, update: bytes, deps: dict[str, dict[str, int]] | None = None,
+             seq: int | None = None, policy: int | None = None) -> bytes:
+    """`update` sealed and signed with `author`'s real keys as its next entry in `doc_name` (or entry
+    `seq`), citing its policy (or version `policy`): what a member that bypasses its own node can send.
+    Deps default to everything the author holds of that document from others."""
+    from p2psync.protocol import entry as entry_format
+
+    vector = author.vectors().get(doc_name, {})
+    me = author.identity.node_id
+    if seq is None:
+        seq = vector.get(me, 0) + 1
+    if deps is None:
+        others = {a: s for a, s in vector.items() if a != me}
+        deps = {doc_name: others} if others else {}
+    change = Change(doc_name, me, seq, update, deps)
+    if policy is None:
+        return author.trust.seal(change)
+    trust = author.trust
+    epoch = trust.policy.epoch
+    return entry_format.seal(change, trust.org, epoch, trust.epoch_key(epoch), trust.keys.signing, policy)
