@@ -173,9 +173,9 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
     if not name.is_masters and name.office != author.office and not author.is_head:
         raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
     revisions: dict[str, Revision] = {}
-    for map_name, keys in changed.items():
+    for map_name, keys in sorted(changed.items()):  # in one order everywhere, so every replica gives one reason
         new_values = values[map_name]
-        for key, action in keys.items():
+        for key, action in sorted(keys.items()):
             _check_scope(map_name, key, author)
             if action == "delete" or (action == "update" and map_name not in _REWRITABLE):
                 raise RuleViolation(f"{doc_name}: {action} of {map_name}/{key[:60]} is not allowed; "

@@ -543,8 +543,8 @@ class Node:
         return {doc: vector for doc in names
                 if not schema.parse_doc_name(doc).local and (vector := log.vector(session, doc))}
 
-    def entries_since(self, after_id: int, limit: int = 2000) -> list[tuple[int, str, str, int, bytes]]:
-        """Sealed entries logged after `after_id`, oldest first: (id, doc, author, seq, entry)."""
+    def entries_since(self, after_id: int, limit: int = 2000) -> list[tuple[int, str, str, int, int, bytes]]:
+        """Sealed entries logged after `after_id`, oldest first: (id, doc, author, seq, vouchers, entry)."""
         with self.db.read() as session:
             return log.shared_after(session, after_id, limit)
 
