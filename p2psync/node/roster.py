@@ -29,7 +29,9 @@ def nodes(node: Node) -> list[Data]:
         authored = _authored(session)
         seen = _last_seen(session)
     rows = [_row(node, node.trust.author(nid), authored.get(nid, 0), seen.get(nid, "")) for nid in policy.members]
-    return sorted(rows, key=lambda r: (r["enrolled_at"], r["node"]))
+    # certificates are dated to the second: the head office's comes first, then each office's machines
+    # in their series order, whatever their random node ids
+    return sorted(rows, key=lambda r: (r["enrolled_at"], r["role"] != "head", r["office"], r["series"], r["node"]))
 
 
 def _row(node: Node, member: Member, entries: int, last_seen: str) -> Data:

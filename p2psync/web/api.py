@@ -4,6 +4,7 @@ a refusal comes back as ``{"error": "..."}`` with the node's own message."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -191,8 +192,8 @@ async def change_settings(request: web.Request) -> web.Response:
         raise BadRequest("'sync_after' must be a date like 2026-04-01, or empty")
     run = runtime(request)
     before = await on_node(request, views.settings)
-    after = await on_node(request, views.change_settings, optional_text(data, "mode"), interval, sync_after,
-                          relays, optional_text(data, "date_format"))
+    change = functools.partial(views.change_settings, date_format=optional_text(data, "date_format"))
+    after = await on_node(request, change, optional_text(data, "mode"), interval, sync_after, relays)
     await run.settings_changed(before)
     return reply(after)
 
