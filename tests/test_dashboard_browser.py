@@ -255,3 +255,48 @@ def test_a_branch_dashboard_offers_what_the_branch_may_do_in_its_own_time(tmp_pa
         screen(there, "vouchers")
         expect(there.locator("#voucher-date")).to_have_value(today_in(zone))
         there.context.close()
+
+
+def _exchange(*homes: Path) -> None:
+    """Every office receives what every other holds (in this process, as a sync would)."""
+    from p2psync.node.office import Node
+
+    nodes = [Node.open(home) for home in homes]
+    try:
+        for target in nodes:
+            for source in nodes:
+                if source is not target:
+                    target.receive(source.entries(target.vectors()))
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_a_conflict_shows_each_version_and_why_one_won(tmp_path: Path, fleet: Fleet, browser: Any) -> None:
+    """The head office cancels a branch voucher while the branch amends it: the Status screen lists the
+    voucher with both versions (action, office, amount, narration or reason), which one is current and
+    why, instead of two revision ids."""
+    ho_home, br_home = make_org(tmp_path, ("BR1",))
+    number = post_here(br_home, "payment", "2026-04-05", "Rent", "Cash", "500.00", "shop rent")
+    _exchange(ho_home, br_home)
+    here(ho_home, "voucher", "cancel", number, "--reason", "paid twice")
+    here(br_home, "voucher", "amend", number, "--date", "2026-04-05", "--dr", "Rent=450", "--cr", "Cash=450",
+         "--narration", "rent, corrected")
+    _exchange(ho_home, br_home)
+    ho = fleet.start(ho_home, dashboard=True)
+    page = open_page(browser, ho.dashboard_url)
+    screen(page, "status")
+    from playwright.sync_api import expect
+
+    conflict = page.locator(f"#conflicts .conflict[data-number='{number}']")
+    expect(conflict).to_contain_text("a cancellation always wins over an amendment")
+    rows = conflict.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("current")
+    expect(rows.nth(0)).to_contain_text("cancel")
+    expect(rows.nth(0)).to_contain_text("paid twice")
+    expect(rows.nth(1)).to_contain_text("lost")
+    expect(rows.nth(1)).to_contain_text("BR1")
+    expect(rows.nth(1)).to_contain_text("450.00")
+    expect(rows.nth(1)).to_contain_text("rent, corrected")
+    assert not page.errors

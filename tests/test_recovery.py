@@ -152,9 +152,10 @@ def test_backup_while_running_then_restore_catches_up_before_posting(org: list[P
     refused = one_line_error(cli(fresh, *voucher_args("payment", "2026-04-08", "Rent", "Cash", "9"), check=False))
     assert "catching up after a restore" in refused and "p2psync sync" in refused
     assert "catching up" in one_line_error(cli(fresh, "voucher", "cancel", after[0], "--reason", "x", check=False))
+    assert "catching up after a restore" in cli(fresh, "status").stdout
 
     synced = cli(fresh, "sync", "--peer", head.url)
-    assert "Caught up" in synced.stdout
+    assert "Caught up" in synced.stdout and "catching up" not in cli(fresh, "status").stdout
     assert vectors(fresh) == held_by_head  # every entry of its own is back
     number = json.loads(cli(fresh, *voucher_args("payment", "2026-04-08", "Rent", "Cash", "9")).stdout)["number"]
     assert number not in after

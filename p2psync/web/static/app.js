@@ -151,8 +151,7 @@ function statusScreen() {
         data.quarantined.map(q => [when(q.at), q.document, String(q.author).slice(0, 16), q.seq, q.reason]),
         { id: "quarantine", empty: "Nothing refused." }),
       h("h3", {}, "Conflicts"),
-      table(["Kind", "Subject", "Kept (current)", "Lost (kept in history)"],
-        conflicts.map(c => [c.kind, c.subject, c.winner, c.loser]), { id: "conflicts", empty: "No conflicts." }),
+      conflictList(conflicts),
       h("h3", {}, "Sync log"),
       table(["At", "Peer", "Office", "Direction", "Vouchers"],
         data.sync_log.map(r => [when(r.at), r.peer.slice(0, 24), r.office, r.direction, r.vouchers]),
@@ -172,6 +171,21 @@ function revokedNotice(office) {
     "This node was revoked by the head office: it no longer syncs with the other offices and cannot record " +
     "changes; the books it holds stay readable here. To carry on, register a replacement machine: ask the head " +
     `office for a new invite code ('p2psync invite ${office}') and join with it ('p2psync join CODE') in a new, empty home.`);
+}
+
+// Each conflict as an accountant compares it: a voucher's standing versions (what, where, when, how
+// much), which one is current and why; ledger and group clashes by name. Settling one is
+// `p2psync conflicts resolve` at the office that may change the voucher.
+function conflictList(conflicts) {
+  if (!conflicts.length) return h("p", { id: "conflicts", class: "muted" }, "No conflicts.");
+  return h("div", { id: "conflicts" }, ...conflicts.map(c => c.kind !== "voucher"
+    ? h("p", { class: "conflict" }, `${c.kind} ${c.subject}: ${c.winner} is in force; ${c.loser} is kept apart.`)
+    : h("div", { class: "conflict", "data-number": c.number },
+        h("p", {}, `Voucher ${c.number}: ${c.why ? "kept version wins because " + c.why : "versions stand side by side"}.`),
+        table(["", "Action", "Office", "Made", "Date", "Amount", "Narration or reason"],
+          c.versions.map(v => [v.current ? "current" : "lost", v.action, v.made_at_office, when(v.at),
+            localDate(v.date), money(v.amount, false), v.reason || v.narration]),
+          { numeric: [5] }))));
 }
 
 // Online or Offline; while a first sync runs, how far it is (of the entries the peer had that this
