@@ -235,3 +235,30 @@ def test_the_quarantine_keeps_one_row_per_entry_and_a_bounded_share_per_author(
     mine = [(q["seq"], q["count"]) for q in rows if q["author"] == br1.identity.node_id]
     assert mine == [(1, 1), (1, 1), (1, 1), (0, 3)], mine  # three kept whole, three more only counted
     assert [q["author"] for q in rows if "signature" in q["reason"]] == ["?"]
+
+
+def test_an_entry_beyond_what_the_head_office_held_is_judged_by_the_new_sync_after_date(
+        org: tuple[Node, Node, Node]) -> None:
+    """Citing the policy from before the date was set no longer brings a back-dated voucher in: the head
+    office's policy says which positions it held when it set the date, and every office judges an entry
+    beyond them by the new date. An office that applied one before it held that policy (it cited the
+    older one) withdraws it when the policy arrives, so every office ends with the same books."""
+    head, br1, br2 = org
+    post(br1, "5", date="2026-03-10")
+    send(br1, head)
+    send(br1, br2)
+    registrar.set_sync_after(head, dt.date(2026, 4, 1))
+    post(br1, "6", date="2026-03-20")  # BR1 does not take the new policy: it cites the old one
+    late = new_entries(br1, head)
+    result = head.receive(late)
+    assert result.applied == 0 and "before the sync-after date 2026-04-01" in result.quarantined[0]
+    assert br2.receive(late).applied == 1  # BR2 does not hold the new policy yet
+    assert len(voucher_rows(br2)) == 2
+    for node in (br2, br1):
+        node.adopt_policy(head.policy_blob())
+        assert [v["narration"] for v in voucher_rows(node)] == ["rent 5"], node.identity.office
+        assert any("sync-after date 2026-04-01" in q["reason"] for q in node.quarantined())
+    assert state(br2)["docs"]["vouchers/BR1/2026-03"] == state(head)["docs"]["vouchers/BR1/2026-03"]
+    post(br1, "7", date="2026-04-02")  # after the date, BR1's chain carries on at every office
+    for node in (head, br2):
+        assert node.receive(new_entries(br1, node)).applied == 1

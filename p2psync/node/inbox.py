@@ -161,7 +161,7 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
 def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received) -> bool:
     member = node.trust.author(change.author)
     author = admit.Author(member.office, member.is_head, member.series, change.author)
-    sync_after = node.trust.policy.sync_after_as_of(policy)
+    sync_after = node.trust.policy.sync_after_for(change.doc, change.author, change.seq, policy)
 
     def inspect(c: Change, state: dict[int, int]) -> int:
         _check_cited_policy(batch.session, c, policy)

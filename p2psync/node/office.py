@@ -40,7 +40,7 @@ from p2psync.canonical import utc_now
 from p2psync.deps import Deps
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.net.tls import write_cert_files
-from p2psync.node import inbox
+from p2psync.node import held_back, inbox
 from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, check_new_home, ensure_private_dir
 from p2psync.node.membership import Membership
 from p2psync.protocol import entry
@@ -208,12 +208,14 @@ class Node:
 
     def adopt_policy(self, blob: bytes) -> bool:
         """Take a newer valid policy from anyone; False if it is not newer. Raises on forgeries."""
+        before = self.trust.policy
         try:
             self.trust.accept(blob)
         except StalePolicy:
             return False
         with self.db.write() as session:
             set_setting(session, "policy", blob.decode())
+        held_back.withdraw(self, before)
         inbox.retry_quarantined(self)
         return True
 

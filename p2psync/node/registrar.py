@@ -211,7 +211,16 @@ def _reissue(node: Node, change: Any) -> Policy:
 
 
 def set_sync_after(node: Node, date: dt.date | None) -> Policy:
-    return _reissue(node, lambda auth, p: auth.settings(p, sync_after=date.isoformat() if date else None))
+    """A new date, with what the head office holds of the books it could concern (documents of months up
+    to the date's): entries beyond those positions are judged by the new date at every office."""
+    text = date.isoformat() if date else None
+    if text == node.trust.policy.sync_after:
+        return _reissue(node, lambda auth, p: auth.settings(p))
+    held = {doc: vector for doc, vector in node.vectors().items()
+            if date is not None and (name := schema.parse_doc_name(doc)).month is not None
+            and name.month <= f"{date:%Y-%m}"}
+    return _reissue(node, lambda auth, p: auth.settings(
+        p, sync_after=text, sync_after_held={**p.sync_after_held, str(p.version + 1): held}))
 
 
 def set_relays(node: Node, relays: list[str]) -> Policy:

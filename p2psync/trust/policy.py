@@ -50,6 +50,11 @@ class Policy:
     relays: tuple[str, ...] = ()
     #: Policy version -> sync-after date set by it, so an entry is judged by the date its author had.
     sync_after_history: dict[str, str | None] = field(default_factory=dict)
+    #: Policy version that changed the date -> {document: {author: highest sequence the head office
+    #: held then}}: an entry beyond those positions is judged by that version's date whatever older
+    #: version it cites (its author may claim not to have seen the change; the head office says what
+    #: was exchanged before it).
+    sync_after_held: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def body(self) -> bytes:
         return dumps({
@@ -57,6 +62,7 @@ class Policy:
             "members": self.members, "sealed": self.sealed, "revoked": self.revoked,
             "sync_after": self.sync_after, "relays": list(self.relays),
             "sync_after_history": self.sync_after_history,
+            **({"sync_after_held": self.sync_after_held} if self.sync_after_held else {}),
         }).encode()
 
     @property
@@ -68,6 +74,16 @@ class Policy:
         known = [int(v) for v in self.sync_after_history if int(v) <= version]
         value = self.sync_after_history[str(max(known))] if known else None
         return dt.date.fromisoformat(value) if value else None
+
+    def sync_after_for(self, doc: str, author: str, seq: int, cited: int) -> dt.date | None:
+        """The sync-after date an entry is judged by: that of the newest change of the date that it
+        either cites or lies beyond (its position was not held by the head office when the change was
+        made), so that citing an old policy does not bring a back-dated voucher in."""
+        for version in sorted((int(v) for v in self.sync_after_history), reverse=True):
+            held = self.sync_after_held.get(str(version))
+            if version <= cited or (held is not None and seq > held.get(doc, {}).get(author, 0)):
+                return self.sync_after_as_of(version)
+        return None
 
     def member(self, node: str, root: Ed25519PublicKey) -> Member:
         der = self.members.get(node)
@@ -147,6 +163,8 @@ def _decode(body: bytes) -> Policy:
             revoked={_text(node): _cutoffs(cutoffs) for node, cutoffs in _mapping(data["revoked"]).items()},
             sync_after=_date(data["sync_after"]), relays=tuple(_text(r) for r in _sequence(data["relays"])),
             sync_after_history={str(_count(int(v))): _date(d) for v, d in _mapping(data["sync_after_history"]).items()},
+            sync_after_held={str(_count(int(v))): {_text(doc): _cutoffs(vector) for doc, vector in _mapping(held).items()}
+                             for v, held in _mapping(data.get("sync_after_held", {})).items()},
         )
     except (ValueError, KeyError, TypeError):
         raise PolicyError("policy body is malformed") from None
