@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import case, func
 from sqlmodel import Session, select
@@ -56,13 +57,7 @@ def ledgers(session: Session) -> list[tuple[LedgerRow, GroupRow]]:
 
 def vouchers(session: Session, office: str | None = None, start: dt.date | None = None,
              end: dt.date | None = None, include_cancelled: bool = True) -> list[VoucherRow]:
-    query = select(VoucherRow)
-    if office:
-        query = query.where(VoucherRow.office == office)
-    if start:
-        query = query.where(VoucherRow.date >= start.isoformat())
-    if end:
-        query = query.where(VoucherRow.date <= end.isoformat())
+    query = _voucher_filter(select(VoucherRow), office, start, end)
     if not include_cancelled:
         query = query.where(VoucherRow.cancelled == False)  # noqa: E712
     return list(session.exec(query.order_by(VoucherRow.date, VoucherRow.number)))
@@ -178,10 +173,15 @@ def local_only(session: Session, office: str | None = None, start: dt.date | Non
     """How many vouchers (of `office`, in the period) sit in local books: dated before the sync-after
     date when posted, they never leave their office."""
     query = select(func.count()).select_from(VoucherRow).where(VoucherRow.doc.startswith("local/"))  # type: ignore[attr-defined]
+    return int(session.exec(_voucher_filter(query, office, start, end)).one())
+
+
+def _voucher_filter(query: Any, office: str | None, start: dt.date | None, end: dt.date | None) -> Any:
+    """`query` of voucher rows narrowed to an office and a period (each optional)."""
     if office:
         query = query.where(VoucherRow.office == office)
     if start:
         query = query.where(VoucherRow.date >= start.isoformat())
     if end:
         query = query.where(VoucherRow.date <= end.isoformat())
-    return int(session.exec(query).one())
+    return query
