@@ -136,21 +136,17 @@ class Position:
     records: RecordReader
     created: CreatorFinder
 
-    @property
-    def seen(self) -> dict[str, int]:
-        return self.seen_of(self.doc)
-
-    def seen_of(self, doc: str) -> dict[str, int]:
-        """author -> the highest sequence of theirs in `doc` the author had seen (its own chain included)."""
-        vector = dict(self.deps.get(doc, {}))
-        if doc == self.doc:
-            vector[self.author] = self.seq - 1
-        return vector
+    def seen_of(self, doc: str, author: str) -> int:
+        """The highest sequence of `author`'s in `doc` that the change's author had seen (its own chain
+        in its own document included)."""
+        if doc == self.doc and author == self.author:
+            return self.seq - 1
+        return self.deps.get(doc, {}).get(author, 0)
 
     def saw(self, doc: str, author: str, key: str, seq: int = 0) -> bool:
         """Whether the author had seen `key`, created by `author`'s entry `seq` in `doc` (0: look it up)."""
         seq = seq or self.created(doc, author, key) or 0
-        return seq > 0 and self.seen_of(doc).get(author, 0) >= seq
+        return seq > 0 and self.seen_of(doc, author) >= seq
 
 
 def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict[str, dict[str, object]],

@@ -21,7 +21,7 @@ from p2psync.books import schema
 from p2psync.canonical import utc_now
 from p2psync.errors import P2PSyncError
 from p2psync.node import quarantine
-from p2psync.sqlite import raw_connection
+from p2psync.protocol.sync import Heads
 from p2psync.store import log
 from p2psync.store.tables import Equivocation
 
@@ -36,9 +36,6 @@ LOST = ("equivocation: its author signed another entry {seq} for this document; 
         "lower hash")
 #: The longest chain whose entry hashes a link exchanges to find where two chains part.
 MAX_CHAIN = 200_000
-
-#: (seq, chain head) per author per document, as links exchange them.
-Heads = dict[str, dict[str, tuple[int, bytes]]]
 
 
 def record(session: Session, doc: str, author: str, seq: int, held: bytes | None, other: bytes | None,
@@ -85,22 +82,12 @@ def settle(node: Node, doc: str, author: str, theirs: list[bytes]) -> tuple[list
         record(session, doc, author, at, held, None, theirs[at - 1])
         if chain.kept(mine[at - 1], theirs[at - 1]):
             return mine, False
-        for seq, envelope in drop_from(session, doc, author, at):
+        for seq, envelope in log.drop_from(session, doc, author, at):
             quarantine.keep(session, envelope, doc, author, seq, LOST.format(seq=at))
     logger.warning("dropped the entries of %s from %s/%d on: the other side of its equivocation is kept",
                    author[:16], doc, at)
     node.store.rebuild()
     return mine, True
-
-
-def drop_from(session: Session, doc: str, author: str, seq: int) -> list[tuple[int, bytes]]:
-    """Take the author's entries at and after `seq` out of the log; returns (seq, entry) of each, for
-    the quarantine. The books must then be rebuilt from the log."""
-    connection = raw_connection(session)
-    rows = connection.execute("SELECT seq, envelope FROM entry WHERE doc = ? AND author = ? AND seq >= ? "
-                              "ORDER BY seq", (doc, author, seq)).fetchall()
-    connection.execute("DELETE FROM entry WHERE doc = ? AND author = ? AND seq >= ?", (doc, author, seq))
-    return [(s, envelope) for s, envelope in rows if envelope is not None]
 
 
 def found(node: Node) -> list[dict[str, object]]:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from p2psync.books import schema, yupdate
 from p2psync.books.model import decode_revision
 from p2psync.errors import P2PSyncError
-from p2psync.node import forks, quarantine
-from p2psync.sqlite import raw_connection
+from p2psync.node import quarantine
+from p2psync.store import log
 from p2psync.trust.policy import Policy
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ def withdraw(node: Node, before: Policy) -> int:
     """Apply the date changes the current policy adds to `before`; how many entries were withdrawn."""
     policy = node.trust.policy
     changes = [(int(v), held) for v, held in policy.sync_after_held.items() if v not in before.sync_after_held]
+    if not changes:  # nearly every policy: no write transaction for it
+        return 0
     withdrawn = 0
     with node.db.write() as session:
         for version, held in sorted(changes):
@@ -45,20 +47,16 @@ def withdraw(node: Node, before: Policy) -> int:
 
 
 def _withdraw(session, version: int, held: dict[str, dict[str, int]], date: dt.date) -> int:  # type: ignore[no-untyped-def]
-    connection = raw_connection(session)
-    rows = connection.execute(
-        'SELECT doc, author, seq, policy, "update" FROM entry WHERE envelope IS NOT NULL AND doc LIKE ? '
-        "ORDER BY doc, author, seq", ("vouchers/%",)).fetchall()
     first_bad: dict[tuple[str, str], int] = {}
-    for doc, author, seq, cited, update in rows:
+    for doc, author, seq, cited in log.shared_links(session, "vouchers/"):
         name = schema.parse_doc_name(doc)
         if (doc, author) in first_bad or name.month is None or name.month > f"{date:%Y-%m}" or cited >= version:
             continue
-        if seq > held.get(doc, {}).get(author, 0) and _dates_before(update, date):
+        if seq > held.get(doc, {}).get(author, 0) and _dates_before(log.update(session, doc, author, seq), date):
             first_bad[(doc, author)] = seq
     count = 0
     for (doc, author), seq in first_bad.items():
-        for lost_seq, envelope in forks.drop_from(session, doc, author, seq):
+        for lost_seq, envelope in log.drop_from(session, doc, author, seq):
             quarantine.keep(session, envelope, doc, author, lost_seq, REASON.format(date=date))
             count += 1
     return count

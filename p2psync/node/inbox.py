@@ -127,6 +127,7 @@ def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[
 
 
 def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candidate]) -> None:
+    creators = _Creators(batch.session)
     """Apply, in dependency order, every candidate whose dependencies are met: those received now
     and those waiting from earlier calls. What still waits afterwards is kept in `pending`."""
     session = batch.session
@@ -149,7 +150,7 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
                 continue
             if candidate.row is not None:
                 pending.unpark(session, candidate.row)
-            if _apply(node, batch, candidate.change, candidate.blob, candidate.policy, result):
+            if _apply(node, batch, candidate.change, candidate.blob, candidate.policy, result, creators):
                 vectors.setdefault(candidate.change.doc, {})[candidate.change.author] = candidate.change.seq
                 progress = True
         waiting = still
@@ -158,7 +159,8 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
             pending.park(session, candidate.change, candidate.blob, candidate.policy)
 
 
-def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received) -> bool:
+def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received,
+           creators: _Creators) -> bool:
     member = node.trust.author(change.author)
     author = admit.Author(member.office, member.is_head, member.series, change.author)
     sync_after = node.trust.policy.sync_after_for(change.doc, change.author, change.seq, policy)
@@ -172,7 +174,7 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
         doc = batch.doc(c.doc)
         masters = batch.doc(schema.MASTERS)
         position = admit.Position(c.doc, c.author, c.seq, c.deps, lambda map_name: _records(masters, map_name),
-                                  lambda d, a, k: _creator(batch.session, d, a, k))
+                                  creators)
         return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(doc), position)
 
     try:
@@ -225,17 +227,29 @@ def _seen_clocks(session: Session, change: Change) -> dict[int, int]:
     return seen
 
 
-def _creator(session: Session, doc: str, author: str, key: str) -> int | None:
-    """The sequence of `author`'s entry in `doc` that created `key`, read from the updates themselves
-    (rare: amendments, and records of versions that did not say)."""
-    for seq, update in log.updates_of(session, doc, author):
-        try:
-            items = yupdate.decode_update(update).items
-        except yupdate.UpdateError:
-            continue
-        if any(item.key == key for item in items):
-            return seq
-    return None
+class _Creators:
+    """Which entry of an author created a key, read from the updates themselves (amendments' parents,
+    and records of versions that did not say), each key looked up once per receive: a legacy ledger is
+    named by every voucher line that uses it."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.found: dict[tuple[str, str, str], int | None] = {}
+
+    def __call__(self, doc: str, author: str, key: str) -> int | None:
+        if (doc, author, key) not in self.found:
+            self.found[(doc, author, key)] = self._scan(doc, author, key)
+        return self.found[(doc, author, key)]
+
+    def _scan(self, doc: str, author: str, key: str) -> int | None:
+        for seq, update in log.updates_of(self.session, doc, author):
+            try:
+                items = yupdate.decode_update(update).items
+            except yupdate.UpdateError:
+                continue
+            if any(item.key == key for item in items):
+                return seq
+        return None
 
 
 def _records(doc: Doc, map_name: str) -> list:

@@ -34,7 +34,7 @@ from p2psync.node import forks, recovery, registrar
 from p2psync.node.home import KEYS_DIR
 from p2psync.node.office import Node
 from p2psync.protocol import relay_auth
-from p2psync.protocol.sync import MAX_FRAME, Hello, ProtocolError
+from p2psync.protocol.sync import MAX_FRAME, Heads, Hello, ProtocolError
 from p2psync.store import queries
 from p2psync.store.db import get_setting
 from p2psync.store.tables import PeerRow, Pending, SyncLogRow
@@ -204,10 +204,10 @@ class NodeRuntime:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
-    async def heads(self) -> forks.Heads:
+    async def heads(self) -> Heads:
         return await self.call(forks.heads, self.node)
 
-    async def parted(self, heads: forks.Heads) -> list[tuple[str, str, list[bytes]]]:
+    async def parted(self, heads: Heads) -> list[tuple[str, str, list[bytes]]]:
         return await self.call(forks.parted, self.node, heads) if heads else []
 
     async def settle(self, doc: str, author: str, hashes: list[bytes]) -> tuple[list[bytes], bool]:

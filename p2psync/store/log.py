@@ -123,6 +123,30 @@ def updates_of(session: Session, doc: str, author: str) -> Iterator[tuple[int, b
         'SELECT seq, "update" FROM entry WHERE doc = ? AND author = ? ORDER BY seq', (doc, author))
 
 
+def shared_links(session: Session, prefix: str) -> list[tuple[str, str, int, int]]:
+    """(doc, author, seq, cited policy) of the sealed entries of documents named `prefix`..., in order."""
+    return raw_connection(session).execute(
+        "SELECT doc, author, seq, policy FROM entry WHERE envelope IS NOT NULL AND doc >= ? AND doc < ? "
+        "ORDER BY doc, author, seq", (prefix, prefix + "\uffff")).fetchall()
+
+
+def update(session: Session, doc: str, author: str, seq: int) -> bytes:
+    (value,) = raw_connection(session).execute(
+        'SELECT "update" FROM entry WHERE doc = ? AND author = ? AND seq = ?', (doc, author, seq)).fetchone()
+    return value
+
+
+def drop_from(session: Session, doc: str, author: str, seq: int) -> list[tuple[int, bytes]]:
+    """Take an author's entries at and after `seq` out of a document's log (the losing side of an
+    equivocation, or what a newer sync-after date refuses); returns (seq, entry) of each sealed one,
+    for the quarantine. The books must then be rebuilt from the log."""
+    connection = raw_connection(session)
+    rows = connection.execute("SELECT seq, envelope FROM entry WHERE doc = ? AND author = ? AND seq >= ? "
+                              "ORDER BY seq", (doc, author, seq)).fetchall()
+    connection.execute("DELETE FROM entry WHERE doc = ? AND author = ? AND seq >= ?", (doc, author, seq))
+    return [(s, envelope) for s, envelope in rows if envelope is not None]
+
+
 def documents(session: Session) -> list[str]:
     return [doc for (doc,) in raw_connection(session).execute("SELECT DISTINCT doc FROM entry ORDER BY doc")]
 
