@@ -403,6 +403,57 @@ def test_a_back_dated_ledger_does_not_displace_one_its_author_had_seen(trio: lis
     assert all_reports(head) == all_reports(other)
 
 
+def test_a_branch_cannot_reclassify_another_branchs_ledger_by_claiming_it_had_not_seen_it(
+        trio: list[Node]) -> None:
+    """A branch cannot know whether another had seen a record, so BR1 can always claim its record of a
+    name BR2 made was concurrent, and among branches the lower code would be in force. It still
+    cannot change BR2's books: an office's own record decides its books, at every office."""
+    head, branch, other = trio
+    other.add_ledger("Stall Rent", "Indirect Expenses")
+    other.post(draft("journal", "2026-04-10", {"Stall Rent": "500"}, {"Creditors": "500"}, "stall"))
+    sync(head, branch, other)
+    before = all_reports(head, ("BR2",))
+    masters = branch.vectors()[schema.MASTERS]
+    me = branch.identity.node_id
+    record = LedgerDef("Stall Rent", "Sundry Debtors", "BR1", me, "1970-01-01T00:00:00Z", masters.get(me, 0) + 1)
+    unseen = {schema.MASTERS: {a: s for a, s in masters.items() if a not in (me, other.identity.node_id)}}
+    blob = write_record(branch, schema.MASTERS, schema.LEDGERS, schema.record_key("Stall Rent", "BR1"),
+                        encode_ledger(record), deps=unseen)
+    for node in (head, other):
+        assert node.receive([blob]).applied == 1, node.identity.office  # concurrent, as far as anyone can tell
+        assert all_reports(node, ("BR2",)) == before, f"BR1 re-classified BR2's books at {node.identity.office}"
+        expense = [b for b in _balances(node) if b.name == "Stall Rent" and b.debit]
+        assert [(b.group, b.debit) for b in expense] == [("Indirect Expenses", 50000)], node.identity.office
+        assert ("ledger", group_key("Stall Rent")) in {row[:2] for row in conflict_rows(node)}
+    assert all_reports(head) == all_reports(other)
+
+
+def test_an_office_records_another_branchs_ledger_as_its_own_before_using_it(trio: list[Node]) -> None:
+    """So that no third branch can later re-classify its books by recording the name concurrently."""
+    head, branch, other = trio
+    branch.add_ledger("Van Hire", "Indirect Expenses")
+    sync(head, branch, other)
+    posted = other.post(draft("journal", "2026-04-11", {"Van Hire": "70"}, {"Creditors": "70"}, "van"))
+    sync(head, branch, other)
+    for node in (head, branch, other):
+        masters = node.store.read_doc(schema.MASTERS)
+        offices = sorted(d.office for d in schema.read_ledger_defs(masters) if d.name == "Van Hire")
+        assert offices == ["BR1", "BR2"], node.identity.office
+        assert posted.number in {row["number"] for row in voucher_rows(node)}
+        assert not [row for row in conflict_rows(node) if row[0] == "ledger"], "a copy is no conflict"
+    assert all_reports(head) == all_reports(branch) == all_reports(other)
+
+
+def test_a_branch_may_not_record_a_name_the_head_office_recorded(trio: list[Node]) -> None:
+    head, branch, other = trio
+    masters = branch.vectors()[schema.MASTERS]
+    me = branch.identity.node_id
+    record = LedgerDef("Cash", "Cash-in-Hand", "BR1", me, "2026-04-01T00:00:00Z", masters.get(me, 0) + 1)
+    blob = write_record(branch, schema.MASTERS, schema.LEDGERS, schema.record_key("Cash", "BR1"),
+                        encode_ledger(record))
+    refused_everywhere(blob, [head, other], "ledger 'Cash' already exists (office HO); its author had seen it")
+
+
 # ---------------------------------------------------------------- 8) unbounded values
 
 

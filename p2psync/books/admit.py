@@ -135,6 +135,8 @@ class Position:
     deps: dict[str, dict[str, int]]
     records: RecordReader
     created: CreatorFinder
+    #: The codes of the head offices (whose records are in force for every office's books).
+    heads: frozenset[str] = frozenset()
 
     def seen_of(self, doc: str, author: str) -> int:
         """The highest sequence of `author`'s in `doc` that the change's author had seen (its own chain
@@ -231,16 +233,20 @@ def _ledger_seen(ledger: LedgerDef, position: Position) -> bool:
 
 def _check_not_a_known_name(map_name: str, key: str, record: LedgerDef | GroupDef, position: Position) -> None:
     """Masters take effect by causal order: a record of a name its author had already seen recorded
-    (as its dependencies say) is refused, so records of one name are only ever concurrent and none
-    takes over another by a stamped time. A record carries its entry's sequence (0: an older version
-    made it, and it counts as seen by no one)."""
+    for the same office or by a head office (as its dependencies say) is refused, so the records that
+    decide one office's chart are only ever concurrent and none takes over another by a stamped time.
+    A name seen only in other branches' records may be recorded: that is how an office adopts another
+    branch's ledger before using it, so that no third branch can re-classify its books. A record carries
+    its entry's sequence (0: an older version made it, and it counts as seen by no one)."""
     if record.seq not in (0, position.seq):
         raise RuleViolation(f"{map_name} record {key[:60]!r} names entry {record.seq}, not the entry {position.seq} "
                             "that carries it")
     for other in position.records(map_name):
         if other.key != record.key or schema.record_key(other.name, other.office) == key or not other.seq:
             continue
-        if position.saw(schema.MASTERS, other.author, key, other.seq):
+        if other.office not in (record.office, *position.heads):
+            continue
+        if position.saw(schema.MASTERS, other.author, schema.record_key(other.name, other.office), other.seq):
             raise RuleViolation(f"{map_name[:-1]} {record.name[:60]!r} already exists (office {other.office}); its "
                                 "author had seen it")
 

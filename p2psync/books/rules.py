@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from p2psync.books.groups import CASH_AND_BANK, PURCHASES, SALES, GroupTree, group_key
 from p2psync.books.model import (
     MAX_LINES,
     MAX_NARRATION,
+    GroupDef,
     LedgerDef,
     Side,
     VoucherContent,
@@ -31,6 +33,10 @@ class Chart:
 
     ledgers: dict[str, LedgerDef] = field(default_factory=dict)
     groups: GroupTree = field(default_factory=GroupTree)
+    #: The user groups' records in force, by key (the predefined groups have none).
+    group_defs: dict[str, GroupDef] = field(default_factory=dict)
+    #: The codes of the head offices, whose records are in force for every office.
+    heads: frozenset[str] = frozenset()
     #: `group_key` of each ledger's own name, the name every resolved voucher line carries: a line's
     #: ledger is then found without normalising its name again.
     _keys: dict[str, str] = field(init=False, repr=False, compare=False)
@@ -45,6 +51,24 @@ class Chart:
 
     def ledger(self, name: str) -> LedgerDef | None:
         return self.ledgers.get(self.key(name))
+
+    def borrowed(self, office: str, ledgers: Iterable[str] = (), groups: Iterable[str] = ()) -> list[LedgerDef | GroupDef]:
+        """The records these ledgers and groups stand on (theirs and their user groups') that neither
+        `office` nor a head office made: what `office` records as its own before using them (see
+        `schema.effective`)."""
+        found: dict[tuple[str, str], LedgerDef | GroupDef] = {}
+        records: list[LedgerDef | GroupDef] = []
+        for name in ledgers:
+            ledger = self.ledger(name)
+            if ledger is not None:
+                records.append(ledger)
+                groups = [*groups, ledger.group]
+        for group in groups:
+            records += [self.group_defs[g.key] for g in self.groups.lineage(group) if g.key in self.group_defs]
+        for record in records:
+                if record.office != office and record.office not in self.heads:
+                    found[(type(record).__name__, record.key)] = record
+        return list(found.values())
 
     def group_of(self, name: str) -> str:
         ledger = self.ledger(name)

@@ -158,15 +158,19 @@ def read_revisions(doc: Doc, rev_ids: Iterable[str]) -> list[Revision]:
     return [decode_revision(revisions[rev_id]) for rev_id in rev_ids]
 
 
-def effective(records: list[LedgerDef] | list[GroupDef], heads: frozenset[str] = frozenset()) -> dict[str, list]:
+def effective(records: list[LedgerDef] | list[GroupDef], heads: frozenset[str] = frozenset(),
+              office: str | None = None) -> dict[str, list]:
     """Group records by name key, the one in force first, the rest are duplicates.
 
-    Records of one name are always concurrent (a receiver refuses a record made by someone who had
-    seen another of that name: `admit`), so no order of time applies: the head office's record comes
-    first, then by office code and author. Never by the stamped `at`, which is only the author's
-    claim (a record stamped 1970 must not take a ledger over)."""
+    Which one is in force never depends on a stamped time (`at` is only the author's claim: a record
+    stamped 1970 must not take a ledger over), and for an office's books never on another branch:
+    the head office's record comes first (it is the authority over the chart), then, when `office`
+    is given, that office's own record, then the rest by office code and author. A record of a name
+    its author had seen recorded by its own office or a head office is refused (`admit`), so these
+    are only ever concurrent; an office that uses another branch's ledger records its own copy first
+    (`Node.adopt`), so a third branch cannot re-classify that office's books."""
     by_key: dict[str, list] = defaultdict(list)
-    for record in sorted(records, key=lambda r: (r.office not in heads, r.office, r.author)):
+    for record in sorted(records, key=lambda r: (r.office not in heads, r.office != office, r.office, r.author)):
         by_key[record.key].append(record)
     return dict(by_key)
 
@@ -176,18 +180,25 @@ def head_offices(doc: Doc) -> frozenset[str]:
     return frozenset(code for code, office in read_offices(doc).items() if office.role == "head")
 
 
-def read_chart(doc: Doc) -> Chart:
-    """The ledgers and groups in force, as the rules and reports see them."""
-    heads = head_offices(doc)
-    group_defs = effective(read_group_defs(doc), heads)
+def read_chart(doc: Doc, office: str | None = None) -> Chart:
+    """The ledgers and groups in force for `office`'s books (None: the organisation's default, which
+    reports use for offices with no record of their own)."""
+    return chart_of(read_group_defs(doc), read_ledger_defs(doc), head_offices(doc), office)
+
+
+def chart_of(group_records: list[GroupDef], ledger_records: list[LedgerDef], heads: frozenset[str],
+             office: str | None = None) -> Chart:
+    """The chart these records make for `office`'s books (see `effective`)."""
+    group_defs = effective(group_records, heads, office)
     tree = GroupTree(
         [
             Group(defs[0].name, _nature_of(defs[0].parent, group_defs), defs[0].parent, predefined=False)
             for defs in group_defs.values()
         ]
     )
-    ledgers = {key: defs[0] for key, defs in effective(read_ledger_defs(doc), heads).items()}
-    return Chart(ledgers=ledgers, groups=tree)
+    ledgers = {key: defs[0] for key, defs in effective(ledger_records, heads, office).items()}
+    return Chart(ledgers=ledgers, groups=tree, group_defs={key: defs[0] for key, defs in group_defs.items()},
+                 heads=heads)
 
 
 _BASE = GroupTree()

@@ -173,8 +173,9 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
         chart = node.chart(batch.session)
         doc = batch.doc(c.doc)
         masters = batch.doc(schema.MASTERS)
+        heads = schema.head_offices(masters) if c.doc == schema.MASTERS else frozenset()
         position = admit.Position(c.doc, c.author, c.seq, c.deps, lambda map_name: _records(masters, map_name),
-                                  creators)
+                                  creators, heads)
         return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(doc), position)
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,8 @@ class Node:
         self.clock: Callable[[], str] = utc_now
         #: Today's date, for the dates this office accepts on the vouchers it enters.
         self.today: Callable[[], dt.date] = dt.date.today
-        self._chart: tuple[tuple[int, int], Chart] | None = None
+        self._charts: dict[str, Chart] = {}  # by office, for the masters as of `_charts_of`
+        self._charts_of: tuple[int, int] | None = None
         #: Restored from a backup and not yet caught up with its own entries: every change is refused.
         self.catching_up = False
 
@@ -225,15 +227,20 @@ class Node:
 
     # ------------------------------------------------------------ masters
 
-    def chart(self, session: Session | None = None) -> Chart:
-        """The ledgers and groups in force, decoded once per change of the masters document."""
+    def chart(self, session: Session | None = None, office: str | None = None) -> Chart:
+        """The ledgers and groups in force for `office`'s books (this office's by default), decoded once
+        per change of the masters document."""
         if session is None:
             with self.db.read() as own:
-                return self.chart(own)
+                return self.chart(own, office)
+        office = office or self.identity.office
         loaded = self.store.loaded(session, schema.MASTERS)
-        if self._chart is None or self._chart[0] != (id(loaded), loaded.upto):
-            self._chart = ((id(loaded), loaded.upto), schema.read_chart(loaded.doc))
-        return self._chart[1]
+        version = (id(loaded), loaded.upto)
+        if self._charts_of != version:
+            self._charts, self._charts_of = {}, version
+        if office not in self._charts:
+            self._charts[office] = schema.read_chart(loaded.doc, office)
+        return self._charts[office]
 
     def _put_office(self, office: Office) -> None:
         with self.store.transaction() as batch:
@@ -259,6 +266,7 @@ class Node:
         if parent_group is None:
             raise NotFound(f"unknown group {parent!r}")
         with self.store.transaction() as batch:
+            self._adopt(batch, self.identity.office, groups=[parent_group.name])
             record = GroupDef(name, parent_group.name, self.identity.office, self.identity.node_id, self.clock(),
                               self._next_masters_seq(batch.session))
             batch.change(schema.MASTERS, lambda doc: schema.put_group(doc, record))
@@ -279,6 +287,7 @@ class Node:
             raise NotFound(f"unknown group {group!r}; see 'p2psync group list'")
         balance = self._opening_paise(opening, group_def.name, chart.groups) if opening else None
         with self.store.transaction() as batch:
+            self._adopt(batch, self.identity.office, groups=[group_def.name])
             record = LedgerDef(name, group_def.name, self.identity.office, self.identity.node_id, self.clock(),
                                self._next_masters_seq(batch.session))
 
@@ -300,6 +309,7 @@ class Node:
         opening = Opening(found.name, target, self._opening_paise(amount, found.group, chart.groups),
                           self.identity.node_id, self.clock())
         with self.store.transaction() as batch:
+            self._adopt(batch, target, ledgers=[found.name])
             batch.change(schema.MASTERS, lambda doc: schema.put_opening(doc, opening))
         return opening
 
@@ -357,7 +367,7 @@ class Node:
                 posted.append(rev)
             for doc_name, revs in by_doc.items():
                 batch.change(doc_name, lambda doc, revs=revs: schema.put_revisions(doc, revs),
-                             self._masters_deps(batch, chart, revs), revs)
+                             self._masters_deps(batch, revs), revs)
             if refuse_cash:
                 _refuse(self.cash_shortfalls(posted, batch.session, chart))
         if progress:
@@ -401,7 +411,7 @@ class Node:
             generation = max(r.generation for r in revs if r.id in parents) + 1
             rev = Revision(secrets.token_hex(12), number, row.office, content or state.current.content, action,
                            parents, generation, self.identity.node_id, self.clock(), reason)
-            batch.change(row.doc, lambda doc: schema.put_revisions(doc, [rev]), self._masters_deps(batch, chart, [rev]),
+            batch.change(row.doc, lambda doc: schema.put_revisions(doc, [rev]), self._masters_deps(batch, [rev]),
                          [rev])
             if refuse_cash:
                 _refuse(self.cash_shortfalls([rev, state.current], batch.session, chart))
@@ -444,7 +454,7 @@ class Node:
         rev = Revision(secrets.token_hex(12), state.number, state.current.office, state.current.content,
                        Action.CANCEL, tuple(sorted(r.id for r in losers)), max(r.generation for r in losers) + 1,
                        self.identity.node_id, self.clock(), f"conflict settled: {why} ({state.current.reason})")
-        all_deps = {**self._masters_deps(batch, chart, [rev]), **(deps or {})}
+        all_deps = {**self._masters_deps(batch, [rev]), **(deps or {})}
         batch.change(doc, lambda d: schema.put_revisions(d, [rev]), all_deps, [rev])
         return rev
 
@@ -462,7 +472,7 @@ class Node:
             generation = max(r.generation for r in [state.current, *state.conflicts]) + 1
             rev = Revision(secrets.token_hex(12), state.number, state.current.office, chosen.content, Action.AMEND,
                            parents, generation, self.identity.node_id, self.clock(), "")
-            batch.change(doc, lambda d: schema.put_revisions(d, [rev]), self._masters_deps(batch, chart, [rev]), [rev])
+            batch.change(doc, lambda d: schema.put_revisions(d, [rev]), self._masters_deps(batch, [rev]), [rev])
             return [rev]
         office = self.identity.office
         if state.current.office != office:
@@ -477,18 +487,46 @@ class Node:
                         content, Action.POST, (), 1, self.identity.node_id, self.clock())
         new_doc = schema.voucher_doc(office, content.date)
         change = batch.change(new_doc, lambda d: schema.put_revisions(d, [post]),
-                              self._masters_deps(batch, chart, [post]), [post])
+                              self._masters_deps(batch, [post]), [post])
         deps = {new_doc: {self.identity.node_id: change.seq}} if change is not None and new_doc != doc else None
         cancel = self._cancel_losers(batch, chart, doc, state, f"version {chosen.id[:8]} restored as {post.number}",
                                      deps)
         return [post, cancel]
 
-    def _masters_deps(self, batch, chart: Chart, revs: Iterable[Revision]) -> Deps:  # type: ignore[no-untyped-def]
-        """A voucher depends on the masters entries that created its ledgers."""
-        names = {line.ledger for rev in revs for line in rev.content.lines}
-        authors = {chart.ledger(name).author for name in names}  # type: ignore[union-attr]
+    def _masters_deps(self, batch, revs: Iterable[Revision]) -> Deps:  # type: ignore[no-untyped-def]
+        """A voucher depends on the masters entries that created its ledgers, as its office's books
+        resolve them: what another branch made is first recorded as that office's own (`_adopt`)."""
+        names: dict[str, set[str]] = defaultdict(set)
+        for rev in revs:
+            names[rev.office].update(line.ledger for line in rev.content.lines)
+        authors: set[str] = set()
+        for office, used in names.items():
+            chart = self._adopt(batch, office, ledgers=used)
+            authors.update(chart.ledger(name).author for name in used)  # type: ignore[union-attr]
         vector = log.vector(batch.session, schema.MASTERS)
         return {schema.MASTERS: {a: vector[a] for a in authors if a in vector}}
+
+    def _adopt(self, batch, office: str, ledgers: Iterable[str] = (),  # type: ignore[no-untyped-def]
+               groups: Iterable[str] = ()) -> Chart:
+        """Record as `office`'s own, in this batch, the ledger and group records these stand on that
+        another branch made, and return `office`'s chart after. An office's own record of a name is in
+        force for its books over any other branch's (`schema.effective`): without it, a branch that
+        records the same name concurrently, or claims to have, could re-classify this office's books."""
+        chart = self.chart(batch.session, office)
+        borrowed = chart.borrowed(office, ledgers, groups)
+        if not borrowed:
+            return chart
+        node, at, seq = self.identity.node_id, self.clock(), self._next_masters_seq(batch.session)
+
+        def mutate(doc):  # type: ignore[no-untyped-def]
+            for record in borrowed:
+                if isinstance(record, LedgerDef):
+                    schema.put_ledger(doc, LedgerDef(record.name, record.group, office, node, at, seq))
+                else:
+                    schema.put_group(doc, GroupDef(record.name, record.parent, office, node, at, seq))
+
+        batch.change(schema.MASTERS, mutate)
+        return self.chart(batch.session, office)
 
     def date_window(self) -> DateWindow:
         """The dates this office accepts on a voucher it enters (its own setting: see `posting`)."""

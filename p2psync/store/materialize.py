@@ -14,8 +14,9 @@ from sqlmodel import Session
 
 from p2psync.books import schema
 from p2psync.books.groups import group_key
-from p2psync.books.model import Revision, Side, number_series
+from p2psync.books.model import GroupDef, LedgerDef, Revision, Side, number_series
 from p2psync.books.resolve import resolve
+from p2psync.books.rules import Chart
 from p2psync.canonical import dumps
 from p2psync.sqlite import raw_connection
 from p2psync.store.tables import (
@@ -23,6 +24,7 @@ from p2psync.store.tables import (
     GroupRow,
     LedgerRow,
     LineRow,
+    OfficeLedgerRow,
     OfficeRow,
     OpeningRow,
     VoucherRow,
@@ -37,7 +39,7 @@ _CONFLICT_COLUMNS = ("kind", "subject", "winner", "loser", "detail")
 def masters(session: Session, doc: Doc) -> None:
     """Rebuild the masters tables from the masters document (small, and rarely changed)."""
     db = raw_connection(session)
-    for table in (OfficeRow, GroupRow, LedgerRow, OpeningRow):
+    for table in (OfficeRow, GroupRow, LedgerRow, OfficeLedgerRow, OpeningRow):
         db.execute(f"DELETE FROM {_name(table)}")
     db.execute(f"DELETE FROM {_name(ConflictRow)} WHERE kind IN ('ledger', 'group')")
     _insert(db, OfficeRow, ("code", "name", "role"),
@@ -52,6 +54,8 @@ def masters(session: Session, doc: Doc) -> None:
     _insert(db, LedgerRow, ("key", "name", "group_key", "office", "created_at"), [
         (key, led.name, group_key(led.group), led.office, led.at) for key, led in chart.ledgers.items()
     ])
+    _insert(db, OfficeLedgerRow, ("office", "ledger_key", "group", "primary", "nature", "direct"),
+            _office_classes(doc, chart))
     _insert(db, OpeningRow, ("ledger_key", "office", "paise"),
             [(group_key(o.ledger), o.office, o.paise) for o in schema.read_openings(doc)])
     conflicts = []
@@ -65,6 +69,34 @@ def masters(session: Session, doc: Doc) -> None:
                     conflicts.append((kind, key, f"{winner.name}@{winner.office}", f"{loser.name}@{loser.office}",
                                       dumps({"winner": vars(winner), "loser": vars(loser)})))
     _insert(db, ConflictRow, _CONFLICT_COLUMNS, conflicts)
+
+
+def _class_of(chart: Chart, ledger: str) -> tuple[str, str, str, bool]:
+    tree, group = chart.groups, chart.groups.get(chart.group_of(ledger))
+    if group is None:  # an orphan can only come from forged data (see `schema._nature_of`)
+        return (chart.group_of(ledger), "", "liability", False)
+    return (group.name, (tree.primary(group.name) or group).name, group.nature.value, tree.is_direct(group.name))
+
+
+def _office_classes(doc: Doc, chart: Chart) -> list[tuple[Any, ...]]:
+    """(office, ledger key, classification) wherever an office's books classify a ledger otherwise
+    than `chart`, the organisation's default: only where offices recorded one name differently."""
+    ledger_defs, group_defs = schema.read_ledger_defs(doc), schema.read_group_defs(doc)
+    if not _has_duplicates(ledger_defs) and not _has_duplicates(group_defs):
+        return []
+    heads = schema.head_offices(doc)
+    rows = []
+    for office in sorted({r.office for r in [*ledger_defs, *group_defs]} - heads):
+        own = schema.chart_of(group_defs, ledger_defs, heads, office)
+        for key, ledger in own.ledgers.items():
+            mine = _class_of(own, ledger.name)
+            if mine != _class_of(chart, ledger.name):
+                rows.append((office, key, *mine))
+    return rows
+
+
+def _has_duplicates(records: Sequence[LedgerDef | GroupDef]) -> bool:
+    return len({r.key for r in records}) < len(records)
 
 
 #: Reads revisions of a voucher already materialized from a document: (document name, revision ids).
@@ -174,7 +206,7 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
 
 
 #: The report tables: derived from the documents, so they can be dropped and rebuilt at any time.
-TABLES = (OfficeRow, GroupRow, LedgerRow, OpeningRow, VoucherRow, LineRow, ConflictRow)
+TABLES = (OfficeRow, GroupRow, LedgerRow, OfficeLedgerRow, OpeningRow, VoucherRow, LineRow, ConflictRow)
 #: Report tables an older p2psync made, dropped when the tables are rebuilt.
 OBSOLETE_TABLES = ("revisionrow",)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import case, func
@@ -17,6 +18,7 @@ from p2psync.store.tables import (
     GroupRow,
     LedgerRow,
     LineRow,
+    OfficeLedgerRow,
     OfficeRow,
     OpeningRow,
     VoucherRow,
@@ -86,7 +88,49 @@ def lines_of(session: Session, numbers: list[str]) -> dict[str, list[tuple[str, 
 def balances(session: Session, office: str | None = None, start: dt.date | None = None,
              end: dt.date | None = None) -> list[LedgerBalance]:
     """Per ledger: opening (recorded openings plus movements before `start`), debits and credits
-    within the period."""
+    within the period, each office's part classified as that office's books classify it (a ledger
+    two offices recorded differently is shown once under each classification in a consolidated
+    report, never one office's amounts under another office's group)."""
+    result = _balances(session, office, start, end)
+    classes = _office_classes(session, office)
+    return _reclassified(session, result, classes, office, start, end) if classes else result
+
+
+def _office_classes(session: Session, office: str | None) -> dict[tuple[str, str], tuple[str, str, str, bool]]:
+    query = select(OfficeLedgerRow)
+    if office:
+        query = query.where(OfficeLedgerRow.office == office)
+    return {(row.office, row.ledger_key): (row.group, row.primary, row.nature, row.direct)
+            for row in session.exec(query)}
+
+
+def _reclassified(session: Session, result: list[LedgerBalance], classes: dict[tuple[str, str], tuple[str, str, str, bool]],
+                  office: str | None, start: dt.date | None, end: dt.date | None) -> list[LedgerBalance]:
+    """`result` with the parts of the offices in `classes` moved under their own classification."""
+    by_key = {bal.key: bal for bal in result}
+    parts: dict[tuple[str, tuple[str, str, str, bool]], LedgerBalance] = {}
+    for owner in sorted({o for o, _key in classes}):
+        amounts = {bal.key: bal for bal in _balances(session, owner, start, end)} if office is None else by_key
+        for (o, key), (group, primary, nature, direct) in classes.items():
+            if o != owner or key not in by_key:
+                continue
+            part, whole = amounts[key], by_key[key]
+            if office is None:
+                by_key[key] = replace(whole, opening=whole.opening - part.opening, debit=whole.debit - part.debit,
+                                      credit=whole.credit - part.credit)
+            else:
+                del by_key[key]
+            held = parts.get((key, (group, primary, nature, direct)))
+            parts[(key, (group, primary, nature, direct))] = replace(
+                part, group=group, primary=primary, nature=nature, direct=direct,
+                opening=part.opening + (held.opening if held else 0), debit=part.debit + (held.debit if held else 0),
+                credit=part.credit + (held.credit if held else 0))
+    return [*by_key.values(), *parts.values()]
+
+
+def _balances(session: Session, office: str | None, start: dt.date | None,
+              end: dt.date | None) -> list[LedgerBalance]:
+    """`balances` with every ledger as the organisation's default classifies it."""
     openings: dict[str, int] = {}
     query = select(OpeningRow.ledger_key, func.sum(OpeningRow.paise)).group_by(OpeningRow.ledger_key)
     if office:

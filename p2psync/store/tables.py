@@ -82,6 +82,18 @@ class LedgerRow(SQLModel, table=True):
     created_at: str
 
 
+class OfficeLedgerRow(SQLModel, table=True):
+    """How one office's books classify a ledger, where that differs from `LedgerRow` and its group:
+    an office's own record of a name (or its groups') decides its books (`schema.effective`)."""
+
+    office: str = Field(primary_key=True)
+    ledger_key: str = Field(primary_key=True)
+    group: str
+    primary: str
+    nature: str
+    direct: bool
+
+
 class OpeningRow(SQLModel, table=True):
     ledger_key: str = Field(primary_key=True)
     office: str = Field(primary_key=True)
