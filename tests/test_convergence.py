@@ -510,15 +510,35 @@ def test_an_entry_that_would_break_the_books_is_refused_and_changes_nothing(
             node.close()
 
 
-def test_the_type_rule_is_checked_when_posting_not_on_receipt(trio: list[Node]) -> None:
-    """Voucher-type rules depend on ledger groups, which replicas may resolve differently for a while;
-    so a received entry is held to the chart-independent invariants only, and every replica agrees."""
+def test_the_type_rule_is_checked_on_receipt_too(trio: list[Node]) -> None:
+    """A member that bypasses its own node's posting checks gets the voucher type's rule applied by
+    every receiver, with the same reason everywhere."""
     head, branch, other = trio
     journal = forged_revision("BR1", "BR1/JRN/00001", (Line("Cash", Side.DR, 1), Line("Capital", Side.CR, 1)))
     blob = forge_entry(branch, "vouchers/BR1/2026-04", lambda m: m.__setitem__(journal.id, encode_revision(journal)))
+    reasons = set()
     for node in (head, other):
         result = node.receive([blob])
-        assert (result.applied, result.quarantined) == (1, [])
-    assert_converged([head, other])
+        assert result.applied == 0 and len(result.quarantined) == 1
+        reasons.add(result.quarantined[0])
+    assert len(reasons) == 1 and "a Journal may not use cash or bank ledger 'Cash'" in reasons.pop()
     with pytest.raises(RuleViolation, match="Journal"):
         branch.post(draft("journal", "2026-04-01", {"Cash": "1"}, {"Capital": "1"}))
+
+
+def test_the_type_rule_is_judged_with_the_groups_the_author_had(trio: list[Node]) -> None:
+    """The head office names 'Petty' an expense while BR1, not yet knowing, makes its own 'Petty' a
+    cash ledger and pays out of it. BR1's payment is valid by the chart it was posted under, so every
+    office admits it, whether the head office's record reached it first or not."""
+    head, branch, other = trio
+    head.add_ledger("Petty", "Indirect Expenses")
+    branch.add_ledger("Petty", "Cash-in-Hand")
+    paid = branch.post(draft("payment", "2026-04-03", {"Rent": "9"}, {"Petty": "9"}, "tea"))
+    send(head, other)  # the head office's record first
+    send(branch, other)
+    send(branch, head)
+    sync(head, branch, other)
+    for node in (head, branch, other):
+        assert paid.number in {row["number"] for row in voucher_rows(node)}, node.identity.office
+        assert not node.quarantined(), node.identity.office
+    assert_converged([head, branch, other])

@@ -25,7 +25,7 @@ from p2psync.books.model import (
     number_series,
 )
 from p2psync.books.money import MAX_PAISE, format_paise
-from p2psync.books.rules import Chart, check_balanced
+from p2psync.books.rules import Chart, check_balanced, check_type_rule
 from p2psync.errors import P2PSyncError, RuleViolation
 
 #: Maps whose values may be replaced after they were first written.
@@ -137,6 +137,9 @@ class Position:
     created: CreatorFinder
     #: The codes of the head offices (whose records are in force for every office's books).
     heads: frozenset[str] = frozenset()
+    #: The chart of an office's books as the change's author had it: the masters records its
+    #: dependencies show it had seen (`inbox._SeenCharts`). None: the type rules are not judged.
+    chart_at: Callable[[str], Chart] | None = None
 
     def seen_of(self, doc: str, author: str) -> int:
         """The highest sequence of `author`'s in `doc` that the change's author had seen (its own chain
@@ -162,9 +165,9 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
 
     Every check gives the same answer on every replica, whatever else it has received: otherwise one
     replica would apply what another refuses and the books would diverge. That is why the voucher
-    type's rule (which depends on ledger groups, and concurrent ledger definitions may resolve
-    differently until both arrive) is checked when posting, not here, and why `sync_after` is the
-    date in force under the policy version the author cites."""
+    type's rule, which depends on ledger groups, is judged against the chart the author had (the
+    records its dependencies show it had seen, `Position.chart_at`), not the one this replica holds
+    now, and why `sync_after` is the date in force under the policy version the author cites."""
     name = schema.parse_doc_name(doc_name)
     if name.local:
         raise RuleViolation(f"{doc_name} is a local book and is never shared")
@@ -187,6 +190,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
                     if position is not None:
                         _check_lineage(revisions[key], held or (lambda _id: None), position)
                         _check_ledgers_seen(revisions[key], chart, position)
+                        _check_type(revisions[key], name, position)
             except RuleViolation:
                 raise
             except P2PSyncError as exc:
@@ -224,6 +228,18 @@ def _check_ledgers_seen(rev: Revision, chart: Chart, position: Position) -> None
         if not any(other.key == key and _ledger_seen(other, position) for other in position.records(schema.LEDGERS)):
             raise RuleViolation(f"voucher {rev.number[:40]} names ledger {line.ledger[:60]!r}, which its author had "
                                 "not seen created (its entry does not depend on it)")
+
+
+def _check_type(rev: Revision, name: schema.DocName, position: Position) -> None:
+    """The voucher type's rule (a Payment pays out of cash or bank, …), with the groups its office's
+    books had for its author. A cancellation keeps the content it cancels and is never refused for it:
+    a voucher that is wrong must stay cancellable."""
+    if rev.action is Action.CANCEL or position.chart_at is None or name.office is None:
+        return
+    try:
+        check_type_rule(rev.content, position.chart_at(name.office))
+    except RuleViolation as exc:
+        raise RuleViolation(f"voucher {rev.number[:40]}: {exc}") from None
 
 
 def _ledger_seen(ledger: LedgerDef, position: Position) -> bool:

@@ -83,7 +83,7 @@ def validate_voucher(content: VoucherContent, chart: Chart) -> None:
     Used when posting: besides `check_balanced`, the voucher type's rule, which depends on the groups
     of its ledgers as this node sees them now."""
     check_balanced(content, chart)
-    _check_type_rule(content, chart)
+    check_type_rule(content, chart)
 
 
 def check_balanced(content: VoucherContent, chart: Chart) -> None:
@@ -139,7 +139,8 @@ _ONE_UNDER: dict[VoucherType, tuple[Side, frozenset[str], str]] = {
 }
 
 
-def _check_type_rule(content: VoucherContent, chart: Chart) -> None:
+def check_type_rule(content: VoucherContent, chart: Chart) -> None:
+    """The voucher type's rule, by the groups of its ledgers in `chart` (which must know them all)."""
     tree = chart.groups
 
     def under(line_ledger: str, groups: frozenset[str]) -> bool:

@@ -17,7 +17,8 @@ from sqlmodel import Session, select
 
 from p2psync.books import admit, schema, yupdate
 from p2psync.books.change import Change, unmet
-from p2psync.books.model import Revision
+from p2psync.books.model import GroupDef, LedgerDef, Revision
+from p2psync.books.rules import Chart
 from p2psync.errors import P2PSyncError, RuleViolation
 from p2psync.node import forks, quarantine
 from p2psync.protocol import entry
@@ -128,6 +129,7 @@ def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[
 
 def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candidate]) -> None:
     creators = _Creators(batch.session)
+    charts = _SeenCharts(batch, creators)
     """Apply, in dependency order, every candidate whose dependencies are met: those received now
     and those waiting from earlier calls. What still waits afterwards is kept in `pending`."""
     session = batch.session
@@ -150,7 +152,7 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
                 continue
             if candidate.row is not None:
                 pending.unpark(session, candidate.row)
-            if _apply(node, batch, candidate.change, candidate.blob, candidate.policy, result, creators):
+            if _apply(node, batch, candidate.change, candidate.blob, candidate.policy, result, creators, charts):
                 vectors.setdefault(candidate.change.doc, {})[candidate.change.author] = candidate.change.seq
                 progress = True
         waiting = still
@@ -160,7 +162,7 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
 
 
 def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received,
-           creators: _Creators) -> bool:
+           creators: _Creators, charts: _SeenCharts) -> bool:
     member = node.trust.author(change.author)
     author = admit.Author(member.office, member.is_head, member.series, change.author)
     sync_after = node.trust.policy.sync_after_for(change.doc, change.author, change.seq, policy)
@@ -174,8 +176,9 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
         doc = batch.doc(c.doc)
         masters = batch.doc(schema.MASTERS)
         heads = schema.head_offices(masters) if c.doc == schema.MASTERS else frozenset()
+        seen = c.deps.get(schema.MASTERS, {})
         position = admit.Position(c.doc, c.author, c.seq, c.deps, lambda map_name: _records(masters, map_name),
-                                  creators, heads)
+                                  creators, heads, lambda office: charts(office, seen))
         return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(doc), position)
 
     try:
@@ -251,6 +254,39 @@ class _Creators:
             if any(item.key == key for item in items):
                 return seq
         return None
+
+
+class _SeenCharts:
+    """The chart of an office's books as an author had it when it wrote: the masters records within
+    what its entry's masters dependencies show it had seen, and what those masters entries had seen
+    in turn (a masters entry depends on everything its author held of the masters, so one step
+    closes it). Causal, so the same at every replica; one per (office, dependencies) per receive."""
+
+    def __init__(self, batch: Batch, creators: _Creators) -> None:
+        self.batch, self.creators = batch, creators
+        self.found: dict[tuple[str, tuple[tuple[str, int], ...]], Chart] = {}
+
+    def __call__(self, office: str, seen: dict[str, int]) -> Chart:
+        key = (office, tuple(sorted(seen.items())))
+        if key not in self.found:
+            self.found[key] = self._build(office, seen)
+        return self.found[key]
+
+    def _build(self, office: str, seen: dict[str, int]) -> Chart:
+        closed = dict(seen)
+        for author, seq in seen.items():
+            for other, upto in log.deps_of(self.batch.session, schema.MASTERS, author, seq).get(schema.MASTERS, {}).items():
+                closed[other] = max(closed.get(other, 0), upto)
+        masters = self.batch.doc(schema.MASTERS)
+
+        def within(record: LedgerDef | GroupDef) -> bool:
+            made = record.seq or self.creators(schema.MASTERS, record.author,
+                                               schema.record_key(record.name, record.office))
+            return made is not None and 0 < made <= closed.get(record.author, 0)
+
+        return schema.chart_of([g for g in schema.read_group_defs(masters) if within(g)],
+                               [r for r in schema.read_ledger_defs(masters) if within(r)],
+                               schema.head_offices(masters), office)
 
 
 def _records(doc: Doc, map_name: str) -> list:

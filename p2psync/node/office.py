@@ -375,7 +375,9 @@ class Node:
         return posted
 
     def amend(self, number: str, draft: Draft) -> Revision:
-        chart = self.chart()
+        with self.db.read() as session:
+            row = queries.voucher(session, number.strip().upper())
+            chart = self.chart(session, row.office if row is not None else None)
         content = _checked(ImportedDraft("", draft), chart, self.date_window())
         return self._revise(number, Action.AMEND, content, "", chart)
 
@@ -434,7 +436,7 @@ class Node:
             state = resolve(batch.revisions(number))
             if not state.conflicts:
                 raise RuleViolation(f"voucher {number} has no conflict to settle")
-            chart = self.chart(batch.session)
+            chart = self.chart(batch.session, row.office)
             if restore is None:
                 if not state.current.cancelled:
                     raise RuleViolation(f"voucher {number} is not cancelled: settle it with --restore REVISION "
@@ -494,17 +496,15 @@ class Node:
         return [post, cancel]
 
     def _masters_deps(self, batch, revs: Iterable[Revision]) -> Deps:  # type: ignore[no-untyped-def]
-        """A voucher depends on the masters entries that created its ledgers, as its office's books
-        resolve them: what another branch made is first recorded as that office's own (`_adopt`)."""
+        """A voucher depends on everything this node holds of the masters: receivers judge its type's
+        rule with the chart those entries make (`admit._check_type`), the one it was posted under.
+        What another branch made is first recorded as its office's own (`_adopt`)."""
         names: dict[str, set[str]] = defaultdict(set)
         for rev in revs:
             names[rev.office].update(line.ledger for line in rev.content.lines)
-        authors: set[str] = set()
         for office, used in names.items():
-            chart = self._adopt(batch, office, ledgers=used)
-            authors.update(chart.ledger(name).author for name in used)  # type: ignore[union-attr]
-        vector = log.vector(batch.session, schema.MASTERS)
-        return {schema.MASTERS: {a: vector[a] for a in authors if a in vector}}
+            self._adopt(batch, office, ledgers=used)
+        return {schema.MASTERS: log.vector(batch.session, schema.MASTERS)}
 
     def _adopt(self, batch, office: str, ledgers: Iterable[str] = (),  # type: ignore[no-untyped-def]
                groups: Iterable[str] = ()) -> Chart:

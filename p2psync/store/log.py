@@ -15,7 +15,7 @@ from p2psync.books.change import Change
 from p2psync.canonical import utc_now
 from p2psync.chain import entry_hash
 from p2psync.chain import link as link_chain
-from p2psync.deps import encode_deps
+from p2psync.deps import Deps, decode_deps, encode_deps
 from p2psync.sqlite import raw_connection
 
 
@@ -103,6 +103,13 @@ def envelope(session: Session, doc: str, author: str, seq: int) -> bytes | None:
     row = raw_connection(session).execute(
         "SELECT envelope FROM entry WHERE doc = ? AND author = ? AND seq = ?", (doc, author, seq)).fetchone()
     return row[0] if row else None
+
+
+def deps_of(session: Session, doc: str, author: str, seq: int) -> Deps:
+    """The dependencies entry (doc, author, seq) declared; none if it is not held."""
+    row = raw_connection(session).execute(
+        "SELECT deps FROM entry WHERE doc = ? AND author = ? AND seq = ?", (doc, author, seq)).fetchone()
+    return decode_deps(row[0]) if row else {}
 
 
 def vector(session: Session, doc: str) -> dict[str, int]:
