@@ -242,6 +242,15 @@ def get_setting(session: Session, key: str, default: str | None = None) -> str |
     return row.value if row else default
 
 
+def get_settings(session: Session, defaults: dict[str, str | None]) -> dict[str, str | None]:
+    """Several settings in one statement, each its default when unset: every post reads the local
+    settings, and one ORM lookup per key cost some 0.3 ms."""
+    keys = list(defaults)
+    found = dict(raw_connection(session).execute(
+        f"SELECT key, value FROM setting WHERE key IN ({', '.join('?' * len(keys))})", keys).fetchall())
+    return {key: found.get(key, default) for key, default in defaults.items()}
+
+
 def set_setting(session: Session, key: str, value: str) -> None:
     row = session.get(Setting, key)
     if row:
