@@ -24,8 +24,9 @@ SCHEMA_VERSION = "2"
 #: The version of the report tables (`materialize.TABLES`), caches of the documents: a home whose
 #: tables are of another version has them rebuilt when it is opened (`BookStore.check_reports`).
 #: 1 (no setting) held each revision's JSON in `revisionrow`; 2 keeps where each revision is, and
-#: finds a voucher's lines by office, date and number.
-REPORTS_VERSION = "2"
+#: finds a voucher's lines by office, date and number; 3 carries the amount in the ledger index of
+#: lines, which the trial balance then reads alone.
+REPORTS_VERSION = "3"
 REPORTS_VERSION_KEY = "reports_version"
 #: Set while an upgraded home has entries whose clock and policy are not recorded yet.
 UNLINKED_KEY = "unlinked"
