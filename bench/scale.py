@@ -140,5 +140,6 @@ def ho_memory(base: Path, vouchers: int, offices: int = 50, batch: int = 1000) -
     return {"vouchers": measured["vouchers"], "offices": measured["offices"], "build_seconds": built["seconds"],
             "build_peak_rss_mb": built["peak_rss_mb"], "open_seconds": measured["open_seconds"],
             "trial_balance_seconds": measured["trial_balance_seconds"], "peak_rss_mb": measured["peak_rss_mb"],
+            "consolidated_warm_seconds": measured["consolidated_warm_seconds"],
             "all_docs_loaded": measured["all_docs_loaded"], "all_docs_peak_rss_mb": measured["all_docs_peak_rss_mb"],
             "all_docs_seconds": measured["all_docs_seconds"]}

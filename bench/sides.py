@@ -11,6 +11,8 @@ Each side prints JSON lines on stdout (one per event: ready, result); its peak m
     post          post N vouchers at a node (as `voucher import` does), beside its running process
     ho-build      a head office that received N vouchers from 49 branch offices
     ho-memory     open that head office and run a consolidated trial balance: peak memory
+    pair-a        a head office node serving, posting what `pair.py` asks
+    pair-b        a branch node dialing it, reporting what `pair.py` asks
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pair
 from common import (
     count_vouchers,
     make_drafts,
@@ -134,7 +137,7 @@ def peer_serve(seed_file: Path) -> None:
     import peer
 
     async def main() -> None:
-        async with peer.server(read_states(seed_file)) as (port, _server):
+        async with peer.server(read_states(seed_file) if seed_file.name else None) as (port, _server):
             emit(port=port, rss_mb=rss_mb())
             await asyncio.to_thread(sys.stdin.readline)
 
@@ -226,8 +229,11 @@ def ho_memory(home: Path, load_docs: bool) -> None:
         per_office = {o.code: len(reports.trial_balance(queries.balances(session, o.code), o.code)["rows"])
                       for o in queries.offices(session)}
     done = time.perf_counter()
+    with node.db.read() as session:  # warm: the pages are cached now, as in a running node
+        reports.trial_balance(queries.balances(session), "consolidated")
+    warm = time.perf_counter() - done
     out: dict[str, Any] = {"vouchers": count_vouchers(home), "open_seconds": opened - started,
-                           "trial_balance_seconds": done - opened, "offices": len(per_office),
+                           "trial_balance_seconds": done - opened, "consolidated_warm_seconds": warm, "offices": len(per_office),
                            "trial_balance_rows": len(report["rows"]), "start_rss_mb": base_rss,
                            "peak_rss_mb": peak_rss_mb()}
     if load_docs:
@@ -271,6 +277,11 @@ def main() -> None:
     p.add_argument("--offices", type=int, default=50)
     p.add_argument("--vouchers", type=int, required=True)
     p.add_argument("--batch", type=int, default=1000)
+    p = sub.add_parser("pair-a")
+    p.add_argument("--home", type=Path, required=True)
+    p = sub.add_parser("pair-b")
+    p.add_argument("--home", type=Path, required=True)
+    p.add_argument("--url", required=True)
     p = sub.add_parser("ho-memory")
     p.add_argument("--home", type=Path, required=True)
     p.add_argument("--load-docs", action="store_true")
@@ -289,6 +300,10 @@ def main() -> None:
         post(args.home, args.count, args.seed)
     elif args.command == "ho-build":
         ho_build(args.base, args.offices, args.vouchers, args.batch)
+    elif args.command == "pair-a":
+        pair.serve_a(args.home)
+    elif args.command == "pair-b":
+        pair.dial_b(args.home, args.url)
     elif args.command == "ho-memory":
         ho_memory(args.home, args.load_docs)
 

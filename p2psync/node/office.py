@@ -46,8 +46,8 @@ from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, check_new_home, 
 from p2psync.node.membership import Membership
 from p2psync.protocol import entry
 from p2psync.store import log, queries
-from p2psync.store.books import BookStore
-from p2psync.store.db import CATCHING_UP_KEY, Database, get_setting, set_setting
+from p2psync.store.books import Batch, BookStore
+from p2psync.store.db import CATCHING_UP_KEY, Database, get_setting, get_settings, set_setting
 from p2psync.store.tables import Entry, Quarantine
 from p2psync.trust.certs import issue_node_cert, make_root_cert, root_public_from_cert, to_der
 from p2psync.trust.enroll import Enrollment
@@ -63,6 +63,10 @@ LOCAL_SETTINGS: dict[str, str | None] = {"mode": "auto", "interval": "5", "date_
 _CASH = frozenset({group_key(CASH_IN_HAND)})
 
 logger = logging.getLogger(__name__)
+
+#: What refuses one post of a group commit without failing the others: the draft's own fault.
+RULE_ERRORS = (InvalidInput, RuleViolation, NotFound)
+RuleError = InvalidInput | RuleViolation | NotFound
 
 #: What a restored office must do before it may write again (see `node.recovery`).
 CATCHING_UP_FIX = "run 'p2psync sync --peer wss://HOST:PORT' (or keep the node running) until it says caught up"
@@ -198,7 +202,7 @@ class Node:
 
     def settings(self) -> dict[str, str | None]:
         with self.db.read() as session:
-            return {key: get_setting(session, key, default) for key, default in LOCAL_SETTINGS.items()}
+            return get_settings(session, LOCAL_SETTINGS)
 
     def set_local(self, **values: str) -> None:
         unknown = set(values) - set(LOCAL_SETTINGS)
@@ -331,47 +335,74 @@ class Node:
         return self.post_many([ImportedDraft("", draft)])[0]
 
     def post_many(self, drafts: list[ImportedDraft], progress: Callable[[int], None] | None = None) -> list[Revision]:
-        """Post every draft or none; each error names where its draft came from. The drafts are checked
-        against the masters as the write transaction that commits them finds them (reading them in a
-        transaction of their own cost a live post about a sixth of its time)."""
-        if self.catching_up:  # local books too: their voucher numbers share the office's series
-            raise CatchingUp()
-        office, author, series = self.identity.office, self.identity.node_id, self.series
-        window, refuse_cash = self.date_window(), self.settings()["negative_cash"] == "refuse"
+        """Post every draft or none; each error names where its draft came from."""
+        self._may_post()
+        settings = self.settings()
         with self.store.transaction() as batch:
-            chart = self.chart(batch.session)
-            contents = []
-            for done, item in enumerate(drafts, start=1):
-                contents.append(_checked(item, chart, window))
-                if progress and done % 500 == 0:
-                    progress(done)
-            ids = secrets.token_hex(12 * len(contents))  # 24 hex digits a voucher, as token_hex(12) each
-            at = self.clock()  # the moment of the batch, which is posted whole or not at all
-            doc_of: dict[dt.date, str] = {}  # a batch's vouchers fall on far fewer dates
-            counters: dict[str, int] = {}
-            posted: list[Revision] = []
-            by_doc: dict[str, list[Revision]] = {}
-            for n, content in enumerate(contents):
-                kind = content.type.value
-                position = counters.get(kind)
-                if position is None:
-                    position = queries.next_in_series(batch.session, office, kind, series)
-                counters[kind] = position + 1
-                rev = Revision(ids[24 * n:24 * n + 24], voucher_number(office, content.type, series, position), office,
-                               content, Action.POST, (), 1, author, at)
-                doc_name = doc_of.get(content.date)
-                if doc_name is None:
-                    doc_name = doc_of[content.date] = schema.voucher_doc(office, content.date,
-                                                                         self._is_local(content.date))
-                by_doc.setdefault(doc_name, []).append(rev)
-                posted.append(rev)
-            for doc_name, revs in by_doc.items():
-                batch.change(doc_name, lambda doc, revs=revs: schema.put_revisions(doc, revs),
-                             self._masters_deps(batch, revs), revs)
-            if refuse_cash:
-                _refuse(self.cash_shortfalls(posted, batch.session, chart))
+            posted = self._post_in(batch, drafts, settings, progress)
         if progress:
             progress(len(drafts))
+        return posted
+
+    def post_group(self, drafts: list[Draft]) -> list[Revision | RuleError]:
+        """Post each draft as a voucher and entry of its own, all in one durable commit: group commit,
+        where posts that queued while the previous commit was going to disk share the next one's
+        fsync. A draft refused by a rule undoes only itself; the result is, in order, each draft's
+        revision or the error that refused it. Any other failure (the disk) fails them all."""
+        self._may_post()
+        settings = self.settings()
+        results: list[Revision | RuleError] = []
+        with self.store.transaction() as batch:
+            for draft in drafts:
+                try:
+                    with batch.part():
+                        results.extend(self._post_in(batch, [ImportedDraft("", draft)], settings))
+                except RULE_ERRORS as exc:
+                    results.append(exc)
+        return results
+
+    def _may_post(self) -> None:
+        if self.catching_up:  # local books too: their voucher numbers share the office's series
+            raise CatchingUp()
+
+    def _post_in(self, batch: Batch, drafts: list[ImportedDraft], settings: dict[str, str | None],
+                 progress: Callable[[int], None] | None = None) -> list[Revision]:
+        """The drafts' revisions written in `batch`. They are checked against the masters as the write
+        transaction that commits them finds them (reading them in a transaction of their own cost a
+        live post about a sixth of its time)."""
+        office, author, series = self.identity.office, self.identity.node_id, self.series
+        window, refuse_cash = self.date_window(settings), settings["negative_cash"] == "refuse"
+        chart = self.chart(batch.session)
+        contents = []
+        for done, item in enumerate(drafts, start=1):
+            contents.append(_checked(item, chart, window))
+            if progress and done % 500 == 0:
+                progress(done)
+        ids = secrets.token_hex(12 * len(contents))  # 24 hex digits a voucher, as token_hex(12) each
+        at = self.clock()  # the moment of the batch, which is posted whole or not at all
+        doc_of: dict[dt.date, str] = {}  # a batch's vouchers fall on far fewer dates
+        counters: dict[str, int] = {}
+        posted: list[Revision] = []
+        by_doc: dict[str, list[Revision]] = {}
+        for n, content in enumerate(contents):
+            kind = content.type.value
+            position = counters.get(kind)
+            if position is None:
+                position = queries.next_in_series(batch.session, office, kind, series)
+            counters[kind] = position + 1
+            rev = Revision(ids[24 * n:24 * n + 24], voucher_number(office, content.type, series, position), office,
+                           content, Action.POST, (), 1, author, at)
+            doc_name = doc_of.get(content.date)
+            if doc_name is None:
+                doc_name = doc_of[content.date] = schema.voucher_doc(office, content.date,
+                                                                     self._is_local(content.date))
+            by_doc.setdefault(doc_name, []).append(rev)
+            posted.append(rev)
+        for doc_name, revs in by_doc.items():
+            batch.change(doc_name, lambda doc, revs=revs: schema.put_revisions(doc, revs),
+                         self._masters_deps(batch, revs), revs)
+        if refuse_cash:
+            _refuse(self.cash_shortfalls(posted, batch.session, chart))
         return posted
 
     def amend(self, number: str, draft: Draft) -> Revision:
@@ -425,7 +456,8 @@ class Node:
         (concurrent cancellations are no conflict, `resolve`), or, with `restore`, the version named
         is kept (`_restore`). Returns the revisions made."""
         number = number.strip().upper()
-        window, refuse_cash = self.date_window(), self.settings()["negative_cash"] == "refuse"
+        settings = self.settings()
+        window, refuse_cash = self.date_window(settings), settings["negative_cash"] == "refuse"
         with self.store.transaction() as batch:
             row = queries.voucher(batch.session, number)
             if row is None:
@@ -528,9 +560,9 @@ class Node:
         batch.change(schema.MASTERS, mutate)
         return self.chart(batch.session, office)
 
-    def date_window(self) -> DateWindow:
+    def date_window(self, settings: dict[str, str | None] | None = None) -> DateWindow:
         """The dates this office accepts on a voucher it enters (its own setting: see `posting`)."""
-        return DateWindow.from_settings(self.settings(), self.today())
+        return DateWindow.from_settings(settings or self.settings(), self.today())
 
     def cash_shortfalls(self, revs: Iterable[Revision], session: Session | None = None,
                         chart: Chart | None = None) -> list[str]:

@@ -25,6 +25,8 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import WebSocketException
 
+from p2psync.books.drafts import Draft
+from p2psync.books.model import Revision
 from p2psync.canonical import utc_now
 from p2psync.deps import Deps
 from p2psync.errors import P2PSyncError, StoreError
@@ -60,6 +62,9 @@ REVOKED_RETRY_SECONDS = 3600.0
 ONE_SHOT_TIMEOUT = 120.0
 #: A first sync's progress goes to the log each time it passes another step of this many percent.
 PROGRESS_LOG_STEP = 10
+#: The most posts one group commit holds (see `NodeRuntime.post`): bounds how long the worker is
+#: busy with one call, and so how long a receive waits behind it.
+MAX_GROUP_COMMIT = 256
 
 
 @dataclass
@@ -122,6 +127,9 @@ class NodeRuntime:
             self._root_der = unb64(get_setting(session, "root_cert") or "")
             self._cert_der = unb64(get_setting(session, "cert") or "")
         self.started_at = utc_now()
+        #: Posts waiting for the next group commit, and the task committing them (see `post`).
+        self._queued_posts: list[tuple[Draft, asyncio.Future[Revision]]] = []
+        self._poster: asyncio.Task[None] | None = None
         #: Called with a peer's state as entries arrive from it (``p2psync sync`` shows a progress bar).
         self.on_progress: Callable[[PeerState], None] | None = None
 
@@ -129,6 +137,36 @@ class NodeRuntime:
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+
+    async def post(self, draft: Draft) -> Revision:
+        """Post one voucher; returns once it is durable (and wakes the links). Posts that arrive while
+        a commit is going to disk wait for the next one and share it (group commit): each is still a
+        voucher and an entry of its own, refused alone, and none returns before its commit."""
+        done: asyncio.Future[Revision] = asyncio.get_running_loop().create_future()
+        self._queued_posts.append((draft, done))
+        if self._poster is None or self._poster.done():
+            self._poster = asyncio.create_task(self._post_queued())
+        return await done
+
+    async def _post_queued(self) -> None:
+        """Commit the queued posts, at most `MAX_GROUP_COMMIT` to a commit, until none is left."""
+        while self._queued_posts:
+            group = self._queued_posts[:MAX_GROUP_COMMIT]
+            del self._queued_posts[:MAX_GROUP_COMMIT]
+            try:
+                results: list[Revision | BaseException] = list(
+                    await self.call(self.node.post_group, [draft for draft, _ in group]))
+            except Exception as exc:  # noqa: BLE001 - the disk or the node: every post of the group fails
+                results = [exc] * len(group)
+            else:
+                await self.notify()
+            for (_, done), result in zip(group, results, strict=True):
+                if done.done():  # the caller went away
+                    continue
+                if isinstance(result, BaseException):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
 
     def policy_version(self) -> int:
         return self.node.trust.policy.version

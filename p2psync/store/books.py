@@ -317,6 +317,26 @@ class Batch:
         """Drop a document from memory after a refused change; it is reloaded from the log."""
         self.store._docs.pop(name, None)
 
+    @contextmanager
+    def part(self) -> Iterator[None]:
+        """A part of the batch that a failure undoes alone (an SQLite savepoint): group commit puts
+        several callers' posts in one transaction, and one refused must not undo the others. On
+        failure every document the batch touched is dropped from memory, to be reloaded from the log
+        as this transaction now holds it (the parts before this one included)."""
+        db = raw_connection(self.session)
+        logged, changes = len(self.logged), len(self.changes)
+        db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK TO part")
+            db.execute("RELEASE part")
+            del self.logged[logged:], self.changes[changes:]
+            for name in self._touched:
+                self.store._docs.pop(name, None)
+            raise
+        db.execute("RELEASE part")
+
     def doc(self, name: str) -> Doc:
         self._touched.add(name)
         return self.store.loaded(self.session, name).doc

@@ -24,9 +24,10 @@ SCHEMA_VERSION = "2"
 #: The version of the report tables (`materialize.TABLES`), caches of the documents: a home whose
 #: tables are of another version has them rebuilt when it is opened (`BookStore.check_reports`).
 #: 1 (no setting) held each revision's JSON in `revisionrow`; 2 keeps where each revision is, and
-#: finds a voucher's lines by office, date and number; 3 classifies a ledger per office where an
+#: finds a voucher's lines by office, date and number; 3 carries the amount in the ledger index of
+#: lines, which the trial balance then reads alone; 4 classifies a ledger per office where an
 #: office's own record of it differs (`OfficeLedgerRow`).
-REPORTS_VERSION = "3"
+REPORTS_VERSION = "4"
 REPORTS_VERSION_KEY = "reports_version"
 #: Set while an upgraded home has entries whose clock and policy are not recorded yet.
 UNLINKED_KEY = "unlinked"
@@ -241,6 +242,15 @@ def _all_tables() -> list:
 def get_setting(session: Session, key: str, default: str | None = None) -> str | None:
     row = session.get(Setting, key)
     return row.value if row else default
+
+
+def get_settings(session: Session, defaults: dict[str, str | None]) -> dict[str, str | None]:
+    """Several settings in one statement, each its default when unset: every post reads the local
+    settings, and one ORM lookup per key cost some 0.3 ms."""
+    keys = list(defaults)
+    found = dict(raw_connection(session).execute(
+        f"SELECT key, value FROM setting WHERE key IN ({', '.join('?' * len(keys))})", keys).fetchall())
+    return {key: found.get(key, default) for key, default in defaults.items()}
 
 
 def set_setting(session: Session, key: str, value: str) -> None:

@@ -125,10 +125,12 @@ class VoucherRow(SQLModel, table=True):
 class LineRow(SQLModel, table=True):
     """Postings of current, not-cancelled revisions: what every report sums. A voucher's lines are
     found through its row's office, date and number (one index serves that and the per-office
-    reports, one B-tree fewer to write per line than an index on the number beside it)."""
+    reports, one B-tree fewer to write per line than an index on the number beside it). The ledger
+    index carries the amount, so that the trial balance reads that index alone: without it, a head
+    office of 2,000,000 lines fetched every line's row, out of order (17-33 s cold, 0.7 s with it)."""
 
     __table_args__ = (
-        Index("ix_line_ledger_date", "ledger_key", "date"),
+        Index("ix_line_ledger_date_paise", "ledger_key", "date", "paise"),
         Index("ix_line_office_date_number", "office", "date", "number"),
     )
     id: int | None = Field(default=None, primary_key=True)

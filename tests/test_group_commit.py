@@ -1,0 +1,108 @@
+"""Group commit: posts that queue while a commit goes to disk share the next one, each still a voucher
+and an entry of its own, refused alone, and none returned before its commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from contextlib import closing
+
+import pytest
+from helpers import draft, state, sync
+
+from p2psync.books.drafts import Draft
+from p2psync.errors import RuleViolation
+from p2psync.node.home import DB_FILE
+from p2psync.node.office import Node
+from p2psync.node.runtime import NodeRuntime
+
+RENT = draft("payment", "2026-04-01", {"Rent": "10"}, {"Cash": "10"})
+RECEIPT = draft("receipt", "2026-04-02", {"Cash": "25"}, {"Debtors": "25"})
+UNKNOWN = draft("payment", "2026-04-03", {"Rent": "10"}, {"Vault": "10"})
+
+
+def _committed(node: Node) -> list[str]:
+    """Voucher numbers as another connection sees them: only what was committed."""
+    with closing(sqlite3.connect(f"file:{node.home / DB_FILE}?mode=ro", uri=True)) as db:
+        return [n for (n,) in db.execute("SELECT number FROM voucherrow ORDER BY number")]
+
+
+def test_a_refused_draft_undoes_only_itself(head: Node, branch: Node) -> None:
+    results = head.post_group([RENT, UNKNOWN, RECEIPT, RENT])
+    assert isinstance(results[1], RuleViolation) and "unknown ledger 'Vault'" in str(results[1])
+    assert [r.number for r in results if not isinstance(r, Exception)] == ["HO/PMT/00001", "HO/RCT/00001",
+                                                                          "HO/PMT/00002"]
+    assert _committed(head) == ["HO/PMT/00001", "HO/PMT/00002", "HO/RCT/00001"]
+    in_memory = state(head)
+    home = head.home
+    head.close()
+    reopened = Node.open(home)  # what memory held is what the log holds
+    try:
+        assert state(reopened) == in_memory
+        sync(reopened, branch)
+        assert _committed(branch) == _committed(reopened)
+    finally:
+        reopened.close()
+
+
+def test_each_post_of_a_group_is_an_entry_of_its_own(head: Node) -> None:
+    before = head.vectors().get("vouchers/HO/2026-04", {}).get(head.identity.node_id, 0)
+    head.post_group([RENT, RECEIPT, RENT])
+    assert head.vectors()["vouchers/HO/2026-04"][head.identity.node_id] == before + 3
+
+
+def test_a_group_where_every_draft_is_refused_changes_nothing(head: Node) -> None:
+    before = state(head)
+    assert all(isinstance(r, RuleViolation) for r in head.post_group([UNKNOWN, UNKNOWN]))
+    assert state(head) == before
+
+
+def test_concurrent_posts_share_commits_and_return_after_theirs(head: Node) -> None:
+    groups: list[int] = []
+    post_group = head.post_group
+
+    def counted(drafts: list[Draft]) -> list[object]:
+        groups.append(len(drafts))
+        return post_group(drafts)
+
+    head.post_group = counted  # type: ignore[method-assign]
+
+    async def main() -> list[object]:
+        runtime = NodeRuntime(head, host="127.0.0.1", port=0, mdns=False)
+
+        async def one(item: Draft) -> object:
+            try:
+                rev = await runtime.post(item)
+            except RuleViolation as exc:
+                return exc
+            assert rev.number in _committed(head)  # durable before it returned
+            return rev
+
+        try:
+            return await asyncio.gather(*(one(UNKNOWN if i == 7 else RENT) for i in range(40)))
+        finally:
+            runtime.worker.shutdown(wait=True)
+
+    results = asyncio.run(main())
+    assert isinstance(results[7], RuleViolation)
+    assert sum(groups) == 40 and len(groups) < 40  # they queued behind one another's commits
+    numbers = sorted(r.number for r in results if not isinstance(r, Exception))
+    assert numbers == [f"HO/PMT/{i:05d}" for i in range(1, 40)] == _committed(head)
+
+
+def test_a_failed_commit_fails_every_post_of_its_group(head: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_drafts: list[Draft]) -> list[object]:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(head, "post_group", broken)
+
+    async def main() -> list[BaseException | None]:
+        runtime = NodeRuntime(head, host="127.0.0.1", port=0, mdns=False)
+        try:
+            results = await asyncio.gather(*(runtime.post(RENT) for _ in range(3)), return_exceptions=True)
+        finally:
+            runtime.worker.shutdown(wait=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
+    assert all(isinstance(r, OSError) for r in asyncio.run(main()))
+    assert _committed(head) == []
