@@ -89,6 +89,10 @@ class Channel(asyncio.AbstractServer):
         self.server = server
         self._forget = forget
 
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self.server.sockets)
+
     def close(self) -> None:
         self.server.close()
         self._forget()
