@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
 from outside import require
-from procs import SERVING, cli, environment, make_org, wait_until
+from procs import SERVING, environment, make_org, wait_until
 
 from p2psync.node import service
 
@@ -90,7 +89,7 @@ def test_install_writes_a_valid_user_unit_that_runs_the_node_and_uninstall_remov
     assert "WantedBy=default.target" in text and "Restart=on-failure" in text
 
     # What systemd would start: the node on this home, which it stops with SIGTERM.
-    (exec_start,) = re.findall(r"^ExecStart=(.*)$", text, re.M)
+    (exec_start,) = re.findall(r"^ExecStart=(.*)$", text, re.MULTILINE)
     argv = shlex.split(exec_start)
     assert argv == [sys.executable, "-m", "p2psync", "--home", str(ho.resolve()), "run", *run_options]
     out = base / "service.out"
@@ -194,5 +193,5 @@ def test_show_prints_the_launchd_daemon_and_the_windows_task(tmp_path: Path) -> 
 
 def test_unit_command_lines_quote_what_systemd_would_expand() -> None:
     unit = service.systemd_unit(service.Service("p2psync", "/opt/p 2/python", Path("/srv/100%$HOME")))
-    (line,) = re.findall(r"^ExecStart=(.*)$", unit, re.M)
+    (line,) = re.findall(r"^ExecStart=(.*)$", unit, re.MULTILINE)
     assert line == '"/opt/p 2/python" -m p2psync --home "/srv/100%%$$HOME" run'

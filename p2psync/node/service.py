@@ -159,17 +159,15 @@ def windows_task(service: Service) -> str:
         "# Run in PowerShell opened with 'Run as administrator', on the office's PC.",
         f"$action = New-ScheduledTaskAction -Execute {_ps(program)} -Argument {_ps(subprocess.list2cmdline(args))}",
         "$trigger = New-ScheduledTaskTrigger -AtStartup",
-        "$settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 "
-        "-RestartInterval (New-TimeSpan -Minutes 1) -StartWhenAvailable -AllowStartIfOnBatteries "
-        "-DontStopIfGoingOnBatteries -MultipleInstances IgnoreNew",
-        f"$credential = Get-Credential -UserName {_ps(service.user)} "
-        "-Message 'The Windows password of the user p2psync runs as'",
-        f"Register-ScheduledTask -TaskName {_ps(service.name)} -Action $action -Trigger $trigger "
-        "-Settings $settings -User $credential.UserName -Password $credential.GetNetworkCredential().Password "
-        "-RunLevel Limited -Force",
+        ("$settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 "
+         "-RestartInterval (New-TimeSpan -Minutes 1) -StartWhenAvailable -AllowStartIfOnBatteries "
+         "-DontStopIfGoingOnBatteries -MultipleInstances IgnoreNew"),
+        (f"$credential = Get-Credential -UserName {_ps(service.user)} "
+         "-Message 'The Windows password of the user p2psync runs as'"),
+        (f"Register-ScheduledTask -TaskName {_ps(service.name)} -Action $action -Trigger $trigger -Settings $settings "
+         "-User $credential.UserName -Password $credential.GetNetworkCredential().Password -RunLevel Limited -Force"),
         f"Start-ScheduledTask -TaskName {_ps(service.name)}",
-        f"# State: Get-ScheduledTask -TaskName {_ps(service.name)} | Get-ScheduledTaskInfo; 'p2psync status' "
-        "shows the node itself.",
+        f"# State: Get-ScheduledTask -TaskName {_ps(service.name)} | Get-ScheduledTaskInfo (and 'p2psync status')",
         f"# Remove: Unregister-ScheduledTask -TaskName {_ps(service.name)} -Confirm:$false",
         "",
     ])
