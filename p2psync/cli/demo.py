@@ -67,7 +67,7 @@ class Demo:
 
     def start(self, args: list[str], log_name: str) -> str:
         """Start a long-running process; returns the address it prints when ready."""
-        log = open(self.base / f"{log_name}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(self.base / f"{log_name}.log", "w", encoding="utf-8")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen([sys.executable, "-m", "p2psync", *args], stdout=subprocess.PIPE, stderr=log,
                                 text=True, env=self.env)
         self.procs.append(proc)
@@ -75,7 +75,8 @@ class Demo:
         line = proc.stdout.readline()
         match = ADDRESS.search(line)
         if not match:
-            raise P2PSyncError(f"{log_name} did not start: {(self.base / f'{log_name}.log').read_text()[-300:]}")
+            said = (self.base / f"{log_name}.log").read_text(encoding="utf-8", errors="replace")
+            raise P2PSyncError(f"{log_name} did not start: {said[-300:]}")
         return match.group(1)
 
     def node(self, office: str, *extra: str) -> str:
@@ -119,7 +120,7 @@ def _vouchers(office: str, count: int, rng: random.Random, path: Path) -> Path:
         narration = f"{office} {kind} {i}"
         rows.append(f"{i},{kind},{day},{debit},{amount},,{narration}")
         rows.append(f"{i},{kind},{day},{credit},,{amount},{narration}")
-    path.write_text("\n".join(rows) + "\n")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
 
 

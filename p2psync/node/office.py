@@ -42,7 +42,14 @@ from p2psync.deps import Deps
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.net.tls import write_cert_files
 from p2psync.node import held_back, inbox
-from p2psync.node.home import DB_FILE, KEYS_DIR, ROOT_KEY_FILE, check_new_home, ensure_private_dir
+from p2psync.node.home import (
+    DB_FILE,
+    KEYS_DIR,
+    ROOT_KEY_FILE,
+    check_new_home,
+    check_private_keys,
+    ensure_private_dir,
+)
 from p2psync.node.membership import Membership
 from p2psync.protocol import entry
 from p2psync.store import log, queries
@@ -166,6 +173,7 @@ class Node:
             catching_up = get_setting(session, CATCHING_UP_KEY) is not None
         if not all(values.values()) or not root_cert or not policy_blob:
             raise P2PSyncError(f"{home} holds an incomplete p2psync node; set it up again in an empty --home")
+        check_private_keys(home)
         keys = NodeKeys.load(home / KEYS_DIR)
         if keys.node_id != values["node_id"]:
             raise P2PSyncError(f"the keys in {home / KEYS_DIR} do not belong to this node")

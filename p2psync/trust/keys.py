@@ -74,13 +74,18 @@ class NodeKeys:
 
 def write_private(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> None:
     """Write a private key readable by its owner only, atomically (never a half-written key)."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    write_private_file(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write `data` for its owner's eyes only (mode 0600 where POSIX modes apply; elsewhere the folder's
+    access list, see docs/security.md), atomically: a reader sees the old file or the whole new one."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
