@@ -168,8 +168,12 @@ def _as_exported(rows: list[Data], body: Data) -> list[Data]:
     claim, under its signature) instead of this throwaway home's."""
     logged = {(doc, author[:16], seq): item["logged_at"]
               for (author, doc, seq), item in zip(_entry_keys(body), body["entries"], strict=True)}
-    return [{**row, "logged_at": logged.get((row["document"], row["node"], row["seq"])), "origin": "exported"}
-            for row in rows]
+    out = []
+    for row in rows:
+        at = logged.get((row["document"], row["node"], row["seq"]))
+        unstamped = row["at"] == row["logged_at"]  # a record with no time of its own (an office)
+        out.append({**row, "logged_at": at, "origin": "exported", **({"at": at} if unstamped else {})})
+    return sorted(out, key=lambda r: r["at"] or "")
 
 
 def _unframe(raw: bytes) -> tuple[bytes, bytes]:
@@ -320,8 +324,11 @@ def _receive(auditor: Node, body: Data) -> None:
     refused = auditor.quarantined()
     if refused:
         first = refused[0]
-        who = f"node {first['author'][:16]}" if first["author"] != "?" else "an unknown signer"
-        raise AuditError(f"entry {first['seq']} of {who} in {first['document']} is refused: {first['reason']}")
+        # a refused signature is charged to nobody ("?"): name the author the entry's header claims
+        claimed = {a for a, d, s in keys if (d, s) == (first["document"], first["seq"])}
+        who = first["author"] if first["author"] != "?" or len(claimed) != 1 else claimed.pop()
+        raise AuditError(f"entry {first['seq']} of node {who[:16]} in {first['document']} is refused: "
+                         f"{first['reason']}")
     if result.waiting:
         raise AuditError(f"{result.waiting} entries wait for entries the export does not hold "
                          "(an author's sequence has a gap, or a dependency is missing)")
