@@ -115,7 +115,7 @@ def test_verify_with_no_home_rebuilds_the_head_offices_trial_balance(books: Path
     assert verified["registration_id"] == here_json(ho, "settings")["registration_id"]
     trail = here_json(ho, "report", "audit-trail")["rows"]
     assert [(r["subject"], r["action"]) for r in verified["trail"]] == [(r["subject"], r["action"]) for r in trail]
-    assert not (tmp_path / "auditor" / "xdg" / "p2psync").exists()  # no home was made
+    assert not list((tmp_path / "auditor").rglob("p2psync.db")) and not list((tmp_path / "auditor").rglob("*.pem"))
     text = auditor(tmp_path, "audit", "verify", str(export))
     assert text.returncode == 0 and "Registration ID: " + verified["registration_id"] in text.stdout
     assert "Verified" in text.stdout and text.stderr == ""
