@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from helpers import draft, sync
 from procs import cli, environment, here, here_json, make_org, voucher_args
+from test_dashboard_browser import browser  # noqa: F401  (the fixture)
 
 from p2psync.books.posting import financial_year
 from p2psync.canonical import dumps, loads
@@ -257,3 +258,26 @@ def test_the_trail_command_refuses_what_would_show_an_empty_answer(books: Path, 
     missing = auditor(tmp_path, "audit", "verify", str(tmp_path / "none.p2pa"))
     assert missing.returncode == 1 and missing.stderr.startswith("error: cannot read")
     shutil.rmtree(tmp_path / "auditor")
+
+
+# ---------------------------------------------------------------- the dashboard
+
+
+@pytest.mark.slow
+def test_the_dashboard_shows_the_audit_trail(tmp_path: Path, fleet: Any, browser: Any) -> None:
+    from playwright.sync_api import expect
+    from test_dashboard_browser import open_page, screen
+
+    ho_home, _br = make_org(tmp_path, ("BR1",))
+    made = json.loads(here(ho_home, *voucher_args("payment", DAY.isoformat(), "Rent", "Cash", "500", "shop rent")))
+    here(ho_home, "voucher", "cancel", made["number"], "--reason", "paid twice")
+    ho = fleet.start(ho_home, dashboard=True)
+    page = open_page(browser, ho.dashboard_url)
+    screen(page, "audit")
+    rows = page.locator(f"#audit-trail tr[data-subject='{made['number']}']")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("post")
+    expect(rows.nth(0)).to_contain_text("shop rent")
+    expect(rows.nth(1)).to_contain_text("cancelled: paid twice")
+    expect(page.locator("#audit-trail tr[data-subject='Rent']")).to_contain_text("ledger Rent under Indirect Expenses")
+    assert not page.errors

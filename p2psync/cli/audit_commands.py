@@ -38,14 +38,12 @@ def audit_trail_cmd(home: str | None, office: str | None, start: str | None, end
     from p2psync.cli.context import open_node
     from p2psync.node import audit
 
-    scope = audit.Scope(office.strip().upper() if office else None, _date(start), _date(end),
-                        number.strip().upper() if number else None)
     with open_node(home) as node:
-        rows = audit.trail(node, scope)
+        data = audit.report(node, office, start, end, number)
     if as_json:
-        render.print_json({"report": "audit-trail", "rows": rows, "summary": audit.summary(rows)})
+        render.print_json(data)
         return
-    show_trail(rows)
+    show_trail(data["rows"])
 
 
 def show_trail(rows: list[dict[str, Any]]) -> None:

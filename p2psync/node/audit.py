@@ -27,6 +27,7 @@ from p2psync.books.model import (
 )
 from p2psync.books.money import format_indian, to_decimal
 from p2psync.books.resolve import resolve
+from p2psync.books.rules import parse_date
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError
 from p2psync.node.office import Node
 from p2psync.store import history, log, queries
@@ -79,6 +80,19 @@ def trail(node: Node, scope: Scope) -> list[Data]:
         for doc in docs:
             rows.extend(_rows(node, history.replay(session, doc), scope))
     return sorted(rows, key=lambda r: r["at"])
+
+
+def report(node: Node, office: str | None = None, start: str | None = None, end: str | None = None,
+           voucher: str | None = None) -> Data:
+    """The trail as ``--json`` prints it and the dashboard shows it, from what was typed."""
+    scope = Scope(office.strip().upper() if office and office.strip() else None, _date(start), _date(end),
+                  voucher.strip().upper() if voucher and voucher.strip() else None)
+    rows = trail(node, scope)
+    return {"report": "audit-trail", "rows": rows, "summary": summary(rows)}
+
+
+def _date(text: str | None) -> dt.date | None:
+    return parse_date(text) if text else None
 
 
 def summary(rows: list[Data]) -> Data:
