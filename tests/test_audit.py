@@ -264,7 +264,7 @@ def test_the_trail_command_refuses_what_would_show_an_empty_answer(books: Path, 
 
 
 @pytest.mark.slow
-def test_the_dashboard_shows_the_audit_trail(tmp_path: Path, fleet: Any, browser: Any) -> None:
+def test_the_dashboard_shows_the_audit_trail(tmp_path: Path, fleet: Any, browser: Any) -> None:  # noqa: F811
     from playwright.sync_api import expect
     from test_dashboard_browser import open_page, screen
 
