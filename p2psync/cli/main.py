@@ -13,6 +13,7 @@ import platformdirs
 
 from p2psync import __version__
 from p2psync.cli import render
+from p2psync.cli.audit_commands import audit_cmd, audit_trail_cmd
 from p2psync.cli.books_commands import (
     conflicts_cmd,
     group,
@@ -154,8 +155,9 @@ def branch_remove_node(home: str | None, node_id: str) -> None:
 
 for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo_cmd, invite_cmd, join_cmd,
                 settings_cmd, revoke_cmd, quarantine_cmd, run_cmd, sync_cmd, status_cmd, restart_cmd, relay_cmd,
-                dashboard_cmd, backup_cmd, restore_cmd, doctor_cmd, service_group):
+                dashboard_cmd, backup_cmd, restore_cmd, doctor_cmd, service_group, audit_cmd):
     cli.add_command(command)
+report.add_command(audit_trail_cmd)
 
 
 #: Receives tracebacks of bugs: written to the log file in the home, never to the terminal.

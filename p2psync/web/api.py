@@ -16,7 +16,7 @@ from p2psync.books.model import Side, VoucherType
 from p2psync.canonical import report_json
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.localtime import DATE_FORMATS, DEFAULT_DATE_FORMAT
-from p2psync.node import registrar, views
+from p2psync.node import audit, registrar, views
 from p2psync.node.office import Node
 from p2psync.node.runtime import NodeRuntime
 from p2psync.web.state import DASHBOARD, Dashboard
@@ -268,6 +268,12 @@ async def cancel_voucher(request: web.Request) -> web.Response:
     rev = await on_node(request, Node.cancel, text(data, "number"), optional_text(data, "reason") or "")
     await runtime(request).notify()
     return reply(views.revision_data(rev))
+
+
+@routes.get("/api/audit-trail")
+async def audit_trail(request: web.Request) -> web.Response:
+    q = request.query
+    return reply(await on_node(request, audit.report, q.get("office"), q.get("from"), q.get("to"), q.get("voucher")))
 
 
 @routes.get("/api/reports/{kind}")

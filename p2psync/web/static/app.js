@@ -15,6 +15,7 @@ const SCREENS = {
   trial: { title: "Trial balance", build: () => reportScreen("trial-balance") },
   balance: { title: "Balance sheet", build: () => reportScreen("balance-sheet") },
   pl: { title: "Profit & loss", build: () => reportScreen("profit-loss") },
+  audit: { title: "Audit trail", build: auditScreen },
   settings: { title: "Sync settings", build: settingsScreen },
   registration: { title: "Registration", build: registrationScreen },
 };
@@ -221,6 +222,25 @@ function vouchersScreen() {
           h("button", { class: "plain small", onclick: () => form.amend(v.number) }, "Amend"), " ",
           h("button", { class: "plain small", onclick: () => cancelForm(cancelBox, v.number) }, "Cancel")]))),
       { id: "voucher-list", numeric: [5], empty: "No vouchers yet." }));
+  };
+  filter.addEventListener("change", refresh);
+  return { element, refresh };
+}
+
+// Every change to the books, read-only: the node's audit trail (`p2psync report audit-trail`), which
+// cannot be switched off.
+function auditScreen() {
+  const list = h("div"), filter = officeSelect("audit-office");
+  const element = h("div", {}, h("h2", {}, "Audit trail"),
+    h("p", { class: "muted" }, "Every post, amendment and cancellation, and every masters record, as signed by the machine that made it. It is always kept."),
+    h("div", { class: "row filters" }, field("Office", filter)), list);
+  const refresh = async () => {
+    const data = await get("/api/audit-trail", { office: filter.value });
+    list.replaceChildren(table(["When", "Office", "Node", "Record", "Action", "Subject", "Particulars"],
+      data.rows.map(r => h("tr", { "data-subject": r.subject, "data-action": r.action },
+        h("td", {}, when(r.at)), h("td", {}, r.office), h("td", { title: r.node }, r.node.slice(0, 8)),
+        h("td", {}, r.record), h("td", {}, r.action), h("td", {}, r.subject), h("td", {}, r.summary))),
+      { id: "audit-trail", empty: "No changes yet." }));
   };
   filter.addEventListener("change", refresh);
   return { element, refresh };
