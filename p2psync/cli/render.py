@@ -46,4 +46,6 @@ def error(message: str) -> None:
 
 
 def info(message: str) -> None:
-    out.print(message, markup=False)
+    """A message as one line however long (paths, commands to copy): the terminal wraps it for show,
+    and a script or a copy and paste gets it whole."""
+    out.print(message, markup=False, soft_wrap=True)
