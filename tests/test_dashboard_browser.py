@@ -300,3 +300,58 @@ def test_a_conflict_shows_each_version_and_why_one_won(tmp_path: Path, fleet: Fl
     expect(rows.nth(1)).to_contain_text("450.00")
     expect(rows.nth(1)).to_contain_text("rent, corrected")
     assert not page.errors
+
+
+def _cancelled_while_amended(ho_home: Path, br_home: Path, amount: str, narration: str) -> str:
+    """A BR1 voucher cancelled at the head office while BR1 amends it; both offices hold both."""
+    number = post_here(br_home, "payment", "2026-04-05", "Rent", "Cash", "500.00", narration)
+    _exchange(ho_home, br_home)
+    here(ho_home, "voucher", "cancel", number, "--reason", "paid twice")
+    here(br_home, "voucher", "amend", number, "--date", "2026-04-05", "--dr", f"Rent={amount}", "--cr",
+         f"Cash={amount}", "--narration", f"{narration}, corrected")
+    _exchange(ho_home, br_home)
+    return number
+
+
+def test_a_branch_settles_its_conflicts_from_the_status_screen(tmp_path: Path, fleet: Fleet, browser: Any) -> None:
+    """Two of BR1's vouchers were cancelled at the head office while BR1 amended them. At BR1 one
+    keeps its cancellation, the other comes back as a new voucher; the conflict list empties and the
+    vouchers show what happened. The head office may keep the cancellation but cannot put a branch's
+    voucher back in the branch's series, so it is offered that only."""
+    from playwright.sync_api import expect
+
+    from p2psync.node import views
+    from p2psync.node.office import Node
+
+    ho_home, br_home = make_org(tmp_path, ("BR1",))
+    kept = _cancelled_while_amended(ho_home, br_home, "450", "shop rent")
+    restored = _cancelled_while_amended(ho_home, br_home, "320", "godown rent")
+    head = Node.open(ho_home)
+    try:
+        assert {tuple(v["settle"] for v in c["versions"]) for c in views.conflicts(head)} == {
+            ("keep-cancellation", None)}
+    finally:
+        head.close()
+
+    br = fleet.start(br_home, dashboard=True)
+    page = open_page(browser, br.dashboard_url)
+    screen(page, "status")
+    first = page.locator(f"#conflicts .conflict[data-number='{kept}']")
+    first.locator("button", has_text="Keep the cancellation").click()
+    expect(page.locator("#settle-notice")).to_have_text(f"Settled {kept}: it stays cancelled.")
+    expect(first).to_have_count(0)
+    second = page.locator(f"#conflicts .conflict[data-number='{restored}']")
+    expect(second.locator("button")).to_have_count(2)  # keep the cancellation, or restore the amendment
+    second.locator("tr", has_text="godown rent, corrected").locator("button", has_text="Restore as a new voucher").click()
+    expect(page.locator("#settle-notice")).to_contain_text("Posted BR1/PMT/")
+    expect(page.locator("#conflicts")).to_have_text("No conflicts.")
+
+    screen(page, "vouchers")
+    status_of = 6  # the Status column: cancelled, conflict, amended or empty
+    for number in (kept, restored):
+        expect(page.locator(f"#voucher-list tr[data-number='{number}'] td").nth(status_of)).to_have_text("cancelled")
+    comeback = page.locator("#voucher-list tr", has_text=f"restores {restored}")
+    expect(comeback).to_contain_text("320.00")
+    expect(comeback.locator("td").nth(status_of)).to_have_text("")
+    expect(comeback.locator("button")).to_have_count(2)  # a voucher of its own again: Amend, Cancel
+    assert not page.errors
