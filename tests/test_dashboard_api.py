@@ -521,7 +521,8 @@ def test_a_branch_cannot_settle_another_offices_conflict_and_its_own_office_can(
             status, refused = await web.post("/api/conflicts/settle", {
                 "number": number, "keep": "restore", "version": conflict["versions"][1]["revision"]})
             assert status == 422
-            assert refused["error"] == f"voucher {number} belongs to office BR1; only it or the head office may settle its conflict"
+            assert refused["error"] == (f"voucher {number} belongs to office BR1; "
+                                        "only it or the head office may settle its conflict")
             assert state(br2) == before
         async with served(br1, br1.home) as web:
             (conflict,) = (await web.get("/api/conflicts"))[1]

@@ -342,7 +342,8 @@ def test_a_branch_settles_its_conflicts_from_the_status_screen(tmp_path: Path, f
     expect(first).to_have_count(0)
     second = page.locator(f"#conflicts .conflict[data-number='{restored}']")
     expect(second.locator("button")).to_have_count(2)  # keep the cancellation, or restore the amendment
-    second.locator("tr", has_text="godown rent, corrected").locator("button", has_text="Restore as a new voucher").click()
+    amendment = second.locator("tr", has_text="godown rent, corrected")
+    amendment.locator("button", has_text="Restore as a new voucher").click()
     expect(page.locator("#settle-notice")).to_contain_text("Posted BR1/PMT/")
     expect(page.locator("#conflicts")).to_have_text("No conflicts.")
 
