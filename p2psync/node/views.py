@@ -90,6 +90,7 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     if sync_after is not None and sync_after.strip().lower() not in ("", "none"):
         new_date = parse_date(sync_after)
     shown = check_date_format(date_format) if date_format is not None else None
+    _check_policy_change(node, sync_after is not None, new_date, relays)
     local = {k: v for k, v in (("mode", mode), ("interval", str(interval) if interval else None),
                                ("date_format", shown)) if v}
     local.update(_posting_settings(books_begin, post_ahead, negative_cash))
@@ -101,6 +102,15 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     if relays is not None and list(relays) != current["relays"]:
         registrar.set_relays(node, list(relays))
     return settings(node)
+
+
+def _check_policy_change(node: Node, dated: bool, new_date: dt.date | None, relays: list[str] | None) -> None:
+    """Refuse a policy change the head office cannot sign now before any setting is applied, so that
+    a command that fails changes nothing."""
+    current = node.trust.policy
+    if (dated and (new_date.isoformat() if new_date else None) != current.sync_after) or (
+            relays is not None and tuple(relays) != current.relays):
+        registrar.check_may_sign(node)
 
 
 def _posting_settings(books_begin: str | None, post_ahead: str | None, negative_cash: str | None) -> dict[str, str]:
