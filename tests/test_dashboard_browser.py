@@ -9,11 +9,14 @@ With ``DASHBOARD_SCREENSHOTS=DIR`` the test also saves a picture of each screen 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +24,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from outside import require
 from procs import Fleet, cli, here, make_org, post_here, wait_converged
+from test_links_status import post_many
+
+from p2psync.node.office import Node
+from p2psync.node.runtime import NodeRuntime
+from p2psync.web.server import DashboardServer
+from p2psync.web.state import Dashboard
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -259,8 +268,6 @@ def test_a_branch_dashboard_offers_what_the_branch_may_do_in_its_own_time(tmp_pa
 
 def _exchange(*homes: Path) -> None:
     """Every office receives what every other holds (in this process, as a sync would)."""
-    from p2psync.node.office import Node
-
     nodes = [Node.open(home) for home in homes]
     try:
         for target in nodes:
@@ -321,7 +328,6 @@ def test_a_branch_settles_its_conflicts_from_the_status_screen(tmp_path: Path, f
     from playwright.sync_api import expect
 
     from p2psync.node import views
-    from p2psync.node.office import Node
 
     ho_home, br_home = make_org(tmp_path, ("BR1",))
     kept = _cancelled_while_amended(ho_home, br_home, "450", "shop rent")
@@ -356,3 +362,106 @@ def test_a_branch_settles_its_conflicts_from_the_status_screen(tmp_path: Path, f
     expect(comeback.locator("td").nth(status_of)).to_have_text("")
     expect(comeback.locator("button")).to_have_count(2)  # a voucher of its own again: Amend, Cancel
     assert not page.errors
+
+
+def test_a_revoked_branch_says_so_first_and_what_to_do(tmp_path: Path, fleet: Fleet, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    from p2psync.node import registrar
+
+    ho_home, br_home = make_org(tmp_path, ("BR1",))
+    head, branch = Node.open(ho_home), Node.open(br_home)
+    try:
+        registrar.revoke(head, "BR1")
+        branch.adopt_policy(head.policy_blob())
+    finally:
+        head.close()
+        branch.close()
+    br = fleet.start(br_home, dashboard=True)
+    page = open_page(browser, br.dashboard_url)
+    screen(page, "status")
+    notice = page.locator("#status-body > div > :first-child")
+    expect(notice).to_have_id("revoked")
+    expect(notice).to_contain_text("This node was revoked by the head office")
+    expect(notice).to_contain_text("'p2psync invite BR1'")
+    expect(notice).to_contain_text("('p2psync join CODE') in a new, empty home")
+    assert not page.errors
+
+
+class HeldFirstSync(NodeRuntime):
+    """A runtime that takes a peer's first batch of entries and holds the next until `release` is set:
+    a first sync stopped part way, for as long as the test looks at it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+        self.batches = 0
+
+    async def receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, int, Any]:
+        self.batches += 1
+        if self.batches > 1:
+            await self.release.wait()
+        return await super().receive(blobs, docs)
+
+
+async def released(runtime: HeldFirstSync) -> None:
+    runtime.release.set()
+
+
+@contextmanager
+def dashboard_here(runtime: NodeRuntime) -> Iterator[tuple[str, Callable[[Any], Any]]]:
+    """`runtime` and a dashboard over it in an event loop of their own on a thread (the browser's
+    driver has this thread's): the sign-in address, and a function running a coroutine there."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(WAIT_MS / 1000)
+
+    async def no_setup(_node: Node) -> NodeRuntime:
+        raise AssertionError("the office is set up")
+
+    async def start() -> tuple[DashboardServer, str]:
+        await runtime.start()
+        dashboard = Dashboard(runtime.node.home, no_setup)
+        dashboard.attach(runtime)
+        server = DashboardServer(dashboard, "127.0.0.1", 0)
+        return server, await server.start()
+
+    server, url = run(start())
+    try:
+        yield url, run
+    finally:
+        run(server.stop())
+        run(runtime.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def test_a_first_sync_shows_its_progress_in_percent_and_vouchers(tmp_path: Path, fleet: Fleet, browser: Any) -> None:
+    """BR1's first sync of more entries than one batch holds, stopped after the first batch: its page
+    shows the percent and vouchers that status reports, and Online once the rest arrives."""
+    from playwright.sync_api import expect
+
+    ho_home, br_home = make_org(tmp_path, ("BR1",))
+    post_many(ho_home, 520)
+    head = fleet.start(ho_home)
+    node = Node.open(br_home)
+    runtime = HeldFirstSync(node, host="127.0.0.1", port=0, peers=(head.url,), mdns=False)
+    try:
+        with dashboard_here(runtime) as (url, run):
+            page = open_page(browser, url)
+            screen(page, "status")
+            shown = page.locator("#peers tr[data-office=HO] .status")
+            expect(shown).to_have_text(re.compile(r"^Receiving \d+% \([\d,]+ vouchers\)$"))
+            (peer,) = [p for p in run(runtime.status())["peers"] if p["office"] == "HO"]
+            progress = peer["progress"]
+            assert 0 < progress["percent"] < 100 and 0 < progress["vouchers"] < 520, progress
+            expect(shown).to_have_text(f"Receiving {progress['percent']}% ({progress['vouchers']:,} vouchers)")
+            run(released(runtime))
+            expect(shown).to_have_text("Online")
+            assert not page.errors
+    finally:
+        node.close()

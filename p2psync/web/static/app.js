@@ -132,7 +132,7 @@ function statusScreen() {
     const conflicts = await get("/api/conflicts");
     const node = data.node;
     body.replaceChildren(h("div", {},
-      node.revoked ? revokedNotice(node.office) : null,
+      node.revoked ? h("p", { class: "error", id: "revoked" }, node.revoked_notice) : null, // first: nothing else works
       h("p", {}, `Node ${node.running ? "running" : "not running"} in ${node.mode} mode`,
         node.mode === "auto" ? `, full reconcile every ${node.interval_minutes} min` : "",
         `. Policy version ${node.policy_version}, sync after ${node.sync_after || "(no date)"}.`),
@@ -163,15 +163,6 @@ function statusScreen() {
     refresh: async () => render(app.status || await get("/api/status")),
     onStatus: render,
   };
-}
-
-// A revoked node can do nothing more for the organisation: say so first, and what to do instead
-// (the same words as `p2psync status`).
-function revokedNotice(office) {
-  return h("p", { class: "error", id: "revoked" },
-    "This node was revoked by the head office: it no longer syncs with the other offices and cannot record " +
-    "changes; the books it holds stay readable here. To carry on, register a replacement machine: ask the head " +
-    `office for a new invite code ('p2psync invite ${office}') and join with it ('p2psync join CODE') in a new, empty home.`);
 }
 
 // Each conflict as an accountant compares it: a voucher's standing versions (what, where, when, how
