@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from outside import require
-from procs import Fleet, cli, here, make_org, post_here, wait_converged
+from procs import Fleet, begin_books_here, cli, here, make_org, post_here, wait_converged
 from test_links_status import post_many
 
 from p2psync.node.office import Node
@@ -109,6 +109,7 @@ def test_two_offices_work_through_their_dashboards(tmp_path: Path, fleet: Fleet,
     ho_page.click("#create-head")
     ho_page.wait_for_selector("nav button[data-screen=registration]")  # the page reloads as the node starts
     ho.wait_serving()
+    begin_books_here(ho_home)
     asked = cli(ho_home, "dashboard").stdout  # asked of the running node: a fresh one-time address
     assert asked.startswith(f"Dashboard: {ho.dashboard_url.split('?')[0]}?ticket=") and ho.dashboard_url not in asked
     again = open_page(browser, asked.removeprefix("Dashboard: ").strip())
@@ -148,6 +149,7 @@ def test_two_offices_work_through_their_dashboards(tmp_path: Path, fleet: Fleet,
     br_page.click("#join")
     br_page.wait_for_selector("nav button[data-screen=vouchers]")
     br.wait_serving()
+    begin_books_here(br_home)
     expect(br_page.locator("#office")).to_contain_text("BR1 (Branch Office)")
 
     # the head office watches its day book while the branch posts
