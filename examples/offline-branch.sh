@@ -12,6 +12,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 step "Set up: the head office, the Pune branch and four ledgers"
 at HO init --head-office --company "Deccan Hardware Pvt Ltd" --name "Mumbai Head Office" >/dev/null
+# The books kept here begin with FY 2025-26: an earlier date is refused as a typo, however many
+# years later this runs (without it, eight financial years back from today are accepted).
+at HO settings --books-begin 01-04-2025 >/dev/null
 at HO branch add BR1 "Pune Branch"
 at HO ledger add "Cash" --group "Cash-in-Hand" --opening "20,000"
 at HO ledger add "Capital" --group "Capital Account" --opening "20,000"
@@ -20,6 +23,7 @@ at HO ledger add "Electricity" --group "Indirect Expenses"
 start_node HO --no-mdns
 HO_URL="$URL"
 at BR1 join "$(invite_code BR1)" --via "$HO_URL"
+at BR1 settings --books-begin 01-04-2025 >/dev/null
 
 step "Day 1: both nodes run; Pune receives the company details"
 start_node BR1 --no-mdns --peer "$HO_URL"

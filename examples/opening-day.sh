@@ -26,6 +26,9 @@ number_of() { sed -n 's/^  "number": "\([^"]*\)",$/\1/p'; }
 
 step "Create the head office and the branch master"
 p2p init --head-office --company "Sharma Traders Pvt Ltd" --office HO --name "Mumbai Head Office"
+# The books kept here begin with FY 2025-26: an earlier date is refused as a typo, however many
+# years later this runs (without it, eight financial years back from today are accepted).
+p2p settings --books-begin 01-04-2025 >/dev/null
 p2p branch add BR1 "Pune Branch"
 p2p branch list
 

@@ -22,6 +22,9 @@ say "The relay is listening on $RELAY_URL"
 
 step "At the head office: create the company, the Goa branch and the ledgers; name the relay"
 at HO init --head-office --company "Konkan Cashews Pvt Ltd" --name "Mangaluru Head Office"
+# The books kept here begin with FY 2025-26: an earlier date is refused as a typo, however many
+# years later this runs (without it, eight financial years back from today are accepted).
+at HO settings --books-begin 01-04-2025 >/dev/null
 at HO branch add BR1 "Goa Branch"
 at HO ledger add "Cash" --group "Cash-in-Hand" --opening "25,000"
 at HO ledger add "Capital" --group "Capital Account" --opening "25,000"
@@ -40,6 +43,7 @@ step "Register the Goa branch through the relay"
 # which passes it to the head office's node (connected to it) and the answer back: sealed with the
 # code, so the relay learns nothing from it.
 at BR1 join "$(invite_code BR1)" --via "$RELAY_URL"
+at BR1 settings --books-begin 01-04-2025 >/dev/null
 
 step "Start the Goa branch's node with no LAN discovery and no --peer: its only way out is the relay"
 start_node BR1 --no-mdns

@@ -13,6 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 step "Set up: the head office syncs vouchers dated from 1 April 2025; the Surat branch joins"
 at HO init --head-office --company "Gujarat Silk Mills Pvt Ltd" --name "Ahmedabad Head Office" >/dev/null
+# The books kept here begin with FY 2025-26: an earlier date is refused as a typo, however many
+# years later this runs (without it, eight financial years back from today are accepted).
+at HO settings --books-begin 01-04-2025 >/dev/null
 at HO branch add BR1 "Surat Branch"
 at HO ledger add "Cash" --group "Cash-in-Hand" --opening "40,000"
 at HO ledger add "Capital" --group "Capital Account" --opening "40,000"
@@ -21,6 +24,7 @@ at HO settings --sync-after 01-04-2025 >/dev/null
 start_node HO --no-mdns
 HO_URL="$URL"
 at BR1 join "$(invite_code BR1)" --via "$HO_URL"
+at BR1 settings --books-begin 01-04-2025 >/dev/null
 start_node BR1 --no-mdns --peer "$HO_URL"
 wait_until "Surat to receive the ledgers" has_ledgers BR1 3
 

@@ -72,6 +72,7 @@ def world() -> World:
     atexit.register(shutil.rmtree, base, True)
     head = Node.create_head(base / "HO", "Fuzz Traders", "HO", "Head Office")
     atexit.register(head.close)
+    head.set_local(books_begin="2020-04-01")  # the fixed dates below stay inside its window as years pass
     head.add_office("BR1", "Branch One")
     for name, group in (("Cash", "Cash-in-Hand"), ("Bank", "Bank Accounts"), ("Rent", "Indirect Expenses"),
                         ("Sales", "Sales Accounts"), ("Debtors", "Sundry Debtors")):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from helpers import BOOKS_BEGIN, begin_books
 
 from p2psync.cli.main import cli as cli_group
 from p2psync.node import control, registrar
@@ -100,6 +101,12 @@ def here(home: Path, *args: str) -> str:
     return result.stdout
 
 
+def begin_books_here(home: Path) -> None:
+    """``p2psync settings --books-begin`` for a home made with ``init``, ``join`` or the dashboard, as
+    `helpers.begin_books` does for those made in this process."""
+    here(home, "settings", "--books-begin", BOOKS_BEGIN)
+
+
 def here_json(home: Path, *args: str) -> Any:
     return json.loads(here(home, *args, "--json"))
 
@@ -158,7 +165,7 @@ def make_org(base: Path, branches: tuple[str, ...] = ("BR1", "BR2"), company: st
     """Homes of a head office (with the standard ledgers) and enrolled branches: [HO, *branches].
     Each branch has had its first exchange with the head office ("Sync Company Details"): it holds
     the masters and the policy that lists every branch (and the relays given)."""
-    head = Node.create_head(base / "HO", company, "HO", "Head Office")
+    head = begin_books(Node.create_head(base / "HO", company, "HO", "Head Office"))
     try:
         if relays:
             registrar.set_relays(head, list(relays))
@@ -167,7 +174,7 @@ def make_org(base: Path, branches: tuple[str, ...] = ("BR1", "BR2"), company: st
         for name, group in LEDGERS.items():
             head.add_ledger(name, group)
         for code in branches:
-            registrar.enroll_here(head, base / code, code).close()
+            begin_books(registrar.enroll_here(head, base / code, code)).close()
         for code in branches:
             branch = Node.open(base / code)
             try:

@@ -87,6 +87,16 @@ def test_a_year_typo_is_refused_where_the_voucher_is_entered(org: list[Path], tm
     assert here_json(ho, "status")["quarantined"] == []
 
 
+def test_without_a_books_begin_date_eight_financial_years_back_are_accepted(org: list[Path]) -> None:
+    """The default window, which the fixtures' own books-begin date otherwise hides."""
+    ho, _br1 = org
+    here(ho, "settings", "--books-begin", "none")
+    earliest = financial_year(dt.date.today())[0].replace(year=financial_year(dt.date.today())[0].year - 8)
+    line = refused(ho, *voucher_args("payment", (earliest - dt.timedelta(days=1)).isoformat(), "Rent", "Cash", "1"))
+    assert f"is before {earliest}, the start of the financial year 8 years back" in line
+    assert post(ho, "payment", earliest, "Rent", "Cash", "1")["date"] == earliest.isoformat()
+
+
 # ---------------------------------------------------------------- 2. vouchers that never leave a branch
 
 

@@ -16,6 +16,7 @@ import pytest
 from procs import (
     WAIT,
     Fleet,
+    begin_books_here,
     cli,
     cli_many,
     converged,
@@ -70,6 +71,8 @@ def test_offices_set_up_with_the_cli_converge_and_gossip_through_the_head_office
     joined = cli_many((br1, ("join", codes[0], "--via", head.url)), (br2, ("join", codes[1], "--via", head.url)))
     for code, result in zip(("BR1", "BR2"), joined, strict=True):
         assert f"as branch {code}" in result.stdout and registration.group(1) in result.stdout
+    for home in (ho, br1, br2):  # each office's books begin before the dates posted below
+        begin_books_here(home)
 
     fleet.start(br1, peers=(head.url,))  # BR1 and BR2 each link to the head office only
     fleet.start(br2, peers=(head.url,))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from helpers import draft, forge_entry, forged_revision, outgoing, state
+from helpers import draft, forge_entry, forged_revision, outgoing, state, sync
 from procs import here
 
 from p2psync.books.model import Line, Side, encode_revision
@@ -492,6 +492,50 @@ def test_settings_applied_at_the_head_office_sign_a_policy_a_branch_may_not(head
             status, refused = await web.post("/api/settings", {"sync_after": "2026-05-01"})
             assert (status, refused["error"]) == (422, "only the head office can do this; it holds the organisation's "
                                                        "root key")
+
+    run(scenario())
+
+
+def amended_apart(trio: list[Node]) -> str:
+    """A BR1 voucher amended at the head office and at BR1 at once, every office holding both."""
+    head, br1, _br2 = trio
+    number = br1.post(draft("payment", "2026-04-05", {"Rent": "500"}, {"Cash": "500"}, "shop rent")).number
+    sync(*trio)
+    head.amend(number, draft("payment", "2026-04-05", {"Rent": "450"}, {"Cash": "450"}, "rent, as agreed"))
+    br1.amend(number, draft("payment", "2026-04-05", {"Rent": "480"}, {"Cash": "480"}, "rent, per receipt"))
+    sync(*trio)
+    return number
+
+
+def test_a_branch_cannot_settle_another_offices_conflict_and_its_own_office_can(trio: list[Node]) -> None:
+    """The dashboard settles a conflict as ``conflicts resolve`` does, only where the node lets it:
+    BR2 is offered nothing on BR1's voucher and is refused if it asks anyway; BR1 keeps a version."""
+    number = amended_apart(trio)
+    _head, br1, br2 = trio
+
+    async def scenario() -> None:
+        async with served(br2, br2.home) as web:
+            (conflict,) = (await web.get("/api/conflicts"))[1]
+            assert conflict["office"] == "BR1" and [v["settle"] for v in conflict["versions"]] == [None, None]
+            before = state(br2)
+            status, refused = await web.post("/api/conflicts/settle", {
+                "number": number, "keep": "restore", "version": conflict["versions"][1]["revision"]})
+            assert status == 422
+            assert refused["error"] == (f"voucher {number} belongs to office BR1; "
+                                        "only it or the head office may settle its conflict")
+            assert state(br2) == before
+        async with served(br1, br1.home) as web:
+            (conflict,) = (await web.get("/api/conflicts"))[1]
+            assert [v["settle"] for v in conflict["versions"]] == ["restore", "restore"]
+            lost = next(v for v in conflict["versions"] if not v["current"])
+            status, bad = await web.post("/api/conflicts/settle", {"number": number, "keep": "restore"})
+            assert status == 400 and "'version'" in bad["error"]
+            status, settled = await web.post("/api/conflicts/settle", {
+                "number": number, "keep": "restore", "version": lost["revision"]})
+            assert status == 200 and [r["action"] for r in settled["made"]] == ["amend"]
+            assert (await web.get("/api/conflicts"))[1] == []
+            shown = (await web.get("/api/voucher", number=number))[1]["current"]
+            assert (shown["narration"], shown["lines"][0]["amount"]) == (lost["narration"], lost["amount"])
 
     run(scenario())
 

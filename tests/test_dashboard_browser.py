@@ -9,18 +9,27 @@ With ``DASHBOARD_SCREENSHOTS=DIR`` the test also saves a picture of each screen 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from outside import require
-from procs import Fleet, cli, here, make_org, post_here, wait_converged
+from procs import Fleet, begin_books_here, cli, here, make_org, post_here, wait_converged
+from test_links_status import post_many
+
+from p2psync.node.office import Node
+from p2psync.node.runtime import NodeRuntime
+from p2psync.web.server import DashboardServer
+from p2psync.web.state import Dashboard
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -100,6 +109,7 @@ def test_two_offices_work_through_their_dashboards(tmp_path: Path, fleet: Fleet,
     ho_page.click("#create-head")
     ho_page.wait_for_selector("nav button[data-screen=registration]")  # the page reloads as the node starts
     ho.wait_serving()
+    begin_books_here(ho_home)
     asked = cli(ho_home, "dashboard").stdout  # asked of the running node: a fresh one-time address
     assert asked.startswith(f"Dashboard: {ho.dashboard_url.split('?')[0]}?ticket=") and ho.dashboard_url not in asked
     again = open_page(browser, asked.removeprefix("Dashboard: ").strip())
@@ -139,6 +149,7 @@ def test_two_offices_work_through_their_dashboards(tmp_path: Path, fleet: Fleet,
     br_page.click("#join")
     br_page.wait_for_selector("nav button[data-screen=vouchers]")
     br.wait_serving()
+    begin_books_here(br_home)
     expect(br_page.locator("#office")).to_contain_text("BR1 (Branch Office)")
 
     # the head office watches its day book while the branch posts
@@ -259,8 +270,6 @@ def test_a_branch_dashboard_offers_what_the_branch_may_do_in_its_own_time(tmp_pa
 
 def _exchange(*homes: Path) -> None:
     """Every office receives what every other holds (in this process, as a sync would)."""
-    from p2psync.node.office import Node
-
     nodes = [Node.open(home) for home in homes]
     try:
         for target in nodes:
@@ -300,3 +309,161 @@ def test_a_conflict_shows_each_version_and_why_one_won(tmp_path: Path, fleet: Fl
     expect(rows.nth(1)).to_contain_text("450.00")
     expect(rows.nth(1)).to_contain_text("rent, corrected")
     assert not page.errors
+
+
+def _cancelled_while_amended(ho_home: Path, br_home: Path, amount: str, narration: str) -> str:
+    """A BR1 voucher cancelled at the head office while BR1 amends it; both offices hold both."""
+    number = post_here(br_home, "payment", "2026-04-05", "Rent", "Cash", "500.00", narration)
+    _exchange(ho_home, br_home)
+    here(ho_home, "voucher", "cancel", number, "--reason", "paid twice")
+    here(br_home, "voucher", "amend", number, "--date", "2026-04-05", "--dr", f"Rent={amount}", "--cr",
+         f"Cash={amount}", "--narration", f"{narration}, corrected")
+    _exchange(ho_home, br_home)
+    return number
+
+
+def test_a_branch_settles_its_conflicts_from_the_status_screen(tmp_path: Path, fleet: Fleet, browser: Any) -> None:
+    """Two of BR1's vouchers were cancelled at the head office while BR1 amended them. At BR1 one
+    keeps its cancellation, the other comes back as a new voucher; the conflict list empties and the
+    vouchers show what happened. The head office may keep the cancellation but cannot put a branch's
+    voucher back in the branch's series, so it is offered that only."""
+    from playwright.sync_api import expect
+
+    from p2psync.node import views
+
+    ho_home, br_home = make_org(tmp_path, ("BR1",))
+    kept = _cancelled_while_amended(ho_home, br_home, "450", "shop rent")
+    restored = _cancelled_while_amended(ho_home, br_home, "320", "godown rent")
+    head = Node.open(ho_home)
+    try:
+        assert {tuple(v["settle"] for v in c["versions"]) for c in views.conflicts(head)} == {
+            ("keep-cancellation", None)}
+    finally:
+        head.close()
+
+    br = fleet.start(br_home, dashboard=True)
+    page = open_page(browser, br.dashboard_url)
+    screen(page, "status")
+    first = page.locator(f"#conflicts .conflict[data-number='{kept}']")
+    first.locator("button", has_text="Keep the cancellation").click()
+    expect(page.locator("#settle-notice")).to_have_text(f"Settled {kept}: it stays cancelled.")
+    expect(first).to_have_count(0)
+    second = page.locator(f"#conflicts .conflict[data-number='{restored}']")
+    expect(second.locator("button")).to_have_count(2)  # keep the cancellation, or restore the amendment
+    amendment = second.locator("tr", has_text="godown rent, corrected")
+    amendment.locator("button", has_text="Restore as a new voucher").click()
+    expect(page.locator("#settle-notice")).to_contain_text("Posted BR1/PMT/")
+    expect(page.locator("#conflicts")).to_have_text("No conflicts.")
+
+    screen(page, "vouchers")
+    status_of = 6  # the Status column: cancelled, conflict, amended or empty
+    for number in (kept, restored):
+        expect(page.locator(f"#voucher-list tr[data-number='{number}'] td").nth(status_of)).to_have_text("cancelled")
+    comeback = page.locator("#voucher-list tr", has_text=f"restores {restored}")
+    expect(comeback).to_contain_text("320.00")
+    expect(comeback.locator("td").nth(status_of)).to_have_text("")
+    expect(comeback.locator("button")).to_have_count(2)  # a voucher of its own again: Amend, Cancel
+    assert not page.errors
+
+
+def test_a_revoked_branch_says_so_first_and_what_to_do(tmp_path: Path, fleet: Fleet, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    from p2psync.node import registrar
+
+    ho_home, br_home = make_org(tmp_path, ("BR1",))
+    head, branch = Node.open(ho_home), Node.open(br_home)
+    try:
+        registrar.revoke(head, "BR1")
+        branch.adopt_policy(head.policy_blob())
+    finally:
+        head.close()
+        branch.close()
+    br = fleet.start(br_home, dashboard=True)
+    page = open_page(browser, br.dashboard_url)
+    screen(page, "status")
+    notice = page.locator("#status-body > div > :first-child")
+    expect(notice).to_have_id("revoked")
+    expect(notice).to_contain_text("This node was revoked by the head office")
+    expect(notice).to_contain_text("'p2psync invite BR1'")
+    expect(notice).to_contain_text("('p2psync join CODE') in a new, empty home")
+    assert not page.errors
+
+
+class HeldFirstSync(NodeRuntime):
+    """A runtime that takes a peer's first batch of entries and holds the next until `release` is set:
+    a first sync stopped part way, for as long as the test looks at it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+        self.batches = 0
+
+    async def receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, int, Any]:
+        self.batches += 1
+        if self.batches > 1:
+            await self.release.wait()
+        return await super().receive(blobs, docs)
+
+
+async def released(runtime: HeldFirstSync) -> None:
+    runtime.release.set()
+
+
+@contextmanager
+def dashboard_here(runtime: NodeRuntime) -> Iterator[tuple[str, Callable[[Any], Any]]]:
+    """`runtime` and a dashboard over it in an event loop of their own on a thread (the browser's
+    driver has this thread's): the sign-in address, and a function running a coroutine there."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(WAIT_MS / 1000)
+
+    async def no_setup(_node: Node) -> NodeRuntime:
+        raise AssertionError("the office is set up")
+
+    async def start() -> tuple[DashboardServer, str]:
+        await runtime.start()
+        dashboard = Dashboard(runtime.node.home, no_setup)
+        dashboard.attach(runtime)
+        server = DashboardServer(dashboard, "127.0.0.1", 0)
+        return server, await server.start()
+
+    server, url = run(start())
+    try:
+        yield url, run
+    finally:
+        run(server.stop())
+        run(runtime.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def test_a_first_sync_shows_its_progress_in_percent_and_vouchers(tmp_path: Path, fleet: Fleet, browser: Any) -> None:
+    """BR1's first sync of more entries than one batch holds, stopped after the first batch: its page
+    shows the percent and vouchers that status reports, and Online once the rest arrives."""
+    from playwright.sync_api import expect
+
+    ho_home, br_home = make_org(tmp_path, ("BR1",))
+    post_many(ho_home, 520)
+    head = fleet.start(ho_home)
+    node = Node.open(br_home)
+    runtime = HeldFirstSync(node, host="127.0.0.1", port=0, peers=(head.url,), mdns=False)
+    try:
+        with dashboard_here(runtime) as (url, run):
+            page = open_page(browser, url)
+            screen(page, "status")
+            shown = page.locator("#peers tr[data-office=HO] .status")
+            expect(shown).to_have_text(re.compile(r"^Receiving \d+% \([\d,]+ vouchers\)$"))
+            (peer,) = [p for p in run(runtime.status())["peers"] if p["office"] == "HO"]
+            progress = peer["progress"]
+            assert 0 < progress["percent"] < 100 and 0 < progress["vouchers"] < 520, progress
+            expect(shown).to_have_text(f"Receiving {progress['percent']}% ({progress['vouchers']:,} vouchers)")
+            run(released(runtime))
+            expect(shown).to_have_text("Online")
+            assert not page.errors
+    finally:
+        node.close()

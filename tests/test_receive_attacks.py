@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from helpers import (
+    begin_books,
     draft,
     forge_entry,
     forged_revision,
@@ -124,7 +125,7 @@ def test_an_unknown_author_waits_in_quarantine_until_the_policy_admits_it(org: t
                                                                           tmp_path: Path) -> None:
     head, br1, _br2 = org
     head.add_office("BR3", "Branch Three")
-    br3 = registrar.enroll_here(head, tmp_path / "BR3", "BR3")
+    br3 = begin_books(registrar.enroll_here(head, tmp_path / "BR3", "BR3"))
     send(head, br3)
     post(br3, "11")
     own = [blob for blob in new_entries(br3, br1) if entry.peek(blob).author == br3.identity.node_id]
@@ -184,7 +185,7 @@ def test_a_replacement_machine_numbers_in_a_series_of_its_own(org: tuple[Node, N
     post(br2, "21")
     send(br2, head)
     registrar.revoke(head, "BR2")
-    replacement = registrar.enroll_here(head, tmp_path / "BR2-new", "BR2")
+    replacement = begin_books(registrar.enroll_here(head, tmp_path / "BR2-new", "BR2"))
     replacement.adopt_policy(head.policy_blob())
     masters = [b for b in outgoing(head, replacement) if entry.peek(b).doc == "masters"]
     replacement.receive(masters)  # the ledgers, but not yet the old laptop's vouchers

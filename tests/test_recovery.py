@@ -164,3 +164,40 @@ def test_backup_while_running_then_restore_catches_up_before_posting(org: list[P
     assert not quarantined(ho) and not query(ho, "SELECT * FROM equivocation")
     mine = query(fresh, "SELECT doc, seq FROM entry WHERE author = (SELECT value FROM setting WHERE key='node_id')")
     assert len(mine) == len(set(mine))
+
+
+def policy_version(home: Path) -> int:
+    return int(json.loads(cli(home, "settings", "--json").stdout)["policy_version"])
+
+
+def test_a_restored_head_office_signs_no_policy_until_it_has_caught_up(org: list[Path], tmp_path: Path,
+                                                                      fleet: Fleet) -> None:
+    """The branches hold a policy the head office signed after its backup: a restored head office
+    signing now would reuse that version. Every act that signs one is refused, in one line saying why
+    and what to do, and nothing is signed; one sync brings the newest policy back and lifts it."""
+    ho, br1 = tmp_path / "HO", tmp_path / "BR1"
+    copy_home(org[0], ho)
+    copy_home(org[1], br1)
+    backup = tmp_path / "ho.backup"
+    cli(ho, "backup", str(backup))
+    cli(ho, "settings", "--sync-after", "2026-04-01")  # signed after the backup
+    newest = policy_version(ho)
+    branch = fleet.start(br1)
+    cli(ho, "sync", "--peer", branch.url)
+    assert policy_version(br1) == newest
+
+    cli(ho, "restore", str(backup), "--force")
+    restored = policy_version(ho)
+    assert restored < newest
+    for command in (("invite", "BR1"), ("branch", "add", "BR9", "Pune Branch"), ("revoke", "BR1"),
+                    ("settings", "--sync-after", "2026-04-02"), ("settings", "--relay", "wss://relay.example:8471")):
+        line = one_line_error(cli(ho, *command, check=False))
+        assert "catching up after a restore" in line and "p2psync sync --peer" in line, (command, line)
+    assert policy_version(ho) == restored
+    assert "BR9" not in cli(ho, "branch", "list").stdout
+
+    assert "Caught up" in cli(ho, "sync", "--peer", branch.url).stdout
+    assert policy_version(ho) == newest  # the policy it signed after the backup came back with the sync
+    cli(ho, "invite", "BR1")
+    cli(ho, "settings", "--sync-after", "2026-04-02")
+    assert policy_version(ho) == newest + 1

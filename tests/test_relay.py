@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from helpers import begin_books
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -37,8 +38,8 @@ from p2psync.books.change import Change
 from p2psync.books.drafts import make_draft
 from p2psync.cli.main import cli as cli_group
 from p2psync.deps import Deps
-from p2psync.node import registrar
 from p2psync.net import wire
+from p2psync.node import registrar
 from p2psync.node.office import Node
 from p2psync.protocol import entry, relay_auth
 from p2psync.protocol.sync import (
@@ -87,13 +88,13 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = WAIT)
 
 def build_org(base: Path, branches: tuple[str, ...] = ("BR1",)) -> tuple[Node, list[Node]]:
     """A head office with canary names in its books, and enrolled branches that hold nothing yet."""
-    head = Node.create_head(base / "HO", COMPANY, "HO", "Kestrel Head Office")
+    head = begin_books(Node.create_head(base / "HO", COMPANY, "HO", "Kestrel Head Office"))
     for code in branches:
         head.add_office(code, f"Kestrel {code} Office")
     head.add_ledger("Quokka Cash", "Cash-in-Hand")
     head.add_ledger("Quokka Sales", "Sales Accounts")
     post(head)
-    return head, [registrar.enroll_here(head, base / code, code) for code in branches]
+    return head, [begin_books(registrar.enroll_here(head, base / code, code)) for code in branches]
 
 
 def post(node: Node, count: int = 1, amount: str = "1234.56") -> None:

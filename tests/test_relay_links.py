@@ -14,6 +14,7 @@ import pytest
 from procs import (
     Fleet,
     RelayProcess,
+    begin_books_here,
     cli,
     free_port,
     linked,
@@ -115,6 +116,7 @@ def test_a_branch_enrolls_through_the_relay_and_syncs_there(tmp_path: Path, flee
     joined = cli(br1, "join", code, "--via", url)
     assert "Joined" in joined.stdout and "Far Away Branch" in joined.stdout
     assert cli(br1, "join", code, "--via", url, check=False).returncode != 0  # home taken, and code used
+    begin_books_here(br1)
     fleet.start(br1)
     wait_converged(ho, br1)  # "sync company details": the new branch receives the masters
     number = post_here(br1, "receipt", "2026-04-06", "Cash", "Sales", "999.00", f"{CANARY} far away")

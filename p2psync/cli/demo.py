@@ -112,11 +112,18 @@ def _workspace(keep: bool) -> Iterator[Path]:
 
 
 def _vouchers(office: str, count: int, rng: random.Random, path: Path) -> Path:
+    """A sheet of `count` vouchers dated in the first month of the current financial year: inside the
+    posting window whatever year the demo runs in."""
+    import datetime as dt  # only the demo needs them
+
+    from p2psync.books.posting import financial_year
+
+    first = financial_year(dt.date.today())[0]
     rows = ["voucher,type,date,ledger,dr,cr,narration"]
     for i in range(1, count + 1):
         kind, debit, credit, _weight, largest = rng.choices(KINDS, weights=[k[3] for k in KINDS])[0]
         amount = f"{rng.randint(100, largest)}.{rng.randint(0, 99):02d}"
-        day = f"2026-04-{rng.randint(1, 30):02d}"
+        day = (first + dt.timedelta(days=rng.randint(0, 29))).isoformat()
         narration = f"{office} {kind} {i}"
         rows.append(f"{i},{kind},{day},{debit},{amount},,{narration}")
         rows.append(f"{i},{kind},{day},{credit},,{amount},{narration}")

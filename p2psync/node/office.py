@@ -98,6 +98,11 @@ class Identity:
     def is_head(self) -> bool:
         return self.role == "head"
 
+    def may_write(self, office: str) -> bool:
+        """Whether this office may change `office`'s vouchers: its own, or any at the head office
+        (every receiver checks the same rule, so offering more would only be refused there)."""
+        return self.is_head or office == self.office
+
 
 class Node:
     """A node's books. Every write goes through `BookStore.transaction`, so it is atomic."""
@@ -435,7 +440,7 @@ class Node:
             row = queries.voucher(batch.session, number)
             if row is None:
                 raise NotFound(f"no voucher numbered {number}")
-            if row.office != self.identity.office and not self.identity.is_head:
+            if not self.identity.may_write(row.office):
                 raise RuleViolation(f"voucher {number} belongs to office {row.office}; only it or the head office may change it")
             revs = batch.revisions(number)
             state = resolve(revs)
@@ -470,7 +475,7 @@ class Node:
             row = queries.voucher(batch.session, number)
             if row is None:
                 raise NotFound(f"no voucher numbered {number}")
-            if row.office != self.identity.office and not self.identity.is_head:
+            if not self.identity.may_write(row.office):
                 raise RuleViolation(f"voucher {number} belongs to office {row.office}; only it or the head office "
                                     "may settle its conflict")
             state = resolve(batch.revisions(number))

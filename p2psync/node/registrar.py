@@ -21,6 +21,7 @@ from p2psync.books.model import check_office_code
 from p2psync.canonical import utc_now
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.node.home import KEYS_DIR, ROOT_KEY_FILE
+from p2psync.node.office import CATCHING_UP_FIX
 from p2psync.store import log, queries
 from p2psync.store.db import get_setting, set_setting
 from p2psync.store.tables import Invite
@@ -55,9 +56,21 @@ def parse_ttl(text: str) -> dt.timedelta:
 
 
 def _require_head(node: Node) -> Ed25519PrivateKey:
+    """The root key, for the head office's acts that sign a policy (an invite leads to one)."""
     if not node.identity.is_head:
         raise RuleViolation("only the head office can do this; it holds the organisation's root key")
+    check_may_sign(node)
     return load_root(node.home / KEYS_DIR / ROOT_KEY_FILE)
+
+
+def check_may_sign(node: Node) -> None:
+    """A head office restored from a backup may hold an older policy than the offices do: one it
+    signed now would take a version number they already hold, so they would refuse it (or hold two
+    different policies of one version). It signs again once it has caught up, the newest policy with it."""
+    if node.identity.is_head and node.catching_up:
+        raise RuleViolation("this head office is catching up after a restore: its offices may hold a newer policy "
+                            "than the backup, so it signs none (invites, revocations, sync-after date, relays) before "
+                            f"then; {CATCHING_UP_FIX}")
 
 
 def invite(node: Node, office: str, ttl: dt.timedelta = DEFAULT_TTL) -> tuple[str, dt.datetime]:

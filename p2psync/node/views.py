@@ -10,7 +10,7 @@ from typing import Any
 
 from p2psync.books import posting, reports
 from p2psync.books.groups import group_key
-from p2psync.books.model import Revision
+from p2psync.books.model import Revision, VoucherState
 from p2psync.books.money import to_decimal
 from p2psync.books.resolve import resolve
 from p2psync.books.rules import parse_date
@@ -90,6 +90,7 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     if sync_after is not None and sync_after.strip().lower() not in ("", "none"):
         new_date = parse_date(sync_after)
     shown = check_date_format(date_format) if date_format is not None else None
+    _check_policy_change(node, sync_after is not None, new_date, relays)
     local = {k: v for k, v in (("mode", mode), ("interval", str(interval) if interval else None),
                                ("date_format", shown)) if v}
     local.update(_posting_settings(books_begin, post_ahead, negative_cash))
@@ -101,6 +102,15 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     if relays is not None and list(relays) != current["relays"]:
         registrar.set_relays(node, list(relays))
     return settings(node)
+
+
+def _check_policy_change(node: Node, dated: bool, new_date: dt.date | None, relays: list[str] | None) -> None:
+    """Refuse a policy change the head office cannot sign now before any setting is applied, so that
+    a command that fails changes nothing."""
+    current = node.trust.policy
+    if (dated and (new_date.isoformat() if new_date else None) != current.sync_after) or (
+            relays is not None and tuple(relays) != current.relays):
+        registrar.check_may_sign(node)
 
 
 def _posting_settings(books_begin: str | None, post_ahead: str | None, negative_cash: str | None) -> dict[str, str]:
@@ -131,8 +141,9 @@ def conflicts(node: Node) -> list[Data]:
         if c.kind == "voucher":
             state = resolve(node.store.revisions(c.subject))
             loser = next((r for r in state.conflicts if r.id == c.loser), None)
-            item.update(number=c.subject, versions=[_version(node, r, r is state.current)
-                                                    for r in [state.current, *state.conflicts]],
+            item.update(number=c.subject, office=state.current.office,
+                        versions=[{**_version(node, r, r is state.current), "settle": _settle_by(node, state, r)}
+                                  for r in [state.current, *state.conflicts]],
                         why=_why(state.current, loser) if loser else "")
         out.append(item)
     return out
@@ -150,6 +161,20 @@ def _version(node: Node, rev: Revision, current: bool) -> Data:
             "reason": rev.reason, "current": current,
             "lines": [{"ledger": ln.ledger, "side": ln.side.value, "amount": to_decimal(ln.paise)}
                       for ln in rev.content.lines]}
+
+
+def _settle_by(node: Node, state: VoucherState, rev: Revision) -> str | None:
+    """How this office may settle the conflict by keeping version `rev` ('keep-cancellation' or
+    'restore', as `Node.settle` takes them), or None where it would refuse: the page offers only what
+    the node accepts. A cancelled voucher's amendment comes back as a new voucher in the series of
+    the office that restores it, so only the voucher's own office may restore one."""
+    if not node.identity.may_write(state.current.office):
+        return None
+    if rev.cancelled:
+        return "keep-cancellation"
+    if state.current.cancelled and state.current.office != node.identity.office:
+        return None
+    return "restore"
 
 
 def _why(winner: Revision, loser: Revision) -> str:

@@ -281,3 +281,16 @@ async def report(request: web.Request) -> web.Response:
     q = request.query
     return reply(await on_node(request, views.report, request.match_info["kind"], q.get("office"), q.get("from"),
                                q.get("to"), q.get("ledger")))
+
+
+@routes.post("/api/conflicts/settle")
+async def settle_conflict(request: web.Request) -> web.Response:
+    """``conflicts resolve``: ``{"number": ..., "keep": "keep-cancellation"}`` or ``{"number": ...,
+    "keep": "restore", "version": REVISION}``, as each version's ``settle`` in ``/api/conflicts`` names it."""
+    data = await body(request)
+    keep, version = text(data, "keep"), optional_text(data, "version")
+    if keep not in ("keep-cancellation", "restore") or (keep == "restore") != (version is not None):
+        raise BadRequest("give 'keep': 'keep-cancellation', or 'keep': 'restore' with the 'version' to keep")
+    settled = await on_node(request, views.settle_conflict, text(data, "number"), version)
+    await runtime(request).notify()
+    return reply(settled)

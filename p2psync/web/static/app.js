@@ -123,7 +123,7 @@ function setupScreen() {
 // ---------------------------------------------------------------- status
 
 function statusScreen() {
-  const box = h("div"), body = h("div", { id: "status-body" });
+  const box = h("div"), body = h("div", { id: "status-body" }), settleBox = h("div", { id: "settle-notice" });
   const element = h("div", {}, h("h2", {}, "Status"),
     h("div", { class: "actions" },
       h("button", { class: "primary", id: "sync-now", onclick: () => act(box, () => post("/api/sync"), r => r.message) }, "Sync now"),
@@ -133,7 +133,7 @@ function statusScreen() {
     const conflicts = await get("/api/conflicts");
     const node = data.node;
     body.replaceChildren(h("div", {},
-      node.revoked ? revokedNotice(node.office) : null,
+      node.revoked ? h("p", { class: "error", id: "revoked" }, node.revoked_notice) : null, // first: nothing else works
       h("p", {}, `Node ${node.running ? "running" : "not running"} in ${node.mode} mode`,
         node.mode === "auto" ? `, full reconcile every ${node.interval_minutes} min` : "",
         `. Policy version ${node.policy_version}, sync after ${node.sync_after || "(no date)"}.`),
@@ -152,7 +152,8 @@ function statusScreen() {
         data.quarantined.map(q => [when(q.at), q.document, String(q.author).slice(0, 16), q.seq, q.reason]),
         { id: "quarantine", empty: "Nothing refused." }),
       h("h3", {}, "Conflicts"),
-      conflictList(conflicts),
+      settleBox,
+      conflictList(conflicts, settleBox, async () => render(await get("/api/status"))),
       h("h3", {}, "Sync log"),
       table(["At", "Peer", "Office", "Direction", "Vouchers"],
         data.sync_log.map(r => [when(r.at), r.peer.slice(0, 24), r.office, r.direction, r.vouchers]),
@@ -165,28 +166,42 @@ function statusScreen() {
   };
 }
 
-// A revoked node can do nothing more for the organisation: say so first, and what to do instead
-// (the same words as `p2psync status`).
-function revokedNotice(office) {
-  return h("p", { class: "error", id: "revoked" },
-    "This node was revoked by the head office: it no longer syncs with the other offices and cannot record " +
-    "changes; the books it holds stay readable here. To carry on, register a replacement machine: ask the head " +
-    `office for a new invite code ('p2psync invite ${office}') and join with it ('p2psync join CODE') in a new, empty home.`);
+// Each conflict as an accountant compares it: a voucher's standing versions (what, where, when, how
+// much), which one is current and why; ledger and group clashes by name. Where this office may settle
+// a voucher's conflict, each version it may keep has a button (`p2psync conflicts resolve`); the node
+// decides which (`settle` of each version), so a branch is offered nothing on another office's voucher.
+function conflictList(conflicts, box, settled) {
+  if (!conflicts.length) return h("p", { id: "conflicts", class: "muted" }, "No conflicts.");
+  const vouchers = new Map(conflicts.filter(c => c.kind === "voucher").map(c => [c.number, c])); // one per voucher
+  return h("div", { id: "conflicts" },
+    ...conflicts.filter(c => c.kind !== "voucher").map(c =>
+      h("p", { class: "conflict" }, `${c.kind} ${c.subject}: ${c.winner} is in force; ${c.loser} is kept apart.`)),
+    ...[...vouchers.values()].map(c => h("div", { class: "conflict", "data-number": c.number },
+      h("p", {}, `Voucher ${c.number}: ${c.why ? "kept version wins because " + c.why : "versions stand side by side"}.`),
+      table(["", "Action", "Office", "Made", "Date", "Amount", "Narration or reason", ""],
+        c.versions.map(v => h("tr", { "data-revision": v.revision },
+          ...[v.current ? "current" : "lost", v.action, v.made_at_office, when(v.at), localDate(v.date)].map(t => h("td", {}, t)),
+          h("td", { class: "num" }, money(v.amount, false)), h("td", {}, v.reason || v.narration),
+          h("td", {}, settleButton(c, v, box, settled))))))));
 }
 
-// Each conflict as an accountant compares it: a voucher's standing versions (what, where, when, how
-// much), which one is current and why; ledger and group clashes by name. Settling one is
-// `p2psync conflicts resolve` at the office that may change the voucher.
-function conflictList(conflicts) {
-  if (!conflicts.length) return h("p", { id: "conflicts", class: "muted" }, "No conflicts.");
-  return h("div", { id: "conflicts" }, ...conflicts.map(c => c.kind !== "voucher"
-    ? h("p", { class: "conflict" }, `${c.kind} ${c.subject}: ${c.winner} is in force; ${c.loser} is kept apart.`)
-    : h("div", { class: "conflict", "data-number": c.number },
-        h("p", {}, `Voucher ${c.number}: ${c.why ? "kept version wins because " + c.why : "versions stand side by side"}.`),
-        table(["", "Action", "Office", "Made", "Date", "Amount", "Narration or reason"],
-          c.versions.map(v => [v.current ? "current" : "lost", v.action, v.made_at_office, when(v.at),
-            localDate(v.date), money(v.amount, false), v.reason || v.narration]),
-          { numeric: [5] }))));
+// The button that keeps version `v` of conflicted voucher `c`, if this office may.
+function settleButton(c, v, box, settled) {
+  if (!v.settle) return null;
+  const cancelled = c.versions.some(x => x.current && x.action === "cancel");
+  const label = v.settle === "keep-cancellation" ? "Keep the cancellation"
+    : cancelled ? "Restore as a new voucher" : "Keep this version";
+  const body = { number: c.number, keep: v.settle, version: v.settle === "restore" ? v.revision : undefined };
+  return h("button", { class: "plain small settle", onclick: async () => {
+    if (await act(box, () => post("/api/conflicts/settle", body), settledText)) settled();
+  } }, label);
+}
+
+// What settling made, in the words `p2psync conflicts resolve` prints.
+function settledText(result) {
+  return result.made.map(r => r.action === "post" ? `Posted ${r.number}: ${r.narration}.`
+    : r.action === "cancel" ? `Settled ${result.number}: it stays cancelled.`
+    : `Settled ${result.number}: the chosen version is its current one.`).join(" ");
 }
 
 // Online or Offline; while a first sync runs, how far it is (of the entries the peer had that this
