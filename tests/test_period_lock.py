@@ -22,9 +22,11 @@ from p2psync.books.model import Action, Line, Revision, Side, encode_revision
 from p2psync.books.yupdate import decode_state_vector
 from p2psync.errors import RuleViolation
 from p2psync.node import registrar, views
+from p2psync.node.home import KEYS_DIR, ROOT_KEY_FILE
 from p2psync.node.office import Node
 from p2psync.protocol import entry
 from p2psync.trust import policy as policies
+from p2psync.trust.keys import load_root
 
 LOCK = dt.date(2026, 3, 31)
 MARCH = "vouchers/BR1/2026-03"
@@ -74,16 +76,24 @@ def narrations(node: Node) -> list[str]:
     return sorted(v["narration"] for v in voucher_rows(node))
 
 
-# ---------------------------------------------------------------- where a voucher is entered
-
-
-def test_posting_amending_and_cancelling_in_the_locked_period_are_refused_where_entered(trio: list[Node]) -> None:
+def locked_after_march_and_april(trio: list[Node]) -> tuple[Revision, Revision]:
+    """BR1's vouchers of 10 March and 5 April, held by every office, then the books locked up to 31
+    March at every office."""
     head, branch, other = trio
     march = journal(branch, "2026-03-10", narration="march")
     april = journal(branch, "2026-04-05", narration="april")
     sync(head, branch, other)
     registrar.set_lock_until(head, LOCK)
     sync(head, branch, other)
+    return march, april
+
+
+# ---------------------------------------------------------------- where a voucher is entered
+
+
+def test_posting_amending_and_cancelling_in_the_locked_period_are_refused_where_entered(trio: list[Node]) -> None:
+    head, branch, other = trio
+    march, april = locked_after_march_and_april(trio)
 
     for attempt, words in [
         (lambda: journal(branch, "2026-03-20"), "date 2026-03-20 is in the books locked up to 2026-03-31"),
@@ -125,11 +135,7 @@ def test_a_hostile_branchs_entries_into_the_locked_period_are_refused_by_every_r
     locked voucher, and an amendment moving an open voucher into it: each refused with the same reason at
     every office, whose books do not change."""
     head, branch, other = trio
-    march = journal(branch, "2026-03-10", narration="march")
-    april = journal(branch, "2026-04-05", narration="april")
-    sync(head, branch, other)
-    registrar.set_lock_until(head, LOCK)
-    sync(head, branch, other)
+    march, april = locked_after_march_and_april(trio)
 
     post = revision(branch, "BR1/JRN/00091", dt.date(2026, 3, 20))
     refused_everywhere(hostile(branch, MARCH, post), [head, other],
@@ -241,9 +247,22 @@ def test_policies_without_a_lock_read_and_sign_as_before(head: Node) -> None:
     encode to the same bytes, so their signatures and meaning stay as they were."""
     body = json.loads(head.policy_blob())["body"].encode()
     assert b"lock_until" not in body
-    decoded = policies._decode(body)
+    decoded = policies.verify(head.policy_blob(), head.trust.root, head.trust.org)
     assert decoded.lock_until is None and decoded.rule(policies.LOCK_UNTIL).judging(MARCH, "x", 9, 0) is None
     assert decoded.body() == body
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lock_until", "2026-02-30"), ("lock_until", 20260331), ("lock_until_history", {"x": None}),
+    ("lock_until_history", {"3": "soon"}), ("lock_until_held", {"3": {"vouchers/BR1/2026-03": {"a": "1"}}}),
+    ("rules_changed_at", {"3": 5}),
+])
+def test_a_signed_policy_with_a_malformed_lock_is_refused(head: Node, field: str, value: object) -> None:
+    """The lock's fields are checked for their type like every other: a signed body is no proof of shape."""
+    body = json.loads(json.loads(head.policy_blob())["body"])
+    blob = policies.sign_body(json.dumps({**body, field: value}).encode(), load_root(head.home / KEYS_DIR / ROOT_KEY_FILE))
+    with pytest.raises(policies.PolicyError, match="malformed"):
+        policies.verify(blob, head.trust.root, head.trust.org)
 
 
 # ---------------------------------------------------------------- the command line
@@ -267,8 +286,8 @@ def test_the_command_line_locks_shows_and_refuses(trio_template: Path, tmp_path:
     posted = cli(br1, *voucher_args("journal", "2026-03-20", "Rent", "Creditors", "5"), check=False)
     assert posted.returncode == 1, posted.stdout
     assert posted.stderr.splitlines() == [
-        "error: date 2026-03-20 is in the books locked up to 2026-03-31; only the head office can unlock them "
-        "('p2psync settings --lock-until')"]
+        ("error: date 2026-03-20 is in the books locked up to 2026-03-31; only the head office can unlock them "
+         "('p2psync settings --lock-until')")]
     assert here_json(br1, "status")["node"]["lock_until"] == "2026-03-31"
     history = here_json(br1, "settings", "--history")
     assert [(c["setting"], c["date"]) for c in history if c["setting"] == "lock_until"] == [
