@@ -265,6 +265,31 @@ def test_a_signed_policy_with_a_malformed_lock_is_refused(head: Node, field: str
         policies.verify(blob, head.trust.root, head.trust.org)
 
 
+# ---------------------------------------------------------------- the dashboard
+
+
+def test_the_dashboard_sets_and_shows_the_lock_and_refuses_a_voucher_in_it(head: Node, branch: Node) -> None:
+    from test_dashboard_api import run, served
+
+    locked_day = {"type": "journal", "date": "2026-03-20", "narration": "",
+                  "lines": [{"side": "Dr", "ledger": "Rent", "amount": "5"},
+                            {"side": "Cr", "ledger": "Creditors", "amount": "5"}]}
+
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            version = (await web.get("/api/settings"))[1]["policy_version"]
+            status, after = await web.post("/api/settings", {"lock_until": "2026-03-31"})
+            assert (status, after["lock_until"], after["policy_version"]) == (200, "2026-03-31", version + 1)
+            status, refused = await web.post("/api/vouchers", locked_day)
+            assert status == 422 and refused["error"].startswith("date 2026-03-20 is in the books locked up to")
+            assert (await web.get("/api/status"))[1]["node"]["lock_until"] == "2026-03-31"
+        async with served(branch, branch.home) as web:
+            status, refused = await web.post("/api/settings", {"lock_until": "2026-03-31"})
+            assert (status, refused["error"]) == (422, registrar.HEAD_ONLY_LOCK)
+
+    run(scenario())
+
+
 # ---------------------------------------------------------------- the command line
 
 
