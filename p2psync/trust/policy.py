@@ -106,8 +106,8 @@ class Policy:
     relays: tuple[str, ...] = ()
     #: Policy version -> sync-after date set by it, so an entry is judged by the date its author had.
     sync_after_history: dict[str, str | None] = field(default_factory=dict)
-    #: Policy version that changed the date -> {document: {author: highest sequence the head office
-    #: held then}}: an entry beyond those positions is judged by that version's date whatever older
+    #: Policy version that made the date stricter -> {document: {author: highest sequence the head
+    #: office held then}}: an entry beyond those positions is judged by that version's date whatever older
     #: version it cites (its author may claim not to have seen the change; the head office says what
     #: was exchanged before it).
     sync_after_held: dict[str, Held] = field(default_factory=dict)
