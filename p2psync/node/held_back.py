@@ -55,29 +55,36 @@ def _first_refused(session: Session, policy: Policy, before: Policy,
     """Per (document, author), the first entry applied here that the new policy judges by another date
     than `before` did and refuses, with the reason a receiver gives."""
     first: dict[tuple[str, str], tuple[int, str]] = {}
-    revisions: dict[str, dict[str, Revision]] = {}
+    documents: dict[str, dict[str, Revision]] = {}
+
+    def held(doc: str) -> admit.RevisionReader:
+        """A reader of the revisions in `doc`'s log, read only if a parent is looked up."""
+        def read(rev_id: str) -> Revision | None:
+            if doc not in documents:
+                documents[doc] = {rev.id: rev for _id, _author, update, _envelope in log.replay(session, doc)
+                                  for rev in _revisions(update)}
+            return documents[doc].get(rev_id)
+        return read
+
     for doc, author, seq, cited in log.shared_links(session, "vouchers/"):
         if (doc, author) in first:
             continue
         dates = {name: policy.rule(name).judging(doc, author, seq, cited) for name in rules}
         if all(date == before.rule(name).judging(doc, author, seq, cited) for name, date in dates.items()):
             continue
-        if doc not in revisions:
-            revisions[doc] = {rev.id: rev for _id, _author, update, _envelope in log.replay(session, doc)
-                              for rev in _revisions(update)}
-        reason = _refusal(log.update(session, doc, author, seq), dates, revisions[doc])
+        reason = _refusal(log.update(session, doc, author, seq), dates, held(doc))
         if reason is not None:
             first[(doc, author)] = (seq, reason)
     return first
 
 
-def _refusal(update: bytes, dates: dict[str, dt.date | None], held: dict[str, Revision]) -> str | None:
+def _refusal(update: bytes, dates: dict[str, dt.date | None], held: admit.RevisionReader) -> str | None:
     """Why a receiver judging by `dates` refuses the revisions an entry's update writes (None: it does
     not)."""
     for rev in _revisions(update):
         try:
             admit.check_sync_after(rev, dates.get(SYNC_AFTER))
-            admit.check_unlocked(rev, dates.get(LOCK_UNTIL), held.get)
+            admit.check_unlocked(rev, dates.get(LOCK_UNTIL), held)
         except RuleViolation as exc:
             return str(exc)
     return None
