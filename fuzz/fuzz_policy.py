@@ -35,9 +35,11 @@ def _check_types(policy: Policy) -> None:
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in {**policy.members, **policy.sealed}.items())
     assert all(type(seq) is int for cutoffs in policy.revoked.values() for seq in cutoffs.values())
     assert all(isinstance(r, str) for r in policy.relays)
-    policy.sync_after_date  # noqa: B018 - decodes
-    for version in policy.sync_after_history:
-        policy.sync_after_as_of(int(version))
+    for name in policies.DATED_RULES:  # every dated rule decodes and answers for every version
+        rule = policy.rule(name)
+        rule.current  # noqa: B018 - decodes
+        for version in rule.history:
+            rule.as_of(int(version))
 
 
 def seeds() -> list[bytes]:
@@ -45,5 +47,7 @@ def seeds() -> list[bytes]:
     body = json.loads(w.policy)["body"]
     data = json.loads(body)
     variants = [body, json.dumps({**data, "version": 1e400}), json.dumps({**data, "revoked": {"x": {"masters": 3}}}),
-                json.dumps({**data, "sync_after": "2026-04-01", "relays": ["ws://r:1"]})]
+                json.dumps({**data, "sync_after": "2026-04-01", "relays": ["ws://r:1"]}),
+                json.dumps({**data, "lock_until": "2026-03-31", "lock_until_history": {"2": "2026-03-31"},
+                            "lock_until_held": {"2": {"vouchers/BR1/2026-03": {"ab": 3}}}})]
     return [w.policy, *(b"S" + v.encode() for v in variants)]

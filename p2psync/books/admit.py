@@ -156,9 +156,11 @@ class Position:
 
 def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict[str, dict[str, object]],
                  chart: Chart, author: Author, sync_after: dt.date | None = None,
-                 held: RevisionReader | None = None, position: Position | None = None) -> dict[str, Revision]:
+                 held: RevisionReader | None = None, position: Position | None = None,
+                 lock_until: dt.date | None = None) -> dict[str, Revision]:
     """Refuse writes outside the author's office, deletions, rewrites of write-once records,
-    unbalanced vouchers or ones naming unknown ledgers, and vouchers dated before the sync-after date.
+    unbalanced vouchers or ones naming unknown ledgers, vouchers dated before the sync-after date, and
+    revisions that change the books on or before the lock date.
     `changed` holds the action of each key the change touched per root map, `values` the values it
     left at those it added or updated. Returns the voucher revisions it decoded, by key, so that
     materializing them decodes none again.
@@ -167,7 +169,8 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
     replica would apply what another refuses and the books would diverge. That is why the voucher
     type's rule, which depends on ledger groups, is judged against the chart the author had (the
     records its dependencies show it had seen, `Position.chart_at`), not the one this replica holds
-    now, and why `sync_after` is the date in force under the policy version the author cites."""
+    now, and why `sync_after` and `lock_until` are the dates the entry is judged by
+    (`policy.DatedRule.judging`), not the newest."""
     name = schema.parse_doc_name(doc_name)
     if name.local:
         raise RuleViolation(f"{doc_name} is a local book and is never shared")
@@ -191,6 +194,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
                         _check_lineage(revisions[key], held or (lambda _id: None), position)
                         _check_ledgers_seen(revisions[key], chart, position)
                         _check_type(revisions[key], name, position)
+                    check_unlocked(revisions[key], lock_until, held or (lambda _id: None))
             except RuleViolation:
                 raise
             except P2PSyncError as exc:
@@ -282,8 +286,7 @@ def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart,
     rev = decode_revision(value)
     if rev.action is Action.POST and number_series(rev.number)[0] != author.series:
         raise RuleViolation(f"voucher {rev.number[:40]} is not in its author's number series {author.series}")
-    if sync_after is not None and rev.content.date < sync_after:
-        raise RuleViolation(f"voucher {rev.number} is dated {rev.content.date}, before the sync-after date {sync_after}")
+    check_sync_after(rev, sync_after)
     if rev.id != key:
         raise RuleViolation(f"revision {key[:40]!r} carries id {rev.id[:40]!r}")
     if rev.office != name.office or not rev.number.startswith(f"{rev.office}/"):
@@ -299,6 +302,30 @@ def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart,
         raise RuleViolation(f"revision of voucher {rev.number[:40]} claims author {rev.author[:16]}, not its signer")
     check_balanced(rev.content, chart)
     return rev
+
+
+def check_sync_after(rev: Revision, sync_after: dt.date | None) -> None:
+    """Refuse a revision dated before the sync-after date: such vouchers are never exchanged."""
+    if sync_after is not None and rev.content.date < sync_after:
+        raise RuleViolation(f"voucher {rev.number} is dated {rev.content.date}, before the sync-after date {sync_after}")
+
+
+def check_unlocked(rev: Revision, lock_until: dt.date | None, parent: RevisionReader) -> None:
+    """Refuse a revision that changes the books on or before the lock date: a post dated then, or an
+    amendment or cancellation of a voucher whose replaced revision is (moving a locked voucher to a
+    later date still changes the locked period) or that would give it such a date. Run after the
+    lineage check, so every parent read here is one every replica holds."""
+    if lock_until is None:
+        return
+    dates = [rev.content.date, *(p.content.date for pid in rev.parents if (p := parent(pid)) is not None)]
+    changed = min(dates)
+    if changed > lock_until:
+        return
+    if rev.action is Action.POST:
+        raise RuleViolation(f"voucher {rev.number[:40]} is dated {changed}, in the books locked up to {lock_until}")
+    verb = "amended" if rev.action is Action.AMEND else "cancelled"
+    raise RuleViolation(f"voucher {rev.number[:40]} cannot be {verb}: it would change {changed}, in the books "
+                        f"locked up to {lock_until}")
 
 
 def _check_lineage(rev: Revision, held: RevisionReader, position: Position) -> None:

@@ -41,6 +41,9 @@ class DateWindow:
     latest: dt.date
     earliest_why: str
     latest_why: str
+    #: The head office's period lock (a receiver's rule, `admit.check_unlocked`, checked here too so that
+    #: whoever enters a voucher is told at once rather than finding it quarantined everywhere).
+    locked_until: dt.date | None = None
 
     @classmethod
     def from_settings(cls, settings: dict[str, str | None], today: dt.date) -> DateWindow:
@@ -63,12 +66,23 @@ class DateWindow:
 
     def check(self, day: dt.date) -> None:
         """Refuse a date outside the window, saying which bound and how to change it."""
+        if self.locked_until is not None and day <= self.locked_until:
+            raise RuleViolation(locked_message(f"date {day} is", self.locked_until))
         if day < self.earliest:
             raise RuleViolation(f"date {day} is before {self.earliest}, {self.earliest_why}; if it is right, "
                                 "change it with 'p2psync settings --books-begin DATE'")
         if day > self.latest:
             raise RuleViolation(f"date {day} is after {self.latest}, {self.latest_why}; if it is right, "
                                 "change it with 'p2psync settings --post-ahead DAYS'")
+
+
+#: Who can lift the period lock, for every refusal of it where a voucher is entered.
+UNLOCK_HINT = "only the head office can unlock them ('p2psync settings --lock-until')"
+
+
+def locked_message(what: str, lock: dt.date) -> str:
+    """The one line saying a change falls in the locked period, and who can change that."""
+    return f"{what} in the books locked up to {lock}; {UNLOCK_HINT}"
 
 
 def check_post_ahead(text: str) -> str:

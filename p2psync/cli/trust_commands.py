@@ -56,6 +56,10 @@ def join_cmd(home: str | None, code: str, via: str | None) -> None:
 @click.option("--interval", type=click.IntRange(1, 1440), default=None, help="Minutes between full reconciles (auto).")
 @click.option("--sync-after", "sync_after", default=None,
               help="Head office: vouchers dated before this are never exchanged ('none' to clear).")
+@click.option("--lock-until", "lock_until", default=None,
+              help="Head office: no voucher dated on or before this may be posted, amended or cancelled "
+                   "('none' to unlock).")
+@click.option("--history", "history", is_flag=True, help="Show every change of the sync-after and lock dates.")
 @click.option("--relay", "relays", multiple=True, help="Head office: relay address ws(s)://HOST:PORT (repeatable).")
 @click.option("--books-begin", "books_begin", default=None,
               help="This office: no voucher may be entered dated before this ('none': 8 financial years back).")
@@ -69,16 +73,34 @@ def join_cmd(home: str | None, code: str, via: str | None) -> None:
 @home_option
 def settings_cmd(home: str | None, mode: str | None, interval: int | None, sync_after: str | None,
                  relays: tuple[str, ...], books_begin: str | None, post_ahead: str | None,
-                 negative_cash: str | None, date_format: str | None, as_json: bool) -> None:
-    """Show or change data synchronization and posting settings, and how this office writes dates."""
+                 negative_cash: str | None, date_format: str | None, lock_until: str | None, history: bool,
+                 as_json: bool) -> None:
+    """Show or change data synchronization and posting settings, the period lock, and how this office
+    writes dates."""
     with open_node(home) as node:
         data = views.change_settings(node, mode, interval, sync_after, list(relays) or None, books_begin,
-                                     post_ahead, negative_cash, date_format)
-    if as_json:
+                                     post_ahead, negative_cash, date_format, lock_until)
+        changes = views.policy_history(node) if history else None
+    if changes is not None:
+        _print_history(changes, as_json, data.get("date_format"))
+    elif as_json:
         render.print_json(data)
     else:
         render.table("Data synchronization settings", ["Setting", "Value"],
                      [[k.replace("_", " "), ", ".join(v) if isinstance(v, list) else v] for k, v in data.items()])
+
+
+def _print_history(changes: list[dict[str, Any]], as_json: bool, date_format: str | None) -> None:
+    """The policy versions that set or cleared the sync-after or lock date."""
+    if as_json:
+        render.print_json(changes)
+        return
+    names = {"sync_after": "sync after", "lock_until": "lock until"}
+    render.table("Sync-after and lock dates (policy history)", ["Version", f"Issued ({zone_name()})", "Setting",
+                                                                "Date"],
+                 [[c["version"], local_time(c["issued_at"], date_format), names.get(c["setting"], c["setting"]),
+                   c["date"] or ("(unlocked)" if c["setting"] == "lock_until" else "(no date)")] for c in changes],
+                 numeric={0})
 
 
 @click.command("revoke")
@@ -246,6 +268,9 @@ def status_cmd(home: str | None, as_json: bool) -> None:
                       for r in data["sync_log"][:10]], numeric={4})
     if data["waiting_entries"]:
         render.info(f"{data['waiting_entries']} received entries wait for earlier ones")
+    if info.get("lock_until"):
+        render.info(f"Books locked up to {info['lock_until']}: no voucher dated on or before it may be posted, "
+                    "amended or cancelled")
     if data.get("local_only"):
         render.info(f"{data['local_only']} voucher{'s are' if data['local_only'] != 1 else ' is'} dated before the "
                     f"sync-after date{' ' + info['sync_after'] if info.get('sync_after') else ''}: kept in this "

@@ -166,6 +166,7 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
     member = node.trust.author(change.author)
     author = admit.Author(member.office, member.is_head, member.series, change.author)
     sync_after = node.trust.policy.sync_after_for(change.doc, change.author, change.seq, policy)
+    lock_until = node.trust.policy.lock_until_for(change.doc, change.author, change.seq, policy)
 
     def inspect(c: Change, state: dict[int, int]) -> int:
         _check_cited_policy(batch.session, c, policy)
@@ -179,7 +180,8 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
         seen = c.deps.get(schema.MASTERS, {})
         position = admit.Position(c.doc, c.author, c.seq, c.deps, lambda map_name: _records(masters, map_name),
                                   creators, heads, lambda office: charts(office, seen))
-        return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(doc), position)
+        return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(doc), position,
+                                  lock_until)
 
     try:
         batch.receive(change, inspect, validate, envelope=blob, policy=policy)
@@ -211,7 +213,7 @@ def _signer(node: Node, framed: entry.Framed, claimed: str) -> str:
 def _check_cited_policy(session: Session, change: Change, policy: int) -> None:
     """An author's cited policy version never goes down along its chain, and is at least that of
     every entry it depends on (which its author had applied, so held a policy at least as new): a
-    branch that has seen a sync-after date cannot post under an older policy without it."""
+    branch that has seen a sync-after or lock date cannot post under an older policy without it."""
     links = [(change.doc, change.author, change.seq - 1)] if change.seq > 1 else []
     links += [(doc, author, seq) for doc, vector in change.deps.items() for author, seq in vector.items()]
     floor = max((held[1] for key in links if (held := log.link(session, *key)) is not None), default=0)

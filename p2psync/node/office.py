@@ -7,14 +7,14 @@ import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session, select
 
-from p2psync.books import schema
+from p2psync.books import admit, schema
 from p2psync.books.change import Change
 from p2psync.books.drafts import Draft, resolve_names
 from p2psync.books.groups import CASH_IN_HAND, GroupTree, group_key
@@ -34,7 +34,7 @@ from p2psync.books.model import (
     voucher_number,
 )
 from p2psync.books.money import format_indian, parse_amount
-from p2psync.books.posting import POSTING_SETTINGS, DateWindow
+from p2psync.books.posting import POSTING_SETTINGS, UNLOCK_HINT, DateWindow
 from p2psync.books.resolve import heads, resolve
 from p2psync.books.rules import Chart, validate_voucher
 from p2psync.canonical import utc_now
@@ -457,6 +457,7 @@ class Node:
             generation = max(r.generation for r in revs if r.id in parents) + 1
             rev = Revision(secrets.token_hex(12), number, row.office, content or state.current.content, action,
                            parents, generation, self.identity.node_id, self.clock(), reason)
+            self._check_unlocked(rev, revs)
             batch.change(row.doc, lambda doc: schema.put_revisions(doc, [rev]), self._masters_deps(batch, [rev]),
                          [rev])
             if refuse_cash:
@@ -501,6 +502,7 @@ class Node:
         rev = Revision(secrets.token_hex(12), state.number, state.current.office, state.current.content,
                        Action.CANCEL, tuple(sorted(r.id for r in losers)), max(r.generation for r in losers) + 1,
                        self.identity.node_id, self.clock(), f"conflict settled: {why} ({state.current.reason})")
+        self._check_unlocked(rev, losers)
         all_deps = {**self._masters_deps(batch, [rev]), **(deps or {})}
         batch.change(doc, lambda d: schema.put_revisions(d, [rev]), all_deps, [rev])
         return rev
@@ -519,6 +521,7 @@ class Node:
             generation = max(r.generation for r in [state.current, *state.conflicts]) + 1
             rev = Revision(secrets.token_hex(12), state.number, state.current.office, chosen.content, Action.AMEND,
                            parents, generation, self.identity.node_id, self.clock(), "")
+            self._check_unlocked(rev, [state.current, *state.conflicts])
             batch.change(doc, lambda d: schema.put_revisions(d, [rev]), self._masters_deps(batch, [rev]), [rev])
             return [rev]
         office = self.identity.office
@@ -574,8 +577,19 @@ class Node:
         return self.chart(batch.session, office)
 
     def date_window(self, settings: dict[str, str | None] | None = None) -> DateWindow:
-        """The dates this office accepts on a voucher it enters (its own setting: see `posting`)."""
-        return DateWindow.from_settings(settings or self.settings(), self.today())
+        """The dates this office accepts on a voucher it enters (its own setting: see `posting`), and
+        none in the period the head office locked."""
+        window = DateWindow.from_settings(settings or self.settings(), self.today())
+        return replace(window, locked_until=self.trust.policy.lock_until_date)
+
+    def _check_unlocked(self, rev: Revision, replaced: Iterable[Revision]) -> None:
+        """The period lock every receiver applies (`admit.check_unlocked`), checked before anything is
+        written, for a revision replacing others: the old date counts as much as the new one."""
+        known = {r.id: r for r in replaced}
+        try:
+            admit.check_unlocked(rev, self.trust.policy.lock_until_date, known.get)
+        except RuleViolation as exc:
+            raise RuleViolation(f"{exc}; {UNLOCK_HINT}") from None
 
     def cash_shortfalls(self, revs: Iterable[Revision], session: Session | None = None,
                         chart: Chart | None = None) -> list[str]:

@@ -29,7 +29,7 @@ from p2psync.trust import enroll
 from p2psync.trust.certs import issue_node_cert, to_der
 from p2psync.trust.invite import SECRET_BYTES, AttemptLimit, EnrollKeys, InviteCode, derive_keys
 from p2psync.trust.keys import NodeKeys, load_root, node_id, unb64
-from p2psync.trust.policy import Authority, Policy
+from p2psync.trust.policy import LOCK_UNTIL, SYNC_AFTER, Authority, Policy
 from p2psync.trust.policy import sign as sign_policy
 
 if TYPE_CHECKING:
@@ -223,17 +223,46 @@ def _reissue(node: Node, change: Any) -> Policy:
     return policy
 
 
+HEAD_ONLY_LOCK = ("only the head office can lock or unlock a period (it signs the policy with the organisation's "
+                  "root key); ask it to run 'p2psync settings --lock-until DATE'")
+
+
 def set_sync_after(node: Node, date: dt.date | None) -> Policy:
-    """A new date, with what the head office holds of the books it could concern (documents of months up
-    to the date's): entries beyond those positions are judged by the new date at every office."""
+    """A new sync-after date (`set_dated_rule`)."""
+    return set_dated_rule(node, SYNC_AFTER, date)
+
+
+def set_lock_until(node: Node, date: dt.date | None) -> Policy:
+    """Lock the books up to `date`, or unlock them (an earlier date, or None): a new policy version
+    either way, so every lock and unlock stays in the policy's history."""
+    if not node.identity.is_head:
+        raise RuleViolation(HEAD_ONLY_LOCK)
+    return set_dated_rule(node, LOCK_UNTIL, date)
+
+
+def set_dated_rule(node: Node, name: str, date: dt.date | None) -> Policy:
+    """A new date for one of the policy's dated rules. A change that refuses more records what the head
+    office holds of the books it could concern (`_concerned`): entries beyond those positions are judged
+    by the new date at every office, whatever older policy they cite (`DatedRule`)."""
     text = date.isoformat() if date else None
-    if text == node.trust.policy.sync_after:
+    rule = node.trust.policy.rule(name)
+    if text == rule.date:
         return _reissue(node, lambda auth, p: auth.settings(p))
-    held = {doc: vector for doc, vector in node.vectors().items()
-            if date is not None and (name := schema.parse_doc_name(doc)).month is not None
-            and name.month <= f"{date:%Y-%m}"}
-    return _reissue(node, lambda auth, p: auth.settings(
-        p, sync_after=text, sync_after_held={**p.sync_after_held, str(p.version + 1): held}))
+    changes: dict[str, Any] = {name: text}
+    if date is not None and rule.stricter(date):
+        changes[f"{name}_held"] = {**rule.held, str(node.trust.policy.version + 1): _concerned(node, date)}
+    return _reissue(node, lambda auth, p: auth.settings(p, **changes))
+
+
+def _concerned(node: Node, date: dt.date) -> dict[str, dict[str, int]]:
+    """What this office holds of the shared voucher documents a date could concern: those of months up
+    to the date's, and those holding an amended voucher (an amendment stays in its voucher's first
+    document whatever date it gives, so only these can hold a revision dated earlier than their month)."""
+    with node.db.read() as session:
+        amended = set(queries.amended_docs(session))
+    return {doc: vector for doc, vector in node.vectors().items()
+            if (month := schema.parse_doc_name(doc).month) is not None
+            and (month <= f"{date:%Y-%m}" or doc in amended)}
 
 
 def set_relays(node: Node, relays: list[str]) -> Policy:

@@ -718,7 +718,7 @@ def status_from_db(node: Node) -> dict[str, Any]:
                  "mode": settings["mode"], "interval_minutes": int(settings["interval"] or 5), "running": False,
                  "date_format": settings["date_format"],
                  "policy_version": policy.version, "key_epoch": policy.epoch, "sync_after": policy.sync_after,
-                 "revoked": node.trust.revoked, "catching_up": node.catching_up,
+                 "lock_until": policy.lock_until, "revoked": node.trust.revoked, "catching_up": node.catching_up,
                  # the page shows the node's own words, as `status` prints them
                  "revoked_notice": revoked_notice(node.identity.office) if node.trust.revoked else ""},
         "peers": peers,

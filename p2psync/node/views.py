@@ -14,11 +14,12 @@ from p2psync.books.model import Revision, VoucherState
 from p2psync.books.money import to_decimal
 from p2psync.books.resolve import resolve
 from p2psync.books.rules import parse_date
-from p2psync.errors import InvalidInput, NotFound, P2PSyncError
+from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.localtime import check_date_format
 from p2psync.node import registrar
 from p2psync.node.office import Node
 from p2psync.store import queries
+from p2psync.trust.policy import DATED_RULES
 
 Data = dict[str, Any]
 REPORTS = ("trial-balance", "ledger", "day-book", "profit-loss", "balance-sheet")
@@ -68,16 +69,31 @@ def settings(node: Node) -> Data:
     return {"office": node.identity.office,
             "file_type": "Head Office" if node.identity.is_head else "Branch Office",
             "registration_id": node.registration_id, **node.settings(), "sync_after": policy.sync_after,
-            "relays": list(policy.relays), "policy_version": policy.version, "key_epoch": policy.epoch}
+            "lock_until": policy.lock_until, "relays": list(policy.relays), "policy_version": policy.version,
+            "key_epoch": policy.epoch}
+
+
+def policy_history(node: Node) -> list[Data]:
+    """Every change of the policy's dated rules (sync-after date, period lock), oldest first: the
+    version that made it, when it was issued (None for a change from before that was recorded), and
+    the date it set (None: cleared, an unlock)."""
+    policy = node.trust.policy
+    changes = []
+    for name in DATED_RULES:
+        for version, date in policy.rule(name).history.items():
+            at = policy.rules_changed_at.get(version) or (policy.issued_at if int(version) == policy.version else None)
+            changes.append({"version": int(version), "issued_at": at, "setting": name, "date": date})
+    return sorted(changes, key=lambda c: (c["version"], c["setting"]))
 
 
 def change_settings(node: Node, mode: str | None = None, interval: int | None = None,
                     sync_after: str | None = None, relays: list[str] | None = None,
                     books_begin: str | None = None, post_ahead: str | None = None,
-                    negative_cash: str | None = None, date_format: str | None = None) -> Data:
+                    negative_cash: str | None = None, date_format: str | None = None,
+                    lock_until: str | None = None) -> Data:
     """Apply what is given (None leaves a setting as it is); the head office alone signs a new policy
-    for the sync-after date and the relays. ``sync_after`` or ``books_begin`` 'none' or '' clears
-    the date. The posting settings (books begin, post ahead, negative cash) and the date format are
+    for the sync-after date, the period lock and the relays. ``sync_after``, ``lock_until`` or
+    ``books_begin`` 'none' or '' clears the date. The posting settings (books begin, post ahead, negative cash) and the date format are
     this office's own."""
     if mode is not None and mode not in ("auto", "manual"):
         raise InvalidInput(f"mode {mode!r} must be auto or manual")
@@ -86,11 +102,14 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     for url in relays or ():
         if not url.startswith(("ws://", "wss://")):
             raise InvalidInput(f"relay address {url!r} must start with ws:// or wss://")
-    new_date = None
-    if sync_after is not None and sync_after.strip().lower() not in ("", "none"):
-        new_date = parse_date(sync_after)
+    new_date, new_lock = _policy_date(sync_after), _policy_date(lock_until)
+    if lock_until is not None and not node.identity.is_head:
+        raise RuleViolation(registrar.HEAD_ONLY_LOCK)
     shown = check_date_format(date_format) if date_format is not None else None
-    _check_policy_change(node, sync_after is not None, new_date, relays)
+    dates = {name: (value.isoformat() if value else None)
+             for name, given, value in (("sync_after", sync_after, new_date), ("lock_until", lock_until, new_lock))
+             if given is not None}
+    _check_policy_change(node, dates, relays)
     local = {k: v for k, v in (("mode", mode), ("interval", str(interval) if interval else None),
                                ("date_format", shown)) if v}
     local.update(_posting_settings(books_begin, post_ahead, negative_cash))
@@ -99,18 +118,28 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     current = settings(node)
     if sync_after is not None and (new_date.isoformat() if new_date else None) != current["sync_after"]:
         registrar.set_sync_after(node, new_date)
+    if lock_until is not None and (new_lock.isoformat() if new_lock else None) != current["lock_until"]:
+        registrar.set_lock_until(node, new_lock)
     if relays is not None and list(relays) != current["relays"]:
         registrar.set_relays(node, list(relays))
     return settings(node)
 
 
-def _check_policy_change(node: Node, dated: bool, new_date: dt.date | None, relays: list[str] | None) -> None:
+def _check_policy_change(node: Node, changes: dict[str, str | None], relays: list[str] | None) -> None:
     """Refuse a policy change the head office cannot sign now before any setting is applied, so that
-    a command that fails changes nothing."""
+    a command that fails changes nothing. `changes`: the policy's dates given (name -> ISO date or
+    None to clear)."""
     current = node.trust.policy
-    if (dated and (new_date.isoformat() if new_date else None) != current.sync_after) or (
+    if any(value != getattr(current, name) for name, value in changes.items()) or (
             relays is not None and tuple(relays) != current.relays):
         registrar.check_may_sign(node)
+
+
+def _policy_date(text: str | None) -> dt.date | None:
+    """A date for the policy as typed; None for no change or for 'none' or '' (which clear it)."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return None
+    return parse_date(text)
 
 
 def _posting_settings(books_begin: str | None, post_ahead: str | None, negative_cash: str | None) -> dict[str, str]:

@@ -220,6 +220,12 @@ def local_only(session: Session, office: str | None = None, start: dt.date | Non
     return int(session.exec(_voucher_filter(query, office, start, end)).one())
 
 
+def amended_docs(session: Session) -> list[str]:
+    """The documents holding a voucher with more than one revision."""
+    query = select(VoucherRow.doc).where(VoucherRow.revisions > 1).distinct()
+    return list(session.exec(query))
+
+
 def _voucher_filter(query: Any, office: str | None, start: dt.date | None, end: dt.date | None) -> Any:
     """`query` of voucher rows narrowed to an office and a period (each optional)."""
     if office:

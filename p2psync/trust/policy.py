@@ -1,8 +1,9 @@
 """The organisation's policy: versioned, signed by the root key, passed on by any node.
 
 It lists the members (their certificates), the revoked nodes with the last sequence of theirs that
-stays valid per document, the sync-after date, relay addresses, and the key epoch with the epoch
-key ring sealed to every member. A node accepts only a newer policy that verifies.
+stays valid per document, the dated rules (the sync-after date and the period lock), relay addresses,
+and the key epoch with the epoch key ring sealed to every member. A node accepts only a newer policy
+that verifies.
 """
 
 from __future__ import annotations
@@ -37,6 +38,61 @@ class StalePolicy(PolicyError):
     """A valid policy, but not newer than the one held: nothing to do, nothing wrong."""
 
 
+#: The dates the head office sets in the policy that every receiver applies to voucher dates: vouchers
+#: dated before the sync-after date are never exchanged; none dated on or before the lock date may be
+#: posted, amended or cancelled. Each is a field of the policy, with `<name>_history` and `<name>_held`.
+SYNC_AFTER = "sync_after"
+LOCK_UNTIL = "lock_until"
+DATED_RULES = (SYNC_AFTER, LOCK_UNTIL)
+
+#: Held positions: {document: {author: highest sequence}}.
+Held = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class DatedRule:
+    """One date the head office sets (`DATED_RULES`), with every change of it, read from a policy.
+
+    A signed entry cites the policy version its author held, but its author may lie about that to
+    escape a date set since. So a change that refuses more (`stricter`) also records what the head
+    office held then (`held`, by version): an entry beyond those positions is judged by that change
+    whatever older version it cites, which every office decides alike, whatever has arrived there. A
+    change that refuses less records no positions: it counts only for entries that cite it, so that
+    nothing refused before it is taken in by some offices and not by others."""
+
+    name: str
+    date: str | None
+    #: Policy version -> the date it set, for every version that changed it.
+    history: dict[str, str | None]
+    #: Policy version -> what the head office held when that version made the rule stricter.
+    held: dict[str, Held]
+
+    @property
+    def current(self) -> dt.date | None:
+        return dt.date.fromisoformat(self.date) if self.date else None
+
+    def as_of(self, version: int) -> dt.date | None:
+        """The date that policy `version` set (a policy knows every earlier change)."""
+        known = [int(v) for v in self.history if int(v) <= version]
+        value = self.history[str(max(known))] if known else None
+        return dt.date.fromisoformat(value) if value else None
+
+    def judging(self, doc: str, author: str, seq: int, cited: int) -> dt.date | None:
+        """The date an entry is judged by: that of the newest change that it either cites or lies
+        beyond (its position was not held by the head office when the change was made), so that citing
+        an old policy does not get a voucher past a date set since."""
+        for version in sorted((int(v) for v in self.history), reverse=True):
+            held = self.held.get(str(version))
+            if version <= cited or (held is not None and seq > held.get(doc, {}).get(author, 0)):
+                return self.as_of(version)
+        return None
+
+    def stricter(self, date: dt.date | None) -> bool:
+        """Whether moving to `date` refuses vouchers this rule accepts now (a later date, or a first
+        one): both rules refuse dates up to theirs."""
+        return date is not None and (self.current is None or date > self.current)
+
+
 @dataclass(frozen=True)
 class Policy:
     org: str
@@ -50,11 +106,20 @@ class Policy:
     relays: tuple[str, ...] = ()
     #: Policy version -> sync-after date set by it, so an entry is judged by the date its author had.
     sync_after_history: dict[str, str | None] = field(default_factory=dict)
-    #: Policy version that changed the date -> {document: {author: highest sequence the head office
-    #: held then}}: an entry beyond those positions is judged by that version's date whatever older
+    #: Policy version that made the date stricter -> {document: {author: highest sequence the head
+    #: office held then}}: an entry beyond those positions is judged by that version's date whatever older
     #: version it cites (its author may claim not to have seen the change; the head office says what
     #: was exchanged before it).
-    sync_after_held: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    sync_after_held: dict[str, Held] = field(default_factory=dict)
+    #: The period lock: no voucher dated on or before it may be posted, amended or cancelled. Its
+    #: history and held positions work as the sync-after date's (`DatedRule`); policies from before the
+    #: lock existed have none of these fields, and mean what they meant.
+    lock_until: str | None = None
+    lock_until_history: dict[str, str | None] = field(default_factory=dict)
+    lock_until_held: dict[str, Held] = field(default_factory=dict)
+    #: Policy version -> when it was issued, for every version that changed a dated rule: the history
+    #: shown to people (what was locked or unlocked, and when).
+    rules_changed_at: dict[str, str] = field(default_factory=dict)
 
     def body(self) -> bytes:
         return dumps({
@@ -63,27 +128,35 @@ class Policy:
             "sync_after": self.sync_after, "relays": list(self.relays),
             "sync_after_history": self.sync_after_history,
             **({"sync_after_held": self.sync_after_held} if self.sync_after_held else {}),
+            **({"lock_until": self.lock_until, "lock_until_history": self.lock_until_history}
+               if self.lock_until_history else {}),
+            **({"lock_until_held": self.lock_until_held} if self.lock_until_held else {}),
+            **({"rules_changed_at": self.rules_changed_at} if self.rules_changed_at else {}),
         }).encode()
+
+    def rule(self, name: str) -> DatedRule:
+        """One of the `DATED_RULES`, with its history and held positions."""
+        return DatedRule(name, getattr(self, name), getattr(self, f"{name}_history"), getattr(self, f"{name}_held"))
 
     @property
     def sync_after_date(self) -> dt.date | None:
-        return dt.date.fromisoformat(self.sync_after) if self.sync_after else None
+        return self.rule(SYNC_AFTER).current
+
+    @property
+    def lock_until_date(self) -> dt.date | None:
+        return self.rule(LOCK_UNTIL).current
 
     def sync_after_as_of(self, version: int) -> dt.date | None:
         """The sync-after date that policy `version` set (this policy knows every earlier change)."""
-        known = [int(v) for v in self.sync_after_history if int(v) <= version]
-        value = self.sync_after_history[str(max(known))] if known else None
-        return dt.date.fromisoformat(value) if value else None
+        return self.rule(SYNC_AFTER).as_of(version)
 
     def sync_after_for(self, doc: str, author: str, seq: int, cited: int) -> dt.date | None:
-        """The sync-after date an entry is judged by: that of the newest change of the date that it
-        either cites or lies beyond (its position was not held by the head office when the change was
-        made), so that citing an old policy does not bring a back-dated voucher in."""
-        for version in sorted((int(v) for v in self.sync_after_history), reverse=True):
-            held = self.sync_after_held.get(str(version))
-            if version <= cited or (held is not None and seq > held.get(doc, {}).get(author, 0)):
-                return self.sync_after_as_of(version)
-        return None
+        """The sync-after date an entry is judged by (`DatedRule.judging`)."""
+        return self.rule(SYNC_AFTER).judging(doc, author, seq, cited)
+
+    def lock_until_for(self, doc: str, author: str, seq: int, cited: int) -> dt.date | None:
+        """The lock date an entry is judged by (`DatedRule.judging`)."""
+        return self.rule(LOCK_UNTIL).judging(doc, author, seq, cited)
 
     def member(self, node: str, root: Ed25519PublicKey) -> Member:
         der = self.members.get(node)
@@ -162,9 +235,11 @@ def _decode(body: bytes) -> Policy:
             epoch=_count(data["epoch"]), members=_texts(data["members"]), sealed=_texts(data["sealed"]),
             revoked={_text(node): _cutoffs(cutoffs) for node, cutoffs in _mapping(data["revoked"]).items()},
             sync_after=_date(data["sync_after"]), relays=tuple(_text(r) for r in _sequence(data["relays"])),
-            sync_after_history={str(_count(int(v))): _date(d) for v, d in _mapping(data["sync_after_history"]).items()},
-            sync_after_held={str(_count(int(v))): {_text(doc): _cutoffs(vector) for doc, vector in _mapping(held).items()}
-                             for v, held in _mapping(data.get("sync_after_held", {})).items()},
+            sync_after_history=_history(data["sync_after_history"]),
+            sync_after_held=_held(data.get("sync_after_held", {})),
+            lock_until=_date(data.get("lock_until")), lock_until_history=_history(data.get("lock_until_history", {})),
+            lock_until_held=_held(data.get("lock_until_held", {})),
+            rules_changed_at={str(_count(int(v))): _text(at) for v, at in _mapping(data.get("rules_changed_at", {})).items()},
         )
     except (ValueError, KeyError, TypeError):
         raise PolicyError("policy body is malformed") from None
@@ -203,6 +278,15 @@ def _cutoffs(value: Any) -> dict[str, int]:
     return {_text(k): _count(v) for k, v in _mapping(value).items()}
 
 
+def _history(value: Any) -> dict[str, str | None]:
+    return {str(_count(int(v))): _date(d) for v, d in _mapping(value).items()}
+
+
+def _held(value: Any) -> dict[str, Held]:
+    return {str(_count(int(v))): {_text(doc): _cutoffs(vector) for doc, vector in _mapping(held).items()}
+            for v, held in _mapping(value).items()}
+
+
 def _date(value: Any) -> str | None:
     if value is not None:
         dt.date.fromisoformat(_text(value))
@@ -237,10 +321,7 @@ class Authority:
         return self._reissue(policy, **changes)
 
     def _reissue(self, policy: Policy, **changes: Any) -> Policy:
-        draft = replace(policy, version=policy.version + 1, issued_at=utc_now(), **changes)
-        if draft.sync_after != policy.sync_after or not policy.sync_after_history:
-            draft = replace(draft, sync_after_history={**policy.sync_after_history,
-                                                       str(draft.version): draft.sync_after})
+        draft = _recorded(policy, replace(policy, version=policy.version + 1, issued_at=utc_now(), **changes))
         ring = dumps({str(e): b64(k) for e, k in sorted(self.ring.items())}).encode()
         sealed = {
             node: b64(seal(ring, verify_node_cert(unb64(der), self.root.public_key()).sealing,
@@ -249,6 +330,19 @@ class Authority:
             if node not in draft.revoked
         }
         return replace(draft, sealed=sealed)
+
+
+def _recorded(policy: Policy, draft: Policy) -> Policy:
+    """`draft` with every dated rule it changes from `policy` in that rule's history, and the time of
+    the change (the sync-after date's history starts at the first version, as it always has)."""
+    version = str(draft.version)
+    for name in DATED_RULES:
+        history = getattr(policy, f"{name}_history")
+        if getattr(draft, name) != getattr(policy, name) or (name == SYNC_AFTER and not history):
+            draft = replace(draft, **{f"{name}_history": {**history, version: getattr(draft, name)}})
+            if policy.version:  # not the first version, which only starts the history
+                draft = replace(draft, rules_changed_at={**draft.rules_changed_at, version: draft.issued_at})
+    return draft
 
 
 def _node_of(der: bytes, root: Ed25519PrivateKey) -> str:

@@ -187,12 +187,14 @@ async def change_settings(request: web.Request) -> web.Response:
     relays = data.get("relays")
     if relays is not None and (not isinstance(relays, list) or not all(isinstance(r, str) for r in relays)):
         raise BadRequest("'relays' must be a list of addresses")
-    sync_after = data.get("sync_after")  # "" clears the date
-    if sync_after is not None and not isinstance(sync_after, str):
-        raise BadRequest("'sync_after' must be a date like 2026-04-01, or empty")
+    sync_after, lock_until = data.get("sync_after"), data.get("lock_until")  # "" clears the date
+    for name, value in (("sync_after", sync_after), ("lock_until", lock_until)):
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"'{name}' must be a date like 2026-04-01, or empty")
     run = runtime(request)
     before = await on_node(request, views.settings)
-    change = functools.partial(views.change_settings, date_format=optional_text(data, "date_format"))
+    change = functools.partial(views.change_settings, date_format=optional_text(data, "date_format"),
+                               lock_until=lock_until)
     after = await on_node(request, change, optional_text(data, "mode"), interval, sync_after, relays)
     await run.settings_changed(before)
     return reply(after)

@@ -136,7 +136,8 @@ function statusScreen() {
       node.revoked ? h("p", { class: "error", id: "revoked" }, node.revoked_notice) : null, // first: nothing else works
       h("p", {}, `Node ${node.running ? "running" : "not running"} in ${node.mode} mode`,
         node.mode === "auto" ? `, full reconcile every ${node.interval_minutes} min` : "",
-        `. Policy version ${node.policy_version}, sync after ${node.sync_after || "(no date)"}.`),
+        `. Policy version ${node.policy_version}, sync after ${node.sync_after || "(no date)"}`,
+        node.lock_until ? `, books locked up to ${node.lock_until}.` : "."),
       h("h3", {}, "Peers and relays"),
       table(["Address", "Kind", "Office", "Status", "Last sync", "Sent (vouchers)", "Received (vouchers)", "Backlog", "Last error"],
         data.peers.map(p => h("tr", { "data-office": p.office, "data-peer": p.peer },
@@ -417,6 +418,8 @@ function settingsScreen() {
       app.state.date_formats.map(f => h("option", { value: f, selected: f === s.date_format }, f)));
     const syncAfter = head ? h("input", { id: "sync-after", type: "date", value: s.sync_after || "" })
       : h("span", { id: "sync-after" }, s.sync_after || "(no date)");
+    const lockUntil = head ? h("input", { id: "lock-until", type: "date", value: s.lock_until || "" })
+      : h("span", { id: "lock-until" }, s.lock_until || "(not locked)");
     const relays = head ? h("textarea", { id: "relays", rows: 3, placeholder: "wss://relay.example.com:8471 (one a line)" }, s.relays.join("\n"))
       : h("span", { id: "relays" }, s.relays.join(", ") || "(none)");
     body.replaceChildren(h("section", { class: "card" }, h("dl", { class: "kv" },
@@ -425,12 +428,15 @@ function settingsScreen() {
       h("dt", {}, "Syncing"), h("dd", {}, h("label", {}, auto, " Auto-Syncing every ", interval, " minutes"),
         h("label", {}, manual, " Manual-Syncing (only when asked: Sync now)")),
       h("dt", {}, "Sync after date"), h("dd", {}, syncAfter, head ? null : h("span", { class: "muted" }, "  (set by the head office)")),
+      h("dt", {}, "Books locked up to"), h("dd", {}, lockUntil, h("span", { class: "muted" },
+        head ? "  (no voucher dated on or before it may be posted, amended or cancelled; empty: unlocked)"
+          : "  (set by the head office)")),
       h("dt", {}, "Relay addresses"), h("dd", {}, relays),
       h("dt", {}, "Dates written as"), h("dd", {}, dates, h("span", { class: "muted" }, "  (this office only)")),
       h("dt", {}, "Policy version"), h("dd", { id: "policy-version" }, s.policy_version)),
     h("div", { class: "actions" }, h("button", { class: "primary", id: "apply", onclick: async () => {
       const change = { mode: auto.checked ? "auto" : "manual", interval: Number(interval.value), date_format: dates.value };
-      if (head) Object.assign(change, { sync_after: syncAfter.value,
+      if (head) Object.assign(change, { sync_after: syncAfter.value, lock_until: lockUntil.value,
         relays: relays.value.split(/\s+/).filter(Boolean) });
       if (await act(box, () => post("/api/settings", change), "Applied.")) {
         setDateFormat(change.date_format); document.activeElement.blur(); refresh();
