@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from p2psync.node import Node
 from p2psync.node.home import resolve_home
+
+if TYPE_CHECKING:
+    from p2psync.node.office import Node
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,6 +37,8 @@ def home_option(func: F) -> F:
 
 @contextmanager
 def open_node(home: str | None) -> Iterator[Node]:
+    from p2psync.node.office import Node  # the store and the ORM: only for commands that open the books
+
     node = Node.open(resolve_home(home))
     try:
         yield node
