@@ -21,6 +21,8 @@ from helpers import draft
 from p2psync.node import registrar, views
 from p2psync.node.home import DB_FILE
 from p2psync.node.office import Node
+from p2psync.store import queries
+from p2psync.store.tables import ConflictRow, GroupRow, LedgerRow, OfficeRow, VoucherRow
 
 HEAVY = ("sqlalchemy", "sqlmodel", "pycrdt", "websockets", "zeroconf", "cryptography", "aiohttp")
 DAY = dt.date.today().replace(day=1)
@@ -71,6 +73,15 @@ def test_a_home_whose_report_tables_are_stale_is_reported_through_the_node(head:
         db.execute("UPDATE setting SET value = '1' WHERE key = 'reports_version'")  # made by an older p2psync
         db.execute("DELETE FROM linerow")
     assert views.report_at(head.home, "trial-balance") == expected  # Node.open rebuilt the tables first
+
+
+@pytest.mark.parametrize(("record", "table"), [(queries.Office, OfficeRow), (queries.Group, GroupRow),
+                                               (queries.Ledger, LedgerRow), (queries.Voucher, VoucherRow),
+                                               (queries.Conflict, ConflictRow)])
+def test_each_row_of_the_queries_has_its_tables_columns(record: type, table: type) -> None:
+    """The queries name the columns after their rows' fields (they cannot import the table classes
+    without SQLModel): a column added to a table must be added to its row too."""
+    assert record._fields == tuple(table.model_fields)
 
 
 def _text(day: dt.date | None) -> str | None:
