@@ -120,10 +120,12 @@ class Database:
         try:
             with Session(self.engine) as session:
                 yield session
-        except IntegrityError:
+        except (IntegrityError, sqlite3.IntegrityError):
             raise
         except DatabaseError as exc:
             raise StoreError(self.describe(exc)) from None
+        except sqlite3.DatabaseError as exc:  # the same from the queries' plain SQL (`store.queries`)
+            raise StoreError(self.describe(DatabaseError(None, None, exc))) from None
 
     def write(self) -> AbstractContextManager[Session]:
         """A write transaction, committed on normal exit and rolled back on any exception."""
