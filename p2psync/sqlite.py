@@ -3,6 +3,9 @@ up front, database errors as one line, and the raw connection for the hot paths.
 
 Below every layer (like `errors` and `canonical`): the node's store and the relay's both open their
 files this way, and the relay must not depend on the node's store to do so.
+
+SQLAlchemy is imported by the functions that use it, not with this module: a read-only command
+(`read_only`) then starts without it, and it costs more to import than such a command takes to run.
 """
 
 from __future__ import annotations
@@ -11,33 +14,50 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, IntegrityError
-from sqlmodel import Session, create_engine
+from typing import TYPE_CHECKING, Any
 
 from p2psync.errors import StoreError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.exc import DatabaseError
+    from sqlmodel import Session
+
+#: How long a statement waits for another process's lock before it fails as busy.
+BUSY_TIMEOUT_MS = 15000
 
 
 def sqlite_engine(path: Path, **options: Any) -> Engine:
     """An engine on a SQLite file in WAL mode with full fsync on commit, where a connection with the
     execution option ``immediate=True`` begins its transactions with BEGIN IMMEDIATE (the write lock
     up front). Shared by the node's database and the relay's."""
+    from sqlmodel import create_engine
+
     engine = create_engine(f"sqlite:///{path}", **options)
     _configure(engine)
     return engine
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    """A plain `sqlite3` connection that only reads an existing file (never creates one, refuses
+    every write), waiting for locks as the engine's connections do: for read-only commands, which
+    need none of SQLAlchemy. `sqlite3.Error` if the file cannot be opened."""
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None)
+    connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    connection.execute("PRAGMA query_only=ON")
+    return connection
+
+
 def _configure(engine: Engine) -> None:
+    from sqlalchemy import event
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # durable before acknowledged
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA cache_size=-32768")  # 32 MiB: bulk receives insert into several indexes
         cursor.close()
@@ -52,6 +72,9 @@ def _configure(engine: Engine) -> None:
 def write_transaction(engine: Engine, describe: Callable[[DatabaseError], str]) -> Iterator[Session]:
     """A write transaction holding the write lock from its start (BEGIN IMMEDIATE), committed on
     normal exit and rolled back on any exception; database errors become one `StoreError` line."""
+    from sqlalchemy.exc import DatabaseError, IntegrityError
+    from sqlmodel import Session
+
     connection = engine.connect().execution_options(immediate=True)
     try:
         with Session(bind=connection, expire_on_commit=False) as session:

@@ -220,7 +220,7 @@ def revisions(node: Node) -> list[Revision]:
 
 def voucher_rows(node: Node) -> list[dict[str, Any]]:
     with node.db.read() as session:
-        return [row.model_dump() for row in queries.vouchers(session)]
+        return [row._asdict() for row in queries.vouchers(session)]
 
 
 def conflict_rows(node: Node) -> set[tuple[str, str, str, str]]:

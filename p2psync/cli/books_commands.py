@@ -7,25 +7,17 @@ from typing import Any
 
 import click
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from p2psync.books.drafts import make_draft
-from p2psync.books.importer import read_file
 from p2psync.books.model import VoucherType
 from p2psync.books.money import to_decimal
 from p2psync.cli import render
+from p2psync.cli.audit_commands import audit_trail_cmd
 from p2psync.cli.context import home_option, json_option, open_node
 from p2psync.errors import StoreError
 from p2psync.localtime import local_time, zone_name
 from p2psync.node import views
 from p2psync.node.home import DB_FILE, resolve_home
-from p2psync.store import health
 
 office_option = click.option("--office", default=None, help="One office's books (default: consolidated).")
 period_options = [
@@ -262,6 +254,10 @@ def voucher_show(home: str | None, number: str, as_json: bool) -> None:
 @home_option
 def voucher_import(home: str | None, file: Path, as_json: bool) -> None:
     """Import vouchers from a CSV or JSON file: all of them, or none if any is wrong."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from p2psync.books.importer import read_file
+
     drafts = read_file(file)
     with open_node(home) as node:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -288,7 +284,10 @@ def voucher_import(home: str | None, file: Path, as_json: bool) -> None:
 
 @click.group("report")
 def report() -> None:
-    """Trial balance, ledger statement, day book, balance sheet, profit and loss."""
+    """Trial balance, ledger statement, day book, balance sheet, profit and loss, audit trail."""
+
+
+report.add_command(audit_trail_cmd)
 
 
 @report.command("trial-balance")
@@ -298,8 +297,7 @@ def report() -> None:
 @home_option
 def report_tb(home: str | None, office: str | None, end: str | None, as_json: bool) -> None:
     """Closing balance of every ledger, debits beside credits."""
-    with open_node(home) as node:
-        data = views.report(node, "trial-balance", office, end=end)
+    data = views.report_at(resolve_home(home), "trial-balance", office, end=end)
     if as_json:
         render.print_json(data)
         return
@@ -319,8 +317,7 @@ def report_tb(home: str | None, office: str | None, end: str | None, as_json: bo
 def report_ledger(home: str | None, name: str, office: str | None, start: str | None, end: str | None,
                   as_json: bool) -> None:
     """Statement of ledger NAME with a running balance."""
-    with open_node(home) as node:
-        data = views.report(node, "ledger", office, start, end, ledger=name)
+    data = views.report_at(resolve_home(home), "ledger", office, start, end, ledger=name)
     if as_json:
         render.print_json(data)
         return
@@ -345,8 +342,7 @@ def _balance(value) -> str:  # type: ignore[no-untyped-def]
 @home_option
 def report_day_book(home: str | None, office: str | None, start: str | None, end: str | None, as_json: bool) -> None:
     """Every voucher of the period, day by day, with its lines."""
-    with open_node(home) as node:
-        data = views.report(node, "day-book", office, start, end)
+    data = views.report_at(resolve_home(home), "day-book", office, start, end)
     if as_json:
         render.print_json(data)
         return
@@ -368,8 +364,7 @@ def report_day_book(home: str | None, office: str | None, start: str | None, end
 @home_option
 def report_pl(home: str | None, office: str | None, start: str | None, end: str | None, as_json: bool) -> None:
     """Profit and loss: gross profit from direct items, net profit after indirect ones."""
-    with open_node(home) as node:
-        data = views.report(node, "profit-loss", office, start, end)
+    data = views.report_at(resolve_home(home), "profit-loss", office, start, end)
     if as_json:
         render.print_json(data)
         return
@@ -396,8 +391,7 @@ def report_pl(home: str | None, office: str | None, start: str | None, end: str 
 @home_option
 def report_bs(home: str | None, office: str | None, end: str | None, detail: bool, as_json: bool) -> None:
     """Liabilities and assets by group, with the profit (or loss) carried over."""
-    with open_node(home) as node:
-        data = views.report(node, "balance-sheet", office, end=end, detail=detail)
+    data = views.report_at(resolve_home(home), "balance-sheet", office, end=end, detail=detail)
     if as_json:
         render.print_json(data)
         return
@@ -502,6 +496,8 @@ def conflicts_resolve(home: str | None, number: str, keep: bool, restore: str | 
 @home_option
 def rebuild_cmd(home: str | None) -> None:
     """Rebuild snapshots and report tables from the entry log (the source of truth)."""
+    from p2psync.store import health  # the store's tables: only for the commands that open the node
+
     path = resolve_home(home) / DB_FILE
     found = health.inspect(path)  # damage beyond the caches would stop the rebuild half way
     if not found.usable:

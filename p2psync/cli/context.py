@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from p2psync.node import Node
 from p2psync.node.home import resolve_home
+from p2psync.node.local_writes import tell_running_node
+
+if TYPE_CHECKING:
+    from p2psync.node.office import Node
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,9 +37,19 @@ def home_option(func: F) -> F:
 
 
 @contextmanager
-def open_node(home: str | None) -> Iterator[Node]:
+def open_node(home: str | None, *, serving: bool = False) -> Iterator[Node]:
+    """The node of `home`, open for one command. When the command committed entries to be shared or
+    a new policy, the node running on the home is told at once, so that its peers get them now
+    (`local_writes`); `serving`: this command is that node (``run``), and tells no one."""
+    from p2psync.node.office import Node  # the store and the ORM: only for commands that open the books
+
     node = Node.open(resolve_home(home))
+    policy = node.trust.policy.version
     try:
         yield node
     finally:
-        node.close()
+        try:
+            if not serving and (node.store.last_sealed or node.trust.policy.version != policy):
+                tell_running_node(node.home)  # before closing: its snapshots need not delay the peers
+        finally:
+            node.close()

@@ -2,51 +2,60 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 import click
 import platformdirs
 
 from p2psync import __version__
-from p2psync.cli import render
-from p2psync.cli.audit_commands import audit_cmd, audit_trail_cmd
-from p2psync.cli.books_commands import (
-    conflicts_cmd,
-    group,
-    ledger,
-    rebuild_cmd,
-    report,
-    voucher,
-)
-from p2psync.cli.context import HOME_HELP, home_option, json_option, open_node
-from p2psync.cli.demo import demo_cmd
-from p2psync.cli.recovery_commands import backup_cmd, doctor_cmd, restore_cmd
-from p2psync.cli.relay_command import relay_cmd
-from p2psync.cli.serve_commands import dashboard_cmd, run_cmd
-from p2psync.cli.service_commands import service_group
-from p2psync.cli.trust_commands import (
-    invite_cmd,
-    join_cmd,
-    quarantine_cmd,
-    restart_cmd,
-    revoke_cmd,
-    settings_cmd,
-    status_cmd,
-    sync_cmd,
-)
+from p2psync.cli.context import HOME_HELP
 from p2psync.errors import P2PSyncError
-from p2psync.node import Node, roster, views
-from p2psync.node.home import KEYS_DIR, LOG_FILE, ROOT_KEY_FILE, resolve_home
+from p2psync.node.home import LOG_FILE, resolve_home
+
+#: Each command and where it is defined, imported only when it runs: a command then pays only for
+#: the libraries it uses (``--version`` for none, a report not for the network or the ORM).
+COMMANDS = {
+    "init": "office_commands:init_cmd", "branch": "office_commands:branch",
+    "group": "books_commands:group", "ledger": "books_commands:ledger", "voucher": "books_commands:voucher",
+    "report": "books_commands:report", "conflicts": "books_commands:conflicts_cmd",
+    "rebuild": "books_commands:rebuild_cmd", "demo": "demo:demo_cmd",
+    "invite": "trust_commands:invite_cmd", "join": "trust_commands:join_cmd",
+    "settings": "trust_commands:settings_cmd", "revoke": "trust_commands:revoke_cmd",
+    "quarantine": "trust_commands:quarantine_cmd", "sync": "trust_commands:sync_cmd",
+    "status": "trust_commands:status_cmd", "restart": "trust_commands:restart_cmd",
+    "run": "serve_commands:run_cmd", "dashboard": "serve_commands:dashboard_cmd", "relay": "relay_command:relay_cmd",
+    "backup": "recovery_commands:backup_cmd", "restore": "recovery_commands:restore_cmd",
+    "doctor": "recovery_commands:doctor_cmd", "service": "service_commands:service_group",
+    "audit": "audit_commands:audit_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when named (click's documented lazy-loading pattern)."""
+
+    def __init__(self, *args: object, lazy: dict[str, str], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, name = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(f"p2psync.cli.{module}"), name)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 EXIT_ERROR = 1
 EXIT_INTERNAL = 70
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="p2psync")
 @click.option("-v", "--verbose", count=True, help="More log detail on stderr (-v info, -vv debug).")
 @click.option("--home", default=None, metavar="DIR", help=HOME_HELP)
@@ -57,107 +66,6 @@ def cli(ctx: click.Context, verbose: int, home: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     ctx.obj["home"] = home
-
-
-@cli.command("init")
-@click.option("--head-office", "head_office", is_flag=True, help="Create the organisation at its head office.")
-@click.option("--company", required=True, help="The company's name.")
-@click.option("--office", default="HO", show_default=True, help="This office's code.")
-@click.option("--name", "office_name", default="Head Office", show_default=True, help="This office's name.")
-@home_option
-def init_cmd(home: str | None, head_office: bool, company: str, office: str, office_name: str) -> None:
-    """Create a new organisation at its head office."""
-    if not head_office:
-        raise P2PSyncError("a branch office is set up with 'p2psync join CODE'; use --head-office at the head office")
-    path = resolve_home(home)
-    node = Node.create_head(path, company, office, office_name)
-    try:
-        render.info(f"Created {node.identity.company}: head office {node.identity.office} in {path}")
-        render.info(f"Registration ID: {node.registration_id}")
-        render.info(f"Back up {path / KEYS_DIR / ROOT_KEY_FILE} offline now: it is the organisation's root key.")
-    finally:
-        node.close()
-
-
-@cli.group("branch")
-def branch() -> None:
-    """Branch master: the offices of the organisation."""
-
-
-@branch.command("add")
-@click.argument("code")
-@click.argument("name")
-@home_option
-def branch_add(home: str | None, code: str, name: str) -> None:
-    """Add branch CODE named NAME (its data configuration name)."""
-    with open_node(home) as node:
-        office = node.add_office(code, name)
-        render.info(f"Added branch {office.code} ({office.name})")
-
-
-@branch.command("list")
-@json_option
-@home_option
-def branch_list(home: str | None, as_json: bool) -> None:
-    """List the offices."""
-    with open_node(home) as node:
-        rows = views.offices(node)
-    if as_json:
-        render.print_json(rows)
-    else:
-        render.table("Offices", ["Code", "Name", "Role"], [[r["code"], r["name"], r["role"]] for r in rows])
-
-
-@branch.command("nodes")
-@json_option
-@home_option
-def branch_nodes(home: str | None, as_json: bool) -> None:
-    """List the member nodes: office, series, when enrolled, when last seen here."""
-    with open_node(home) as node:
-        rows = roster.nodes(node)
-    if as_json:
-        render.print_json(rows)
-        return
-    render.table("Nodes", ["Node", "Office", "Series", "Enrolled (UTC)", "Last seen (UTC)", "Entries", "State"],
-                 [[r["node"][:16], r["office"], r["series"], _minute(r["enrolled_at"]), _minute(r["last_seen"]) or ("-" if r["this_node"] else "never"),
-                   r["entries"], _state(r)] for r in rows], numeric={2, 5})
-    if any(_state(r) == NEVER_ONLINE for r in rows):
-        render.info("Remove a node that never came online with 'p2psync branch remove-node NODE'.")
-
-
-NEVER_ONLINE = "never came online"
-
-
-def _state(row: dict[str, Any]) -> str:
-    if row["this_node"]:
-        return "this node"
-    if row["revoked"]:
-        return "revoked"
-    return "active" if row["came_online"] else NEVER_ONLINE
-
-
-def _minute(at: str) -> str:
-    return at[:16].replace("T", " ")
-
-
-@branch.command("remove-node")
-@click.argument("node_id", metavar="NODE")
-@home_option
-def branch_remove_node(home: str | None, node_id: str) -> None:
-    """At the head office: remove (revoke) a node that was enrolled but never came online."""
-    with open_node(home) as node:
-        row = roster.remove_unseen(node, node_id)
-        epoch = node.trust.policy.epoch
-    render.info(f"Removed node {row['node'][:16]} of {row['office']} (series {row['series']}, enrolled "
-                f"{_minute(row['enrolled_at'])} UTC): it never came online. It is revoked; new key epoch {epoch}.")
-    render.info(f"Its invite slot can be reissued: make a new code with 'p2psync invite {row['office']}'.")
-
-
-for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo_cmd, invite_cmd, join_cmd,
-                settings_cmd, revoke_cmd, quarantine_cmd, run_cmd, sync_cmd, status_cmd, restart_cmd, relay_cmd,
-                dashboard_cmd, backup_cmd, restore_cmd, doctor_cmd, service_group, audit_cmd):
-    cli.add_command(command)
-report.add_command(audit_trail_cmd)
 
 
 #: Receives tracebacks of bugs: written to the log file in the home, never to the terminal.
@@ -200,23 +108,30 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="p2psync", standalone_mode=False)
     except click.exceptions.Abort:
-        render.error("aborted")
+        _error("aborted")
         sys.exit(EXIT_ERROR)
     except click.ClickException as exc:
-        render.error(exc.format_message())
+        _error(exc.format_message())
         sys.exit(exc.exit_code)
     except P2PSyncError as exc:
-        render.error(str(exc))
+        _error(str(exc))
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
-        render.error("interrupted")
+        _error("interrupted")
         sys.exit(130)
     except Exception as exc:  # a bug: keep the detail in the log, not on the user's screen
         crash_log.error("internal error\n%s", traceback.format_exc())
         files = [h.baseFilename for h in crash_log.handlers if isinstance(h, logging.FileHandler)]
         where = f"; details in {files[0]}" if files else ""
-        render.error(f"internal error: {type(exc).__name__}: {exc}{where}")
+        _error(f"internal error: {type(exc).__name__}: {exc}{where}")
         sys.exit(EXIT_INTERNAL)
+
+
+def _error(message: str) -> None:
+    """One ``error:`` line on stderr (rich, the renderer, is imported only when there is one to show)."""
+    from p2psync.cli import render
+
+    render.error(message)
 
 
 def _home_from_args(args: list[str]) -> Path | None:

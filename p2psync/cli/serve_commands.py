@@ -19,6 +19,7 @@ from p2psync.cli.context import home_option, open_node
 from p2psync.errors import P2PSyncError
 from p2psync.node import control
 from p2psync.node.home import DB_FILE, resolve_home
+from p2psync.node.local_writes import LOCAL_WRITE
 from p2psync.node.office import Node
 from p2psync.node.runtime import NodeRuntime
 from p2psync.web import DEFAULT_PORT as DASHBOARD_PORT
@@ -70,7 +71,7 @@ def _serving(host: str, port: int, peers: tuple[str, ...], no_mdns: bool, dashbo
 @home_option
 def run_cmd(home: str | None, **options: Any) -> None:
     """Run this office's node until stopped (Ctrl-C or SIGTERM), with its dashboard on loopback."""
-    with open_node(home) as node:
+    with open_node(home, serving=True) as node:
         asyncio.run(_serve(node.home, node, _serving(**options)))
 
 
@@ -91,7 +92,7 @@ def dashboard_cmd(home: str | None, **options: Any) -> None:
     if not serving.dashboard:
         raise P2PSyncError("'p2psync dashboard' serves the dashboard; leave out --no-dashboard")
     if (path / DB_FILE).exists():
-        with open_node(home) as node:
+        with open_node(home, serving=True) as node:
             asyncio.run(_serve(path, node, serving))
     else:
         asyncio.run(_serve(path, None, serving))
@@ -148,9 +149,13 @@ async def _serve(home: Path, node: Node | None, serving: Serving) -> None:
 
 def _control_handler(runtime: NodeRuntime, server: DashboardServer | None,
                      stop: asyncio.Event) -> control.Handler:
-    """What ``p2psync status``, ``sync``, ``restart`` and ``dashboard`` ask the running node."""
+    """What ``p2psync status``, ``sync``, ``restart`` and ``dashboard`` ask the running node, and what
+    a command that wrote to the books tells it (`local_writes`)."""
 
     async def handle(command: str) -> dict[str, Any]:
+        if command == LOCAL_WRITE:  # answered at once: the command need not wait for the pick-up
+            runtime.local_written()
+            return {"ok": True}
         if command == "status":
             return await runtime.status()
         if command == "sync":  # auto mode: a full reconcile now; manual mode: the caller syncs itself

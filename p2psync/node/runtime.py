@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POLL_SECONDS = 0.5
+#: How often the node looks for entries and a policy that another process on its home wrote, in case
+#: that process's notice (`local_written`) was lost; ``P2PSYNC_LOCAL_POLL_SECONDS`` overrides it.
+LOCAL_POLL_SECONDS = 2.0
+LOCAL_POLL_ENV = "P2PSYNC_LOCAL_POLL_SECONDS"
 #: How long a held link may take to answer a ping before a reconnecting peer replaces it.
 STALE_CHECK_SECONDS = 3.0
 #: Websocket settings of every link: bounded frames, keepalive, and a short close handshake so a
@@ -123,6 +127,8 @@ class NodeRuntime:
         self._closing: set[asyncio.Task[None]] = set()  # links to revoked nodes being closed
         self._changed = asyncio.Condition()
         self._seen = (0, 0)
+        self._told = asyncio.Event()  # another process on this home wrote to the books
+        self.local_poll = _local_poll_seconds()
         self._keys_dir = node.home / KEYS_DIR
         with node.db.read() as session:
             self._root_der = unb64(get_setting(session, "root_cert") or "")
@@ -308,6 +314,7 @@ class NodeRuntime:
             raise P2PSyncError(f"cannot listen on {self.host}:{self.port}: {reason}") from None
         self.port = self.server.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._poll()))
+        self._tasks.append(asyncio.create_task(self._watch_local_writes()))
         if self.mdns:
             self._tasks.append(asyncio.create_task(self._discover()))
         if not self.manual:
@@ -395,22 +402,41 @@ class NodeRuntime:
         if not dialers:
             del self._lan_dialers[node]
 
+    def local_written(self) -> None:
+        """Another process on this home (a command: a post, an import, a new policy) committed to the
+        books and says so (`p2psync.node.local_writes`): pick it up now, not at the next poll."""
+        self._told.set()
+
+    async def _watch_local_writes(self) -> None:
+        """Pick up what other processes on this home wrote: at once when told, and every
+        `local_poll` seconds in case a notice was lost (a process killed after its commit, a script
+        that does not tell)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._told.wait(), self.local_poll)
+            self._told.clear()  # before reading: a notice arriving meanwhile brings another round
+            await self.pick_up_local_writes()
+
+    async def pick_up_local_writes(self) -> None:
+        """Adopt a newer policy and wake the links for entries that another process wrote."""
+        last, blob = await self.call(self._db_position)
+        if blob and self.node.trust.policy.version < claimed_version(blob):
+            await self.adopt_policy(blob)
+        if last != self._seen[0]:
+            await self.notify()
+
     async def _poll(self) -> None:
-        """Notice entries and policies written by other processes on this home (e.g. the CLI), write
-        link statistics to the sync log now and then, and due snapshots and the WAL checkpoint when idle."""
+        """Write link statistics to the sync log now and then, check whether a restored office has
+        caught up, and write due snapshots and the WAL checkpoint when idle."""
         previous = -1
         for tick in itertools.count(1):
             await asyncio.sleep(POLL_SECONDS)
             if tick % SAVE_EVERY_POLLS == 0:
                 await self.call(self._save_peers)
-            last, blob = await self.call(self._db_position)
-            if blob and self.node.trust.policy.version < claimed_version(blob):
-                await self.adopt_policy(blob)
-            if last != self._seen[0]:
-                await self.notify()
             if self.node.catching_up:
                 for state in list(self.peers.values()):
                     await self._check_caught_up(state)
+            last = self._seen[0]
             if last == previous or tick % SAVE_EVERY_POLLS == 0:  # idle for a poll, or a while busy
                 await self.call(self._housekeeping)
             previous = last
@@ -661,6 +687,15 @@ class NodeRuntime:
                           for k, s in live.items()]
         data["node"].update(running=True, started_at=self.started_at, listening=f"{self.host}:{self.port}")
         return data
+
+
+def _local_poll_seconds() -> float:
+    """The safety-net poll's interval: `LOCAL_POLL_SECONDS`, or the environment's (tests set it
+    long, to show that a command's notice alone brings its entries to the links)."""
+    try:
+        return max(0.05, float(os.environ.get(LOCAL_POLL_ENV, LOCAL_POLL_SECONDS)))
+    except ValueError:
+        return LOCAL_POLL_SECONDS
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,9 @@ disagree. Amounts are two-place `Decimal`; dates are ISO text.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from p2psync.books import posting, reports
 from p2psync.books.groups import group_key
@@ -16,10 +18,14 @@ from p2psync.books.resolve import resolve
 from p2psync.books.rules import parse_date
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.localtime import check_date_format
-from p2psync.node import registrar
-from p2psync.node.office import Node
-from p2psync.store import queries
-from p2psync.trust.policy import DATED_RULES
+from p2psync.node.home import DB_FILE
+from p2psync.store import queries, reading
+from p2psync.trust.claims import claimed_sync_after
+
+if TYPE_CHECKING:  # the node (the store, the ORM, the CRDT library) is imported by what opens one
+    from sqlmodel import Session
+
+    from p2psync.node.office import Node
 
 Data = dict[str, Any]
 REPORTS = ("trial-balance", "ledger", "day-book", "profit-loss", "balance-sheet")
@@ -77,6 +83,8 @@ def policy_history(node: Node) -> list[Data]:
     """Every change of the policy's dated rules (sync-after date, period lock), oldest first: the
     version that made it, when it was issued (None for a change from before that was recorded), and
     the date it set (None: cleared, an unlock)."""
+    from p2psync.trust.policy import DATED_RULES
+
     policy = node.trust.policy
     changes = []
     for name in DATED_RULES:
@@ -95,6 +103,8 @@ def change_settings(node: Node, mode: str | None = None, interval: int | None = 
     for the sync-after date, the period lock and the relays. ``sync_after``, ``lock_until`` or
     ``books_begin`` 'none' or '' clears the date. The posting settings (books begin, post ahead, negative cash) and the date format are
     this office's own."""
+    from p2psync.node import registrar
+
     if mode is not None and mode not in ("auto", "manual"):
         raise InvalidInput(f"mode {mode!r} must be auto or manual")
     if interval is not None and not 1 <= interval <= 1440:
@@ -129,6 +139,8 @@ def _check_policy_change(node: Node, changes: dict[str, str | None], relays: lis
     """Refuse a policy change the head office cannot sign now before any setting is applied, so that
     a command that fails changes nothing. `changes`: the policy's dates given (name -> ISO date or
     None to clear)."""
+    from p2psync.node import registrar
+
     current = node.trust.policy
     if any(value != getattr(current, name) for name, value in changes.items()) or (
             relays is not None and tuple(relays) != current.relays):
@@ -286,13 +298,42 @@ def report(node: Node, kind: str, office: str | None = None, start: str | None =
            ledger: str | None = None, detail: bool = False) -> Data:
     """Any report by name, per office or consolidated; each says how many of its vouchers are held in
     this office's local books (dated before the sync-after date, never sent to other offices)."""
+    with node.db.read() as session:
+        return _report_from(session, node.trust.policy.sync_after, kind, office, start, end, ledger, detail)
+
+
+def report_at(home: Path, kind: str, office: str | None = None, start: str | None = None, end: str | None = None,
+              ledger: str | None = None, detail: bool = False) -> Data:
+    """`report` for a command that holds only the home: read with `sqlite3` alone when the database
+    needs nothing done first (`reading.open_as_is`), which spares the command importing the ORM, the
+    CRDT library and the network (most of its time on small books); else, or if SQLite cannot read
+    it, through `Node.open`, which mends what it can and explains what it cannot."""
+    connection = reading.open_as_is(home / DB_FILE)
+    if connection is not None:
+        try:
+            sync_after = claimed_sync_after((reading.setting(connection, "policy") or "").encode())
+            return _report_from(connection, sync_after, kind, office, start, end, ledger, detail)
+        except sqlite3.DatabaseError:
+            pass
+        finally:
+            connection.close()
+    from p2psync.node.office import Node
+
+    node = Node.open(home)
+    try:
+        return report(node, kind, office, start, end, ledger, detail)
+    finally:
+        node.close()
+
+
+def _report_from(source: Session | sqlite3.Connection, sync_after: str | None, kind: str, office: str | None,
+                 start: str | None, end: str | None, ledger: str | None, detail: bool) -> Data:
     if kind not in REPORTS:
         raise InvalidInput(f"unknown report {kind!r}; use one of {', '.join(REPORTS)}")
-    with node.db.read() as session:
-        code, first, last = _checked_scope(session, office, start, end)
-        data = _report(session, kind, code, first, last, ledger, detail)
-        data["local_only"] = queries.local_only(session, code, first, last)
-    data["sync_after"] = node.trust.policy.sync_after
+    code, first, last = _checked_scope(source, office, start, end)
+    data = _report(source, kind, code, first, last, ledger, detail)
+    data["local_only"] = queries.local_only(source, code, first, last)
+    data["sync_after"] = sync_after
     return data
 
 

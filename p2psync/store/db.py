@@ -17,22 +17,14 @@ from sqlmodel import Session, SQLModel
 from p2psync.errors import StoreError
 from p2psync.sqlite import raw_connection, sqlite_engine, write_transaction
 from p2psync.store import health, tables
+from p2psync.store.reading import (  # noqa: F401 (the layout's versions, also imported from here)
+    CATCHING_UP_KEY,
+    REPORTS_VERSION,
+    REPORTS_VERSION_KEY,
+    SCHEMA_VERSION,
+    UNLINKED_KEY,
+)
 from p2psync.store.tables import Setting
-
-#: 1 had no per-entry clock and policy; 2 adds them (`upgrade`), filled in by replaying the log.
-SCHEMA_VERSION = "2"
-#: The version of the report tables (`materialize.TABLES`), caches of the documents: a home whose
-#: tables are of another version has them rebuilt when it is opened (`BookStore.check_reports`).
-#: 1 (no setting) held each revision's JSON in `revisionrow`; 2 keeps where each revision is, and
-#: finds a voucher's lines by office, date and number; 3 carries the amount in the ledger index of
-#: lines, which the trial balance then reads alone; 4 classifies a ledger per office where an
-#: office's own record of it differs (`OfficeLedgerRow`).
-REPORTS_VERSION = "4"
-REPORTS_VERSION_KEY = "reports_version"
-#: Set while an upgraded home has entries whose clock and policy are not recorded yet.
-UNLINKED_KEY = "unlinked"
-#: Set by `p2psync restore` until the office has caught up with its own entries (`node.recovery`).
-CATCHING_UP_KEY = "catching_up"
 
 
 class Database:
@@ -128,10 +120,12 @@ class Database:
         try:
             with Session(self.engine) as session:
                 yield session
-        except IntegrityError:
+        except (IntegrityError, sqlite3.IntegrityError):
             raise
         except DatabaseError as exc:
             raise StoreError(self.describe(exc)) from None
+        except sqlite3.DatabaseError as exc:  # the same from the queries' plain SQL (`store.queries`)
+            raise StoreError(self.describe(DatabaseError(None, None, exc))) from None
 
     def write(self) -> AbstractContextManager[Session]:
         """A write transaction, committed on normal exit and rolled back on any exception."""

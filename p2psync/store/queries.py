@@ -1,117 +1,195 @@
-"""Read queries over the materialized tables, shaped for the reports and listings."""
+"""Read queries over the materialized tables, shaped for the reports and listings.
+
+Plain SQL on the `sqlite3` connection, given either a session (inside a command or the running node,
+its own connection and transaction) or a connection alone (`store.reading`, for a read-only command
+that never imports SQLAlchemy): one statement per question, whichever way the database was opened.
+Rows come back as named tuples whose fields are the tables' columns.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from dataclasses import replace
-from typing import Any
-
-from sqlalchemy import case, func
-from sqlmodel import Session, select
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from p2psync.books.model import Revision
 from p2psync.books.reports import LedgerBalance, Posting
 from p2psync.sqlite import raw_connection
-from p2psync.store import materialize
-from p2psync.store.tables import (
-    ConflictRow,
-    GroupRow,
-    LedgerRow,
-    LineRow,
-    OfficeLedgerRow,
-    OfficeRow,
-    OpeningRow,
-    VoucherRow,
-)
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from p2psync.store import materialize
+
+class Office(NamedTuple):
+    code: str
+    name: str
+    role: str
 
 
-def next_in_series(session: Session, office: str, kind: str, series: int = 1) -> int:
-    """The next number's position in the series (asked on every post: a plain statement)."""
-    (top,) = raw_connection(session).execute(
+class Group(NamedTuple):
+    key: str
+    name: str
+    parent: str | None
+    nature: str
+    primary: str
+    direct: bool
+    predefined: bool
+
+
+class Ledger(NamedTuple):
+    key: str
+    name: str
+    group_key: str
+    office: str  # where it was first created
+    created_at: str
+
+
+class Voucher(NamedTuple):
+    number: str
+    doc: str
+    office: str
+    type: str
+    date: str
+    narration: str
+    amount: int  # total of the debit side, paise
+    cancelled: bool
+    reason: str
+    current: str
+    revisions: int
+    revision_refs: str
+    conflicts: int
+    series: int
+    seq: int
+
+
+class Conflict(NamedTuple):
+    id: int
+    kind: str
+    subject: str
+    winner: str
+    loser: str
+    detail: str
+
+
+def _columns(record: type[NamedTuple], alias: str = "") -> str:
+    """The select list of a record's columns (quoted: one is named ``primary``)."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(f'{prefix}"{name}"' for name in record._fields)
+
+
+_GROUP = _columns(Group)
+_VOUCHER = _columns(Voucher)
+_CANCELLED = Voucher._fields.index("cancelled")
+
+
+def _db(source: Session | sqlite3.Connection) -> sqlite3.Connection:
+    return source if isinstance(source, sqlite3.Connection) else raw_connection(source)
+
+
+def _group(row: tuple[Any, ...]) -> Group:
+    key, name, parent, nature, primary, direct, predefined = row
+    return Group(key, name, parent, nature, primary, bool(direct), bool(predefined))
+
+
+def _voucher(row: tuple[Any, ...]) -> Voucher:
+    return Voucher(*row[:_CANCELLED], bool(row[_CANCELLED]), *row[_CANCELLED + 1:])
+
+
+def next_in_series(source: Session | sqlite3.Connection, office: str, kind: str, series: int = 1) -> int:
+    """The next number's position in the series (asked on every post)."""
+    (top,) = _db(source).execute(
         "SELECT max(seq) FROM voucherrow WHERE office = ? AND type = ? AND series = ?",
         (office, kind, series)).fetchone()
     return (top or 0) + 1
 
 
-def voucher(session: Session, number: str) -> VoucherRow | None:
-    return session.get(VoucherRow, number)
+def voucher(source: Session | sqlite3.Connection, number: str) -> Voucher | None:
+    row = _db(source).execute(f"SELECT {_VOUCHER} FROM voucherrow WHERE number = ?", (number,)).fetchone()
+    return None if row is None else _voucher(row)
 
 
-def revisions(session: Session, number: str, stored: materialize.Stored) -> list[Revision]:
+def revisions(source: Session | sqlite3.Connection, number: str, stored: materialize.Stored) -> list[Revision]:
     """Every revision of voucher `number`, none if there is no such voucher, read from the documents
     by `stored` (the voucher's row says where they are)."""
-    refs = session.exec(select(VoucherRow.revision_refs).where(VoucherRow.number == number)).first()
-    return materialize.revisions_at(materialize.read_refs(refs), stored) if refs is not None else []
+    from p2psync.store import materialize  # the write path's module: not for read-only commands
+
+    row = _db(source).execute("SELECT revision_refs FROM voucherrow WHERE number = ?", (number,)).fetchone()
+    return materialize.revisions_at(materialize.read_refs(row[0]), stored) if row is not None else []
 
 
-def offices(session: Session) -> list[OfficeRow]:
-    return list(session.exec(select(OfficeRow).order_by(OfficeRow.code)))
+def offices(source: Session | sqlite3.Connection) -> list[Office]:
+    return [Office(*row) for row in _db(source).execute("SELECT code, name, role FROM officerow ORDER BY code")]
 
 
-def groups(session: Session) -> dict[str, GroupRow]:
-    return {row.key: row for row in session.exec(select(GroupRow))}
+def groups(source: Session | sqlite3.Connection) -> dict[str, Group]:
+    return {row[0]: _group(row) for row in _db(source).execute(f"SELECT {_GROUP} FROM grouprow")}
 
 
-def ledgers(session: Session) -> list[tuple[LedgerRow, GroupRow]]:
-    query = select(LedgerRow, GroupRow).join(GroupRow, GroupRow.key == LedgerRow.group_key).order_by(LedgerRow.name)
-    return list(session.exec(query))
+def ledgers(source: Session | sqlite3.Connection) -> list[tuple[Ledger, Group]]:
+    query = (f"SELECT {_columns(Ledger, 'l')}, {_columns(Group, 'g')} FROM ledgerrow AS l "
+             "JOIN grouprow AS g ON g.key = l.group_key ORDER BY l.name")
+    width = len(Ledger._fields)
+    return [(Ledger(*row[:width]), _group(row[width:])) for row in _db(source).execute(query)]
 
 
-def vouchers(session: Session, office: str | None = None, start: dt.date | None = None,
-             end: dt.date | None = None, include_cancelled: bool = True) -> list[VoucherRow]:
-    query = _voucher_filter(select(VoucherRow), office, start, end)
+def vouchers(source: Session | sqlite3.Connection, office: str | None = None, start: dt.date | None = None,
+             end: dt.date | None = None, include_cancelled: bool = True) -> list[Voucher]:
+    where, params = _voucher_filter(office, start, end)
     if not include_cancelled:
-        query = query.where(VoucherRow.cancelled == False)  # noqa: E712
-    return list(session.exec(query.order_by(VoucherRow.date, VoucherRow.number)))
+        where.append("cancelled = 0")
+    query = f"SELECT {_VOUCHER} FROM voucherrow{_where(where)} ORDER BY date, number"
+    return [_voucher(row) for row in _db(source).execute(query, params)]
 
 
-def lines_of(session: Session, numbers: list[str]) -> dict[str, list[tuple[str, int]]]:
+def lines_of(source: Session | sqlite3.Connection, numbers: list[str]) -> dict[str, list[tuple[str, int]]]:
     """Ledger name and signed amount of each current line, by voucher number (a voucher's lines are
     found through its row: they share its office, date and number, which one index of lines holds)."""
     out: dict[str, list[tuple[str, int]]] = {n: [] for n in numbers}
-    same_voucher = (LineRow.office == VoucherRow.office) & (LineRow.date == VoucherRow.date) & (
-        LineRow.number == VoucherRow.number)
+    connection = _db(source)
     for start in range(0, len(numbers), 500):
         chunk = numbers[start:start + 500]
-        query = (
-            select(VoucherRow.number, LedgerRow.name, LineRow.paise)
-            .join(LineRow, same_voucher)
-            .join(LedgerRow, LedgerRow.key == LineRow.ledger_key, isouter=True)
-            .where(VoucherRow.number.in_(chunk))  # type: ignore[attr-defined]
-            .order_by(VoucherRow.number, LineRow.idx)
-        )
-        for number, name, paise in session.exec(query):
+        query = ("SELECT v.number, l.name, li.paise FROM voucherrow AS v "
+                 "JOIN linerow AS li ON li.office = v.office AND li.date = v.date AND li.number = v.number "
+                 "LEFT OUTER JOIN ledgerrow AS l ON l.key = li.ledger_key "
+                 f"WHERE v.number IN ({','.join('?' * len(chunk))}) ORDER BY v.number, li.idx")
+        for number, name, paise in connection.execute(query, chunk):
             out[number].append((name or "?", paise))
     return out
 
 
-def balances(session: Session, office: str | None = None, start: dt.date | None = None,
+#: How an office's books classify a ledger where that differs from the default: group, primary
+#: group, nature and whether direct (`OfficeLedgerRow`).
+_Class = tuple[str, str, str, bool]
+
+
+def balances(source: Session | sqlite3.Connection, office: str | None = None, start: dt.date | None = None,
              end: dt.date | None = None) -> list[LedgerBalance]:
     """Per ledger: opening (recorded openings plus movements before `start`), debits and credits
     within the period, each office's part classified as that office's books classify it (a ledger
     two offices recorded differently is shown once under each classification in a consolidated
     report, never one office's amounts under another office's group)."""
-    result = _balances(session, office, start, end)
-    classes = _office_classes(session, office)
-    return _reclassified(session, result, classes, office, start, end) if classes else result
+    connection = _db(source)
+    result = _balances(connection, office, start, end)
+    classes = _office_classes(connection, office)
+    return _reclassified(connection, result, classes, office, start, end) if classes else result
 
 
-def _office_classes(session: Session, office: str | None) -> dict[tuple[str, str], tuple[str, str, str, bool]]:
-    query = select(OfficeLedgerRow)
-    if office:
-        query = query.where(OfficeLedgerRow.office == office)
-    return {(row.office, row.ledger_key): (row.group, row.primary, row.nature, row.direct)
-            for row in session.exec(query)}
+def _office_classes(connection: sqlite3.Connection, office: str | None) -> dict[tuple[str, str], _Class]:
+    rows = connection.execute('SELECT office, ledger_key, "group", "primary", nature, direct FROM officeledgerrow'
+                              f"{_where(['office = :office'] if office else [])}", {"office": office})
+    return {(o, key): (group, primary, nature, bool(direct)) for o, key, group, primary, nature, direct in rows}
 
 
-def _reclassified(session: Session, result: list[LedgerBalance], classes: dict[tuple[str, str], tuple[str, str, str, bool]],
+def _reclassified(connection: sqlite3.Connection, result: list[LedgerBalance], classes: dict[tuple[str, str], _Class],
                   office: str | None, start: dt.date | None, end: dt.date | None) -> list[LedgerBalance]:
     """`result` with the parts of the offices in `classes` moved under their own classification."""
     by_key = {bal.key: bal for bal in result}
-    parts: dict[tuple[str, tuple[str, str, str, bool]], LedgerBalance] = {}
+    parts: dict[tuple[str, _Class], LedgerBalance] = {}
     for owner in sorted({o for o, _key in classes}):
-        amounts = {bal.key: bal for bal in _balances(session, owner, start, end)} if office is None else by_key
-        for (o, key), (group, primary, nature, direct) in classes.items():
+        amounts = {bal.key: bal for bal in _balances(connection, owner, start, end)} if office is None else by_key
+        for (o, key), klass in classes.items():
             if o != owner or key not in by_key:
                 continue
             part, whole = amounts[key], by_key[key]
@@ -120,41 +198,31 @@ def _reclassified(session: Session, result: list[LedgerBalance], classes: dict[t
                                       credit=whole.credit - part.credit)
             else:
                 del by_key[key]
-            held = parts.get((key, (group, primary, nature, direct)))
-            parts[(key, (group, primary, nature, direct))] = replace(
+            held = parts.get((key, klass))
+            group, primary, nature, direct = klass
+            parts[(key, klass)] = replace(
                 part, group=group, primary=primary, nature=nature, direct=direct,
                 opening=part.opening + (held.opening if held else 0), debit=part.debit + (held.debit if held else 0),
                 credit=part.credit + (held.credit if held else 0))
     return [*by_key.values(), *parts.values()]
 
 
-def _balances(session: Session, office: str | None, start: dt.date | None,
+def _balances(connection: sqlite3.Connection, office: str | None, start: dt.date | None,
               end: dt.date | None) -> list[LedgerBalance]:
     """`balances` with every ledger as the organisation's default classifies it."""
-    openings: dict[str, int] = {}
-    query = select(OpeningRow.ledger_key, func.sum(OpeningRow.paise)).group_by(OpeningRow.ledger_key)
-    if office:
-        query = query.where(OpeningRow.office == office)
-    for key, paise in session.exec(query):
-        openings[key] = int(paise or 0)
-    in_period = LineRow.date >= start.isoformat() if start else True
-    before = LineRow.date < start.isoformat() if start else False
-    movement = (
-        select(
-            LineRow.ledger_key,
-            func.sum(case((before, LineRow.paise), else_=0)),
-            func.sum(case(((LineRow.paise > 0) & in_period, LineRow.paise), else_=0)),
-            func.sum(case(((LineRow.paise < 0) & in_period, -LineRow.paise), else_=0)),
-        )
-        .group_by(LineRow.ledger_key)
-    )
-    if office:
-        movement = movement.where(LineRow.office == office)
-    if end:
-        movement = movement.where(LineRow.date <= end.isoformat())
-    moves = {key: (int(b or 0), int(d or 0), int(c or 0)) for key, b, d, c in session.exec(movement)}
+    openings = {key: int(paise or 0) for key, paise in connection.execute(
+        f"SELECT ledger_key, sum(paise) FROM openingrow{_where(['office = :office'] if office else [])} "
+        "GROUP BY ledger_key", {"office": office})}
+    before, in_period = ("date < :start", "date >= :start") if start else ("0", "1")
+    where = [*(["office = :office"] if office else []), *(["date <= :end"] if end else [])]
+    movement = (f"SELECT ledger_key, sum(CASE WHEN {before} THEN paise ELSE 0 END), "
+                f"sum(CASE WHEN paise > 0 AND {in_period} THEN paise ELSE 0 END), "
+                f"sum(CASE WHEN paise < 0 AND {in_period} THEN -paise ELSE 0 END) "
+                f"FROM linerow{_where(where)} GROUP BY ledger_key")
+    params = {"office": office, "start": start.isoformat() if start else None, "end": end.isoformat() if end else None}
+    moves = {key: (int(b or 0), int(d or 0), int(c or 0)) for key, b, d, c in connection.execute(movement, params)}
     result = []
-    for ledger, group in ledgers(session):
+    for ledger, group in ledgers(connection):
         earlier, debit, credit = moves.get(ledger.key, (0, 0, 0))
         result.append(LedgerBalance(
             key=ledger.key, name=ledger.name, group=group.name, primary=group.primary,
@@ -164,45 +232,41 @@ def _balances(session: Session, office: str | None, start: dt.date | None,
     return result
 
 
-def postings(session: Session, ledger_key: str, office: str | None = None,
+def postings(source: Session | sqlite3.Connection, ledger_key: str, office: str | None = None,
              end: dt.date | None = None) -> list[Posting]:
     """Every current line of one ledger, oldest first, with its voucher's details."""
-    query = (
-        select(LineRow.date, LineRow.number, VoucherRow.type, VoucherRow.narration, LineRow.paise, LineRow.office)
-        .join(VoucherRow, VoucherRow.number == LineRow.number)
-        .where(LineRow.ledger_key == ledger_key)
-    )
-    if office:
-        query = query.where(LineRow.office == office)
-    if end:
-        query = query.where(LineRow.date <= end.isoformat())
-    query = query.order_by(LineRow.date, LineRow.number, LineRow.idx)
-    return [Posting(dt.date.fromisoformat(d), n, t, narr, p, o) for d, n, t, narr, p, o in session.exec(query)]
+    where = ["li.ledger_key = ?", *(["li.office = ?"] if office else []), *(["li.date <= ?"] if end else [])]
+    params = [ledger_key, *([office] if office else []), *([end.isoformat()] if end else [])]
+    query = ("SELECT li.date, li.number, v.type, v.narration, li.paise, li.office FROM linerow AS li "
+             f"JOIN voucherrow AS v ON v.number = li.number{_where(where)} ORDER BY li.date, li.number, li.idx")
+    return [Posting(dt.date.fromisoformat(d), n, t, narr, p, o)
+            for d, n, t, narr, p, o in _db(source).execute(query, params)]
 
 
-def opening_of(session: Session, ledger_key: str, office: str | None = None) -> int:
-    query = select(func.sum(OpeningRow.paise)).where(OpeningRow.ledger_key == ledger_key)
-    if office:
-        query = query.where(OpeningRow.office == office)
-    return int(session.exec(query).one() or 0)
+def opening_of(source: Session | sqlite3.Connection, ledger_key: str, office: str | None = None) -> int:
+    where = ["ledger_key = ?", *(["office = ?"] if office else [])]
+    (total,) = _db(source).execute(f"SELECT sum(paise) FROM openingrow{_where(where)}",
+                                   [ledger_key, *([office] if office else [])]).fetchone()
+    return int(total or 0)
 
 
-def conflicts(session: Session) -> list[ConflictRow]:
-    return list(session.exec(select(ConflictRow).order_by(ConflictRow.kind, ConflictRow.subject)))
+def conflicts(source: Session | sqlite3.Connection) -> list[Conflict]:
+    query = f"SELECT {_columns(Conflict)} FROM conflictrow ORDER BY kind, subject"
+    return [Conflict(*row) for row in _db(source).execute(query)]
 
 
-def lowest_balances(session: Session, office: str, ledger_keys: list[str], since: dt.date) -> dict[str, tuple[dt.date, int]]:
+def lowest_balances(source: Session | sqlite3.Connection, office: str, ledger_keys: list[str],
+                    since: dt.date) -> dict[str, tuple[dt.date, int]]:
     """Per ledger, its lowest day-end balance at `office` on or after `since` and that day (debit
     positive): a voucher dated in the past changes every later day's balance, not only its own."""
     out: dict[str, tuple[dt.date, int]] = {}
+    connection = _db(source)
     for key in ledger_keys:
-        (opening,) = raw_connection(session).execute(
-            "SELECT coalesce(sum(paise), 0) FROM openingrow WHERE ledger_key = ? AND office = ?", (key, office)
-        ).fetchone()
-        days = raw_connection(session).execute(
+        opening = opening_of(connection, key, office)
+        days = connection.execute(
             "SELECT date, sum(paise) FROM linerow WHERE ledger_key = ? AND office = ? GROUP BY date ORDER BY date",
             (key, office)).fetchall()
-        balance, lowest = int(opening), None
+        balance, lowest = opening, None
         for day, paise in days:
             balance += int(paise)
             if day >= since.isoformat() and (lowest is None or balance < lowest[1]):
@@ -212,26 +276,31 @@ def lowest_balances(session: Session, office: str, ledger_keys: list[str], since
     return out
 
 
-def local_only(session: Session, office: str | None = None, start: dt.date | None = None,
+def local_only(source: Session | sqlite3.Connection, office: str | None = None, start: dt.date | None = None,
                end: dt.date | None = None) -> int:
     """How many vouchers (of `office`, in the period) sit in local books: dated before the sync-after
     date when posted, they never leave their office."""
-    query = select(func.count()).select_from(VoucherRow).where(VoucherRow.doc.startswith("local/"))  # type: ignore[attr-defined]
-    return int(session.exec(_voucher_filter(query, office, start, end)).one())
+    where, params = _voucher_filter(office, start, end)
+    query = f"SELECT count(*) FROM voucherrow{_where(['substr(doc, 1, 6) = ?', *where])}"
+    (count,) = _db(source).execute(query, ["local/", *params]).fetchone()
+    return int(count)
 
 
-def amended_docs(session: Session) -> list[str]:
+def amended_docs(source: Session | sqlite3.Connection) -> list[str]:
     """The documents holding a voucher with more than one revision."""
-    query = select(VoucherRow.doc).where(VoucherRow.revisions > 1).distinct()
-    return list(session.exec(query))
+    return [doc for (doc,) in _db(source).execute("SELECT DISTINCT doc FROM voucherrow WHERE revisions > 1")]
 
 
-def _voucher_filter(query: Any, office: str | None, start: dt.date | None, end: dt.date | None) -> Any:
-    """`query` of voucher rows narrowed to an office and a period (each optional)."""
-    if office:
-        query = query.where(VoucherRow.office == office)
-    if start:
-        query = query.where(VoucherRow.date >= start.isoformat())
-    if end:
-        query = query.where(VoucherRow.date <= end.isoformat())
-    return query
+def _voucher_filter(office: str | None, start: dt.date | None, end: dt.date | None) -> tuple[list[str], list[str]]:
+    """Conditions (and their parameters) narrowing voucher rows to an office and a period (each optional)."""
+    where, params = [], []
+    for condition, value in (("office = ?", office), ("date >= ?", start and start.isoformat()),
+                             ("date <= ?", end and end.isoformat())):
+        if value:
+            where.append(condition)
+            params.append(value)
+    return where, params
+
+
+def _where(conditions: list[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
