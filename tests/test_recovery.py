@@ -153,6 +153,8 @@ def test_backup_while_running_then_restore_catches_up_before_posting(org: list[P
     assert "catching up after a restore" in refused and "p2psync sync" in refused
     assert "catching up" in one_line_error(cli(fresh, "voucher", "cancel", after[0], "--reason", "x", check=False))
     assert "catching up after a restore" in cli(fresh, "status").stdout
+    shown = json.loads(cli(fresh, "status", "--json").stdout)["node"]  # what the dashboard's Status screen shows
+    assert shown["catching_up"] and "p2psync sync --peer" in shown["catching_up_notice"]
 
     synced = cli(fresh, "sync", "--peer", head.url)
     assert "Caught up" in synced.stdout and "catching up" not in cli(fresh, "status").stdout

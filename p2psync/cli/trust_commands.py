@@ -15,7 +15,7 @@ from p2psync.localtime import DATE_FORMATS, local_time, zone_name
 from p2psync.node import control, joining, registrar, roster, views
 from p2psync.node.home import resolve_home
 from p2psync.node.membership import revoked_notice
-from p2psync.node.office import CATCHING_UP_FIX
+from p2psync.node.office import CATCHING_UP_NOTICE
 from p2psync.node.runtime import NodeRuntime, PeerState, status_from_db
 
 
@@ -255,7 +255,7 @@ def status_cmd(home: str | None, as_json: bool) -> None:
     if info.get("revoked"):
         render.info(revoked_notice(info["office"]))
     if data.get("catching_up") or info.get("catching_up"):
-        render.info(f"This office is catching up after a restore and refuses to post until then: {CATCHING_UP_FIX}.")
+        render.info(CATCHING_UP_NOTICE)
     zone = zone_name()
     render.table("Peers (sent and received in vouchers)",
                  ["Peer", "Office", "Status", f"Last sync ({zone})", "Sent", "Received", "Backlog", "Last error"],

@@ -77,6 +77,8 @@ RuleError = InvalidInput | RuleViolation | NotFound
 
 #: What a restored office must do before it may write again (see `node.recovery`).
 CATCHING_UP_FIX = "run 'p2psync sync --peer wss://HOST:PORT' (or keep the node running) until it says caught up"
+#: What `status` and the dashboard say while a restored office catches up.
+CATCHING_UP_NOTICE = f"This office is catching up after a restore and refuses to post until then: {CATCHING_UP_FIX}."
 
 
 class CatchingUp(RuleViolation):

@@ -35,7 +35,7 @@ from p2psync.net.link import LinkStats, converse, turn_away
 from p2psync.node import forks, recovery, registrar
 from p2psync.node.home import KEYS_DIR
 from p2psync.node.membership import revoked_notice
-from p2psync.node.office import Node
+from p2psync.node.office import CATCHING_UP_NOTICE, Node
 from p2psync.protocol import relay_auth
 from p2psync.protocol.sync import MAX_FRAME, Heads, Hello, ProtocolError
 from p2psync.store import queries
@@ -755,7 +755,8 @@ def status_from_db(node: Node) -> dict[str, Any]:
                  "policy_version": policy.version, "key_epoch": policy.epoch, "sync_after": policy.sync_after,
                  "lock_until": policy.lock_until, "revoked": node.trust.revoked, "catching_up": node.catching_up,
                  # the page shows the node's own words, as `status` prints them
-                 "revoked_notice": revoked_notice(node.identity.office) if node.trust.revoked else ""},
+                 "revoked_notice": revoked_notice(node.identity.office) if node.trust.revoked else "",
+                 "catching_up_notice": CATCHING_UP_NOTICE if node.catching_up else ""},
         "peers": peers,
         "waiting_entries": waiting,
         #: Vouchers dated before the sync-after date: in this office's books, never sent.

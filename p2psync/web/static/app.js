@@ -134,6 +134,7 @@ function statusScreen() {
     const node = data.node;
     body.replaceChildren(h("div", {},
       node.revoked ? h("p", { class: "error", id: "revoked" }, node.revoked_notice) : null, // first: nothing else works
+      node.catching_up ? h("p", { class: "error", id: "catching-up" }, node.catching_up_notice) : null,
       h("p", {}, `Node ${node.running ? "running" : "not running"} in ${node.mode} mode`,
         node.mode === "auto" ? `, full reconcile every ${node.interval_minutes} min` : "",
         `. Policy version ${node.policy_version}, sync after ${node.sync_after || "(no date)"}`,
