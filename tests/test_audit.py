@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import draft, sync
+from helpers import draft, exchange, sync
 from procs import cli, environment, here, here_json, make_org, voucher_args
 from test_dashboard_browser import browser  # noqa: F401  (the fixture)
 
@@ -78,21 +78,12 @@ def books(tmp_path_factory: pytest.TempPathFactory) -> Path:
     here(ho, "ledger", "add", "Petty Cash", "--group", "Cash-in-Hand", "--opening", "2,000")
     number = json.loads(here(br1, *voucher_args("payment", DAY.isoformat(), "Rent", "Cash", "1,200", "april rent")))
     here(br1, *voucher_args("receipt", LATER.isoformat(), "Cash", "Sales", "40,000", "may sales"))
-    _exchange(ho, br1)
+    exchange(ho, br1)
     here(ho, "voucher", "amend", number["number"], "--date", DAY.isoformat(), "--narration", "april rent", "--dr", "Rent=1,250", "--cr", "Cash=1,250", "--json")
     cancelled = json.loads(here(ho, *voucher_args("journal", DAY.isoformat(), "Rent", "Capital", "10")))
     here(ho, "voucher", "cancel", cancelled["number"], "--reason", "wrong ledger")
-    _exchange(ho, br1)
+    exchange(ho, br1)
     return base
-
-
-def _exchange(*homes: Path) -> None:
-    nodes = [Node.open(home) for home in homes]
-    try:
-        sync(*nodes)
-    finally:
-        for node in nodes:
-            node.close()
 
 
 def auditor(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,11 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import sync
+from helpers import exchange
 from procs import cli, here, here_json, make_org, voucher_args
 
 from p2psync.books.posting import financial_year
-from p2psync.node.office import Node
 
 #: A date inside the current financial year, whatever day the tests run.
 DAY = financial_year(dt.date.today())[0] + dt.timedelta(days=4)
@@ -32,16 +31,6 @@ def org(org_template: Path, tmp_path: Path) -> list[Path]:
     """Fresh copies of a head office and branch BR1 (closed homes: a plain copy is consistent)."""
     shutil.copytree(org_template, tmp_path / "org")
     return [tmp_path / "org" / code for code in ("HO", "BR1")]
-
-
-def exchange(*homes: Path) -> None:
-    """Every office receives every other's entries, as one full sync does."""
-    nodes = [Node.open(home) for home in homes]
-    try:
-        sync(*nodes)
-    finally:
-        for node in nodes:
-            node.close()
 
 
 def refused(home: Path, *args: str) -> str:
