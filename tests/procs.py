@@ -243,8 +243,15 @@ def reports(home: Path, offices: tuple[str, ...]) -> dict[str, Any]:
     for ledger in LEDGERS:
         out[f"ledger/{ledger}"] = here_json(home, "report", "ledger", ledger)
     out["vouchers"] = here_json(home, "voucher", "list")
-    out["conflicts"] = here_json(home, "conflicts")
+    out["conflicts"] = _shared(here_json(home, "conflicts"))
     return out
+
+
+def _shared(conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conflicts as every office must list them: without how this office may settle each version
+    (only the voucher's office, or the head office, may), which differs by office by design."""
+    return [{**c, "versions": [{k: v for k, v in version.items() if k != "settle"} for version in c["versions"]]}
+            if "versions" in c else c for c in conflicts]
 
 
 # ---------------------------------------------------------------- node processes

@@ -875,11 +875,7 @@ def test_a_slow_member_overflows_without_holding_up_the_others(tmp_path: Path) -
 
 
 def _relay_command() -> list[str]:
-    from p2psync.cli.main import cli
-
-    if "relay" in cli.commands:  # type: ignore[attr-defined]
-        return [sys.executable, "-m", "p2psync", "relay"]
-    return [sys.executable, "-m", "p2psync.cli.relay_command"]  # until it is registered in cli.main
+    return [sys.executable, "-m", "p2psync", "relay"]
 
 
 @asynccontextmanager

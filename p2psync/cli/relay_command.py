@@ -145,9 +145,3 @@ async def _serve(location: str | Path, host: str, port: int, limits: Limits, met
 
     await server.run(location, host, port, stop, on_ready=ready, limits=limits, metrics=metrics)
 
-
-if __name__ == "__main__":  # until the command is registered: python -m p2psync.cli.relay_command
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    relay_cmd()

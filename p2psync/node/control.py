@@ -13,6 +13,7 @@ running node left.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import getpass
 import hashlib
@@ -23,7 +24,7 @@ import secrets
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -265,12 +266,24 @@ async def _exchange(address: Path | tuple[int, str], command: str, timeout: floa
         writer.close()
 
 
+def _run(exchange: Coroutine[Any, Any, Any]) -> Any:
+    """Run one exchange to its end from synchronous code, also where this thread already runs an
+    event loop (a caller embedding the commands, such as a notebook or a test driving a browser):
+    asyncio runs no loop inside another, so the exchange then gets a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(exchange)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, exchange).result()
+
+
 def request(home: Path, command: str, timeout: float = 30.0) -> dict[str, Any] | None:
     """Ask the running node; None when no node is running on this home (also when all that is left is
     the file of a node that was killed)."""
     for address in _addresses(home):
         try:
-            reply = asyncio.run(_exchange(address, command, timeout))
+            reply = _run(_exchange(address, command, timeout))
         except (ConnectionRefusedError, FileNotFoundError):
             continue
         except (OSError, TimeoutError, ValueError) as exc:
