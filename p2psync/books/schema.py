@@ -183,11 +183,12 @@ def head_offices(doc: Doc) -> frozenset[str]:
 def read_chart(doc: Doc, office: str | None = None) -> Chart:
     """The ledgers and groups in force for `office`'s books (None: the organisation's default, which
     reports use for offices with no record of their own)."""
-    return chart_of(read_group_defs(doc), read_ledger_defs(doc), head_offices(doc), office)
+    return chart_of(read_group_defs(doc), read_ledger_defs(doc), head_offices(doc), office,
+                    frozenset(read_offices(doc)))
 
 
 def chart_of(group_records: list[GroupDef], ledger_records: list[LedgerDef], heads: frozenset[str],
-             office: str | None = None) -> Chart:
+             office: str | None = None, offices: frozenset[str] = frozenset()) -> Chart:
     """The chart these records make for `office`'s books (see `effective`)."""
     group_defs = effective(group_records, heads, office)
     tree = GroupTree(
@@ -198,7 +199,7 @@ def chart_of(group_records: list[GroupDef], ledger_records: list[LedgerDef], hea
     )
     ledgers = {key: defs[0] for key, defs in effective(ledger_records, heads, office).items()}
     return Chart(ledgers=ledgers, groups=tree, group_defs={key: defs[0] for key, defs in group_defs.items()},
-                 heads=heads)
+                 heads=heads, offices=offices)
 
 
 _BASE = GroupTree()

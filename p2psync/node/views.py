@@ -237,7 +237,7 @@ def groups(node: Node) -> list[Data]:
 def ledgers(node: Node) -> list[Data]:
     with node.db.read() as session:
         return [{"name": led.name, "group": grp.name, "nature": grp.nature, "created_at_office": led.office}
-                for led, grp in queries.ledgers(session)]
+                for led, grp in queries.ledgers(session) if led.office]  # `@CODE` accounts have no record
 
 
 def revision_data(rev: Revision) -> Data:
