@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2psync.books import schema, yupdate
+from p2psync.books.interoffice import check_mirror, decode_dispute
 from p2psync.books.model import (
     Action,
     GroupDef,
@@ -208,6 +209,9 @@ def _check_master(map_name: str, key: str, value: object, author: Author, positi
         if office.code != key:
             raise RuleViolation(f"office record {key!r} names office {office.code!r}")
         return
+    if map_name == schema.DISPUTES:
+        _check_dispute(key, value, author)
+        return
     decoder = {schema.LEDGERS: decode_ledger, schema.GROUPS: decode_group, schema.OPENINGS: decode_opening}[map_name]
     record = decoder(value)
     name = getattr(record, "name", None) or record.ledger
@@ -221,6 +225,18 @@ def _check_master(map_name: str, key: str, value: object, author: Author, positi
         raise RuleViolation(f"opening balance of {record.ledger[:60]!r} exceeds {format_paise(MAX_PAISE)}")
     if isinstance(record, (LedgerDef, GroupDef)) and position is not None:
         _check_not_a_known_name(map_name, key, record, position)
+
+
+def _check_dispute(key: str, value: object, author: Author) -> None:
+    """A dispute is its office's own say about another office's voucher: filed under its key, signed by
+    its author, and written by that office alone (a head office included: it writes no other office's)."""
+    dispute = decode_dispute(value)
+    if dispute.key != key:
+        raise RuleViolation(f"dispute {key[:60]!r} is filed under the wrong key")
+    if dispute.office != author.office:
+        raise RuleViolation(f"office {author.office} may not dispute on behalf of office {dispute.office[:16]}")
+    if author.node and dispute.author != author.node:
+        raise RuleViolation(f"dispute {key[:60]!r} claims author {dispute.author[:16]}, not its signer")
 
 
 def _check_ledgers_seen(rev: Revision, chart: Chart, position: Position) -> None:
@@ -315,6 +331,7 @@ def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart,
     if author.node and rev.author != author.node:
         raise RuleViolation(f"revision of voucher {rev.number[:40]} claims author {rev.author[:16]}, not its signer")
     check_balanced(rev.content, chart, rev.office)
+    check_mirror(rev)
     return rev
 
 

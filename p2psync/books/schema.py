@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pycrdt import Doc, Map
 
 from p2psync.books.groups import Group, GroupTree, Nature, group_key
+from p2psync.books.interoffice import Dispute, decode_dispute, encode_dispute
 from p2psync.books.model import (
     GroupDef,
     LedgerDef,
@@ -44,7 +45,9 @@ from p2psync.errors import InvalidInput
 
 MASTERS = "masters"
 OFFICES, GROUPS, LEDGERS, OPENINGS, REVISIONS = "offices", "groups", "ledgers", "openings", "revisions"
-MASTERS_MAPS = (OFFICES, GROUPS, LEDGERS, OPENINGS)
+#: An office's disputes of other offices' vouchers that touch its inter-office account with them.
+DISPUTES = "disputes"
+MASTERS_MAPS = (OFFICES, GROUPS, LEDGERS, OPENINGS, DISPUTES)
 _VOUCHER_DOC = re.compile(r"^(?P<kind>vouchers|local)/(?P<office>[A-Z0-9][A-Z0-9_-]{0,15})/(?P<month>\d{4}-\d{2})$")
 
 
@@ -126,6 +129,14 @@ def put_ledger(doc: Doc, ledger: LedgerDef) -> None:
 
 def put_opening(doc: Doc, opening: Opening) -> None:
     root(doc, OPENINGS)[record_key(opening.ledger, opening.office)] = encode_opening(opening)
+
+
+def put_dispute(doc: Doc, dispute: Dispute) -> None:
+    root(doc, DISPUTES)[dispute.key] = encode_dispute(dispute)
+
+
+def read_disputes(doc: Doc) -> list[Dispute]:
+    return [decode_dispute(value) for value in root(doc, DISPUTES).values()]
 
 
 def put_revisions(doc: Doc, revisions: Iterable[Revision]) -> None:

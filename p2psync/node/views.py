@@ -16,7 +16,7 @@ from p2psync.books.resolve import resolve
 from p2psync.books.rules import parse_date
 from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.localtime import check_date_format
-from p2psync.node import registrar
+from p2psync.node import interoffice, registrar
 from p2psync.node.office import Node
 from p2psync.store import queries
 from p2psync.trust.policy import DATED_RULES
@@ -290,21 +290,35 @@ def report(node: Node, kind: str, office: str | None = None, start: str | None =
         raise InvalidInput(f"unknown report {kind!r}; use one of {', '.join(REPORTS)}")
     with node.db.read() as session:
         code, first, last = _checked_scope(session, office, start, end)
-        data = _report(session, kind, code, first, last, ledger, detail)
+    matched = interoffice.matched_by_account(node, last) if code is None and kind in _ELIMINATING else None
+    with node.db.read() as session:
+        data = _report(session, kind, code, first, last, ledger, detail, matched)
         data["local_only"] = queries.local_only(session, code, first, last)
     data["sync_after"] = node.trust.policy.sync_after
     return data
 
 
+#: The consolidated statements that eliminate inter-office accounts (profit and loss has none: they
+#: are all under Branch / Divisions).
+_ELIMINATING = ("trial-balance", "balance-sheet")
+
+
 def _report(session: Any, kind: str, code: str | None, first: dt.date | None, last: dt.date | None,
-            ledger: str | None, detail: bool) -> Data:
-    if kind == "trial-balance":
-        return reports.trial_balance(queries.balances(session, code, end=last), scope(code))
-    if kind == "balance-sheet":
-        rows = queries.groups(session)
-        parents = {g.name: rows[group_key(g.parent)].name if g.parent and group_key(g.parent) in rows else None
-                   for g in rows.values()}
-        return reports.balance_sheet(queries.balances(session, code, end=last), scope(code), parents, detail)
+            ledger: str | None, detail: bool, matched: dict[tuple[str, str], int] | None = None) -> Data:
+    if kind in _ELIMINATING:
+        balances, summary = queries.balances(session, code, end=last), None
+        if matched is not None:
+            balances, summary = interoffice.eliminate(session, balances, matched, last)
+        if kind == "trial-balance":
+            data = reports.trial_balance(balances, scope(code))
+        else:
+            rows = queries.groups(session)
+            parents = {g.name: rows[group_key(g.parent)].name if g.parent and group_key(g.parent) in rows else None
+                       for g in rows.values()}
+            data = reports.balance_sheet(balances, scope(code), parents, detail)
+        if summary is not None and any(summary.values()):  # books without inter-office traffic read as before
+            data["inter_office"] = summary
+        return data
     if kind == "profit-loss":
         balances = queries.balances(session, code, first, last)
         if first:  # movements of the period only
