@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import all_reports, draft, forge_entry, forged_revision, sync
+from procs import cli, here, here_json, make_org, post_here, voucher_args
 from pycrdt import Doc
+from test_dashboard_browser import browser  # noqa: F401
 
 from p2psync.books import interoffice as interoffice_books
 from p2psync.books import schema
@@ -232,3 +236,72 @@ def test_generated_traffic_between_three_offices_reconciles_alike_everywhere(tri
         sheet = node_report(node, "balance-sheet")
         assert sheet["total_assets"] == sheet["total_liabilities"] and sheet["inter_office"] == summary
     assert all_reports(trio[0]) == all_reports(trio[1]) == all_reports(trio[2])
+
+
+# ---------------------------------------------------------------- the command line and the dashboard
+
+
+def _exchange(*homes: Path) -> None:
+    nodes = [Node.open(home) for home in homes]
+    try:
+        sync(*nodes)
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def _refused(home: Path, *args: str) -> str:
+    result = cli(home, *args, check=False)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_the_command_line_lists_accepts_disputes_and_reconciles(tmp_path: Path) -> None:
+    ho, br1 = make_org(tmp_path, ("BR1",))
+    sent = post_here(ho, "payment", DAY, "@BR1", "Cash", "25,000", "cash float")
+    paid = post_here(br1, "payment", DAY, "@HO", "Cash", "1200", "paid supplier for HO")
+    assert "Contra" in _refused(ho, *voucher_args("contra", DAY, "@BR1", "Cash", "1"))
+    _exchange(ho, br1)
+    listed = here_json(br1, "inter-office", "list")
+    assert [(i["ref"], i["status"], i["amount"]) for i in listed] == [(sent, "pending", "25000.00")]
+    assert sent in here(br1, "inter-office", "list")
+    mirror = here_json(br1, "inter-office", "accept", sent, "--dr", "Cash")
+    assert (mirror["type"], mirror["narration"]) == ("receipt", f"cash float [inter-office {sent}]")
+    assert "already accepted" in _refused(br1, "inter-office", "accept", sent)
+    assert "unknown voucher" in _refused(ho, "inter-office", "dispute", "BR1/PMT/00099", "--reason", "x")
+    here(ho, "inter-office", "dispute", paid, "--reason", "no such supplier")
+    _exchange(ho, br1)
+    reports_ = [here_json(home, "report", "inter-office") for home in (ho, br1)]
+    assert reports_[0] == reports_[1]
+    (pair,) = reports_[0]["pairs"]
+    assert pair["offices"] == ["BR1", "HO"] and pair["balances"] == {"BR1": "-23800.00", "HO": "25000.00"}
+    assert {(i["ref"], i["status"]) for i in pair["items"]} == {(sent, "matched"), (paid, "disputed")}
+    text = here(ho, "report", "inter-office", "--office", "BR1")
+    assert "disputed" in text and "no such supplier" in text
+    assert "unknown office" in _refused(ho, "report", "inter-office", "--office", "BR7")
+    tb = here_json(ho, "report", "trial-balance")
+    assert tb["inter_office"] == {"eliminated": "25000.00", "unreconciled_debit": "1200.00",
+                                  "unreconciled_credit": "0.00"}
+    assert [r["ledger"] for r in tb["rows"] if "nter-office" in r["ledger"] or r["ledger"].startswith("@")] == [
+        interoffice.UNRECONCILED]
+
+
+@pytest.mark.slow
+def test_the_dashboard_shows_counterparts_and_reconciliation(tmp_path: Path, fleet: Any, browser: Any) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+    from test_dashboard_browser import open_page, screen
+
+    ho, br1 = make_org(tmp_path, ("BR1",))
+    sent = post_here(ho, "payment", DAY, "@BR1", "Cash", "500", "float")
+    _exchange(ho, br1)
+    node = fleet.start(br1, dashboard=True)
+    page = open_page(browser, node.dashboard_url)
+    screen(page, "interoffice")
+    row = page.locator(f"#io-counterparts tr[data-ref='{sent}']")
+    expect(row).to_contain_text("pending")
+    row.locator("button.accept").click()
+    expect(page.locator(".notice")).to_contain_text(f"Accepted {sent} as BR1/RCT/00001")
+    expect(page.locator(f".io-pair tr[data-ref='{sent}'][data-status='matched']")).to_have_count(1)
+    assert not page.errors
