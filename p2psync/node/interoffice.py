@@ -23,6 +23,7 @@ from p2psync.books.interoffice import (
     reconcile,
     suggested_lines,
     tag,
+    tagged,
 )
 from p2psync.books.model import MAX_NARRATION, Line, Revision, Side, VoucherType
 from p2psync.books.money import to_decimal
@@ -36,26 +37,32 @@ Data = dict[str, Any]
 PENDING = "pending"
 
 
+#: Lines of inter-office accounts: their keys (``@br1``) sort between these, so the ledger index finds them.
+_AT = "ledger_key >= '@' AND ledger_key < 'A'"
+
+
 def touches(node: Node) -> list[Touch]:
     """Every voucher touching an inter-office account, as its current revision has it (cancelled
-    ones too: a cancellation puts the pair out of step)."""
+    ones too, where they count: a cancelled mirror, or a cancelled voucher a mirror names)."""
     found: dict[str, Touch] = {}
     with node.db.read() as session:
         db = raw_connection(session)
         rows = db.execute(
             "SELECT l.number, l.office, l.date, l.ledger_key, sum(l.paise), v.narration FROM linerow l "
-            "JOIN voucherrow v ON v.number = l.number WHERE l.ledger_key LIKE '@%' "
+            f"JOIN voucherrow v ON v.number = l.number WHERE l.{_AT} "
             "GROUP BY l.number, l.ledger_key ORDER BY l.number").fetchall()
-        cancelled = [n for (n,) in db.execute("SELECT number FROM voucherrow WHERE cancelled").fetchall()]
+        cancelled = db.execute("SELECT number, narration FROM voucherrow WHERE cancelled").fetchall()
     for number, office, date, key, paise, narration in rows:
         touch = found.get(number)
         if touch is None:
             touch = found[number] = Touch(number, office, dt.date.fromisoformat(date), False, narration, {})
         touch.amounts[key[1:].upper()] = int(paise)
-    for number in cancelled:
-        touch = _touch(resolve(node.store.revisions(number)).current)
-        if touch is not None:
-            found[number] = touch
+    named = {ref for _n, narration in [*((r[0], r[5]) for r in rows), *cancelled] if (ref := tagged(narration))}
+    for number, narration in cancelled:
+        if number in named or tagged(narration):
+            touch = _touch(resolve(node.store.revisions(number)).current)
+            if touch is not None:
+                found[number] = touch
     return list(found.values())
 
 
@@ -240,6 +247,9 @@ def matched_by_account(node: Node, end: dt.date | None = None) -> dict[tuple[str
     matched pairs make up, as on `end`: what consolidation eliminates. Under the key ("", "") the
     amount of the matched pairs themselves, each pair once."""
     out: dict[tuple[str, str], int] = {("", ""): 0}
+    with node.db.read() as session:  # books without inter-office lines have nothing to eliminate
+        if raw_connection(session).execute(f"SELECT 1 FROM linerow WHERE {_AT} LIMIT 1").fetchone() is None:
+            return out
     for pair in pairs(node).values():
         for item in pair.items:
             if item.status != MATCHED or item.counterpart is None or (end and item.date > end):
@@ -258,7 +268,7 @@ def eliminate(session: Any, balances: list[Any], matched: dict[tuple[str, str], 
     dropped. Returns the balances and what was eliminated and left."""
     from p2psync.books.reports import LedgerBalance
 
-    query = "SELECT office, ledger_key, sum(paise) FROM linerow WHERE ledger_key LIKE '@%'"
+    query = f"SELECT office, ledger_key, sum(paise) FROM linerow WHERE {_AT}"
     query += " AND date <= ? GROUP BY office, ledger_key" if end else " GROUP BY office, ledger_key"
     rows = raw_connection(session).execute(query, (end.isoformat(),) if end else ()).fetchall()
     debit = credit = 0
