@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2psync.books import schema, yupdate
+from p2psync.books.interoffice import check_mirror, decode_dispute
 from p2psync.books.model import (
     Action,
     GroupDef,
@@ -25,7 +26,7 @@ from p2psync.books.model import (
     number_series,
 )
 from p2psync.books.money import MAX_PAISE, format_paise
-from p2psync.books.rules import Chart, check_balanced, check_type_rule
+from p2psync.books.rules import Chart, check_balanced, check_type_rule, inter_office_code
 from p2psync.errors import P2PSyncError, RuleViolation
 
 #: Maps whose values may be replaced after they were first written.
@@ -208,11 +209,16 @@ def _check_master(map_name: str, key: str, value: object, author: Author, positi
         if office.code != key:
             raise RuleViolation(f"office record {key!r} names office {office.code!r}")
         return
+    if map_name == schema.DISPUTES:
+        _check_dispute(key, value, author)
+        return
     decoder = {schema.LEDGERS: decode_ledger, schema.GROUPS: decode_group, schema.OPENINGS: decode_opening}[map_name]
     record = decoder(value)
-    name = getattr(record, "name", None) or getattr(record, "ledger")
+    name = getattr(record, "name", None) or record.ledger
     if schema.record_key(name, record.office) != key:
         raise RuleViolation(f"{map_name} record {key[:60]!r} is filed under the wrong key")
+    if "@" in name:  # `@CODE` is an inter-office account, which no record may claim
+        raise RuleViolation(f"{map_name} record {key[:60]!r}: a name may not contain '@'")
     if author.node and record.author != author.node:
         raise RuleViolation(f"{map_name} record {key[:60]!r} claims author {record.author[:16]}, not its signer")
     if isinstance(record, Opening) and abs(record.paise) > MAX_PAISE:
@@ -221,10 +227,26 @@ def _check_master(map_name: str, key: str, value: object, author: Author, positi
         _check_not_a_known_name(map_name, key, record, position)
 
 
+def _check_dispute(key: str, value: object, author: Author) -> None:
+    """A dispute is its office's own say about another office's voucher: filed under its key, signed by
+    its author, and written by that office alone (a head office included: it writes no other office's)."""
+    dispute = decode_dispute(value)
+    if dispute.key != key:
+        raise RuleViolation(f"dispute {key[:60]!r} is filed under the wrong key")
+    if dispute.office != author.office:
+        raise RuleViolation(f"office {author.office} may not dispute on behalf of office {dispute.office[:16]}")
+    if author.node and dispute.author != author.node:
+        raise RuleViolation(f"dispute {key[:60]!r} claims author {dispute.author[:16]}, not its signer")
+
+
 def _check_ledgers_seen(rev: Revision, chart: Chart, position: Position) -> None:
     """Every ledger a voucher names was created by an entry its author had seen: otherwise a replica
     that happened to hold the ledger would accept what one that did not yet would refuse."""
     for line in rev.content.lines:
+        code = inter_office_code(line.ledger)
+        if code is not None:
+            _check_office_seen(rev, code, position)
+            continue
         ledger = chart.ledger(line.ledger)
         if ledger is not None and _ledger_seen(ledger, position):
             continue
@@ -232,6 +254,14 @@ def _check_ledgers_seen(rev: Revision, chart: Chart, position: Position) -> None
         if not any(other.key == key and _ledger_seen(other, position) for other in position.records(schema.LEDGERS)):
             raise RuleViolation(f"voucher {rev.number[:40]} names ledger {line.ledger[:60]!r}, which its author had "
                                 "not seen created (its entry does not depend on it)")
+
+
+def _check_office_seen(rev: Revision, code: str, position: Position) -> None:
+    """An inter-office account `@code` stands on office `code`'s record, which only a head office
+    writes: its author must have seen the entry that created it (offices are never removed)."""
+    if not any(position.saw(schema.MASTERS, author, code) for author in sorted(position.deps.get(schema.MASTERS, {}))):
+        raise RuleViolation(f"voucher {rev.number[:40]} names inter-office account @{code}, whose office its "
+                            "author had not seen created (its entry does not depend on it)")
 
 
 def _check_type(rev: Revision, name: schema.DocName, position: Position) -> None:
@@ -300,7 +330,8 @@ def _check_revision(name: schema.DocName, key: str, value: object, chart: Chart,
         raise RuleViolation(f"cancellation of voucher {rev.number} gives no reason")
     if author.node and rev.author != author.node:
         raise RuleViolation(f"revision of voucher {rev.number[:40]} claims author {rev.author[:16]}, not its signer")
-    check_balanced(rev.content, chart)
+    check_balanced(rev.content, chart, rev.office)
+    check_mirror(rev)
     return rev
 
 

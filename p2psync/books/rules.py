@@ -12,6 +12,7 @@ from p2psync.books.groups import CASH_AND_BANK, PURCHASES, SALES, GroupTree, gro
 from p2psync.books.model import (
     MAX_LINES,
     MAX_NARRATION,
+    OFFICE_CODE,
     GroupDef,
     LedgerDef,
     Side,
@@ -23,6 +24,24 @@ from p2psync.errors import InvalidInput, RuleViolation
 
 _SALES = frozenset({group_key(SALES)})
 _PURCHASES = frozenset({group_key(PURCHASES)})
+#: The predefined group every inter-office account (`@CODE`) is under, whoever names it.
+BRANCH_DIVISIONS = "Branch / Divisions"
+
+
+def inter_office_code(name: str) -> str | None:
+    """The office code of an inter-office account name (``@BR1``), None for any other name.
+
+    An inter-office account has no masters record: ``@Y`` in office X's books is X's account with Y,
+    implied by the office list, so no office can create, re-classify or overwrite another's."""
+    if not name.startswith("@"):
+        return None
+    code = name[1:].strip().upper()
+    return code if OFFICE_CODE.match(code) else None
+
+
+def inter_office_name(code: str) -> str:
+    """The name an inter-office account with office `code` carries on a voucher line."""
+    return f"@{code}"
 
 
 @dataclass
@@ -37,6 +56,8 @@ class Chart:
     group_defs: dict[str, GroupDef] = field(default_factory=dict)
     #: The codes of the head offices, whose records are in force for every office.
     heads: frozenset[str] = frozenset()
+    #: Every office's code: ``@CODE`` names an inter-office account only for a known office.
+    offices: frozenset[str] = frozenset()
     #: `group_key` of each ledger's own name, the name every resolved voucher line carries: a line's
     #: ledger is then found without normalising its name again.
     _keys: dict[str, str] = field(init=False, repr=False, compare=False)
@@ -50,7 +71,18 @@ class Chart:
         return group_key(name) if key is None else key
 
     def ledger(self, name: str) -> LedgerDef | None:
-        return self.ledgers.get(self.key(name))
+        found = self.ledgers.get(self.key(name))
+        if found is None and name[:1] == "@":
+            return self.inter_office(name)
+        return found
+
+    def inter_office(self, name: str) -> LedgerDef | None:
+        """The implied ledger of inter-office account `name` (``@CODE`` of a known office), always
+        under Branch / Divisions: it has no record, so there is nothing to adopt or re-classify."""
+        code = inter_office_code(name)
+        if code is None or code not in self.offices:
+            return None
+        return LedgerDef(inter_office_name(code), BRANCH_DIVISIONS, "", "", "")
 
     def borrowed(self, office: str, ledgers: Iterable[str] = (), groups: Iterable[str] = ()) -> list[LedgerDef | GroupDef]:
         """The records these ledgers and groups stand on (theirs and their user groups') that neither
@@ -60,7 +92,7 @@ class Chart:
         records: list[LedgerDef | GroupDef] = []
         for name in ledgers:
             ledger = self.ledger(name)
-            if ledger is not None:
+            if ledger is not None and ledger.author:  # an inter-office account has no record to adopt
                 records.append(ledger)
                 groups = [*groups, ledger.group]
         for group in groups:
@@ -77,16 +109,16 @@ class Chart:
         return ledger.group
 
 
-def validate_voucher(content: VoucherContent, chart: Chart) -> None:
+def validate_voucher(content: VoucherContent, chart: Chart, office: str | None = None) -> None:
     """Refuse a voucher that would make the books wrong. Raises `RuleViolation` with the reason.
 
     Used when posting: besides `check_balanced`, the voucher type's rule, which depends on the groups
     of its ledgers as this node sees them now."""
-    check_balanced(content, chart)
+    check_balanced(content, chart, office)
     check_type_rule(content, chart)
 
 
-def check_balanced(content: VoucherContent, chart: Chart) -> None:
+def check_balanced(content: VoucherContent, chart: Chart, office: str | None = None) -> None:
     """The invariants every replica checks identically whatever its masters hold: at least two
     lines, positive amounts within limits, known ledgers, one ledger per side, debits = credits.
 
@@ -106,7 +138,9 @@ def check_balanced(content: VoucherContent, chart: Chart) -> None:
         if not 0 < line.paise <= MAX_PAISE:
             raise RuleViolation(f"line amount for {line.ledger!r} must be positive and within limits")
         key = chart.key(line.ledger)
-        if chart.ledgers.get(key) is None:
+        if line.ledger[:1] == "@":
+            key = _inter_office_key(line.ledger, chart, office)
+        elif chart.ledgers.get(key) is None:
             raise RuleViolation(f"unknown ledger {line.ledger!r}")
         if line.side is Side.DR:
             debit += line.paise
@@ -125,6 +159,19 @@ def check_balanced(content: VoucherContent, chart: Chart) -> None:
     both = [name for key, name in credited if key in debited]
     if both:
         raise RuleViolation(f"ledger {both[0]!r} is both debited and credited in one voucher")
+
+
+def _inter_office_key(name: str, chart: Chart, office: str | None) -> str:
+    """The key of inter-office account `name` in `office`'s books: ``@Y`` is valid there iff Y is a
+    known office other than `office` (None: the office is not known here, only Y is checked)."""
+    code = inter_office_code(name)
+    if code is None or code not in chart.offices:
+        raise RuleViolation(f"unknown ledger {name[:60]!r}: it names no office")
+    if name != inter_office_name(code):  # one spelling, so that every replica files it under one key
+        raise RuleViolation(f"inter-office account {name[:60]!r} must be written {inter_office_name(code)!r}")
+    if code == office:
+        raise RuleViolation(f"office {office} has no inter-office account with itself ({name!r})")
+    return group_key(inter_office_name(code))
 
 
 #: The types that need one ledger of one side under some groups: that side, those groups, and the refusal.

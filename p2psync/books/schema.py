@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pycrdt import Doc, Map
 
 from p2psync.books.groups import Group, GroupTree, Nature, group_key
+from p2psync.books.interoffice import Dispute, decode_dispute, encode_dispute
 from p2psync.books.model import (
     GroupDef,
     LedgerDef,
@@ -44,7 +45,9 @@ from p2psync.errors import InvalidInput
 
 MASTERS = "masters"
 OFFICES, GROUPS, LEDGERS, OPENINGS, REVISIONS = "offices", "groups", "ledgers", "openings", "revisions"
-MASTERS_MAPS = (OFFICES, GROUPS, LEDGERS, OPENINGS)
+#: An office's disputes of other offices' vouchers that touch its inter-office account with them.
+DISPUTES = "disputes"
+MASTERS_MAPS = (OFFICES, GROUPS, LEDGERS, OPENINGS, DISPUTES)
 _VOUCHER_DOC = re.compile(r"^(?P<kind>vouchers|local)/(?P<office>[A-Z0-9][A-Z0-9_-]{0,15})/(?P<month>\d{4}-\d{2})$")
 
 
@@ -128,6 +131,14 @@ def put_opening(doc: Doc, opening: Opening) -> None:
     root(doc, OPENINGS)[record_key(opening.ledger, opening.office)] = encode_opening(opening)
 
 
+def put_dispute(doc: Doc, dispute: Dispute) -> None:
+    root(doc, DISPUTES)[dispute.key] = encode_dispute(dispute)
+
+
+def read_disputes(doc: Doc) -> list[Dispute]:
+    return [decode_dispute(value) for value in root(doc, DISPUTES).values()]
+
+
 def put_revisions(doc: Doc, revisions: Iterable[Revision]) -> None:
     """Write revisions, encoded, into the document (one transaction, not one a key)."""
     root(doc, REVISIONS).update({rev.id: encode_revision(rev) for rev in revisions})
@@ -183,11 +194,12 @@ def head_offices(doc: Doc) -> frozenset[str]:
 def read_chart(doc: Doc, office: str | None = None) -> Chart:
     """The ledgers and groups in force for `office`'s books (None: the organisation's default, which
     reports use for offices with no record of their own)."""
-    return chart_of(read_group_defs(doc), read_ledger_defs(doc), head_offices(doc), office)
+    return chart_of(read_group_defs(doc), read_ledger_defs(doc), head_offices(doc), office,
+                    frozenset(read_offices(doc)))
 
 
 def chart_of(group_records: list[GroupDef], ledger_records: list[LedgerDef], heads: frozenset[str],
-             office: str | None = None) -> Chart:
+             office: str | None = None, offices: frozenset[str] = frozenset()) -> Chart:
     """The chart these records make for `office`'s books (see `effective`)."""
     group_defs = effective(group_records, heads, office)
     tree = GroupTree(
@@ -198,7 +210,7 @@ def chart_of(group_records: list[GroupDef], ledger_records: list[LedgerDef], hea
     )
     ledgers = {key: defs[0] for key, defs in effective(ledger_records, heads, office).items()}
     return Chart(ledgers=ledgers, groups=tree, group_defs={key: defs[0] for key, defs in group_defs.items()},
-                 heads=heads)
+                 heads=heads, offices=offices)
 
 
 _BASE = GroupTree()

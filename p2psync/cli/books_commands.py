@@ -14,6 +14,7 @@ from p2psync.books.money import to_decimal
 from p2psync.cli import render
 from p2psync.cli.audit_commands import audit_trail_cmd
 from p2psync.cli.context import home_option, json_option, open_node
+from p2psync.cli.interoffice_commands import report_inter_office_cmd
 from p2psync.errors import StoreError
 from p2psync.localtime import local_time, zone_name
 from p2psync.node import views
@@ -288,6 +289,7 @@ def report() -> None:
 
 
 report.add_command(audit_trail_cmd)
+report.add_command(report_inter_office_cmd)
 
 
 @report.command("trial-balance")

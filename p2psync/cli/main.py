@@ -30,7 +30,7 @@ COMMANDS = {
     "run": "serve_commands:run_cmd", "dashboard": "serve_commands:dashboard_cmd", "relay": "relay_command:relay_cmd",
     "backup": "recovery_commands:backup_cmd", "restore": "recovery_commands:restore_cmd",
     "doctor": "recovery_commands:doctor_cmd", "service": "service_commands:service_group",
-    "audit": "audit_commands:audit_cmd",
+    "audit": "audit_commands:audit_cmd", "inter-office": "interoffice_commands:inter_office_cmd",
 }
 
 

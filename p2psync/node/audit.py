@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2psync.books import schema
+from p2psync.books.interoffice import decode_dispute
 from p2psync.books.model import (
     Revision,
     VoucherContent,
@@ -239,5 +240,12 @@ def _office_row(written: history.Written) -> Data:
             "summary": f"{text}, was {old.name}" if old else text}
 
 
+def _dispute_row(written: history.Written) -> Data:
+    rec = decode_dispute(written.after)
+    return {"record": "dispute", "subject": rec.ref, "record_office": rec.office, "at": rec.at, "before": None,
+            "after": {"ref": rec.ref, "office": rec.office, "reason": rec.reason},
+            "summary": f"{rec.office} disputes {rec.ref}: {rec.reason}"}
+
+
 _MASTERS = {schema.LEDGERS: _ledger_row, schema.GROUPS: _group_row, schema.OPENINGS: _opening_row,
-            schema.OFFICES: _office_row}
+            schema.OFFICES: _office_row, schema.DISPUTES: _dispute_row}

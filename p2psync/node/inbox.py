@@ -288,7 +288,7 @@ class _SeenCharts:
 
         return schema.chart_of([g for g in schema.read_group_defs(masters) if within(g)],
                                [r for r in schema.read_ledger_defs(masters) if within(r)],
-                               schema.head_offices(masters), office)
+                               schema.head_offices(masters), office, frozenset(schema.read_offices(masters)))
 
 
 def _records(doc: Doc, map_name: str) -> list:

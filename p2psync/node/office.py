@@ -325,6 +325,8 @@ class Node:
         found = chart.ledger(ledger)
         if found is None:
             raise NotFound(f"unknown ledger {ledger!r}")
+        if not found.author:
+            raise InvalidInput(f"{found.name} is an inter-office account: it has no opening balance of its own")
         opening = Opening(found.name, target, self._opening_paise(amount, found.group, chart.groups),
                           self.identity.node_id, self.clock())
         with self.store.transaction() as batch:
@@ -390,7 +392,7 @@ class Node:
         chart = self.chart(batch.session)
         contents = []
         for done, item in enumerate(drafts, start=1):
-            contents.append(_checked(item, chart, window))
+            contents.append(_checked(item, chart, window, office))
             if progress and done % 500 == 0:
                 progress(done)
         ids = secrets.token_hex(12 * len(contents))  # 24 hex digits a voucher, as token_hex(12) each
@@ -424,7 +426,8 @@ class Node:
         with self.db.read() as session:
             row = queries.voucher(session, number.strip().upper())
             chart = self.chart(session, row.office if row is not None else None)
-        content = _checked(ImportedDraft("", draft), chart, self.date_window())
+        content = _checked(ImportedDraft("", draft), chart, self.date_window(),
+                           row.office if row is not None else self.identity.office)
         return self._revise(number, Action.AMEND, content, "", chart)
 
     def cancel(self, number: str, reason: str) -> Revision:
@@ -516,7 +519,7 @@ class Node:
         amendments that lost are cancelled too, and `chosen` is posted again as a new voucher of this
         office, its narration naming the old number; the cancellation depends on the new voucher's entry,
         so no office holds the one without the other."""
-        validate_voucher(chosen.content, chart)
+        validate_voucher(chosen.content, chart, chosen.office)
         window.check(chosen.content.date)
         if not state.current.cancelled:
             parents = tuple(sorted(r.id for r in [state.current, *state.conflicts]))
@@ -698,10 +701,10 @@ def _refuse(shortfalls: list[str]) -> None:
         raise RuleViolation(f"{shortfalls[0]} (this office refuses that: 'p2psync settings --negative-cash')")
 
 
-def _checked(item: ImportedDraft, chart: Chart, window: DateWindow) -> VoucherContent:
+def _checked(item: ImportedDraft, chart: Chart, window: DateWindow, office: str) -> VoucherContent:
     try:
         content = resolve_names(item.draft, chart)
-        validate_voucher(content, chart)
+        validate_voucher(content, chart, office)
         window.check(content.date)
     except P2PSyncError as exc:
         if item.where:

@@ -249,7 +249,7 @@ def groups(node: Node) -> list[Data]:
 def ledgers(node: Node) -> list[Data]:
     with node.db.read() as session:
         return [{"name": led.name, "group": grp.name, "nature": grp.nature, "created_at_office": led.office}
-                for led, grp in queries.ledgers(session)]
+                for led, grp in queries.ledgers(session) if led.office]  # `@CODE` accounts have no record
 
 
 def revision_data(rev: Revision) -> Data:
@@ -298,8 +298,10 @@ def report(node: Node, kind: str, office: str | None = None, start: str | None =
            ledger: str | None = None, detail: bool = False) -> Data:
     """Any report by name, per office or consolidated; each says how many of its vouchers are held in
     this office's local books (dated before the sync-after date, never sent to other offices)."""
+    matched = _matched(node, kind, office, end)
     with node.db.read() as session:
-        return _report_from(session, node.trust.policy.sync_after, kind, office, start, end, ledger, detail)
+        return _report_from(session, node.trust.policy.sync_after, kind, office, start, end, ledger, detail,
+                            matched)
 
 
 def report_at(home: Path, kind: str, office: str | None = None, start: str | None = None, end: str | None = None,
@@ -311,8 +313,10 @@ def report_at(home: Path, kind: str, office: str | None = None, start: str | Non
     connection = reading.open_as_is(home / DB_FILE)
     if connection is not None:
         try:
-            sync_after = claimed_sync_after((reading.setting(connection, "policy") or "").encode())
-            return _report_from(connection, sync_after, kind, office, start, end, ledger, detail)
+            # eliminating inter-office pairs reads the books' documents: that needs the node
+            if _office(office) is not None or kind not in _ELIMINATING or not queries.has_inter_office_lines(connection):
+                sync_after = claimed_sync_after((reading.setting(connection, "policy") or "").encode())
+                return _report_from(connection, sync_after, kind, office, start, end, ledger, detail)
         except sqlite3.DatabaseError:
             pass
         finally:
@@ -326,26 +330,51 @@ def report_at(home: Path, kind: str, office: str | None = None, start: str | Non
         node.close()
 
 
+def _matched(node: Node, kind: str, office: str | None, end: str | None) -> dict[tuple[str, str], int] | None:
+    """What the consolidated statement `kind` eliminates (`interoffice.matched_by_account`); None for
+    a report that eliminates nothing."""
+    if _office(office) is not None or kind not in _ELIMINATING:
+        return None
+    from p2psync.node import interoffice  # the books' documents: read through the node
+
+    return interoffice.matched_by_account(node, optional_date(end))
+
+
 def _report_from(source: Session | sqlite3.Connection, sync_after: str | None, kind: str, office: str | None,
-                 start: str | None, end: str | None, ledger: str | None, detail: bool) -> Data:
+                 start: str | None, end: str | None, ledger: str | None, detail: bool,
+                 matched: dict[tuple[str, str], int] | None = None) -> Data:
     if kind not in REPORTS:
         raise InvalidInput(f"unknown report {kind!r}; use one of {', '.join(REPORTS)}")
     code, first, last = _checked_scope(source, office, start, end)
-    data = _report(source, kind, code, first, last, ledger, detail)
+    data = _report(source, kind, code, first, last, ledger, detail, matched)
     data["local_only"] = queries.local_only(source, code, first, last)
     data["sync_after"] = sync_after
     return data
 
 
+#: The consolidated statements that eliminate inter-office accounts (profit and loss has none: they
+#: are all under Branch / Divisions).
+_ELIMINATING = ("trial-balance", "balance-sheet")
+
+
 def _report(session: Any, kind: str, code: str | None, first: dt.date | None, last: dt.date | None,
-            ledger: str | None, detail: bool) -> Data:
-    if kind == "trial-balance":
-        return reports.trial_balance(queries.balances(session, code, end=last), scope(code))
-    if kind == "balance-sheet":
-        rows = queries.groups(session)
-        parents = {g.name: rows[group_key(g.parent)].name if g.parent and group_key(g.parent) in rows else None
-                   for g in rows.values()}
-        return reports.balance_sheet(queries.balances(session, code, end=last), scope(code), parents, detail)
+            ledger: str | None, detail: bool, matched: dict[tuple[str, str], int] | None = None) -> Data:
+    if kind in _ELIMINATING:
+        balances, summary = queries.balances(session, code, end=last), None
+        if matched is not None:
+            from p2psync.node import interoffice
+
+            balances, summary = interoffice.eliminate(session, balances, matched, last)
+        if kind == "trial-balance":
+            data = reports.trial_balance(balances, scope(code))
+        else:
+            rows = queries.groups(session)
+            parents = {g.name: rows[group_key(g.parent)].name if g.parent and group_key(g.parent) in rows else None
+                       for g in rows.values()}
+            data = reports.balance_sheet(balances, scope(code), parents, detail)
+        if summary is not None and any(summary.values()):  # books without inter-office traffic read as before
+            data["inter_office"] = summary
+        return data
     if kind == "profit-loss":
         balances = queries.balances(session, code, first, last)
         if first:  # movements of the period only

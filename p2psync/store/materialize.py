@@ -16,7 +16,7 @@ from p2psync.books import schema
 from p2psync.books.groups import group_key
 from p2psync.books.model import GroupDef, LedgerDef, Revision, Side, number_series
 from p2psync.books.resolve import resolve
-from p2psync.books.rules import Chart
+from p2psync.books.rules import BRANCH_DIVISIONS, Chart, inter_office_name
 from p2psync.canonical import dumps
 from p2psync.sqlite import raw_connection
 from p2psync.store.tables import (
@@ -53,7 +53,7 @@ def masters(session: Session, doc: Doc) -> None:
     ])
     _insert(db, LedgerRow, ("key", "name", "group_key", "office", "created_at"), [
         (key, led.name, group_key(led.group), led.office, led.at) for key, led in chart.ledgers.items()
-    ])
+    ] + _inter_office_ledgers(chart))
     _insert(db, OfficeLedgerRow, ("office", "ledger_key", "group", "primary", "nature", "direct"),
             _office_classes(doc, chart))
     _insert(db, OpeningRow, ("ledger_key", "office", "paise"),
@@ -69,6 +69,17 @@ def masters(session: Session, doc: Doc) -> None:
                     conflicts.append((kind, key, f"{winner.name}@{winner.office}", f"{loser.name}@{loser.office}",
                                       dumps({"winner": vars(winner), "loser": vars(loser)})))
     _insert(db, ConflictRow, _CONFLICT_COLUMNS, conflicts)
+
+
+def _inter_office_ledgers(chart: Chart) -> list[tuple[str, str, str, str, str]]:
+    """A ledger row for each office's inter-office account `@CODE` (no record makes them: the office
+    list implies them). In one office's report it is that office's account with CODE; summed over
+    offices, every office's account with CODE."""
+    rows = []
+    for code in sorted(chart.offices):
+        name = inter_office_name(code)
+        rows.append((group_key(name), name, group_key(BRANCH_DIVISIONS), "", ""))
+    return rows
 
 
 def _class_of(chart: Chart, ledger: str) -> tuple[str, str, str, bool]:

@@ -286,6 +286,15 @@ def local_only(source: Session | sqlite3.Connection, office: str | None = None, 
     return int(count)
 
 
+#: The lines of inter-office accounts (`@CODE`), whose ledger keys start with "@".
+INTER_OFFICE_LINES = "ledger_key >= '@' AND ledger_key < 'A'"
+
+
+def has_inter_office_lines(source: Session | sqlite3.Connection) -> bool:
+    """Whether any voucher line is on an inter-office account (else consolidation eliminates nothing)."""
+    return _db(source).execute(f"SELECT 1 FROM linerow WHERE {INTER_OFFICE_LINES} LIMIT 1").fetchone() is not None
+
+
 def amended_docs(source: Session | sqlite3.Connection) -> list[str]:
     """The documents holding a voucher with more than one revision."""
     return [doc for (doc,) in _db(source).execute("SELECT DISTINCT doc FROM voucherrow WHERE revisions > 1")]

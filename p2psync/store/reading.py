@@ -22,8 +22,9 @@ SCHEMA_VERSION = "2"
 #: 1 (no setting) held each revision's JSON in `revisionrow`; 2 keeps where each revision is, and
 #: finds a voucher's lines by office, date and number; 3 carries the amount in the ledger index of
 #: lines, which the trial balance then reads alone; 4 classifies a ledger per office where an
-#: office's own record of it differs (`OfficeLedgerRow`).
-REPORTS_VERSION = "4"
+#: office's own record of it differs (`OfficeLedgerRow`); 5 holds a ledger row for each office's
+#: inter-office account (`@CODE`).
+REPORTS_VERSION = "5"
 REPORTS_VERSION_KEY = "reports_version"
 #: Set while an upgraded home has entries whose clock and policy are not recorded yet.
 UNLINKED_KEY = "unlinked"

@@ -278,6 +278,44 @@ async def audit_trail(request: web.Request) -> web.Response:
     return reply(await on_node(request, audit.report, q.get("office"), q.get("from"), q.get("to"), q.get("voucher")))
 
 
+@routes.get("/api/inter-office")
+async def inter_office(request: web.Request) -> web.Response:
+    """This office's counterparts and the reconciliation of every pair of offices (``inter-office
+    list`` and ``report inter-office``)."""
+    from p2psync.node import interoffice
+
+    def read(node: Node) -> Any:
+        return {"office": node.identity.office, "counterparts": interoffice.counterparts(node),
+                "reconciliation": interoffice.report(node, request.query.get("office"))}
+    return reply(await on_node(request, read))
+
+
+@routes.post("/api/inter-office/accept")
+async def inter_office_accept(request: web.Request) -> web.Response:
+    """``inter-office accept REF``: with no lines, the suggested mirror; else the lines given
+    (``lines`` as in a voucher, this office's side; its account with the other office is added)."""
+    from p2psync.books.money import to_decimal
+    from p2psync.node import interoffice
+
+    data = await body(request)
+    given = lines(data) if data.get("lines") else ()
+    debits = [f"{ln.ledger}={to_decimal(ln.paise)}" for ln in given if ln.side is Side.DR]
+    credits = [f"{ln.ledger}={to_decimal(ln.paise)}" for ln in given if ln.side is Side.CR]
+    rev = await on_node(request, interoffice.accept, text(data, "ref"), debits, credits, optional_text(data, "type"))
+    await runtime(request).notify()
+    return reply(await on_node(request, views.revision_posted, rev), 201)
+
+
+@routes.post("/api/inter-office/dispute")
+async def inter_office_dispute(request: web.Request) -> web.Response:
+    from p2psync.node import interoffice
+
+    data = await body(request)
+    record = await on_node(request, interoffice.dispute, text(data, "ref"), text(data, "reason"))
+    await runtime(request).notify()
+    return reply({"ref": record.ref, "office": record.office, "reason": record.reason}, 201)
+
+
 @routes.get("/api/reports/{kind}")
 async def report(request: web.Request) -> web.Response:
     q = request.query

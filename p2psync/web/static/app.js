@@ -15,6 +15,7 @@ const SCREENS = {
   trial: { title: "Trial balance", build: () => reportScreen("trial-balance") },
   balance: { title: "Balance sheet", build: () => reportScreen("balance-sheet") },
   pl: { title: "Profit & loss", build: () => reportScreen("profit-loss") },
+  interoffice: { title: "Inter-office", build: interOfficeScreen },
   audit: { title: "Audit trail", build: auditScreen },
   settings: { title: "Sync settings", build: settingsScreen },
   registration: { title: "Registration", build: registrationScreen },
@@ -258,6 +259,51 @@ function auditScreen() {
         h("td", {}, when(r.at)), h("td", {}, r.office), h("td", { title: r.node }, r.node.slice(0, 8)),
         h("td", {}, r.record), h("td", {}, r.action), h("td", {}, r.subject), h("td", {}, r.summary))),
       { id: "audit-trail", empty: "No changes yet." }));
+  };
+  filter.addEventListener("change", refresh);
+  return { element, refresh };
+}
+
+// Other offices' vouchers against this office's @ accounts (accept or dispute each), and the
+// reconciliation of every pair of offices: `inter-office list` and `report inter-office`.
+function interOfficeScreen() {
+  const box = h("div"), waiting = h("div"), pairs = h("div"), filter = officeSelect("io-office");
+  const element = h("div", {}, h("h2", {}, "Inter-office"),
+    h("p", { class: "muted" }, "Accepting posts the counterpart into this office's own books with its own number; disputing records why not. Neither touches the other office's books."),
+    box, h("h3", {}, "Waiting for this office"), waiting,
+    h("h3", {}, "Reconciliation"), h("div", { class: "row filters" }, field("Office", filter)), pairs);
+  const accept = async item => {
+    if (await act(box, () => post("/api/inter-office/accept", { ref: item.ref }), r => `Accepted ${item.ref} as ${r.number}`)) refresh();
+  };
+  const dispute = async item => {
+    const reason = prompt(`Why does this office dispute ${item.ref}?`);
+    if (reason && await act(box, () => post("/api/inter-office/dispute", { ref: item.ref, reason }), `Disputed ${item.ref}`)) refresh();
+  };
+  const why = i => i.status === "pending" ? `${i.age_days} days old` : i.status === "disputed" ? i.reason
+    : `${i.why}${i.counterpart ? ` (mirror ${i.counterpart})` : ""}`;
+  const refresh = async () => {
+    const data = await get("/api/inter-office", { office: filter.value });
+    waiting.replaceChildren(table(["Ref", "From", "Date", "Amount", "Their side", "Status", "Particulars", ""],
+      data.counterparts.map(i => h("tr", { "data-ref": i.ref, "data-status": i.status },
+        h("td", {}, i.ref), h("td", {}, i.office), h("td", {}, localDate(i.date)), h("td", { class: "num" }, money(i.amount)),
+        h("td", {}, i.side), h("td", {}, i.status), h("td", {}, why(i)),
+        h("td", {}, i.status === "pending" && i.other === data.office ? [
+          h("button", { class: "small accept", onclick: () => accept(i) }, "Accept"),
+          h("button", { class: "plain small dispute", onclick: () => dispute(i) }, "Dispute")] : null))),
+      { id: "io-counterparts", numeric: [3], empty: "Nothing waiting: every counterpart is accepted or disputed." }));
+    pairs.replaceChildren(...data.reconciliation.pairs.map(p => {
+      const [a, b] = p.offices;
+      return h("div", { class: "io-pair", "data-pair": `${a}-${b}` },
+        h("h4", {}, `${a} / ${b}: ${a}'s @${b} `, balance(p.balances[a]), ` · ${b}'s @${a} `, balance(p.balances[b])),
+        table(["Status", "Office", "Ref", "Date", "Amount", "Counterpart", "Particulars"],
+          p.items.map(i => h("tr", { "data-ref": i.ref, "data-status": i.status },
+            h("td", {}, i.status), h("td", {}, i.office), h("td", {}, i.ref), h("td", {}, localDate(i.date)),
+            h("td", { class: "num" }, money(i.amount)), h("td", {}, i.counterpart || ""),
+            h("td", {}, i.status === "in transit" ? `${i.age_days} days ${i.why}` : (i.reason || i.why)))),
+          { numeric: [4] }),
+        h("p", { class: "muted" }, Object.entries(p.totals).map(([s, v]) => `${s} ${money(v, false)}`).join(" · ")));
+    }));
+    if (!data.reconciliation.pairs.length) pairs.replaceChildren(h("p", { class: "muted" }, "No inter-office traffic."));
   };
   filter.addEventListener("change", refresh);
   return { element, refresh };
