@@ -154,6 +154,21 @@ class Position:
         return seq > 0 and self.seen_of(doc, author) >= seq
 
 
+def check_document(doc_name: str, author: Author) -> None:
+    """The part of the write scope a document's name decides: what an office that cannot read an
+    entry (it carries it unread) checks, as every reader does."""
+    _document(doc_name, author)
+
+
+def _document(doc_name: str, author: Author) -> schema.DocName:
+    name = schema.parse_doc_name(doc_name)
+    if name.local:
+        raise RuleViolation(f"{doc_name} is a local book and is never shared")
+    if not name.is_masters and name.office != author.office and not author.is_head:
+        raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
+    return name
+
+
 def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict[str, dict[str, object]],
                  chart: Chart, author: Author, sync_after: dt.date | None = None,
                  held: RevisionReader | None = None, position: Position | None = None) -> dict[str, Revision]:
@@ -168,11 +183,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
     type's rule, which depends on ledger groups, is judged against the chart the author had (the
     records its dependencies show it had seen, `Position.chart_at`), not the one this replica holds
     now, and why `sync_after` is the date in force under the policy version the author cites."""
-    name = schema.parse_doc_name(doc_name)
-    if name.local:
-        raise RuleViolation(f"{doc_name} is a local book and is never shared")
-    if not name.is_masters and name.office != author.office and not author.is_head:
-        raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
+    name = _document(doc_name, author)
     revisions: dict[str, Revision] = {}
     for map_name, keys in sorted(changed.items()):  # in one order everywhere, so every replica gives one reason
         new_values = values[map_name]

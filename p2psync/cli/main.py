@@ -26,6 +26,7 @@ from p2psync.cli.context import HOME_HELP, home_option, json_option, open_node
 from p2psync.cli.demo import demo_cmd
 from p2psync.cli.recovery_commands import backup_cmd, doctor_cmd, restore_cmd
 from p2psync.cli.relay_command import relay_cmd
+from p2psync.cli.scope_commands import scope_group
 from p2psync.cli.serve_commands import dashboard_cmd, run_cmd
 from p2psync.cli.service_commands import service_group
 from p2psync.cli.trust_commands import (
@@ -155,7 +156,7 @@ def branch_remove_node(home: str | None, node_id: str) -> None:
 
 for command in (group, ledger, voucher, report, conflicts_cmd, rebuild_cmd, demo_cmd, invite_cmd, join_cmd,
                 settings_cmd, revoke_cmd, quarantine_cmd, run_cmd, sync_cmd, status_cmd, restart_cmd, relay_cmd,
-                dashboard_cmd, backup_cmd, restore_cmd, doctor_cmd, service_group, audit_cmd):
+                dashboard_cmd, backup_cmd, restore_cmd, doctor_cmd, service_group, audit_cmd, scope_group):
     cli.add_command(command)
 report.add_command(audit_trail_cmd)
 

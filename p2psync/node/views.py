@@ -63,12 +63,46 @@ def offices(node: Node) -> list[Data]:
         return [{"code": o.code, "name": o.name, "role": o.role} for o in queries.offices(session)]
 
 
+def read_scopes(node: Node) -> list[Data]:
+    """Whose books each office reads, as the head office's policy says (every office also reads the
+    masters): a head office every office's, a branch its own and those granted to it."""
+    policy = node.trust.policy
+    with node.db.read() as session:
+        rows = queries.offices(session)
+    codes = [o.code for o in rows]
+    out = []
+    for o in rows:
+        reads = policy.reads(o.code, o.role == "head")
+        out.append({"office": o.code, "name": o.name, "role": o.role, "all": reads is None,
+                    "reads": codes if reads is None else [c for c in codes if c in reads],
+                    "granted": sorted(policy.grants.get(o.code, ()))})
+    return out
+
+
+def change_scope(node: Node, office: str, grant: list[str] | None = None, revoke: list[str] | None = None) -> Data:
+    """Grant or take back an office's reading of other offices' books (head office only)."""
+    before = node.trust.policy
+    policy = registrar.set_grants(node, office, grant or [], revoke or [])
+    row = next(r for r in read_scopes(node) if r["office"] == office.strip().upper())
+    return {**row, "policy_version": policy.version, "key_epoch": policy.epoch,
+            "rotated": policy.epoch != before.epoch, "changed": policy.version != before.version}
+
+
+def enable_scopes(node: Node) -> Data:
+    """Move the organisation to per-scope keys (head office; once)."""
+    before = node.trust.policy
+    policy = registrar.use_scope_keys(node)
+    return {"scoped_from": policy.scoped_from, "policy_version": policy.version, "key_epoch": policy.epoch,
+            "changed": policy.version != before.version}
+
+
 def settings(node: Node) -> Data:
     policy = node.trust.policy
     return {"office": node.identity.office,
             "file_type": "Head Office" if node.identity.is_head else "Branch Office",
             "registration_id": node.registration_id, **node.settings(), "sync_after": policy.sync_after,
-            "relays": list(policy.relays), "policy_version": policy.version, "key_epoch": policy.epoch}
+            "relays": list(policy.relays), "policy_version": policy.version, "key_epoch": policy.epoch,
+            "scoped_from": policy.scoped_from or None}
 
 
 def change_settings(node: Node, mode: str | None = None, interval: int | None = None,
