@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from helpers import deliver, draft, outgoing, seal_raw, send, setup_branch, setup_head
+
 from p2psync.books.change import Change
+from p2psync.errors import RuleViolation
 from p2psync.node import forks, registrar, views
 from p2psync.node.office import Node
 from p2psync.protocol import entry
@@ -273,3 +274,55 @@ def test_a_carrier_keeps_the_proof_of_an_equivocation_it_cannot_read(offices: di
     assert got.quarantined and got.quarantined[0].startswith("equivocation")
     assert [f["author"] for f in forks.found(br1)] == [br2.identity.node_id]
 
+
+def test_reports_cover_what_an_office_may_read_and_say_so(offices: dict[str, Node]) -> None:
+    head, ro1, br1, br2 = offices["HO"], offices["RO1"], offices["BR1"], offices["BR2"]
+    br2.set_opening("Cash", "900.00")
+    _post(br2, "BR2 sale", "40.00")
+    _post(br1, "BR1 sale", "7.00")
+    registrar.set_grants(head, "RO1", add=["BR2"])
+    for node in (br1, ro1, head):
+        for source in (br2, br1, head):
+            if source is not node:
+                node.adopt_policy(head.policy_blob())
+                node.receive(outgoing(source, node))
+    at_br1 = views.report(br1, "trial-balance")
+    assert at_br1["scope"] == "BR1: 1 of 4 offices" and at_br1["offices"] == ["BR1"]
+    cash = {row["ledger"]: row for row in at_br1["rows"]}["Cash"]
+    assert str(cash["debit"]) == "7.00"  # BR2's opening and sale, carried here, count for nothing
+    with pytest.raises(RuleViolation, match="may not read BR2"):
+        views.report(br1, "day-book", office="BR2")
+    at_ro1 = views.report(ro1, "trial-balance")
+    assert at_ro1["scope"] == "BR2, RO1: 2 of 4 offices"
+    assert views.report(ro1, "trial-balance", office="BR2")["rows"] == views.report(head, "trial-balance",
+                                                                                     office="BR2")["rows"]
+    assert views.report(head, "trial-balance")["scope"] == "consolidated"
+
+
+def test_an_entry_carried_unread_waits_for_what_it_depends_on_like_any_other(offices: dict[str, Node]) -> None:
+    br1, br2 = offices["BR1"], offices["BR2"]
+    br2.add_ledger("Counter Cash", "Cash-in-Hand")  # a masters entry its voucher depends on
+    number = br2.post(draft("receipt", "2026-04-03", {"Counter Cash": "5.00"}, {"Sales": "5.00"}, "waits")).number
+    blobs = outgoing(br2, br1)
+    masters = [b for b in blobs if entry.peek(b).doc == "masters"]
+    books = [b for b in blobs if entry.peek(b).doc != "masters"]
+    assert masters and books
+    br1.adopt_policy(br2.policy_blob())
+    first = br1.receive(books)  # what they depend on has not arrived: parked, unread
+    assert not first.quarantined and first.waiting and not first.carried
+    second = br1.receive(masters)
+    assert not second.quarantined and second.carried == len(books) and not second.waiting
+    assert number not in _numbers(br1) and set(blobs) <= set(outgoing(br1))
+
+
+def test_a_carrier_that_drops_reorders_or_withholds_is_bypassed(offices: dict[str, Node]) -> None:
+    head, br1, br2 = offices["HO"], offices["BR1"], offices["BR2"]
+    numbers = [_post(br2, f"sale {n}", f"{n}.00") for n in (1, 2, 3)]
+    br1.adopt_policy(br2.policy_blob())
+    assert not br1.receive(outgoing(br2, br1)).quarantined
+    carried = [b for b in outgoing(br1, head) if entry.peek(b).doc.startswith("vouchers/BR2/")]
+    assert len(carried) == 3
+    got = head.receive(list(reversed(carried[1:])))  # the first dropped, the rest reordered
+    assert not got.quarantined and got.waiting == 2 and not set(numbers) & _numbers(head)
+    got = head.receive(outgoing(br2, head))  # from its author, or any other holder
+    assert not got.quarantined and not got.waiting and set(numbers) <= _numbers(head)

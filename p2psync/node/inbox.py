@@ -194,7 +194,8 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
             vectors[doc] = log.vector(session, doc)
         return vectors[doc].get(author, 0)
 
-    parked = [_Candidate(row.change, row.envelope, row.policy, row.id) for row in pending.parked(session)]
+    parked = [_Candidate(row.change, row.envelope, row.policy, row.id, unread=row.change.update == log.CARRIED)
+              for row in pending.parked(session)]
     waiting = sorted(fresh + parked, key=lambda c: c.order)
     progress = True
     while progress and waiting:

@@ -14,7 +14,7 @@ from p2psync.books.model import Revision
 from p2psync.books.money import to_decimal
 from p2psync.books.resolve import resolve
 from p2psync.books.rules import parse_date
-from p2psync.errors import InvalidInput, NotFound, P2PSyncError
+from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.localtime import check_date_format
 from p2psync.node import registrar
 from p2psync.node.office import Node
@@ -264,35 +264,57 @@ def voucher_type(node: Node, number: str) -> str:
 
 def report(node: Node, kind: str, office: str | None = None, start: str | None = None, end: str | None = None,
            ledger: str | None = None, detail: bool = False) -> Data:
-    """Any report by name, per office or consolidated; each says how many of its vouchers are held in
-    this office's local books (dated before the sync-after date, never sent to other offices)."""
+    """Any report by name, per office or consolidated over the offices this office may read (labelled
+    with them when they are not all); each says how many of its vouchers are held in this office's
+    local books (dated before the sync-after date, never sent to other offices)."""
     if kind not in REPORTS:
         raise InvalidInput(f"unknown report {kind!r}; use one of {', '.join(REPORTS)}")
     with node.db.read() as session:
         code, first, last = _checked_scope(session, office, start, end)
-        data = _report(session, kind, code, first, last, ledger, detail)
-        data["local_only"] = queries.local_only(session, code, first, last)
+        covered, label = _readable(node, session, code)
+        data = _report(session, kind, covered, label, first, last, ledger, detail)
+        if isinstance(covered, frozenset):
+            data["offices"] = sorted(covered)
+        data["local_only"] = queries.local_only(session, covered, first, last)
     data["sync_after"] = node.trust.policy.sync_after
     return data
 
 
-def _report(session: Any, kind: str, code: str | None, first: dt.date | None, last: dt.date | None,
-            ledger: str | None, detail: bool) -> Data:
+def _readable(node: Node, session: Any, code: str | None) -> tuple[queries.Offices, str]:
+    """The offices a report here covers, and its label: one office if asked for (refused if this
+    office may not read its books), else every office this office reads: all of them ("consolidated"),
+    or those it is granted ("HO, BR1: 2 of 5 offices")."""
+    policy = node.trust.policy
+    reads = policy.reads(node.identity.office, node.identity.is_head) if policy.scoped_from else None
+    if code is not None:
+        if reads is not None and code not in reads:
+            raise RuleViolation(f"this office may not read {code}'s books; the head office grants that "
+                                "('p2psync scope grant')")
+        return code, scope(code)
+    every = [o.code for o in queries.offices(session)]
+    if reads is None or set(every) <= reads:
+        return None, scope(None)
+    covered = frozenset(o for o in every if o in reads) or frozenset({node.identity.office})
+    return covered, f"{', '.join(sorted(covered))}: {len(covered)} of {len(every)} offices"
+
+
+def _report(session: Any, kind: str, code: queries.Offices, label: str, first: dt.date | None,
+            last: dt.date | None, ledger: str | None, detail: bool) -> Data:
     if kind == "trial-balance":
-        return reports.trial_balance(queries.balances(session, code, end=last), scope(code))
+        return reports.trial_balance(queries.balances(session, code, end=last), label)
     if kind == "balance-sheet":
         rows = queries.groups(session)
         parents = {g.name: rows[group_key(g.parent)].name if g.parent and group_key(g.parent) in rows else None
                    for g in rows.values()}
-        return reports.balance_sheet(queries.balances(session, code, end=last), scope(code), parents, detail)
+        return reports.balance_sheet(queries.balances(session, code, end=last), label, parents, detail)
     if kind == "profit-loss":
         balances = queries.balances(session, code, first, last)
         if first:  # movements of the period only
             balances = [b.__class__(**{**vars(b), "opening": 0}) for b in balances]
-        return reports.profit_and_loss(balances, scope(code))
+        return reports.profit_and_loss(balances, label)
     if kind == "day-book":
         rows = queries.vouchers(session, code, first, last)
-        return reports.day_book(rows, queries.lines_of(session, [v.number for v in rows]), scope(code))
+        return reports.day_book(rows, queries.lines_of(session, [v.number for v in rows]), label)
     if not ledger or not ledger.strip():
         raise InvalidInput("name the ledger whose statement you want")
     key = group_key(ledger)
@@ -300,7 +322,7 @@ def _report(session: Any, kind: str, code: str | None, first: dt.date | None, la
     if found is None:
         raise NotFound(f"unknown ledger {ledger!r}")
     return reports.ledger_statement(found.name, queries.opening_of(session, key, code),
-                                    queries.postings(session, key, code, last), scope(code), first)
+                                    queries.postings(session, key, code, last), label, first)
 
 
 def posted(node: Node, revs: list[Revision]) -> Data:

@@ -57,7 +57,16 @@ def ledgers(session: Session) -> list[tuple[LedgerRow, GroupRow]]:
     return list(session.exec(query))
 
 
-def vouchers(session: Session, office: str | None = None, start: dt.date | None = None,
+#: Which offices a query covers: one (its code), several (a set of codes: the consolidated books an
+#: office may read), or all (None).
+Offices = str | frozenset[str] | None
+
+
+def _of(column: Any, office: str | frozenset[str]) -> Any:
+    return column == office if isinstance(office, str) else column.in_(sorted(office))
+
+
+def vouchers(session: Session, office: Offices = None, start: dt.date | None = None,
              end: dt.date | None = None, include_cancelled: bool = True) -> list[VoucherRow]:
     query = _voucher_filter(select(VoucherRow), office, start, end)
     if not include_cancelled:
@@ -85,7 +94,7 @@ def lines_of(session: Session, numbers: list[str]) -> dict[str, list[tuple[str, 
     return out
 
 
-def balances(session: Session, office: str | None = None, start: dt.date | None = None,
+def balances(session: Session, office: Offices = None, start: dt.date | None = None,
              end: dt.date | None = None) -> list[LedgerBalance]:
     """Per ledger: opening (recorded openings plus movements before `start`), debits and credits
     within the period, each office's part classified as that office's books classify it (a ledger
@@ -96,26 +105,27 @@ def balances(session: Session, office: str | None = None, start: dt.date | None 
     return _reclassified(session, result, classes, office, start, end) if classes else result
 
 
-def _office_classes(session: Session, office: str | None) -> dict[tuple[str, str], tuple[str, str, str, bool]]:
+def _office_classes(session: Session, office: Offices) -> dict[tuple[str, str], tuple[str, str, str, bool]]:
     query = select(OfficeLedgerRow)
     if office:
-        query = query.where(OfficeLedgerRow.office == office)
+        query = query.where(_of(OfficeLedgerRow.office, office))
     return {(row.office, row.ledger_key): (row.group, row.primary, row.nature, row.direct)
             for row in session.exec(query)}
 
 
 def _reclassified(session: Session, result: list[LedgerBalance], classes: dict[tuple[str, str], tuple[str, str, str, bool]],
-                  office: str | None, start: dt.date | None, end: dt.date | None) -> list[LedgerBalance]:
+                  office: Offices, start: dt.date | None, end: dt.date | None) -> list[LedgerBalance]:
     """`result` with the parts of the offices in `classes` moved under their own classification."""
+    one = isinstance(office, str)
     by_key = {bal.key: bal for bal in result}
     parts: dict[tuple[str, tuple[str, str, str, bool]], LedgerBalance] = {}
     for owner in sorted({o for o, _key in classes}):
-        amounts = {bal.key: bal for bal in _balances(session, owner, start, end)} if office is None else by_key
+        amounts = by_key if one else {bal.key: bal for bal in _balances(session, owner, start, end)}
         for (o, key), (group, primary, nature, direct) in classes.items():
             if o != owner or key not in by_key:
                 continue
             part, whole = amounts[key], by_key[key]
-            if office is None:
+            if not one:
                 by_key[key] = replace(whole, opening=whole.opening - part.opening, debit=whole.debit - part.debit,
                                       credit=whole.credit - part.credit)
             else:
@@ -128,13 +138,13 @@ def _reclassified(session: Session, result: list[LedgerBalance], classes: dict[t
     return [*by_key.values(), *parts.values()]
 
 
-def _balances(session: Session, office: str | None, start: dt.date | None,
+def _balances(session: Session, office: Offices, start: dt.date | None,
               end: dt.date | None) -> list[LedgerBalance]:
     """`balances` with every ledger as the organisation's default classifies it."""
     openings: dict[str, int] = {}
     query = select(OpeningRow.ledger_key, func.sum(OpeningRow.paise)).group_by(OpeningRow.ledger_key)
     if office:
-        query = query.where(OpeningRow.office == office)
+        query = query.where(_of(OpeningRow.office, office))
     for key, paise in session.exec(query):
         openings[key] = int(paise or 0)
     in_period = LineRow.date >= start.isoformat() if start else True
@@ -149,7 +159,7 @@ def _balances(session: Session, office: str | None, start: dt.date | None,
         .group_by(LineRow.ledger_key)
     )
     if office:
-        movement = movement.where(LineRow.office == office)
+        movement = movement.where(_of(LineRow.office, office))
     if end:
         movement = movement.where(LineRow.date <= end.isoformat())
     moves = {key: (int(b or 0), int(d or 0), int(c or 0)) for key, b, d, c in session.exec(movement)}
@@ -164,7 +174,7 @@ def _balances(session: Session, office: str | None, start: dt.date | None,
     return result
 
 
-def postings(session: Session, ledger_key: str, office: str | None = None,
+def postings(session: Session, ledger_key: str, office: Offices = None,
              end: dt.date | None = None) -> list[Posting]:
     """Every current line of one ledger, oldest first, with its voucher's details."""
     query = (
@@ -173,17 +183,17 @@ def postings(session: Session, ledger_key: str, office: str | None = None,
         .where(LineRow.ledger_key == ledger_key)
     )
     if office:
-        query = query.where(LineRow.office == office)
+        query = query.where(_of(LineRow.office, office))
     if end:
         query = query.where(LineRow.date <= end.isoformat())
     query = query.order_by(LineRow.date, LineRow.number, LineRow.idx)
     return [Posting(dt.date.fromisoformat(d), n, t, narr, p, o) for d, n, t, narr, p, o in session.exec(query)]
 
 
-def opening_of(session: Session, ledger_key: str, office: str | None = None) -> int:
+def opening_of(session: Session, ledger_key: str, office: Offices = None) -> int:
     query = select(func.sum(OpeningRow.paise)).where(OpeningRow.ledger_key == ledger_key)
     if office:
-        query = query.where(OpeningRow.office == office)
+        query = query.where(_of(OpeningRow.office, office))
     return int(session.exec(query).one() or 0)
 
 
@@ -212,7 +222,7 @@ def lowest_balances(session: Session, office: str, ledger_keys: list[str], since
     return out
 
 
-def local_only(session: Session, office: str | None = None, start: dt.date | None = None,
+def local_only(session: Session, office: Offices = None, start: dt.date | None = None,
                end: dt.date | None = None) -> int:
     """How many vouchers (of `office`, in the period) sit in local books: dated before the sync-after
     date when posted, they never leave their office."""
@@ -220,10 +230,10 @@ def local_only(session: Session, office: str | None = None, start: dt.date | Non
     return int(session.exec(_voucher_filter(query, office, start, end)).one())
 
 
-def _voucher_filter(query: Any, office: str | None, start: dt.date | None, end: dt.date | None) -> Any:
-    """`query` of voucher rows narrowed to an office and a period (each optional)."""
+def _voucher_filter(query: Any, office: Offices, start: dt.date | None, end: dt.date | None) -> Any:
+    """`query` of voucher rows narrowed to offices and a period (each optional)."""
     if office:
-        query = query.where(VoucherRow.office == office)
+        query = query.where(_of(VoucherRow.office, office))
     if start:
         query = query.where(VoucherRow.date >= start.isoformat())
     if end:
