@@ -33,7 +33,7 @@ def _home_bytes(home: Path) -> bytes:
 
 def test_head_office_offline_a_branch_carries_another_branchs_entries_it_cannot_read(tmp_path: Path,
                                                                                     fleet: Fleet) -> None:
-    ho, br1, br2 = make_org(tmp_path)
+    ho, br1, br2 = make_org(tmp_path, read_all=False)
     here(ho, "scope", "enable")
     head = fleet.start(ho)
     one = fleet.start(br1, peers=(head.url,))
@@ -61,7 +61,7 @@ def test_head_office_offline_a_branch_carries_another_branchs_entries_it_cannot_
 
 def test_a_regional_office_reads_what_it_is_granted_and_carries_what_it_no_longer_may(tmp_path: Path,
                                                                                      fleet: Fleet) -> None:
-    ho, ro1, br2 = make_org(tmp_path, ("RO1", "BR2"))
+    ho, ro1, br2 = make_org(tmp_path, ("RO1", "BR2"), read_all=False)
     here(ho, "scope", "enable")
     here(ho, "scope", "grant", "RO1", "BR2")
     head = fleet.start(ho)

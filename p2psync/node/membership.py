@@ -86,6 +86,8 @@ class Membership:
         secret = self.ring.get(epoch)
         if secret is not None and self.policy.is_scoped(epoch):
             return scope_key(secret, self.org, scope, epoch)
+        if self.revoked:  # it carries nothing: no office links with it any more
+            raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked)", retryable=True)
         raise Unreadable(f"no key of {scope} for epoch {epoch} here: carried unread")
 
     # ------------------------------------------------------------ sealing
