@@ -27,6 +27,7 @@ from p2psync.store.tables import Entry, Pending
 from p2psync.trust import enroll
 from p2psync.trust.invite import InviteCode
 from p2psync.trust.keys import NodeKeys
+from p2psync.trust.policy import scope_of
 
 COMPANY = "Acme Traders"
 OFFICES = ("HO", "BR1", "BR2")
@@ -78,6 +79,9 @@ def setup_head(home: Path) -> Node:
     head.add_office("BR2", "Branch Two")
     for name, group in LEDGERS.items():
         head.add_ledger(name, group)
+    if head.trust.policy.scoped_from:  # every office reads every office's books: these tests check readers' verdicts
+        for code in ("BR1", "BR2"):
+            registrar.set_grants(head, code, add=[o for o in OFFICES if o != code])
     return head
 
 
@@ -382,4 +386,7 @@ def seal_raw(author: Node, doc_name: str, update: bytes, deps: dict[str, dict[st
         return author.trust.seal(change)
     trust = author.trust
     epoch = trust.policy.epoch
-    return entry_format.seal(change, trust.org, epoch, trust.epoch_key(epoch), trust.keys.signing, policy)
+    if not trust.policy.is_scoped(epoch):
+        return entry_format.seal(change, trust.org, epoch, trust.epoch_key(epoch), trust.keys.signing, policy)
+    scope = scope_of(doc_name)
+    return entry_format.seal(change, trust.org, epoch, trust.scope_key(scope, epoch), trust.keys.signing, policy, scope)

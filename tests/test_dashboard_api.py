@@ -623,3 +623,18 @@ def test_an_office_not_set_up_offers_setup_only_then_runs_the_node_it_created(tm
         assert node.identity.company == "Acme Traders" and node.identity.is_head
     finally:
         node.close()
+
+
+def test_read_scopes_are_shown_and_granted_at_the_head_office_only(head: Node, branch: Node) -> None:
+    async def scenario() -> None:
+        async with served(head, head.home) as web:
+            status, granted = await web.post("/api/scopes", {"office": "BR1", "grant": ["BR2"]})
+            assert status == 200 and granted["reads"] == ["BR1", "BR2"] and granted["granted"] == ["BR2"]
+            assert (await web.get("/api/scopes"))[1] == views.read_scopes(head)
+            status, taken = await web.post("/api/scopes", {"office": "BR1", "revoke": ["BR2"]})
+            assert status == 200 and taken["reads"] == ["BR1"] and taken["rotated"]
+        async with served(branch, branch.home) as web:
+            status, refused = await web.post("/api/scopes", {"office": "BR1", "grant": ["BR2"]})
+            assert status == 422 and "only the head office" in refused["error"]
+
+    run(scenario())

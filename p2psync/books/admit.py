@@ -155,6 +155,21 @@ class Position:
         return seq > 0 and self.seen_of(doc, author) >= seq
 
 
+def check_document(doc_name: str, author: Author) -> None:
+    """The part of the write scope a document's name decides: what an office that cannot read an
+    entry (it carries it unread) checks, as every reader does."""
+    _document(doc_name, author)
+
+
+def _document(doc_name: str, author: Author) -> schema.DocName:
+    name = schema.parse_doc_name(doc_name)
+    if name.local:
+        raise RuleViolation(f"{doc_name} is a local book and is never shared")
+    if not name.is_masters and name.office != author.office and not author.is_head:
+        raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
+    return name
+
+
 def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict[str, dict[str, object]],
                  chart: Chart, author: Author, sync_after: dt.date | None = None,
                  held: RevisionReader | None = None, position: Position | None = None,
@@ -172,11 +187,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
     records its dependencies show it had seen, `Position.chart_at`), not the one this replica holds
     now, and why `sync_after` and `lock_until` are the dates the entry is judged by
     (`policy.DatedRule.judging`), not the newest."""
-    name = schema.parse_doc_name(doc_name)
-    if name.local:
-        raise RuleViolation(f"{doc_name} is a local book and is never shared")
-    if not name.is_masters and name.office != author.office and not author.is_head:
-        raise RuleViolation(f"office {author.office} may not write office {name.office}'s books ({doc_name})")
+    name = _document(doc_name, author)
     revisions: dict[str, Revision] = {}
     for map_name, keys in sorted(changed.items()):  # in one order everywhere, so every replica gives one reason
         new_values = values[map_name]

@@ -31,6 +31,7 @@ COMMANDS = {
     "backup": "recovery_commands:backup_cmd", "restore": "recovery_commands:restore_cmd",
     "doctor": "recovery_commands:doctor_cmd", "service": "service_commands:service_group",
     "audit": "audit_commands:audit_cmd", "inter-office": "interoffice_commands:inter_office_cmd",
+    "scope": "scope_commands:scope_group",
 }
 
 

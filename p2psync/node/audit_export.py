@@ -38,7 +38,7 @@ from p2psync.store import history, log, queries
 from p2psync.store.db import Database, get_setting
 from p2psync.trust.certs import CertificateError, root_public_from_cert
 from p2psync.trust.keys import b64, org_id, registration_id, unb64
-from p2psync.trust.policy import Policy, PolicyError
+from p2psync.trust.policy import KeyRing, Policy, PolicyError
 from p2psync.trust.policy import verify as verify_policy
 
 MAGIC = b"p2psync audit export 1\n"
@@ -62,12 +62,14 @@ def export(node: Node, path: Path, start: dt.date | None = None, end: dt.date | 
     """Write the audit export of `node`'s shared books to `path`; returns its summary.
 
     It carries every masters entry and every voucher document up to `end` (whole: chains run from
-    sequence 1, and the books as on `end` need every earlier entry); `start` only says which part of
+    sequence 1, and the books as on `end` need every earlier entry) that this office reads whole (a
+    document it carries entries of unread is left out); `start` only says which part of
     the trail an auditor is shown first (`verify(..., trail=True)`)."""
     if start and end and start > end:
         raise AuditError(f"the period starts ({start}) after it ends ({end})")
     with node.db.read() as session:
-        docs = [doc for doc in log.documents(session) if _carried(session, doc, end)]
+        unread = set(log.carried_docs(session))  # entries this office carries but may not read
+        docs = [doc for doc in log.documents(session) if doc not in unread and _carried(session, doc, end)]
         body = _body(node, session, docs, start, end)
     signed = _sign(dumps(body).encode(), node.trust.keys.signing)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -98,11 +100,11 @@ def _carried(session: Session, doc: str, end: dt.date | None) -> bool:
 def _body(node: Node, session: Session, docs: list[str], start: dt.date | None, end: dt.date | None) -> Data:
     wanted = set(docs)
     written = {(e.doc, e.author, e.seq): e for doc in docs for e in history.replay(session, doc)}
-    entries, epochs = [], set()
+    entries, keys = [], KeyRing()
     for _id, doc, author, seq, _vouchers, blob in log.shared_after(session, 0, 2**62):
         if doc not in wanted:
             continue
-        epochs.add(entry.peek(blob).epoch)
+        _add_key(node, keys, entry.peek(blob))
         wrote = written[(doc, author, seq)]
         entries.append({"entry": b64(blob), "logged_at": wrote.logged_at,
                         "records": [[w.map, w.key, w.after] for w in wrote.writes]})
@@ -113,7 +115,7 @@ def _body(node: Node, session: Session, docs: list[str], start: dt.date | None, 
         "exporter": {"node": node.identity.node_id, "office": node.identity.office},
         "exported_at": utc_now(), "range": {"from": _iso(start), "to": _iso(end)},
         "root_cert": get_setting(session, "root_cert"), "policy": get_setting(session, "policy"),
-        "epoch_keys": {str(epoch): b64(node.trust.epoch_key(epoch)) for epoch in sorted(epochs)},
+        "epoch_keys": keys.names(),
         "heads": heads, "entries": entries, "local_only": queries.local_only(session, None, None, end),
     }
 
@@ -268,18 +270,26 @@ def _check_exporter(body: Data, root: Ed25519PublicKey, policy: Policy, body_byt
                          "the file was altered after it was written") from None
 
 
+def _add_key(node: Node, ring: KeyRing, header: entry.Header) -> None:
+    """The key an exported entry was sealed under: an epoch's, or its scope's in that epoch."""
+    if header.scope is None:
+        ring.epochs[header.epoch] = node.trust.epoch_key(header.epoch)
+    else:
+        ring.scoped.setdefault(header.scope, {})[header.epoch] = node.trust.scope_key(header.scope, header.epoch)
+
+
 class _ExportKeys(Membership):
     """The organisation as an export shows it: root, policy and epoch keys, and no key of any node.
     Whom to believe comes from `Membership` unchanged; this one never seals."""
 
-    def __init__(self, root: Ed25519PublicKey, policy: Policy, ring: dict[int, bytes]) -> None:
+    def __init__(self, root: Ed25519PublicKey, policy: Policy, ring: KeyRing) -> None:
         self.root = root
         self.org = org_id(root)
         self.keys = None  # type: ignore[assignment]
         self.node_id = _AUDITOR
         self._members = {}
         self.policy = policy
-        self.ring = dict(ring)
+        self.ring = ring
 
 
 @contextmanager
@@ -287,11 +297,9 @@ def _auditor(body: Data, root: Ed25519PublicKey, policy: Policy) -> Iterator[Nod
     """A node with no keys in a throwaway home, that receives the export's entries as the head office
     would (its chart is the head office's)."""
     try:
-        ring = {int(epoch): unb64(key) for epoch, key in body["epoch_keys"].items()}
-    except (ValueError, TypeError):
+        ring = KeyRing.decode(body["epoch_keys"])
+    except (ValueError, TypeError, AttributeError):
         raise AuditError("the export's epoch keys are malformed") from None
-    if any(len(key) != 32 for key in ring.values()):
-        raise AuditError("the export's epoch keys are malformed")
     heads = sorted(m.office for m in (policy.member(n, root) for n in policy.members) if m.is_head)
     with tempfile.TemporaryDirectory(prefix="p2psync-audit-") as tmp:
         db = Database(Path(tmp) / DB_FILE)

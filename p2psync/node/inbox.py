@@ -1,6 +1,13 @@
 """Receiving entries: verify each, hold it until what it depends on is applied, check it keeps the
 books valid, then apply it; anything refused goes to the quarantine with its reason.
 
+An entry of a read scope this office holds no key of is carried, as a relay carries it: its
+signature, author, write scope (the document's office), cited policy, sequence and chain are checked
+without its content, and it is logged unread (`Batch.carry`), acknowledged and passed on. So is an
+entry that stands on one carried here (its author's previous entry, or one it depends on in its
+document): this office never applies an update whose ground it has not seen. When a key arrives
+(a grant, or the policy that brings it), the carried entries are received again (`open_carried`).
+
 Every step runs in one write transaction, and a refused entry leaves no trace but its quarantine row:
 its in-memory document is dropped and reloaded from the log.
 """
@@ -22,7 +29,7 @@ from p2psync.books.rules import Chart
 from p2psync.errors import P2PSyncError, RuleViolation
 from p2psync.node import forks, quarantine
 from p2psync.protocol import entry
-from p2psync.protocol.entry import EntryError
+from p2psync.protocol.entry import EntryError, Unreadable
 from p2psync.store import log, pending
 from p2psync.store.books import Batch, Changed, Values
 from p2psync.store.tables import Quarantine
@@ -39,6 +46,8 @@ class Received:
     #: Voucher revisions in the applied entries (what a link counts as vouchers received).
     vouchers: int = 0
     duplicates: int = 0
+    #: Entries logged unread: this office may not read them, but keeps and passes them on.
+    carried: int = 0
     waiting: int = 0
     quarantined: list[str] = field(default_factory=list)
     #: The version vectors of the documents the caller asked about, as of this receive's commit.
@@ -53,6 +62,8 @@ class _Candidate:
     blob: bytes
     policy: int
     row: int | None = None
+    #: This office cannot open it: it is only carried (its `change` has the header's fields, no update).
+    unread: bool = False
 
     @property
     def order(self) -> tuple[str, str, int]:
@@ -64,15 +75,47 @@ def receive(node: Node, blobs: Iterable[bytes], vectors_of: Iterable[str] = ()) 
     without a read of its own)."""
     result = Received()
     with node.store.transaction() as batch:
-        fresh: dict[tuple[str, str, int], _Candidate] = {}
-        for blob in blobs:
-            candidate = _admit_one(node, batch, blob, result, fresh)
-            if candidate is not None:
-                fresh[candidate.order] = candidate
-        _apply_ready(node, batch, result, list(fresh.values()))
+        _receive_in(node, batch, blobs, result)
         result.waiting = pending.count(batch.session)
         result.vectors = node.shared_vectors(batch.session, sorted(set(vectors_of)))
     return result
+
+
+def _receive_in(node: Node, batch: Batch, blobs: Iterable[bytes], result: Received) -> None:
+    fresh: dict[tuple[str, str, int], _Candidate] = {}
+    for blob in blobs:
+        candidate = _admit_one(node, batch, blob, result, fresh)
+        if candidate is not None:
+            fresh[candidate.order] = candidate
+    _apply_ready(node, batch, result, list(fresh.values()))
+
+
+def open_carried(node: Node) -> Received:
+    """Receive again, in one transaction, the chains this office carried unread and now holds the key
+    of (taken out of the log first: an entry is logged once)."""
+    result = Received()
+    with node.db.read() as session:
+        if not log.carried_docs(session):
+            return result
+    with node.store.transaction() as batch:
+        blobs: list[bytes] = []
+        for doc, author, seq, blob in log.carried(batch.session):
+            if _readable(node, blob):
+                blobs += [envelope for _seq, envelope in log.drop_from(batch.session, doc, author, seq)]
+        _receive_in(node, batch, blobs, result)
+    return result
+
+
+def _readable(node: Node, blob: bytes) -> bool:
+    header = entry.peek(blob)
+    try:
+        if header.scope is None:
+            node.trust.epoch_key(header.epoch)
+        else:
+            node.trust.scope_key(header.scope, header.epoch)
+    except EntryError:
+        return False
+    return True
 
 
 def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
@@ -93,8 +136,11 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
         else:
             result.duplicates += 1
         return None
+    unread = False
     try:
         change, _member = node.trust.open(framed)
+    except Unreadable:  # its signature, author and revocation cut-off were checked before its key
+        change, unread = Change(header.doc, header.author, header.seq, log.CARRIED, header.deps), True
     except EntryError as exc:
         _quarantine(session, blob, header.doc, _signer(node, framed, header.author), header.seq, str(exc), result,
                     retryable=exc.retryable)
@@ -102,12 +148,18 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
     if schema.parse_doc_name(change.doc).local:
         _quarantine(session, blob, change.doc, change.author, change.seq, "local books are never shared", result)
         return None
+    if unread:
+        try:
+            admit.check_document(change.doc, _author(node, change.author))
+        except RuleViolation as exc:
+            _quarantine(session, blob, change.doc, change.author, change.seq, str(exc), result)
+            return None
     if header.policy > node.trust.policy.version:
         _quarantine(session, blob, change.doc, change.author, change.seq,
                     f"entry cites policy version {header.policy}, newer than version {node.trust.policy.version} "
                     "held here", result, retryable=True)
         return None
-    return _Candidate(change, blob, header.policy)
+    return _Candidate(change, blob, header.policy, unread=unread)
 
 
 def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[str, str, int],
@@ -120,6 +172,8 @@ def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[
     doc, author, seq = key
     try:
         node.trust.open(blob)
+    except Unreadable:
+        pass  # its author's signature verified: a carrier keeps the proof as a reader does
     except EntryError as exc:
         _quarantine(session, blob, doc, _signer(node, entry.frame(blob), author), seq, str(exc), result)
         return
@@ -140,7 +194,8 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
             vectors[doc] = log.vector(session, doc)
         return vectors[doc].get(author, 0)
 
-    parked = [_Candidate(row.change, row.envelope, row.policy, row.id) for row in pending.parked(session)]
+    parked = [_Candidate(row.change, row.envelope, row.policy, row.id, unread=row.change.update == log.CARRIED)
+              for row in pending.parked(session)]
     waiting = sorted(fresh + parked, key=lambda c: c.order)
     progress = True
     while progress and waiting:
@@ -152,7 +207,11 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
                 continue
             if candidate.row is not None:
                 pending.unpark(session, candidate.row)
-            if _apply(node, batch, candidate.change, candidate.blob, candidate.policy, result, creators, charts):
+            if candidate.unread or _stands_on_carried(session, candidate.change):
+                done = _carry(batch, candidate, result)
+            else:
+                done = _apply(node, batch, candidate.change, candidate.blob, candidate.policy, result, creators, charts)
+            if done:
                 vectors.setdefault(candidate.change.doc, {})[candidate.change.author] = candidate.change.seq
                 progress = True
         waiting = still
@@ -161,10 +220,36 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
             pending.park(session, candidate.change, candidate.blob, candidate.policy)
 
 
+def _stands_on_carried(session: Session, change: Change) -> bool:
+    """Whether the entry's author's previous entry, or one it depends on in its document, is carried
+    unread here: then its update cannot be checked against what it builds on, and it is carried too."""
+    links = [(change.author, change.seq - 1)] if change.seq > 1 else []
+    links += list(change.deps.get(change.doc, {}).items())
+    return any(log.is_carried(session, change.doc, author, seq) for author, seq in links)
+
+
+def _carry(batch: Batch, candidate: _Candidate, result: Received) -> bool:
+    """Log an entry unread after the checks its header allows (its cited policy against its chain
+    and dependencies, as a reader checks it); the relay's checks, plus those."""
+    change = candidate.change
+    try:
+        _check_cited_policy(batch.session, change, candidate.policy)
+    except RuleViolation as exc:
+        _quarantine(batch.session, candidate.blob, change.doc, change.author, change.seq, str(exc), result)
+        return False
+    batch.carry(change, candidate.blob, candidate.policy)
+    result.carried += 1
+    return True
+
+
+def _author(node: Node, node_id: str) -> admit.Author:
+    member = node.trust.author(node_id)
+    return admit.Author(member.office, member.is_head, member.series, node_id)
+
+
 def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, result: Received,
            creators: _Creators, charts: _SeenCharts) -> bool:
-    member = node.trust.author(change.author)
-    author = admit.Author(member.office, member.is_head, member.series, change.author)
+    author = _author(node, change.author)
     sync_after = node.trust.policy.sync_after_for(change.doc, change.author, change.seq, policy)
     lock_until = node.trust.policy.lock_until_for(change.doc, change.author, change.seq, policy)
 

@@ -1,5 +1,6 @@
-"""A node's view of its organisation: the root key, the current policy, its own keys and the epoch
-key ring. It seals this node's changes and tells `protocol.entry` whom to believe."""
+"""A node's view of its organisation: the root key, the current policy, its own keys and its key
+ring. It seals this node's changes (under its document's scope key once the organisation has them)
+and tells `protocol.entry` whom to believe and which entries it can read."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from p2psync.books.change import Change
 from p2psync.errors import RuleViolation
 from p2psync.protocol import entry
-from p2psync.protocol.entry import EntryError
+from p2psync.protocol.entry import EntryError, Unreadable
 from p2psync.trust.certs import Member
 from p2psync.trust.keys import NodeKeys, org_id
-from p2psync.trust.policy import Policy, PolicyError, verify
+from p2psync.trust.policy import KeyRing, Policy, PolicyError, scope_key, scope_of, verify
 
 
 def revoked_notice(office: str) -> str:
@@ -31,7 +32,7 @@ class Membership:
         self.node_id = keys.node_id
         self._members: dict[str, Member] = {}
         self.policy = policy
-        self.ring: dict[int, bytes] = {}
+        self.ring = KeyRing()
         self._adopt(policy)
 
     def _adopt(self, policy: Policy) -> None:
@@ -66,11 +67,28 @@ class Membership:
         return None if revoked is None else revoked.get(doc, 0)
 
     def epoch_key(self, epoch: int) -> bytes:
+        if self.policy.is_scoped(epoch):
+            raise EntryError(f"entry names the organisation-wide key of epoch {epoch}, whose keys are per scope")
         key = self.ring.get(epoch)
         if key is None:
             raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked, or policy not yet "
                              "received)", retryable=True)
         return key
+
+    def scope_key(self, scope: str, epoch: int) -> bytes:
+        """The key of `scope` in `epoch`: sealed to this node, or derived from the epoch's secret (a
+        head office). `Unreadable` when this node holds none: it carries such entries unread."""
+        if not self.policy.is_scoped(epoch) and epoch <= self.policy.epoch:
+            raise EntryError(f"entry names a scope key of epoch {epoch}, which has one key for everything")
+        key = self.ring.scoped.get(scope, {}).get(epoch)
+        if key is not None:
+            return key
+        secret = self.ring.get(epoch)
+        if secret is not None and self.policy.is_scoped(epoch):
+            return scope_key(secret, self.org, scope, epoch)
+        if self.revoked:  # it carries nothing: no office links with it any more
+            raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked)", retryable=True)
+        raise Unreadable(f"no key of {scope} for epoch {epoch} here: carried unread")
 
     # ------------------------------------------------------------ sealing
 
@@ -79,7 +97,18 @@ class Membership:
             raise RuleViolation("this node was revoked by the head office: it can no longer record changes for the "
                                 "organisation (register a replacement machine with a new invite code)")
         epoch = self.policy.epoch
-        return entry.seal(change, self.org, epoch, self.epoch_key(epoch), self.keys.signing, self.policy.version)
+        if not self.policy.is_scoped(epoch):
+            return entry.seal(change, self.org, epoch, self.epoch_key(epoch), self.keys.signing, self.policy.version)
+        scope = scope_of(change.doc)
+        try:
+            key = self.scope_key(scope, epoch)
+        except Unreadable:
+            raise RuleViolation(f"this office may not write {change.doc}: it holds no key of its books") from None
+        return entry.seal(change, self.org, epoch, key, self.keys.signing, self.policy.version, scope)
+
+    def may_read(self, scope: str) -> bool:
+        """Whether the policy lets this node read `scope` (the masters, or an office's books)."""
+        return self.policy.may_read(self.author(self.node_id), scope)
 
     def open(self, blob: bytes | entry.Framed) -> tuple[Change, Member]:
         change = entry.open_entry(blob, self)

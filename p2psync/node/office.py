@@ -238,6 +238,7 @@ class Node:
             set_setting(session, "policy", blob.decode())
         held_back.withdraw(self, before)
         inbox.retry_quarantined(self)
+        inbox.open_carried(self)
         return True
 
     def policy_blob(self) -> bytes:

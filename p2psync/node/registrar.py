@@ -8,7 +8,7 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -267,6 +267,37 @@ def _concerned(node: Node, date: dt.date) -> dict[str, dict[str, int]]:
 
 def set_relays(node: Node, relays: list[str]) -> Policy:
     return _reissue(node, lambda auth, p: auth.settings(p, relays=tuple(relays)))
+
+
+def use_scope_keys(node: Node) -> Policy:
+    """Move an organisation made before read scopes to per-scope keys (a new epoch): from then on each
+    office reads only what the policy grants it. Entries sealed before stay under the old epochs' key,
+    which every member holds."""
+    if node.trust.policy.scoped_from:
+        return node.trust.policy
+    return _reissue(node, lambda auth, p: auth.scope_keys(p))
+
+
+def set_grants(node: Node, office: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> Policy:
+    """Let branch `office` read the books of the offices in `add` (a regional office over its
+    branches), or no longer those in `remove`; taking one away rotates every key."""
+    _require_head(node)
+    with node.db.read() as session:
+        known = {o.code: o for o in queries.offices(session)}
+    code = office.strip().upper()
+    adding, removing = {o.strip().upper() for o in add}, {o.strip().upper() for o in remove}
+    for name in (code, *sorted(adding | removing)):
+        if name not in known:
+            raise NotFound(f"unknown office {name}; see 'p2psync branch list'")
+    if known[code].role == "head":
+        raise InvalidInput(f"{code} is a head office: it reads every office's books already")
+    if code in adding | removing:
+        raise InvalidInput(f"{code} always reads its own books")
+    current = set(node.trust.policy.grants.get(code, ()))
+    target = (current | adding) - removing
+    if target == current:
+        return node.trust.policy
+    return _reissue(node, lambda auth, p: auth.set_grants(p, code, target))
 
 
 def revoke(node: Node, target: str) -> list[str]:

@@ -197,15 +197,17 @@ class NodeRuntime:
 
     async def receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, int, Deps]:
         applied, vouchers, vectors, last = await self.call(self._receive, blobs, docs)
-        if applied:
+        if last:
             await self._announce(last)
         return applied, vouchers, vectors
 
     def _receive(self, blobs: list[bytes], docs: list[str]) -> tuple[int, int, Deps, int]:
-        """Receiving, the vectors for the ack and the newest entry to announce, in one worker call:
-        each hop between the event loop and the worker adds to every live voucher's latency."""
+        """Receiving, the vectors for the ack and the newest entry to announce (one applied or carried
+        unread: both go on to the other links), in one worker call: each hop between the event loop
+        and the worker adds to every live voucher's latency."""
         result = self.node.receive(blobs, docs)
-        return result.applied, result.vouchers, result.vectors, self.node.store.last_sealed if result.applied else 0
+        logged = result.applied + result.carried
+        return result.applied, result.vouchers, result.vectors, self.node.store.last_sealed if logged else 0
 
     def progressed(self, stats: LinkStats) -> None:
         """Entries arrived: a long first sync says how far it is, in the log every few percent and to

@@ -20,7 +20,7 @@ from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.localtime import check_date_format
 from p2psync.node.home import DB_FILE
 from p2psync.store import queries, reading
-from p2psync.trust.claims import claimed_sync_after
+from p2psync.trust.claims import claimed
 
 if TYPE_CHECKING:  # the node (the store, the ORM, the CRDT library) is imported by what opens one
     from sqlmodel import Session
@@ -70,13 +70,50 @@ def offices(node: Node) -> list[Data]:
         return [{"code": o.code, "name": o.name, "role": o.role} for o in queries.offices(session)]
 
 
+def read_scopes(node: Node) -> list[Data]:
+    """Whose books each office reads, as the head office's policy says (every office also reads the
+    masters): a head office every office's, a branch its own and those granted to it."""
+    policy = node.trust.policy
+    with node.db.read() as session:
+        rows = queries.offices(session)
+    codes = [o.code for o in rows]
+    out = []
+    for o in rows:
+        reads = policy.reads(o.code, o.role == "head")
+        out.append({"office": o.code, "name": o.name, "role": o.role, "all": reads is None,
+                    "reads": codes if reads is None else [c for c in codes if c in reads],
+                    "granted": sorted(policy.grants.get(o.code, ()))})
+    return out
+
+
+def change_scope(node: Node, office: str, grant: list[str] | None = None, revoke: list[str] | None = None) -> Data:
+    """Grant or take back an office's reading of other offices' books (head office only)."""
+    from p2psync.node import registrar
+
+    before = node.trust.policy
+    policy = registrar.set_grants(node, office, grant or [], revoke or [])
+    row = next(r for r in read_scopes(node) if r["office"] == office.strip().upper())
+    return {**row, "policy_version": policy.version, "key_epoch": policy.epoch,
+            "rotated": policy.epoch != before.epoch, "changed": policy.version != before.version}
+
+
+def enable_scopes(node: Node) -> Data:
+    """Move the organisation to per-scope keys (head office; once)."""
+    from p2psync.node import registrar
+
+    before = node.trust.policy
+    policy = registrar.use_scope_keys(node)
+    return {"scoped_from": policy.scoped_from, "policy_version": policy.version, "key_epoch": policy.epoch,
+            "changed": policy.version != before.version}
+
+
 def settings(node: Node) -> Data:
     policy = node.trust.policy
     return {"office": node.identity.office,
             "file_type": "Head Office" if node.identity.is_head else "Branch Office",
             "registration_id": node.registration_id, **node.settings(), "sync_after": policy.sync_after,
             "lock_until": policy.lock_until, "relays": list(policy.relays), "policy_version": policy.version,
-            "key_epoch": policy.epoch}
+            "key_epoch": policy.epoch, "scoped_from": policy.scoped_from or None}
 
 
 def policy_history(node: Node) -> list[Data]:
@@ -296,12 +333,15 @@ def voucher_type(node: Node, number: str) -> str:
 
 def report(node: Node, kind: str, office: str | None = None, start: str | None = None, end: str | None = None,
            ledger: str | None = None, detail: bool = False) -> Data:
-    """Any report by name, per office or consolidated; each says how many of its vouchers are held in
-    this office's local books (dated before the sync-after date, never sent to other offices)."""
+    """Any report by name, per office or consolidated over the offices this office may read (labelled
+    with them when they are not all); each says how many of its vouchers are held in this office's
+    local books (dated before the sync-after date, never sent to other offices)."""
     matched = _matched(node, kind, office, end)
+    policy = node.trust.policy
+    reads = policy.reads(node.identity.office, node.identity.is_head) if policy.scoped_from else None
     with node.db.read() as session:
-        return _report_from(session, node.trust.policy.sync_after, kind, office, start, end, ledger, detail,
-                            matched)
+        return _report_from(session, policy.sync_after, kind, office, start, end, ledger, detail, matched,
+                            reads, node.identity.office)
 
 
 def report_at(home: Path, kind: str, office: str | None = None, start: str | None = None, end: str | None = None,
@@ -309,14 +349,18 @@ def report_at(home: Path, kind: str, office: str | None = None, start: str | Non
     """`report` for a command that holds only the home: read with `sqlite3` alone when the database
     needs nothing done first (`reading.open_as_is`), which spares the command importing the ORM, the
     CRDT library and the network (most of its time on small books); else, or if SQLite cannot read
-    it, through `Node.open`, which mends what it can and explains what it cannot."""
+    it, through `Node.open`, which mends what it can and explains what it cannot. A report that needs
+    the node's verified policy (read scopes) or its documents (eliminating inter-office pairs) goes
+    through the node too."""
     connection = reading.open_as_is(home / DB_FILE)
     if connection is not None:
         try:
-            # eliminating inter-office pairs reads the books' documents: that needs the node
-            if _office(office) is not None or kind not in _ELIMINATING or not queries.has_inter_office_lines(connection):
-                sync_after = claimed_sync_after((reading.setting(connection, "policy") or "").encode())
-                return _report_from(connection, sync_after, kind, office, start, end, ledger, detail)
+            policy = (reading.setting(connection, "policy") or "").encode()
+            eliminates = _office(office) is None and kind in _ELIMINATING and queries.has_inter_office_lines(connection)
+            if not eliminates and not claimed(policy, "scoped_from"):
+                sync_after = claimed(policy, "sync_after")
+                return _report_from(connection, sync_after if isinstance(sync_after, str) else None, kind, office,
+                                    start, end, ledger, detail)
         except sqlite3.DatabaseError:
             pass
         finally:
@@ -342,23 +386,47 @@ def _matched(node: Node, kind: str, office: str | None, end: str | None) -> dict
 
 def _report_from(source: Session | sqlite3.Connection, sync_after: str | None, kind: str, office: str | None,
                  start: str | None, end: str | None, ledger: str | None, detail: bool,
-                 matched: dict[tuple[str, str], int] | None = None) -> Data:
+                 matched: dict[tuple[str, str], int] | None = None, reads: frozenset[str] | None = None,
+                 own: str = "") -> Data:
+    """A report from the tables; `reads`: the offices this office may read (None: all)."""
     if kind not in REPORTS:
         raise InvalidInput(f"unknown report {kind!r}; use one of {', '.join(REPORTS)}")
     code, first, last = _checked_scope(source, office, start, end)
-    data = _report(source, kind, code, first, last, ledger, detail, matched)
-    data["local_only"] = queries.local_only(source, code, first, last)
+    covered, label = _readable(source, code, reads, own)
+    data = _report(source, kind, covered, label, first, last, ledger, detail,
+                   matched if covered is None else None)
+    if isinstance(covered, frozenset):
+        data["offices"] = sorted(covered)
+    data["local_only"] = queries.local_only(source, covered, first, last)
     data["sync_after"] = sync_after
     return data
 
 
+def _readable(source: Any, code: str | None, reads: frozenset[str] | None, own: str) -> tuple[queries.Offices, str]:
+    """The offices a report here covers, and its label: one office if asked for (refused if this
+    office may not read its books), else every office this office reads: all of them ("consolidated"),
+    or those it is granted ("HO, BR1: 2 of 5 offices")."""
+    if code is not None:
+        if reads is not None and code not in reads:
+            raise RuleViolation(f"this office may not read {code}'s books; the head office grants that "
+                                "('p2psync scope grant')")
+        return code, scope(code)
+    every = [o.code for o in queries.offices(source)]
+    if reads is None or set(every) <= reads:
+        return None, scope(None)
+    covered = frozenset(o for o in every if o in reads) or frozenset({own})
+    return covered, f"{', '.join(sorted(covered))}: {len(covered)} of {len(every)} offices"
+
+
 #: The consolidated statements that eliminate inter-office accounts (profit and loss has none: they
-#: are all under Branch / Divisions).
+#: are all under Branch / Divisions). A consolidation over only some offices (read scopes) shows the
+#: inter-office accounts as they are: the pairs with offices it may not read cannot be matched.
 _ELIMINATING = ("trial-balance", "balance-sheet")
 
 
-def _report(session: Any, kind: str, code: str | None, first: dt.date | None, last: dt.date | None,
-            ledger: str | None, detail: bool, matched: dict[tuple[str, str], int] | None = None) -> Data:
+def _report(session: Any, kind: str, code: queries.Offices, label: str, first: dt.date | None,
+            last: dt.date | None, ledger: str | None, detail: bool,
+            matched: dict[tuple[str, str], int] | None = None) -> Data:
     if kind in _ELIMINATING:
         balances, summary = queries.balances(session, code, end=last), None
         if matched is not None:
@@ -366,12 +434,12 @@ def _report(session: Any, kind: str, code: str | None, first: dt.date | None, la
 
             balances, summary = interoffice.eliminate(session, balances, matched, last)
         if kind == "trial-balance":
-            data = reports.trial_balance(balances, scope(code))
+            data = reports.trial_balance(balances, label)
         else:
             rows = queries.groups(session)
             parents = {g.name: rows[group_key(g.parent)].name if g.parent and group_key(g.parent) in rows else None
                        for g in rows.values()}
-            data = reports.balance_sheet(balances, scope(code), parents, detail)
+            data = reports.balance_sheet(balances, label, parents, detail)
         if summary is not None and any(summary.values()):  # books without inter-office traffic read as before
             data["inter_office"] = summary
         return data
@@ -379,10 +447,10 @@ def _report(session: Any, kind: str, code: str | None, first: dt.date | None, la
         balances = queries.balances(session, code, first, last)
         if first:  # movements of the period only
             balances = [b.__class__(**{**vars(b), "opening": 0}) for b in balances]
-        return reports.profit_and_loss(balances, scope(code))
+        return reports.profit_and_loss(balances, label)
     if kind == "day-book":
         rows = queries.vouchers(session, code, first, last)
-        return reports.day_book(rows, queries.lines_of(session, [v.number for v in rows]), scope(code))
+        return reports.day_book(rows, queries.lines_of(session, [v.number for v in rows]), label)
     if not ledger or not ledger.strip():
         raise InvalidInput("name the ledger whose statement you want")
     key = group_key(ledger)
@@ -390,7 +458,7 @@ def _report(session: Any, kind: str, code: str | None, first: dt.date | None, la
     if found is None:
         raise NotFound(f"unknown ledger {ledger!r}")
     return reports.ledger_statement(found.name, queries.opening_of(session, key, code),
-                                    queries.postings(session, key, code, last), scope(code), first)
+                                    queries.postings(session, key, code, last), label, first)
 
 
 def posted(node: Node, revs: list[Revision]) -> Data:

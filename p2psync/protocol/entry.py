@@ -4,9 +4,11 @@ Layout (all integers big-endian)::
 
     "P2E1" | u16 header length | header | u32 ciphertext length | ciphertext | Ed25519 signature (64)
 
-The header is canonical JSON: ``org, doc, author, seq, epoch, deps, nonce, z, pv``. The ciphertext is
-ChaCha20-Poly1305 (RFC 8439) under the epoch key, with the header as associated data, of the pycrdt
-update (zlib-compressed when ``z`` is 1). The signature covers everything before it, so authorship
+The header is canonical JSON: ``org, doc, author, seq, epoch, deps, nonce, z, pv`` and, for an entry
+sealed under the key of its read scope, ``scope`` (the masters, or the books of the document's office;
+without it the key is the epoch's organisation-wide one). The ciphertext is ChaCha20-Poly1305
+(RFC 8439) under that key, with the header as associated data, of the pycrdt update
+(zlib-compressed when ``z`` is 1). The signature covers everything before it, so authorship
 is checked without decrypting and a relay can neither read nor alter an entry undetected.
 """
 
@@ -29,6 +31,7 @@ from p2psync.deps import check_deps
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import Member, UnknownMember
 from p2psync.trust.keys import b64, unb64
+from p2psync.trust.policy import scope_of
 
 MAGIC = b"P2E1"
 MAX_HEADER = 16 * 1024
@@ -46,6 +49,11 @@ class EntryError(P2PSyncError):
         self.retryable = retryable
 
 
+class Unreadable(EntryError):
+    """This node holds no key of the entry's read scope: it may carry the entry (check, store and
+    pass it on) but not open it."""
+
+
 @dataclass(frozen=True)
 class Header:
     org: str
@@ -58,11 +66,14 @@ class Header:
     compressed: bool
     #: The policy version the author held: its sync-after date is the one this entry is judged by.
     policy: int
+    #: The read scope whose key sealed the entry (`scope_of(doc)`); None: the epoch's organisation-wide key.
+    scope: str | None = None
 
     def encode(self) -> bytes:
         return dumps({"org": self.org, "doc": self.doc, "author": self.author, "seq": self.seq,
                       "epoch": self.epoch, "deps": self.deps, "nonce": b64(self.nonce),
-                      "z": int(self.compressed), "pv": self.policy}).encode()
+                      "z": int(self.compressed), "pv": self.policy,
+                      **({"scope": self.scope} if self.scope is not None else {})}).encode()
 
 
 class Keys(Protocol):
@@ -76,6 +87,8 @@ class Keys(Protocol):
 
     def epoch_key(self, epoch: int) -> bytes: ...
 
+    def scope_key(self, scope: str, epoch: int) -> bytes: ...
+
 
 #: An entry cut into header (parsed), signed body, ciphertext and signature: a receiver that read the
 #: header (to deduplicate) opens this instead of the bytes, without parsing the header again.
@@ -87,11 +100,13 @@ Framed = tuple[Header, bytes, bytes, bytes]
 COMPRESSION = 3
 
 
-def seal(change: Change, org: str, epoch: int, key: bytes, signer: Ed25519PrivateKey, policy: int = 1) -> bytes:
+def seal(change: Change, org: str, epoch: int, key: bytes, signer: Ed25519PrivateKey, policy: int = 1,
+         scope: str | None = None) -> bytes:
+    """`scope`: the read scope whose key `key` is (None for an epoch's organisation-wide key)."""
     packed = zlib.compress(change.update, COMPRESSION)
     compressed = len(packed) < len(change.update)
     header = Header(org, change.doc, change.author, change.seq, epoch, change.deps, os.urandom(12), compressed,
-                    policy)
+                    policy, scope)
     header_bytes = header.encode()
     ciphertext = ChaCha20Poly1305(key).encrypt(header.nonce, packed if compressed else change.update, header_bytes)
     body = MAGIC + struct.pack(">H", len(header_bytes)) + header_bytes + struct.pack(">I", len(ciphertext)) + ciphertext
@@ -135,7 +150,7 @@ def open_entry(blob: bytes | Framed, keys: Keys) -> Change:
     with the precise reason."""
     header, body, ciphertext, _signature = _checked(blob if isinstance(blob, tuple) else frame(blob), keys)
     try:
-        key = keys.epoch_key(header.epoch)
+        key = keys.epoch_key(header.epoch) if header.scope is None else keys.scope_key(header.scope, header.epoch)
     except EntryError:
         raise
     except P2PSyncError as exc:
@@ -196,6 +211,7 @@ def _parse_header(raw: bytes) -> Header:
             seq=_positive(data["seq"]), epoch=_positive(data["epoch"]),
             deps=check_deps(data["deps"]), nonce=unb64(_text(data["nonce"])),
             compressed=data["z"] in (1, True), policy=_positive(data["pv"]),
+            scope=None if "scope" not in data else _text(data["scope"]),
         )
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise EntryError("entry header is malformed") from None
@@ -207,6 +223,8 @@ def _parse_header(raw: bytes) -> Header:
         parse_doc_name(header.doc)
     except P2PSyncError as exc:
         raise EntryError(str(exc)) from None
+    if header.scope is not None and header.scope != scope_of(header.doc):
+        raise EntryError(f"entry of {header.doc} names the key of scope {header.scope[:40]!r}, not its own")
     return header
 
 

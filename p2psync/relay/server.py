@@ -306,6 +306,9 @@ class OrgKeys:
     def epoch_key(self, epoch: int) -> bytes:
         raise EntryError("the relay holds no epoch keys")
 
+    def scope_key(self, scope: str, epoch: int) -> bytes:
+        raise EntryError("the relay holds no scope keys")
+
 
 @dataclass
 class Checked:

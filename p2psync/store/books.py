@@ -404,6 +404,14 @@ class Batch:
                      policy=policy)
         return True
 
+    def carry(self, change: Change, envelope: bytes, policy: int) -> None:
+        """Log an entry this office cannot read (`change` is its header's, with no update): it is
+        kept, chained, acknowledged and passed on like any other, but nothing is applied, so no
+        document, snapshot or report table ever holds anything of it."""
+        carried = Change(change.doc, change.author, change.seq, log.CARRIED, change.deps)
+        entry_id = log.append(self.session, carried, local=False, envelope=envelope, clock=0, policy=policy)
+        self.logged.append((entry_id, change.doc, change.author, change.seq, 0, envelope))
+
     def _record(self, loaded: LoadedDoc, change: Change, changed: Changed, decoded: dict[str, Revision], *,
                 local: bool, envelope: bytes | None = None, clock: int = -1, policy: int = 0) -> None:
         vouchers = sum(1 for action in changed.get(schema.REVISIONS, {}).values() if action == "add")

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from p2psync.books import schema
 from p2psync.sqlite import raw_connection
 from p2psync.store.books import Watch
+from p2psync.store.log import APPLIED
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class EntryWrites:
 
 
 def replay(session: Session, doc: str) -> Iterator[EntryWrites]:
-    """The values every entry of `doc` wrote, in log order."""
+    """The values every entry of `doc` wrote, in log order (of those applied: not those carried unread)."""
     rows = raw_connection(session).execute(
-        'SELECT author, seq, "update", received_at, local FROM entry WHERE doc = ? ORDER BY id',
+        f'SELECT author, seq, "update", received_at, local FROM entry WHERE doc = ? AND {APPLIED} ORDER BY id',
         (doc,))
     yield from replay_updates(doc, ((author, seq, update, at, bool(own)) for author, seq, update, at, own in rows))
 

@@ -18,6 +18,13 @@ from p2psync.chain import link as link_chain
 from p2psync.deps import Deps, decode_deps, encode_deps
 from p2psync.sqlite import raw_connection
 
+#: The update logged for an entry this office carries unread (it holds no key of its read scope): the
+#: entry is kept, acknowledged, chained and passed on, but never applied. An applied entry's update is
+#: never empty (a change that changes nothing makes no entry).
+CARRIED = b""
+#: SQL: the entry row is one this office applied (not one it carries unread).
+APPLIED = 'length("update") > 0'
+
 
 def append(session: Session, change: Change, *, local: bool, envelope: bytes | None = None, clock: int = -1,
            policy: int = 0, vouchers: int = 0) -> int:
@@ -84,7 +91,7 @@ def unlinked(session: Session) -> list[str]:
 def replay(session: Session, doc: str) -> Iterator[tuple[int, str, bytes, bytes | None]]:
     """(id, author, update, envelope) of every entry of a document, in the order they were applied."""
     yield from raw_connection(session).execute(
-        'SELECT id, author, "update", envelope FROM entry WHERE doc = ? ORDER BY id', (doc,))
+        f'SELECT id, author, "update", envelope FROM entry WHERE doc = ? AND {APPLIED} ORDER BY id', (doc,))
 
 
 def last_seq(session: Session, doc: str, author: str) -> int:
@@ -131,13 +138,13 @@ _LAST_SEQ = "SELECT max(seq) FROM entry WHERE doc = ? AND author = ?"
 def after(session: Session, doc: str, entry_id: int) -> Iterator[tuple[int, bytes]]:
     """(id, update) of the document's entries after `entry_id`, in the order they were applied."""
     yield from raw_connection(session).execute(
-        'SELECT id, "update" FROM entry WHERE doc = ? AND id > ? ORDER BY id', (doc, entry_id))
+        f'SELECT id, "update" FROM entry WHERE doc = ? AND id > ? AND {APPLIED} ORDER BY id', (doc, entry_id))
 
 
 def updates_of(session: Session, doc: str, author: str) -> Iterator[tuple[int, bytes]]:
     """(seq, update) of an author's entries in a document, in sequence order."""
     yield from raw_connection(session).execute(
-        'SELECT seq, "update" FROM entry WHERE doc = ? AND author = ? ORDER BY seq', (doc, author))
+        f'SELECT seq, "update" FROM entry WHERE doc = ? AND author = ? AND {APPLIED} ORDER BY seq', (doc, author))
 
 
 def shared_links(session: Session, prefix: str) -> list[tuple[str, str, int, int]]:
@@ -162,6 +169,27 @@ def drop_from(session: Session, doc: str, author: str, seq: int) -> list[tuple[i
                               "ORDER BY seq", (doc, author, seq)).fetchall()
     connection.execute("DELETE FROM entry WHERE doc = ? AND author = ? AND seq >= ?", (doc, author, seq))
     return [(s, envelope) for s, envelope in rows if envelope is not None]
+
+
+def is_carried(session: Session, doc: str, author: str, seq: int) -> bool:
+    """Whether (doc, author, seq) is held unread (`CARRIED`)."""
+    return raw_connection(session).execute(
+        f'SELECT 1 FROM entry WHERE doc = ? AND author = ? AND seq = ? AND NOT {APPLIED}',
+        (doc, author, seq)).fetchone() is not None
+
+
+def carried(session: Session) -> list[tuple[str, str, int, bytes]]:
+    """(doc, author, first sequence, its entry) of each chain tail held unread: everything of an
+    author in a document after an entry carried unread is carried too."""
+    return raw_connection(session).execute(
+        f"SELECT doc, author, min(seq), envelope FROM entry WHERE NOT {APPLIED} AND envelope IS NOT NULL "
+        "GROUP BY doc, author ORDER BY doc, author").fetchall()
+
+
+def carried_docs(session: Session) -> list[str]:
+    """Documents of which this office holds entries unread."""
+    return [doc for (doc,) in raw_connection(session).execute(
+        f"SELECT DISTINCT doc FROM entry WHERE NOT {APPLIED} ORDER BY doc")]
 
 
 def documents(session: Session) -> list[str]:

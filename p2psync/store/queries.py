@@ -134,7 +134,20 @@ def ledgers(source: Session | sqlite3.Connection) -> list[tuple[Ledger, Group]]:
     return [(Ledger(*row[:width]), _group(row[width:])) for row in _db(source).execute(query)]
 
 
-def vouchers(source: Session | sqlite3.Connection, office: str | None = None, start: dt.date | None = None,
+#: Which offices a query covers: one (its code), several (a set of codes: the consolidated books an
+#: office may read), or all (None).
+Offices = str | frozenset[str] | None
+
+
+def _office_in(column: str, office: Offices) -> tuple[list[str], list[str]]:
+    """The condition (and its parameters) narrowing `column` to `office`: none for all offices."""
+    if office is None or office == "":
+        return [], []
+    codes = [office] if isinstance(office, str) else sorted(office)
+    return [f"{column} IN ({','.join('?' * len(codes))})" if codes else "0"], codes
+
+
+def vouchers(source: Session | sqlite3.Connection, office: Offices = None, start: dt.date | None = None,
              end: dt.date | None = None, include_cancelled: bool = True) -> list[Voucher]:
     where, params = _voucher_filter(office, start, end)
     if not include_cancelled:
@@ -164,7 +177,7 @@ def lines_of(source: Session | sqlite3.Connection, numbers: list[str]) -> dict[s
 _Class = tuple[str, str, str, bool]
 
 
-def balances(source: Session | sqlite3.Connection, office: str | None = None, start: dt.date | None = None,
+def balances(source: Session | sqlite3.Connection, office: Offices = None, start: dt.date | None = None,
              end: dt.date | None = None) -> list[LedgerBalance]:
     """Per ledger: opening (recorded openings plus movements before `start`), debits and credits
     within the period, each office's part classified as that office's books classify it (a ledger
@@ -176,24 +189,26 @@ def balances(source: Session | sqlite3.Connection, office: str | None = None, st
     return _reclassified(connection, result, classes, office, start, end) if classes else result
 
 
-def _office_classes(connection: sqlite3.Connection, office: str | None) -> dict[tuple[str, str], _Class]:
+def _office_classes(connection: sqlite3.Connection, office: Offices) -> dict[tuple[str, str], _Class]:
+    where, params = _office_in("office", office)
     rows = connection.execute('SELECT office, ledger_key, "group", "primary", nature, direct FROM officeledgerrow'
-                              f"{_where(['office = :office'] if office else [])}", {"office": office})
+                              f"{_where(where)}", params)
     return {(o, key): (group, primary, nature, bool(direct)) for o, key, group, primary, nature, direct in rows}
 
 
 def _reclassified(connection: sqlite3.Connection, result: list[LedgerBalance], classes: dict[tuple[str, str], _Class],
-                  office: str | None, start: dt.date | None, end: dt.date | None) -> list[LedgerBalance]:
+                  office: Offices, start: dt.date | None, end: dt.date | None) -> list[LedgerBalance]:
     """`result` with the parts of the offices in `classes` moved under their own classification."""
+    one = isinstance(office, str)
     by_key = {bal.key: bal for bal in result}
     parts: dict[tuple[str, _Class], LedgerBalance] = {}
     for owner in sorted({o for o, _key in classes}):
-        amounts = {bal.key: bal for bal in _balances(connection, owner, start, end)} if office is None else by_key
+        amounts = by_key if one else {bal.key: bal for bal in _balances(connection, owner, start, end)}
         for (o, key), klass in classes.items():
             if o != owner or key not in by_key:
                 continue
             part, whole = amounts[key], by_key[key]
-            if office is None:
+            if not one:
                 by_key[key] = replace(whole, opening=whole.opening - part.opening, debit=whole.debit - part.debit,
                                       credit=whole.credit - part.credit)
             else:
@@ -207,19 +222,20 @@ def _reclassified(connection: sqlite3.Connection, result: list[LedgerBalance], c
     return [*by_key.values(), *parts.values()]
 
 
-def _balances(connection: sqlite3.Connection, office: str | None, start: dt.date | None,
+def _balances(connection: sqlite3.Connection, office: Offices, start: dt.date | None,
               end: dt.date | None) -> list[LedgerBalance]:
     """`balances` with every ledger as the organisation's default classifies it."""
+    where, offices = _office_in("office", office)
     openings = {key: int(paise or 0) for key, paise in connection.execute(
-        f"SELECT ledger_key, sum(paise) FROM openingrow{_where(['office = :office'] if office else [])} "
-        "GROUP BY ledger_key", {"office": office})}
-    before, in_period = ("date < :start", "date >= :start") if start else ("0", "1")
-    where = [*(["office = :office"] if office else []), *(["date <= :end"] if end else [])]
+        f"SELECT ledger_key, sum(paise) FROM openingrow{_where(where)} GROUP BY ledger_key", offices)}
+    before, in_period = ("date < ?", "date >= ?") if start else ("0", "1")
+    dates = [start.isoformat()] * 3 if start else []
+    where += ["date <= ?"] if end else []
     movement = (f"SELECT ledger_key, sum(CASE WHEN {before} THEN paise ELSE 0 END), "
                 f"sum(CASE WHEN paise > 0 AND {in_period} THEN paise ELSE 0 END), "
                 f"sum(CASE WHEN paise < 0 AND {in_period} THEN -paise ELSE 0 END) "
                 f"FROM linerow{_where(where)} GROUP BY ledger_key")
-    params = {"office": office, "start": start.isoformat() if start else None, "end": end.isoformat() if end else None}
+    params = [*dates, *offices, *([end.isoformat()] if end else [])]
     moves = {key: (int(b or 0), int(d or 0), int(c or 0)) for key, b, d, c in connection.execute(movement, params)}
     result = []
     for ledger, group in ledgers(connection):
@@ -232,21 +248,22 @@ def _balances(connection: sqlite3.Connection, office: str | None, start: dt.date
     return result
 
 
-def postings(source: Session | sqlite3.Connection, ledger_key: str, office: str | None = None,
+def postings(source: Session | sqlite3.Connection, ledger_key: str, office: Offices = None,
              end: dt.date | None = None) -> list[Posting]:
     """Every current line of one ledger, oldest first, with its voucher's details."""
-    where = ["li.ledger_key = ?", *(["li.office = ?"] if office else []), *(["li.date <= ?"] if end else [])]
-    params = [ledger_key, *([office] if office else []), *([end.isoformat()] if end else [])]
+    where, offices = _office_in("li.office", office)
+    where = ["li.ledger_key = ?", *where, *(["li.date <= ?"] if end else [])]
+    params = [ledger_key, *offices, *([end.isoformat()] if end else [])]
     query = ("SELECT li.date, li.number, v.type, v.narration, li.paise, li.office FROM linerow AS li "
              f"JOIN voucherrow AS v ON v.number = li.number{_where(where)} ORDER BY li.date, li.number, li.idx")
     return [Posting(dt.date.fromisoformat(d), n, t, narr, p, o)
             for d, n, t, narr, p, o in _db(source).execute(query, params)]
 
 
-def opening_of(source: Session | sqlite3.Connection, ledger_key: str, office: str | None = None) -> int:
-    where = ["ledger_key = ?", *(["office = ?"] if office else [])]
-    (total,) = _db(source).execute(f"SELECT sum(paise) FROM openingrow{_where(where)}",
-                                   [ledger_key, *([office] if office else [])]).fetchone()
+def opening_of(source: Session | sqlite3.Connection, ledger_key: str, office: Offices = None) -> int:
+    where, offices = _office_in("office", office)
+    (total,) = _db(source).execute(f"SELECT sum(paise) FROM openingrow{_where(['ledger_key = ?', *where])}",
+                                   [ledger_key, *offices]).fetchone()
     return int(total or 0)
 
 
@@ -276,7 +293,7 @@ def lowest_balances(source: Session | sqlite3.Connection, office: str, ledger_ke
     return out
 
 
-def local_only(source: Session | sqlite3.Connection, office: str | None = None, start: dt.date | None = None,
+def local_only(source: Session | sqlite3.Connection, office: Offices = None, start: dt.date | None = None,
                end: dt.date | None = None) -> int:
     """How many vouchers (of `office`, in the period) sit in local books: dated before the sync-after
     date when posted, they never leave their office."""
@@ -300,11 +317,10 @@ def amended_docs(source: Session | sqlite3.Connection) -> list[str]:
     return [doc for (doc,) in _db(source).execute("SELECT DISTINCT doc FROM voucherrow WHERE revisions > 1")]
 
 
-def _voucher_filter(office: str | None, start: dt.date | None, end: dt.date | None) -> tuple[list[str], list[str]]:
-    """Conditions (and their parameters) narrowing voucher rows to an office and a period (each optional)."""
-    where, params = [], []
-    for condition, value in (("office = ?", office), ("date >= ?", start and start.isoformat()),
-                             ("date <= ?", end and end.isoformat())):
+def _voucher_filter(office: Offices, start: dt.date | None, end: dt.date | None) -> tuple[list[str], list[str]]:
+    """Conditions (and their parameters) narrowing voucher rows to offices and a period (each optional)."""
+    where, params = _office_in("office", office)
+    for condition, value in (("date >= ?", start and start.isoformat()), ("date <= ?", end and end.isoformat())):
         if value:
             where.append(condition)
             params.append(value)

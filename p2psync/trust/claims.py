@@ -4,13 +4,15 @@ of the policy the node verified when it adopted it, and verifies again on every 
 
 from __future__ import annotations
 
+from typing import Any
+
 from p2psync.canonical import loads
 
 
-def claimed_sync_after(blob: bytes) -> str | None:
-    """The sync-after date `blob` claims; None if it sets none or cannot be read."""
+def claimed(blob: bytes, field: str) -> Any:
+    """The value of `field` in the body `blob` claims (the sync-after date, whether read scopes are
+    on); None if it sets none or cannot be read."""
     try:
-        found = loads(loads(blob)["body"]).get("sync_after")
+        return loads(loads(blob)["body"]).get(field)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return found if isinstance(found, str) else None

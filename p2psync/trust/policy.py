@@ -2,14 +2,21 @@
 
 It lists the members (their certificates), the revoked nodes with the last sequence of theirs that
 stays valid per document, the dated rules (the sync-after date and the period lock), relay addresses,
-and the key epoch with the epoch key ring sealed to every member. A node accepts only a newer policy
-that verifies.
+who reads which office's books (read grants), and the key epoch with each member's key ring sealed to
+it. A node accepts only a newer policy that verifies.
+
+Read scopes: the masters are one scope, each office's books another (`scope_of`). From the epoch
+`scoped_from` on, each (scope, epoch) has its own key, derived from that epoch's secret, which only
+head office nodes hold; every other member is sealed the keys of the scopes it reads. Epochs before
+`scoped_from` (an organisation made before scopes) have one key for everything, sealed to every
+member, because the masters written under it must stay readable to all.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from p2psync.canonical import dumps, loads, utc_now
 from p2psync.errors import P2PSyncError
@@ -28,6 +37,23 @@ from p2psync.trust.seal import open_sealed, seal
 
 _SIG_CONTEXT = b"p2psync-policy-v1\x00"
 MAX_POLICY_BYTES = 4 * 1024 * 1024
+#: The scope of the masters document; an office's books are the scope `vouchers/<OFFICE>`.
+MASTERS_SCOPE = "masters"
+
+
+def office_scope(office: str) -> str:
+    return f"vouchers/{office}"
+
+
+def scope_of(doc: str) -> str:
+    """The read scope a shared document belongs to: the masters, or the books of the office it is in
+    (`vouchers/<OFFICE>/<YYYY-MM>`)."""
+    return MASTERS_SCOPE if doc == MASTERS_SCOPE else "/".join(doc.split("/")[:2])
+
+
+def scope_office(scope: str) -> str | None:
+    """The office whose books a scope is; None for the masters."""
+    return None if scope == MASTERS_SCOPE else scope.split("/", 1)[1]
 
 
 class PolicyError(P2PSyncError):
@@ -120,6 +146,11 @@ class Policy:
     #: Policy version -> when it was issued, for every version that changed a dated rule: the history
     #: shown to people (what was locked or unlocked, and when).
     rules_changed_at: dict[str, str] = field(default_factory=dict)
+    #: Office -> the other offices whose books it may read, beyond the defaults (a head office reads
+    #: every office's books; every office reads the masters and its own books).
+    grants: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The first epoch whose keys are per scope (0: none yet, one key per epoch for everything).
+    scoped_from: int = 0
 
     def body(self) -> bytes:
         return dumps({
@@ -132,11 +163,27 @@ class Policy:
                if self.lock_until_history else {}),
             **({"lock_until_held": self.lock_until_held} if self.lock_until_held else {}),
             **({"rules_changed_at": self.rules_changed_at} if self.rules_changed_at else {}),
+            **({"grants": {office: list(offices) for office, offices in self.grants.items()}} if self.grants else {}),
+            **({"scoped_from": self.scoped_from} if self.scoped_from else {}),
         }).encode()
 
     def rule(self, name: str) -> DatedRule:
         """One of the `DATED_RULES`, with its history and held positions."""
         return DatedRule(name, getattr(self, name), getattr(self, f"{name}_history"), getattr(self, f"{name}_held"))
+
+    def reads(self, office: str, is_head: bool) -> frozenset[str] | None:
+        """The offices whose books a member of `office` may read; None for every office (a head
+        office). Every member reads the masters."""
+        return None if is_head else frozenset({office, *self.grants.get(office, ())})
+
+    def may_read(self, member: Member, scope: str) -> bool:
+        offices = self.reads(member.office, member.is_head)
+        target = scope_office(scope)
+        return offices is None or target is None or target in offices
+
+    def is_scoped(self, epoch: int) -> bool:
+        """Whether entries of `epoch` are sealed under per-scope keys."""
+        return 0 < self.scoped_from <= epoch
 
     @property
     def sync_after_date(self) -> dt.date | None:
@@ -171,15 +218,67 @@ class Policy:
             raise CertificateError(f"certificate filed for {node[:16]} belongs to {member.node_id[:16]}")
         return member
 
-    def key_ring(self, node: str, sealing: X25519PrivateKey) -> dict[int, bytes]:
+    def key_ring(self, node: str, sealing: X25519PrivateKey) -> KeyRing:
+        """The keys sealed to `node`: epoch keys (organisation-wide before `scoped_from`, the epoch's
+        secret from it on, at a head office) and the keys of the scopes it reads (`scope@epoch`)."""
         box = self.sealed.get(node)
         if box is None:
             raise PolicyError("no epoch key is sealed to this node (revoked, or not yet a member)")
         try:
-            ring = loads(open_sealed(unb64(box), sealing, _ring_info(self.org, node)))
-            return {int(epoch): unb64(key) for epoch, key in ring.items()}
+            return KeyRing.decode(loads(open_sealed(unb64(box), sealing, _ring_info(self.org, node))))
         except (ValueError, TypeError, AttributeError):
             raise PolicyError("the epoch key ring sealed to this node is malformed") from None
+
+
+@dataclass
+class KeyRing(Mapping[int, bytes]):
+    """One member's keys: `epochs` by epoch (what the ring maps), `scoped` by scope then epoch."""
+
+    epochs: dict[int, bytes] = field(default_factory=dict)
+    scoped: dict[str, dict[int, bytes]] = field(default_factory=dict)
+
+    def __getitem__(self, epoch: int) -> bytes:
+        return self.epochs[epoch]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.epochs)
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def update(self, other: KeyRing) -> None:
+        """Keep what was held and add what is new: a grant taken back leaves what was read readable."""
+        self.epochs.update(other.epochs)
+        for scope, keys in other.scoped.items():
+            self.scoped.setdefault(scope, {}).update(keys)
+
+    def names(self) -> dict[str, str]:
+        """`{"<epoch>": b64 key, "<scope>@<epoch>": b64 key}`: the ring as sealed and exported."""
+        ring = {str(e): b64(k) for e, k in sorted(self.epochs.items())}
+        ring.update({f"{scope}@{e}": b64(k) for scope, keys in self.scoped.items() for e, k in keys.items()})
+        return ring
+
+    def encode(self) -> bytes:
+        return dumps(self.names()).encode()
+
+    @classmethod
+    def decode(cls, names: dict[str, Any]) -> KeyRing:
+        """The inverse of `names`; raises ValueError, TypeError or AttributeError if malformed."""
+        out = cls()
+        for name, key in names.items():
+            scope, at, epoch = name.rpartition("@")
+            raw = unb64(key)
+            if len(raw) != 32:
+                raise ValueError("a key is not 32 bytes")
+            (out.scoped.setdefault(scope, {}) if at else out.epochs)[int(epoch)] = raw
+        return out
+
+
+def scope_key(secret: bytes, org: str, scope: str, epoch: int) -> bytes:
+    """The key of one scope in one epoch, from the epoch's secret (HKDF-SHA256, RFC 5869): a head
+    office derives any of them; a member is sealed only those it reads."""
+    info = f"p2psync-scope-key\x00{org}\x00{scope}\x00{epoch}".encode()
+    return HKDF(SHA256(), 32, salt=None, info=info).derive(secret)
 
 
 def _ring_info(org: str, node: str) -> bytes:
@@ -240,6 +339,9 @@ def _decode(body: bytes) -> Policy:
             lock_until=_date(data.get("lock_until")), lock_until_history=_history(data.get("lock_until_history", {})),
             lock_until_held=_held(data.get("lock_until_held", {})),
             rules_changed_at={str(_count(int(v))): _text(at) for v, at in _mapping(data.get("rules_changed_at", {})).items()},
+            grants={_text(office): tuple(_text(o) for o in _sequence(offices))
+                    for office, offices in _mapping(data.get("grants", {})).items()},
+            scoped_from=_count(data.get("scoped_from", 0)),
         )
     except (ValueError, KeyError, TypeError):
         raise PolicyError("policy body is malformed") from None
@@ -294,15 +396,16 @@ def _date(value: Any) -> str | None:
 
 
 class Authority:
-    """The head office's side: issues new policy versions with the root key."""
+    """The head office's side: issues new policy versions with the root key. `ring` is the head
+    office's own: every epoch's key (before `scoped_from`) or secret (from it on)."""
 
-    def __init__(self, root: Ed25519PrivateKey, ring: dict[int, bytes]) -> None:
+    def __init__(self, root: Ed25519PrivateKey, ring: Mapping[int, bytes]) -> None:
         self.root = root
         self.ring = dict(ring)
 
-    def genesis(self, org: str, head_der: bytes) -> Policy:
+    def genesis(self, org: str, head_der: bytes, scoped: bool = False) -> Policy:
         self.ring = {1: os.urandom(32)}
-        base = Policy(org=org, version=0, issued_at=utc_now(), epoch=1)
+        base = Policy(org=org, version=0, issued_at=utc_now(), epoch=1, scoped_from=1 if scoped else 0)
         return self._reissue(base, members={**base.members, _node_of(head_der, self.root): b64(head_der)})
 
     def admit(self, policy: Policy, der: bytes) -> Policy:
@@ -313,23 +416,50 @@ class Authority:
 
         Its certificate stays listed so that its entries from before the revocation still verify;
         the new key ring is sealed to everyone else."""
-        self.ring[policy.epoch + 1] = os.urandom(32)
-        return self._reissue(policy, epoch=policy.epoch + 1,
-                             revoked={**policy.revoked, node: dict(cutoffs)})
+        return self._rotate(policy, revoked={**policy.revoked, node: dict(cutoffs)})
+
+    def set_grants(self, policy: Policy, office: str, offices: Iterable[str]) -> Policy:
+        """What `office` may read beyond its own books. Taking a grant away rotates every key, so that
+        nothing written after it is readable there; what it had read stays readable to it."""
+        wanted = tuple(sorted(set(offices) - {office}))
+        grants = {k: v for k, v in policy.grants.items() if k != office}
+        if wanted:
+            grants[office] = wanted
+        if set(policy.grants.get(office, ())) - set(wanted):
+            return self._rotate(policy, grants=grants)
+        return self._reissue(policy, grants=grants)
+
+    def scope_keys(self, policy: Policy) -> Policy:
+        """Move an organisation made before read scopes to per-scope keys, from a new epoch on."""
+        return policy if policy.scoped_from else self._rotate(policy, scoped_from=policy.epoch + 1)
 
     def settings(self, policy: Policy, **changes: Any) -> Policy:
         return self._reissue(policy, **changes)
 
+    def _rotate(self, policy: Policy, **changes: Any) -> Policy:
+        self.ring[policy.epoch + 1] = os.urandom(32)
+        return self._reissue(policy, epoch=policy.epoch + 1, **changes)
+
     def _reissue(self, policy: Policy, **changes: Any) -> Policy:
         draft = _recorded(policy, replace(policy, version=policy.version + 1, issued_at=utc_now(), **changes))
-        ring = dumps({str(e): b64(k) for e, k in sorted(self.ring.items())}).encode()
-        sealed = {
-            node: b64(seal(ring, verify_node_cert(unb64(der), self.root.public_key()).sealing,
-                           _ring_info(draft.org, node)))
-            for node, der in draft.members.items()
-            if node not in draft.revoked
-        }
+        sealed = {}
+        for node, der in draft.members.items():
+            if node not in draft.revoked:
+                member = verify_node_cert(unb64(der), self.root.public_key())
+                ring = self.ring_for(draft, member).encode()
+                sealed[node] = b64(seal(ring, member.sealing, _ring_info(draft.org, node)))
         return replace(draft, sealed=sealed)
+
+    def ring_for(self, policy: Policy, member: Member) -> KeyRing:
+        """A head office node gets every epoch's key or secret; any other member the organisation-wide
+        keys of the epochs before scopes and the keys of the scopes it reads."""
+        if member.is_head:
+            return KeyRing(dict(self.ring))
+        offices = policy.reads(member.office, member.is_head) or frozenset()
+        scopes = [MASTERS_SCOPE, *(office_scope(office) for office in sorted(offices))]
+        secrets = {e: k for e, k in self.ring.items() if policy.is_scoped(e)}
+        return KeyRing({e: k for e, k in self.ring.items() if not policy.is_scoped(e)},
+                       {scope: {e: scope_key(k, policy.org, scope, e) for e, k in secrets.items()} for scope in scopes})
 
 
 def _recorded(policy: Policy, draft: Policy) -> Policy:

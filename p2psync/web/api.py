@@ -128,7 +128,7 @@ async def on_node(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
 READS: dict[str, Callable[[Node], Any]] = {
     "/api/settings": views.settings, "/api/offices": views.offices, "/api/ledgers": views.ledgers,
     "/api/groups": views.groups,
-    "/api/quarantine": views.quarantine, "/api/conflicts": views.conflicts,
+    "/api/quarantine": views.quarantine, "/api/conflicts": views.conflicts, "/api/scopes": views.read_scopes,
 }
 
 
@@ -206,6 +206,17 @@ async def add_office(request: web.Request) -> web.Response:
     office = await on_node(request, Node.add_office, text(data, "code"), text(data, "name"))
     await runtime(request).notify()
     return reply({"code": office.code, "name": office.name, "role": office.role}, 201)
+
+
+@routes.post("/api/scopes")
+async def change_scope(request: web.Request) -> web.Response:
+    """Grant an office other offices' books, or take them back (head office): `{office, grant: [...]}` or
+    `{office, revoke: [...]}`."""
+    data = await body(request)
+    offices = {key: [str(o) for o in data.get(key) or [] if isinstance(o, str)] for key in ("grant", "revoke")}
+    row = await on_node(request, views.change_scope, text(data, "office"), offices["grant"], offices["revoke"])
+    await runtime(request).notify()
+    return reply(row)
 
 
 @routes.post("/api/invites")

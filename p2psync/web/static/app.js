@@ -498,8 +498,9 @@ function settingsScreen() {
 function registrationScreen() {
   const id = app.state.identity;
   const head = id.role === "head";
-  const box = h("div"), inviteBox = h("div"), master = h("div");
+  const box = h("div"), inviteBox = h("div"), master = h("div"), scopes = h("div"), scopeBox = h("div");
   const code = h("input", { id: "branch-code", placeholder: "BR1" }), name = h("input", { id: "branch-name" });
+  const scopeOffice = h("select", { id: "scope-office" }), scopeOthers = h("input", { id: "scope-offices", placeholder: "BR1, BR2" });
   const inviteOffice = h("select", { id: "invite-office" }), ttl = h("select", { id: "invite-ttl" },
     [["15m", "15 minutes"], ["1h", "1 hour"], ["1d", "1 day"], ["7d", "7 days"]].map(([v, t]) => h("option", { value: v }, t)));
   const refresh = async () => {
@@ -508,12 +509,26 @@ function registrationScreen() {
     const chosen = inviteOffice.value;
     inviteOffice.replaceChildren(...app.offices.filter(o => o.role !== "head").map(o => h("option", { value: o.code }, `${o.code} - ${o.name}`)));
     if (chosen) inviteOffice.value = chosen;
+    const rows = await get("/api/scopes");
+    scopes.replaceChildren(table(["Office", "Reads the books of", "Granted"],
+      rows.map(r => [r.office, r.all ? "every office" : r.reads.join(", "), r.granted.join(", ") || "-"]), { id: "scopes" }));
+    const picked = scopeOffice.value;
+    scopeOffice.replaceChildren(...app.offices.filter(o => o.role !== "head").map(o => h("option", { value: o.code }, `${o.code} - ${o.name}`)));
+    if (picked) scopeOffice.value = picked;
   };
+  const changeScope = how => act(scopeBox, () => post("/api/scopes", { office: scopeOffice.value,
+    [how]: scopeOthers.value.split(",").map(o => o.trim()).filter(Boolean) }),
+    r => `${r.office} reads the books of ${r.reads.join(", ")}` + (r.rotated ? ` (keys rotated to epoch ${r.key_epoch})` : "")).then(refresh);
   const element = h("div", {}, h("h2", {}, "Registration"),
     h("section", { class: "card" }, h("dl", { class: "kv" },
       h("dt", {}, "Company"), h("dd", {}, id.company), h("dt", {}, "This office"), h("dd", {}, `${id.office} (${id.file_type})`),
       h("dt", {}, "Registration ID"), h("dd", { id: "registration-id", class: "code" }, id.registration_id))),
     h("h3", {}, "Branch master"), master,
+    h("h3", {}, "Read scopes"), scopes,
+    head ? h("section", { class: "card" }, h("h3", {}, "Who reads which books"), field("Office", scopeOffice),
+      field("Offices whose books", scopeOthers),
+      h("div", { class: "actions" }, h("button", { class: "primary", id: "scope-grant", onclick: () => changeScope("grant") }, "Grant"),
+        h("button", { id: "scope-revoke", onclick: () => changeScope("revoke") }, "Take back")), scopeBox) : null,
     head ? h("div", { class: "cards" },
       h("section", { class: "card" }, h("h3", {}, "Add a branch"), field("Branch code", code), field("Branch name", name),
         h("div", { class: "actions" }, h("button", { class: "primary", id: "add-branch", onclick: async () => {
