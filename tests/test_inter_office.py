@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import all_reports, draft, forge_entry, forged_revision, sync
+from helpers import all_reports, draft, exchange, forge_entry, forged_revision, sync
 from procs import cli, here, here_json, make_org, post_here, voucher_args
 from pycrdt import Doc
 from test_dashboard_browser import browser  # noqa: F401
@@ -241,15 +241,6 @@ def test_generated_traffic_between_three_offices_reconciles_alike_everywhere(tri
 # ---------------------------------------------------------------- the command line and the dashboard
 
 
-def _exchange(*homes: Path) -> None:
-    nodes = [Node.open(home) for home in homes]
-    try:
-        sync(*nodes)
-    finally:
-        for node in nodes:
-            node.close()
-
-
 def _refused(home: Path, *args: str) -> str:
     result = cli(home, *args, check=False)
     assert result.returncode == 1, (result.stdout, result.stderr)
@@ -263,7 +254,7 @@ def test_the_command_line_lists_accepts_disputes_and_reconciles(tmp_path: Path) 
     sent = post_here(ho, "payment", DAY, "@BR1", "Cash", "25,000", "cash float")
     paid = post_here(br1, "payment", DAY, "@HO", "Cash", "1200", "paid supplier for HO")
     assert "Contra" in _refused(ho, *voucher_args("contra", DAY, "@BR1", "Cash", "1"))
-    _exchange(ho, br1)
+    exchange(ho, br1)
     listed = here_json(br1, "inter-office", "list")
     assert [(i["ref"], i["status"], i["amount"]) for i in listed] == [(sent, "pending", "25000.00")]
     assert sent in here(br1, "inter-office", "list")
@@ -272,7 +263,7 @@ def test_the_command_line_lists_accepts_disputes_and_reconciles(tmp_path: Path) 
     assert "already accepted" in _refused(br1, "inter-office", "accept", sent)
     assert "unknown voucher" in _refused(ho, "inter-office", "dispute", "BR1/PMT/00099", "--reason", "x")
     here(ho, "inter-office", "dispute", paid, "--reason", "no such supplier")
-    _exchange(ho, br1)
+    exchange(ho, br1)
     reports_ = [here_json(home, "report", "inter-office") for home in (ho, br1)]
     assert reports_[0] == reports_[1]
     (pair,) = reports_[0]["pairs"]
@@ -295,7 +286,7 @@ def test_the_dashboard_shows_counterparts_and_reconciliation(tmp_path: Path, fle
 
     ho, br1 = make_org(tmp_path, ("BR1",))
     sent = post_here(ho, "payment", DAY, "@BR1", "Cash", "500", "float")
-    _exchange(ho, br1)
+    exchange(ho, br1)
     node = fleet.start(br1, dashboard=True)
     page = open_page(browser, node.dashboard_url)
     screen(page, "interoffice")
