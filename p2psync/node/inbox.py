@@ -15,7 +15,7 @@ its in-memory document is dropped and reloaded from the log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -183,7 +183,7 @@ def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[
 
 def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candidate]) -> None:
     creators = _Creators(batch.session)
-    charts = _SeenCharts(batch, creators)
+    charts = _SeenCharts(batch, creators, lambda office: node.chart(batch.session, office))
     """Apply, in dependency order, every candidate whose dependencies are met: those received now
     and those waiting from earlier calls. What still waits afterwards is kept in `pending`."""
     session = batch.session
@@ -347,13 +347,18 @@ class _SeenCharts:
     """The chart of an office's books as an author had it when it wrote: the masters records within
     what its entry's masters dependencies show it had seen, and what those masters entries had seen
     in turn (a masters entry depends on everything its author held of the masters, so one step
-    closes it). Causal, so the same at every replica; one per (office, dependencies) per receive."""
+    closes it). Causal, so the same at every replica; one per (office, dependencies) per receive.
+    An entry whose author had seen every masters entry held here (an honest author cites all it
+    holds) had the chart this node has now, which `current` keeps decoded between receives."""
 
-    def __init__(self, batch: Batch, creators: _Creators) -> None:
-        self.batch, self.creators = batch, creators
+    def __init__(self, batch: Batch, creators: _Creators, current: Callable[[str], Chart]) -> None:
+        self.batch, self.creators, self.current = batch, creators, current
         self.found: dict[tuple[str, tuple[tuple[str, int], ...]], Chart] = {}
 
     def __call__(self, office: str, seen: dict[str, int]) -> Chart:
+        held = log.vector(self.batch.session, schema.MASTERS)
+        if all(seen.get(author, 0) >= seq for author, seq in held.items()):
+            return self.current(office)
         key = (office, tuple(sorted(seen.items())))
         if key not in self.found:
             self.found[key] = self._build(office, seen)
