@@ -125,6 +125,18 @@ def sync(*nodes: Node) -> None:
                     send(source, target)
 
 
+def refused_everywhere(blob: bytes, receivers: list[Node], reason: str) -> None:
+    """Every receiver quarantines `blob` with a reason containing `reason` and changes nothing: its
+    log, documents, vouchers, conflicts and reports stay as they were."""
+    for node in receivers:
+        before = state(node)
+        result = node.receive([blob])
+        assert (result.applied, result.waiting, result.duplicates) == (0, 0, 0), node.identity.office
+        assert len(result.quarantined) == 1 and reason in result.quarantined[0], result.quarantined
+        assert node.quarantined()[-1]["reason"] == result.quarantined[0]
+        assert state(node) == before, f"a refused entry changed {node.identity.office}'s books"
+
+
 def exchange(*homes: Path) -> None:
     """Every office of these closed homes receives every other's entries, as one full sync does."""
     nodes = [Node.open(home) for home in homes]

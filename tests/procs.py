@@ -94,6 +94,15 @@ def voucher_args(kind: str, date: str, dr: str, cr: str, amount: str, narration:
             "--narration", narration, "--json")
 
 
+def refused(home: Path, *args: str) -> str:
+    """Run a command that must fail: exit 1 and one ``error:`` line, never a traceback; returns the line."""
+    result = cli(home, *args, check=False)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
 def here(home: Path, *args: str) -> str:
     """Run one ``p2psync`` command in this process (same code as the real command); returns its output."""
     result = CliRunner().invoke(cli_group, ["--home", str(home), *args], catch_exceptions=False)

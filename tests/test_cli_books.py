@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import exchange
-from procs import cli, here, here_json, make_org, voucher_args
+from procs import cli, here, here_json, make_org, refused, voucher_args
 
 from p2psync.books.posting import financial_year
 
@@ -31,15 +31,6 @@ def org(org_template: Path, tmp_path: Path) -> list[Path]:
     """Fresh copies of a head office and branch BR1 (closed homes: a plain copy is consistent)."""
     shutil.copytree(org_template, tmp_path / "org")
     return [tmp_path / "org" / code for code in ("HO", "BR1")]
-
-
-def refused(home: Path, *args: str) -> str:
-    """Run a command that must fail: exit 1 and one ``error:`` line, never a traceback."""
-    result = cli(home, *args, check=False)
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def post(home: Path, kind: str, day: dt.date, dr: str, cr: str, amount: str, narration: str = "") -> dict:

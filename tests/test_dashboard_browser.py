@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import exchange
 from outside import require
 from procs import Fleet, begin_books_here, cli, here, make_org, post_here, wait_converged
 from test_links_status import post_many
@@ -268,30 +269,17 @@ def test_a_branch_dashboard_offers_what_the_branch_may_do_in_its_own_time(tmp_pa
         there.context.close()
 
 
-def _exchange(*homes: Path) -> None:
-    """Every office receives what every other holds (in this process, as a sync would)."""
-    nodes = [Node.open(home) for home in homes]
-    try:
-        for target in nodes:
-            for source in nodes:
-                if source is not target:
-                    target.receive(source.entries(target.vectors()))
-    finally:
-        for node in nodes:
-            node.close()
-
-
 def test_a_conflict_shows_each_version_and_why_one_won(tmp_path: Path, fleet: Fleet, browser: Any) -> None:
     """The head office cancels a branch voucher while the branch amends it: the Status screen lists the
     voucher with both versions (action, office, amount, narration or reason), which one is current and
     why, instead of two revision ids."""
     ho_home, br_home = make_org(tmp_path, ("BR1",))
     number = post_here(br_home, "payment", "2026-04-05", "Rent", "Cash", "500.00", "shop rent")
-    _exchange(ho_home, br_home)
+    exchange(ho_home, br_home)
     here(ho_home, "voucher", "cancel", number, "--reason", "paid twice")
     here(br_home, "voucher", "amend", number, "--date", "2026-04-05", "--dr", "Rent=450", "--cr", "Cash=450",
          "--narration", "rent, corrected")
-    _exchange(ho_home, br_home)
+    exchange(ho_home, br_home)
     ho = fleet.start(ho_home, dashboard=True)
     page = open_page(browser, ho.dashboard_url)
     screen(page, "status")
@@ -314,11 +302,11 @@ def test_a_conflict_shows_each_version_and_why_one_won(tmp_path: Path, fleet: Fl
 def _cancelled_while_amended(ho_home: Path, br_home: Path, amount: str, narration: str) -> str:
     """A BR1 voucher cancelled at the head office while BR1 amends it; both offices hold both."""
     number = post_here(br_home, "payment", "2026-04-05", "Rent", "Cash", "500.00", narration)
-    _exchange(ho_home, br_home)
+    exchange(ho_home, br_home)
     here(ho_home, "voucher", "cancel", number, "--reason", "paid twice")
     here(br_home, "voucher", "amend", number, "--date", "2026-04-05", "--dr", f"Rent={amount}", "--cr",
          f"Cash={amount}", "--narration", f"{narration}, corrected")
-    _exchange(ho_home, br_home)
+    exchange(ho_home, br_home)
     return number
 
 

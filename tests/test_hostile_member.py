@@ -30,6 +30,7 @@ from helpers import (
     forged_revision,
     open_trio,
     outgoing,
+    refused_everywhere,
     seal_raw,
     send,
     state,
@@ -91,18 +92,6 @@ def write_record(author: Node, doc: str, map_name: str, key: str, value: str, **
     bytes an honest map write would produce, so only the value can be refused."""
     update = y_update([(client(author), clock(author, doc, author), [y_item(value, parent=map_name, key=key)])])
     return seal_raw(author, doc, update, **seal)  # type: ignore[arg-type]
-
-
-def refused_everywhere(blob: bytes, receivers: list[Node], reason: str) -> None:
-    """Every receiver quarantines `blob` with a reason containing `reason` and changes nothing: its
-    log, documents, vouchers, conflicts and reports stay as they were."""
-    for node in receivers:
-        before = state(node)
-        result = node.receive([blob])
-        assert (result.applied, result.waiting, result.duplicates) == (0, 0, 0), node.identity.office
-        assert len(result.quarantined) == 1 and reason in result.quarantined[0], result.quarantined
-        assert node.quarantined()[-1]["reason"] == result.quarantined[0]
-        assert state(node) == before, f"a refused entry changed {node.identity.office}'s books"
 
 
 def ledger(name: str, group: str, office: str, author: str, at: str = "2026-04-01T00:00:00Z") -> LedgerDef:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from helpers import all_reports, draft, exchange, forge_entry, forged_revision, sync
-from procs import cli, here, here_json, make_org, post_here, voucher_args
+from procs import here, here_json, make_org, post_here, refused, voucher_args
 from pycrdt import Doc
 from test_dashboard_browser import browser  # noqa: F401
 
@@ -241,27 +241,19 @@ def test_generated_traffic_between_three_offices_reconciles_alike_everywhere(tri
 # ---------------------------------------------------------------- the command line and the dashboard
 
 
-def _refused(home: Path, *args: str) -> str:
-    result = cli(home, *args, check=False)
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
 def test_the_command_line_lists_accepts_disputes_and_reconciles(tmp_path: Path) -> None:
     ho, br1 = make_org(tmp_path, ("BR1",))
     sent = post_here(ho, "payment", DAY, "@BR1", "Cash", "25,000", "cash float")
     paid = post_here(br1, "payment", DAY, "@HO", "Cash", "1200", "paid supplier for HO")
-    assert "Contra" in _refused(ho, *voucher_args("contra", DAY, "@BR1", "Cash", "1"))
+    assert "Contra" in refused(ho, *voucher_args("contra", DAY, "@BR1", "Cash", "1"))
     exchange(ho, br1)
     listed = here_json(br1, "inter-office", "list")
     assert [(i["ref"], i["status"], i["amount"]) for i in listed] == [(sent, "pending", "25000.00")]
     assert sent in here(br1, "inter-office", "list")
     mirror = here_json(br1, "inter-office", "accept", sent, "--dr", "Cash")
     assert (mirror["type"], mirror["narration"]) == ("receipt", f"cash float [inter-office {sent}]")
-    assert "already accepted" in _refused(br1, "inter-office", "accept", sent)
-    assert "unknown voucher" in _refused(ho, "inter-office", "dispute", "BR1/PMT/00099", "--reason", "x")
+    assert "already accepted" in refused(br1, "inter-office", "accept", sent)
+    assert "unknown voucher" in refused(ho, "inter-office", "dispute", "BR1/PMT/00099", "--reason", "x")
     here(ho, "inter-office", "dispute", paid, "--reason", "no such supplier")
     exchange(ho, br1)
     reports_ = [here_json(home, "report", "inter-office") for home in (ho, br1)]
@@ -271,7 +263,7 @@ def test_the_command_line_lists_accepts_disputes_and_reconciles(tmp_path: Path) 
     assert {(i["ref"], i["status"]) for i in pair["items"]} == {(sent, "matched"), (paid, "disputed")}
     text = here(ho, "report", "inter-office", "--office", "BR1")
     assert "disputed" in text and "no such supplier" in text
-    assert "unknown office" in _refused(ho, "report", "inter-office", "--office", "BR7")
+    assert "unknown office" in refused(ho, "report", "inter-office", "--office", "BR7")
     tb = here_json(ho, "report", "trial-balance")
     assert tb["inter_office"] == {"eliminated": "25000.00", "unreconciled_debit": "1200.00",
                                   "unreconciled_credit": "0.00"}

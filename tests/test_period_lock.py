@@ -13,7 +13,18 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from helpers import forged_revision, outgoing, seal_raw, send, state, sync, voucher_rows, y_item, y_update
+from helpers import (
+    forged_revision,
+    outgoing,
+    refused_everywhere,
+    seal_raw,
+    send,
+    state,
+    sync,
+    voucher_rows,
+    y_item,
+    y_update,
+)
 from procs import cli, here_json, voucher_args
 
 from p2psync.books import schema
@@ -60,16 +71,6 @@ def revision(branch: Node, number: str, date: dt.date, action: Action = Action.P
     return msgspec.structs.replace(rev, content=msgspec.structs.replace(rev.content, date=date),
                                    parents=(parent.id,) if parent else (), generation=2 if parent else 1,
                                    reason="hostile" if action is Action.CANCEL else "")
-
-
-def refused_everywhere(blob: bytes, receivers: list[Node], reason: str) -> None:
-    """Every receiver quarantines `blob` with a reason containing `reason`, and its books stay as they were."""
-    for node in receivers:
-        before = state(node)
-        result = node.receive([blob])
-        assert (result.applied, result.waiting) == (0, 0), node.identity.office
-        assert len(result.quarantined) == 1 and reason in result.quarantined[0], result.quarantined
-        assert state(node) == before, node.identity.office
 
 
 def narrations(node: Node) -> list[str]:
