@@ -4,11 +4,14 @@ what an office that may not read an entry can still check of it."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from helpers import deliver, draft, outgoing, seal_raw, send, setup_branch, setup_head
 
 from p2psync.books.change import Change
@@ -47,16 +50,12 @@ class ScopedOrg:
     def view(self, office: str) -> View:
         return View(self, office)
 
-    def sealed(self, office: str, doc: str, seq: int = 1, update: bytes = b"CANARY-99") -> bytes:
-        """An entry by `office`'s node, sealed as its node seals (the scope key once scoped)."""
-        view = self.view(office)
-        epoch = self.policy.epoch
-        change = Change(doc, self.keys[office].node_id, seq, update, {})
-        if not self.policy.is_scoped(epoch):
-            return entry.seal(change, self.org, epoch, view.epoch_key(epoch), self.keys[office].signing)
-        scope = pol.scope_of(doc)
-        return entry.seal(change, self.org, epoch, view.scope_key(scope, epoch), self.keys[office].signing,
-                          1, scope)
+    def sealed(self, office: str, doc: str, seq: int = 1, update: bytes = b"CANARY-99",
+               to: tuple[str, ...] = ()) -> bytes:
+        """An entry by `office`'s node, sealed as its node seals (the scope key once scoped, and the
+        keys of its links to the offices `to`)."""
+        change = Change(doc, self.keys[office].node_id, seq, update, {}, to)
+        return self.view(office).seal(change)
 
 
 class View:
@@ -113,7 +112,89 @@ def test_each_member_holds_only_the_keys_of_what_it_reads() -> None:
         assert entry.check_signature(br2_entry, org.view(office)).author == org.keys["BR2"].node_id
         assert entry.open_entry(masters_entry, org.view(office)).update == b"CANARY-99"
     ring = org.view("BR1").ring
-    assert set(ring.scoped) == {"masters", "vouchers/BR1"} and not ring.epochs  # no secret, no other scope
+    assert set(ring.scoped) == {"masters", "vouchers/BR1", "vouchers/>BR1",  # its books, and links into them
+                                "vouchers/BR1>HO", "vouchers/BR1>BR2", "vouchers/BR1>RO1"}  # its links out
+    assert not ring.epochs  # no secret, no other office's books
+
+
+def test_an_entry_linked_to_an_office_is_read_there_and_by_no_other_office() -> None:
+    """A voucher of BR2's that touches @BR1: BR1 reads it through the link (and only so: it still
+    cannot apply BR2's books), RO1 cannot read it, the head office and BR2 read it as their own."""
+    org = ScopedOrg()
+    linked = org.sealed("BR2", "vouchers/BR2/2026-04", to=("BR1",))
+    header = entry.peek(linked)
+    assert header.to == ("BR1",) and set(header.wraps) == {"vouchers/BR2", "vouchers/BR2>BR1"}
+    for office in ("HO", "BR2"):
+        change = entry.open_entry(linked, org.view(office))
+        assert change.update == b"CANARY-99" and change.to == ("BR1",)
+    with pytest.raises(entry.LinkedOnly) as seen:
+        entry.open_entry(linked, org.view("BR1"))
+    assert seen.value.change.update == b"CANARY-99"
+    with pytest.raises(Unreadable) as unread:
+        entry.open_entry(linked, org.view("RO1"))
+    assert not isinstance(unread.value, entry.LinkedOnly)
+    org.policy = org.authority.set_grants(org.policy, "RO1", ["BR1"])  # a reader of BR1 reads links into BR1
+    with pytest.raises(entry.LinkedOnly):
+        entry.open_entry(linked, org.view("RO1"))
+
+
+def test_an_author_cannot_show_a_linked_office_other_content_than_its_readers() -> None:
+    """ChaCha20-Poly1305 does not commit to its key, so an author could wrap another content key for
+    the linked office (with a ciphertext crafted to open under both). The key commitment in the
+    signed header admits only the committed key: a wrap of any other is carried unread there, and
+    never a reason to refuse (the readers cannot check the wraps of other offices)."""
+    org = ScopedOrg()
+    br2, epoch = org.view("BR2"), org.policy.epoch
+    good, other = os.urandom(32), os.urandom(32)
+    own, link = br2.scope_key("vouchers/BR2", epoch), br2.scope_key("vouchers/BR2>BR1", epoch)
+    nonce = os.urandom(12)
+    header = entry.Header(org.org, "vouchers/BR2/2026-04", org.keys["BR2"].node_id, 1, epoch, {}, nonce, False, 1,
+                          "vouchers/BR2", ("BR1",),
+                          {"vouchers/BR2": entry._wrap(own, nonce, "vouchers/BR2", good),
+                           "vouchers/BR2>BR1": entry._wrap(link, nonce, "vouchers/BR2>BR1", other)},
+                          entry._commit(good))
+    forged = _signed(header, ChaCha20Poly1305(good).encrypt(nonce, b"CANARY-99", header.encode()),
+                     org.keys["BR2"].signing)
+    assert entry.open_entry(forged, org.view("HO")).update == b"CANARY-99"  # readers read the committed content
+    with pytest.raises(Unreadable) as carried:
+        entry.open_entry(forged, org.view("BR1"))
+    assert not isinstance(carried.value, entry.LinkedOnly)
+    committed_to_other = dataclasses.replace(header, commitment=entry._commit(other))
+    forged = _signed(committed_to_other, ChaCha20Poly1305(good).encrypt(nonce, b"CANARY-99",
+                                                                        committed_to_other.encode()),
+                     org.keys["BR2"].signing)
+    with pytest.raises(EntryError, match="not the one the entry commits to"):
+        entry.open_entry(forged, org.view("HO"))
+
+
+def _signed(header: entry.Header, ciphertext: bytes, signer: Ed25519PrivateKey) -> bytes:
+    header_bytes = header.encode()
+    body = (entry.MAGIC + struct.pack(">H", len(header_bytes)) + header_bytes
+            + struct.pack(">I", len(ciphertext)) + ciphertext)
+    return body + signer.sign(body)
+
+
+def _resealed(blob: bytes, header: entry.Header, signer: Ed25519PrivateKey) -> bytes:
+    """`blob` with `header` in place of its own, signed again by its author (a hostile author's
+    entry: its header is refused before its ciphertext is looked at)."""
+    return _signed(header, entry.frame(blob)[2], signer)
+
+
+def test_a_header_naming_links_wrongly_is_refused_by_everyone() -> None:
+    org = ScopedOrg()
+    honest = org.sealed("BR2", "vouchers/BR2/2026-04", to=("BR1",))
+    header = entry.peek(honest)
+    cases = {
+        "its own": dataclasses.replace(header, to=("BR2",)),
+        "wrapped keys": dataclasses.replace(header, wraps={"vouchers/BR2": header.wraps["vouchers/BR2"]}),
+        "out of order": dataclasses.replace(header, to=("RO1", "BR1")),
+        "wrong length": dataclasses.replace(header, commitment=b"x"),
+    }
+    for words, forged_header in cases.items():
+        forged = _resealed(honest, forged_header, org.keys["BR2"].signing)
+        for office in OFFICES:
+            with pytest.raises(EntryError, match=words):
+                entry.open_entry(forged, org.view(office))
 
 
 def test_a_grant_opens_an_office_and_taking_it_back_rotates_its_keys() -> None:

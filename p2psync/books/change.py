@@ -18,6 +18,10 @@ class Change:
     seq: int
     update: bytes
     deps: Deps = field(default_factory=dict)
+    #: The offices other than its own that must read it (its vouchers touch their inter-office
+    #: accounts): a scoped entry is sealed for them too. None for an entry sealed under an
+    #: organisation-wide key, which every office reads.
+    to: tuple[str, ...] | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:

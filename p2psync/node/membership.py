@@ -6,13 +6,26 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from p2psync.books import schema
 from p2psync.books.change import Change
+from p2psync.books.rules import inter_office_name
 from p2psync.errors import RuleViolation
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError, Unreadable
 from p2psync.trust.certs import Member
 from p2psync.trust.keys import NodeKeys, org_id
-from p2psync.trust.policy import KeyRing, Policy, PolicyError, scope_key, scope_of, verify
+from p2psync.trust.policy import (
+    KeyRing,
+    Policy,
+    PolicyError,
+    derive_key,
+    inbound_scope,
+    link_key,
+    link_scope,
+    parse_link,
+    scope_of,
+    verify,
+)
 
 
 def revoked_notice(office: str) -> str:
@@ -83,9 +96,13 @@ class Membership:
         key = self.ring.scoped.get(scope, {}).get(epoch)
         if key is not None:
             return key
+        link = parse_link(scope)
+        inbound = self.ring.scoped.get(inbound_scope(link[1]), {}).get(epoch) if link else None
+        if link and inbound is not None:
+            return link_key(inbound, self.org, link[0], epoch)
         secret = self.ring.get(epoch)
         if secret is not None and self.policy.is_scoped(epoch):
-            return scope_key(secret, self.org, scope, epoch)
+            return derive_key(secret, self.org, scope, epoch)
         if self.revoked:  # it carries nothing: no office links with it any more
             raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked)", retryable=True)
         raise Unreadable(f"no key of {scope} for epoch {epoch} here: carried unread")
@@ -104,7 +121,15 @@ class Membership:
             key = self.scope_key(scope, epoch)
         except Unreadable:
             raise RuleViolation(f"this office may not write {change.doc}: it holds no key of its books") from None
-        return entry.seal(change, self.org, epoch, key, self.keys.signing, self.policy.version, scope)
+        source = schema.parse_doc_name(change.doc).office or ""
+        links = {}
+        for target in change.to or ():
+            try:
+                links[link_scope(source, target)] = self.scope_key(link_scope(source, target), epoch)
+            except Unreadable:
+                raise RuleViolation(f"office {target} has no enrolled node yet, so nothing can be sealed for it to "
+                                    f"read: enroll {target} before posting against {inter_office_name(target)}") from None
+        return entry.seal(change, self.org, epoch, key, self.keys.signing, self.policy.version, scope, links)
 
     def may_read(self, scope: str) -> bool:
         """Whether the policy lets this node read `scope` (the masters, or an office's books)."""

@@ -10,14 +10,23 @@ without it the key is the epoch's organisation-wide one). The ciphertext is ChaC
 (RFC 8439) under that key, with the header as associated data, of the pycrdt update
 (zlib-compressed when ``z`` is 1). The signature covers everything before it, so authorship
 is checked without decrypting and a relay can neither read nor alter an entry undetected.
+
+An entry that other offices must read too (its vouchers touch their inter-office accounts) names
+them in ``to``. Its content key is then a one-off key, wrapped (ChaCha20-Poly1305, the header's nonce,
+the scope's name as associated data) under its own scope's key and under the key of the link to each
+office named (``wrap``: scope -> wrapped key), and committed to in ``kc`` (SHA-256 of the key): every
+reader, whichever wrap it opens, decrypts the same ciphertext with the same key, so an author cannot
+show one office other content than another (ChaCha20-Poly1305 alone does not commit to its key).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -31,7 +40,7 @@ from p2psync.deps import check_deps
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import Member, UnknownMember
 from p2psync.trust.keys import b64, unb64
-from p2psync.trust.policy import scope_of
+from p2psync.trust.policy import link_scope, scope_of
 
 MAGIC = b"P2E1"
 MAX_HEADER = 16 * 1024
@@ -54,6 +63,15 @@ class Unreadable(EntryError):
     pass it on) but not open it."""
 
 
+class LinkedOnly(Unreadable):
+    """This node reads the entry only through a link (its vouchers touch this office's inter-office
+    account): it carries the entry, whose document it cannot apply, and may read the `change`."""
+
+    def __init__(self, reason: str, change: Change) -> None:
+        super().__init__(reason)
+        self.change = change
+
+
 @dataclass(frozen=True)
 class Header:
     org: str
@@ -68,12 +86,24 @@ class Header:
     policy: int
     #: The read scope whose key sealed the entry (`scope_of(doc)`); None: the epoch's organisation-wide key.
     scope: str | None = None
+    #: The other offices that read it through a link, each with its wrap of the content key.
+    to: tuple[str, ...] = ()
+    wraps: dict[str, bytes] = field(default_factory=dict)
+    commitment: bytes = b""
 
     def encode(self) -> bytes:
+        links = {"to": list(self.to), "wrap": {s: b64(w) for s, w in self.wraps.items()},
+                 "kc": b64(self.commitment)} if self.to else {}
         return dumps({"org": self.org, "doc": self.doc, "author": self.author, "seq": self.seq,
                       "epoch": self.epoch, "deps": self.deps, "nonce": b64(self.nonce),
                       "z": int(self.compressed), "pv": self.policy,
-                      **({"scope": self.scope} if self.scope is not None else {})}).encode()
+                      **({"scope": self.scope} if self.scope is not None else {}), **links}).encode()
+
+    @property
+    def link_scopes(self) -> list[str]:
+        """The scopes of the links to the offices in `to`, from the document's office."""
+        source = self.doc.split("/")[1] if "/" in self.doc else ""
+        return [link_scope(source, target) for target in self.to]
 
 
 class Keys(Protocol):
@@ -101,16 +131,38 @@ COMPRESSION = 3
 
 
 def seal(change: Change, org: str, epoch: int, key: bytes, signer: Ed25519PrivateKey, policy: int = 1,
-         scope: str | None = None) -> bytes:
-    """`scope`: the read scope whose key `key` is (None for an epoch's organisation-wide key)."""
+         scope: str | None = None, links: dict[str, bytes] | None = None) -> bytes:
+    """`scope`: the read scope whose key `key` is (None for an epoch's organisation-wide key);
+    `links`: the key of the link to each office in `change.to` (by link scope), for a scoped entry."""
     packed = zlib.compress(change.update, COMPRESSION)
     compressed = len(packed) < len(change.update)
-    header = Header(org, change.doc, change.author, change.seq, epoch, change.deps, os.urandom(12), compressed,
-                    policy, scope)
+    nonce = os.urandom(12)
+    to = tuple(change.to or ()) if scope is not None else ()
+    content_key, wraps, commitment = key, {}, b""
+    if to:
+        content_key = ChaCha20Poly1305.generate_key()
+        source = change.doc.split("/")[1]
+        keys = {scope: key, **{link_scope(source, target): (links or {})[link_scope(source, target)] for target in to}}
+        wraps = {name: _wrap(wrap_key, nonce, name, content_key) for name, wrap_key in keys.items()}
+        commitment = _commit(content_key)
+    header = Header(org, change.doc, change.author, change.seq, epoch, change.deps, nonce, compressed,
+                    policy, scope, to, wraps, commitment)
     header_bytes = header.encode()
-    ciphertext = ChaCha20Poly1305(key).encrypt(header.nonce, packed if compressed else change.update, header_bytes)
+    ciphertext = ChaCha20Poly1305(content_key).encrypt(nonce, packed if compressed else change.update, header_bytes)
     body = MAGIC + struct.pack(">H", len(header_bytes)) + header_bytes + struct.pack(">I", len(ciphertext)) + ciphertext
     return body + signer.sign(body)
+
+
+def _wrap(key: bytes, nonce: bytes, scope: str, content_key: bytes) -> bytes:
+    return ChaCha20Poly1305(key).encrypt(nonce, content_key, _WRAP_CONTEXT + scope.encode())
+
+
+def _commit(content_key: bytes) -> bytes:
+    return hashlib.sha256(_COMMIT_CONTEXT + content_key).digest()
+
+
+_WRAP_CONTEXT = b"p2psync-entry-key-wrap\x00"
+_COMMIT_CONTEXT = b"p2psync-entry-key-commit\x00"
 
 
 def peek(blob: bytes) -> Header:
@@ -147,10 +199,19 @@ def _checked(parts: Framed, keys: Keys) -> Framed:
 
 def open_entry(blob: bytes | Framed, keys: Keys) -> Change:
     """Verify an entry (as sent, or as `frame` cut it) and return its change; raises `EntryError`
-    with the precise reason."""
+    with the precise reason, `Unreadable` when this node holds no key of it, and `LinkedOnly` (with
+    the change) when it reads it only through a link."""
     header, body, ciphertext, _signature = _checked(blob if isinstance(blob, tuple) else frame(blob), keys)
+    linked = False
     try:
         key = keys.epoch_key(header.epoch) if header.scope is None else keys.scope_key(header.scope, header.epoch)
+        if header.to:
+            key = _unwrap(header, header.scope or "", key)
+    except Unreadable as exc:
+        key = _linked_key(header, keys)
+        if key is None:
+            raise exc from None
+        linked = True
     except EntryError:
         raise
     except P2PSyncError as exc:
@@ -161,7 +222,33 @@ def open_entry(blob: bytes | Framed, keys: Keys) -> Change:
         raise EntryError("ciphertext fails authentication (tampered, or sealed with another key)") from None
     if header.compressed:
         plain = _inflate(plain)
-    return Change(header.doc, header.author, header.seq, plain, header.deps)
+    change = Change(header.doc, header.author, header.seq, plain, header.deps,
+                    header.to if header.scope is not None else None)
+    if linked:
+        raise LinkedOnly(f"{header.doc} is read here only through a link: carried, its vouchers noted", change)
+    return change
+
+
+def _linked_key(header: Header, keys: Keys) -> bytes | None:
+    """The content key through the first link this node holds the key of and that opens; None if
+    none does. A wrap that fails is never a reason to refuse: the entry's readers cannot check the
+    wraps for other offices, so they and this office must not judge it by them; it is carried."""
+    for scope in header.link_scopes:
+        try:
+            return _unwrap(header, scope, keys.scope_key(scope, header.epoch))
+        except EntryError:
+            continue
+    return None
+
+
+def _unwrap(header: Header, scope: str, key: bytes) -> bytes:
+    try:
+        content_key = ChaCha20Poly1305(key).decrypt(header.nonce, header.wraps[scope], _WRAP_CONTEXT + scope.encode())
+    except InvalidTag:
+        raise EntryError(f"the content key wrapped for {scope[:40]} fails authentication") from None
+    if not hmac.compare_digest(_commit(content_key), header.commitment):
+        raise EntryError(f"the content key wrapped for {scope[:40]} is not the one the entry commits to")
+    return content_key
 
 
 def _inflate(data: bytes) -> bytes:
@@ -212,6 +299,7 @@ def _parse_header(raw: bytes) -> Header:
             deps=check_deps(data["deps"]), nonce=unb64(_text(data["nonce"])),
             compressed=data["z"] in (1, True), policy=_positive(data["pv"]),
             scope=None if "scope" not in data else _text(data["scope"]),
+            **_links(data),
         )
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise EntryError("entry header is malformed") from None
@@ -225,7 +313,37 @@ def _parse_header(raw: bytes) -> Header:
         raise EntryError(str(exc)) from None
     if header.scope is not None and header.scope != scope_of(header.doc):
         raise EntryError(f"entry of {header.doc} names the key of scope {header.scope[:40]!r}, not its own")
+    if header.to:
+        _check_links(header)
     return header
+
+
+def _links(data: dict) -> dict:
+    """The link fields of a header, typed (`_check_links` judges them against the document)."""
+    if "to" not in data:
+        return {}
+    wraps = data["wrap"]
+    if not isinstance(data["to"], list) or not isinstance(wraps, dict) or len(wraps) > _MAX_LINKS + 1:
+        raise TypeError("links are malformed")
+    return {"to": tuple(_text(office) for office in data["to"]),
+            "wraps": {_text(scope): unb64(_text(wrap)) for scope, wrap in wraps.items()},
+            "commitment": unb64(_text(data["kc"]))}
+
+
+#: More offices than any organisation links one entry to: bounds the work a header can ask for.
+_MAX_LINKS = 64
+
+
+def _check_links(header: Header) -> None:
+    parsed = parse_doc_name(header.doc)
+    if header.scope is None or parsed.office is None:
+        raise EntryError(f"entry of {header.doc} names offices to read it but is not sealed per scope")
+    if list(header.to) != sorted(set(header.to)) or parsed.office in header.to or len(header.to) > _MAX_LINKS:
+        raise EntryError("entry names the offices that read it out of order, twice, or its own")
+    if set(header.wraps) != {header.scope, *header.link_scopes}:
+        raise EntryError("entry's wrapped keys are not one for its scope and one for each office it names")
+    if len(header.commitment) != 32 or any(len(w) != 48 for w in header.wraps.values()):
+        raise EntryError("entry's key commitment or a wrapped key has the wrong length")
 
 
 def _text(value: object) -> str:

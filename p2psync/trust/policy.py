@@ -10,6 +10,12 @@ Read scopes: the masters are one scope, each office's books another (`scope_of`)
 head office nodes hold; every other member is sealed the keys of the scopes it reads. Epochs before
 `scoped_from` (an organisation made before scopes) have one key for everything, sealed to every
 member, because the masters written under it must stay readable to all.
+
+Links between offices: a voucher of office A that touches B's inter-office account (`@B`) must be
+readable at B, which accepts or disputes it, though B may not read A's books. Its entry is sealed
+under a one-off key wrapped for A's scope and for the link `vouchers/A>B` (`link_scope`). The readers
+of B's books hold B's inbound key (`inbound_scope`), from which they derive the key of every link
+into B (`link_key`); each office holds the keys of its own links out, and nothing else of them.
 """
 
 from __future__ import annotations
@@ -54,6 +60,41 @@ def scope_of(doc: str) -> str:
 def scope_office(scope: str) -> str | None:
     """The office whose books a scope is; None for the masters."""
     return None if scope == MASTERS_SCOPE else scope.split("/", 1)[1]
+
+
+def link_scope(source: str, target: str) -> str:
+    """The scope of what office `source` writes that office `target` must read: its vouchers that
+    touch `target`'s inter-office account."""
+    return f"vouchers/{source}>{target}"
+
+
+def inbound_scope(target: str) -> str:
+    """The scope whose key opens every link into office `target`: held by the readers of its books."""
+    return f"vouchers/>{target}"
+
+
+def parse_link(scope: str) -> tuple[str, str] | None:
+    """(source, target) of a link scope, None for any other scope."""
+    if not scope.startswith("vouchers/") or ">" not in scope:
+        return None
+    source, _, target = scope[len("vouchers/"):].partition(">")
+    return (source, target) if source and target else None
+
+
+def link_key(inbound: bytes, org: str, source: str, epoch: int) -> bytes:
+    """The key of the link from `source` into the office whose inbound key is `inbound` (HKDF-SHA256,
+    RFC 5869): a reader of that office derives it for every source; `source` is sealed it alone."""
+    info = f"p2psync-link-key\x00{org}\x00{source}\x00{epoch}".encode()
+    return HKDF(SHA256(), 32, salt=None, info=info).derive(inbound)
+
+
+def derive_key(secret: bytes, org: str, scope: str, epoch: int) -> bytes:
+    """Any scope's key from the epoch's secret (what a head office holds): a link's through its
+    target's inbound key, every other scope's directly."""
+    link = parse_link(scope)
+    if link is None:
+        return scope_key(secret, org, scope, epoch)
+    return link_key(scope_key(secret, org, inbound_scope(link[1]), epoch), org, link[0], epoch)
 
 
 class PolicyError(P2PSyncError):
@@ -442,24 +483,28 @@ class Authority:
 
     def _reissue(self, policy: Policy, **changes: Any) -> Policy:
         draft = _recorded(policy, replace(policy, version=policy.version + 1, issued_at=utc_now(), **changes))
-        sealed = {}
-        for node, der in draft.members.items():
-            if node not in draft.revoked:
-                member = verify_node_cert(unb64(der), self.root.public_key())
-                ring = self.ring_for(draft, member).encode()
-                sealed[node] = b64(seal(ring, member.sealing, _ring_info(draft.org, node)))
+        members = {node: verify_node_cert(unb64(der), self.root.public_key())
+                   for node, der in draft.members.items() if node not in draft.revoked}
+        offices = frozenset(member.office for member in members.values())
+        sealed = {node: b64(seal(self.ring_for(draft, member, offices).encode(), member.sealing,
+                                 _ring_info(draft.org, node)))
+                  for node, member in members.items()}
         return replace(draft, sealed=sealed)
 
-    def ring_for(self, policy: Policy, member: Member) -> KeyRing:
+    def ring_for(self, policy: Policy, member: Member, offices: frozenset[str]) -> KeyRing:
         """A head office node gets every epoch's key or secret; any other member the organisation-wide
-        keys of the epochs before scopes and the keys of the scopes it reads."""
+        keys of the epochs before scopes, the keys of the scopes it reads with their inbound links,
+        and the keys of its own office's links to the other `offices` (those with a member: an office
+        enrolled later is linked to when its enrollment reissues the policy)."""
         if member.is_head:
             return KeyRing(dict(self.ring))
-        offices = policy.reads(member.office, member.is_head) or frozenset()
-        scopes = [MASTERS_SCOPE, *(office_scope(office) for office in sorted(offices))]
+        reads = sorted(policy.reads(member.office, member.is_head) or ())
+        scopes = [MASTERS_SCOPE, *(office_scope(office) for office in reads),
+                  *(inbound_scope(office) for office in reads),
+                  *(link_scope(member.office, other) for other in sorted(offices - {member.office}))]
         secrets = {e: k for e, k in self.ring.items() if policy.is_scoped(e)}
         return KeyRing({e: k for e, k in self.ring.items() if not policy.is_scoped(e)},
-                       {scope: {e: scope_key(k, policy.org, scope, e) for e, k in secrets.items()} for scope in scopes})
+                       {scope: {e: derive_key(k, policy.org, scope, e) for e, k in secrets.items()} for scope in scopes})
 
 
 def _recorded(policy: Policy, draft: Policy) -> Policy:
