@@ -73,13 +73,15 @@ def begin_books(node: Node) -> Node:
     return node
 
 
-def setup_head(home: Path) -> Node:
+def setup_head(home: Path, read_all: bool = True) -> Node:
+    """A head office with BR1 and BR2 and the standard ledgers. `read_all`: every office is granted
+    every other office's books (the tests of what readers agree on); else the default read scopes."""
     head = begin_books(Node.create_head(home, COMPANY, "HO", "Head Office"))
     head.add_office("BR1", "Branch One")
     head.add_office("BR2", "Branch Two")
     for name, group in LEDGERS.items():
         head.add_ledger(name, group)
-    if head.trust.policy.scoped_from:  # every office reads every office's books: these tests check readers' verdicts
+    if read_all and head.trust.policy.scoped_from:  # these tests check readers' verdicts
         for code in ("BR1", "BR2"):
             registrar.set_grants(head, code, add=[o for o in OFFICES if o != code])
     return head
@@ -291,9 +293,10 @@ class _SignedAs:
         return getattr(self._map, name)
 
 
-def forge_entry(author: Node, doc_name: str, mutate: Any) -> bytes:
+def forge_entry(author: Node, doc_name: str, mutate: Any, to: tuple[str, ...] | None = None) -> bytes:
     """An entry sealed with a real member's key whose update does `mutate` to the document as the
-    author holds it: a buggy or compromised member, not an outsider."""
+    author holds it: a buggy or compromised member, not an outsider. `to`: the offices it is sealed
+    for through links (none unless given)."""
     held = author.store.read_doc(doc_name)
     doc = Doc(client_id=schema.client_id(author.identity.node_id))  # its own id: anything else is refused first
     doc.apply_update(held.get_update())
@@ -307,7 +310,7 @@ def forge_entry(author: Node, doc_name: str, mutate: Any) -> bytes:
     deps = {doc_name: vector} if vector else {}
     if doc_name != schema.MASTERS and vectors.get(schema.MASTERS):  # it saw the masters it holds, as posts say
         deps[schema.MASTERS] = vectors[schema.MASTERS]
-    change = Change(doc_name, author.identity.node_id, seq, updates[-1], deps)
+    change = Change(doc_name, author.identity.node_id, seq, updates[-1], deps, to)
     return author.trust.seal(change)
 
 

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2psync.books import schema, yupdate
-from p2psync.books.interoffice import check_mirror, decode_dispute
+from p2psync.books.change import Change
+from p2psync.books.interoffice import check_mirror, decode_dispute, linked_offices
 from p2psync.books.model import (
     Action,
     GroupDef,
@@ -236,6 +237,18 @@ def _check_master(map_name: str, key: str, value: object, author: Author, positi
         raise RuleViolation(f"opening balance of {record.ledger[:60]!r} exceeds {format_paise(MAX_PAISE)}")
     if isinstance(record, (LedgerDef, GroupDef)) and position is not None:
         _check_not_a_known_name(map_name, key, record, position)
+
+
+def check_links(change: Change, revisions: dict[str, Revision], earlier: RevisionReader) -> None:
+    """A scoped entry is sealed for exactly the offices whose inter-office accounts its vouchers, or
+    the revisions they replace, touch (`linked_offices`): sealed for fewer, an office could not see
+    a voucher against it; for more, an office would read books it may not."""
+    if change.to is None:
+        return  # sealed under an organisation-wide key: every office reads it
+    needed = linked_offices(revisions.values(), earlier)
+    if needed != change.to:
+        raise RuleViolation(f"{change.doc}: entry is sealed for {', '.join(change.to) or 'no other office'}, but its "
+                            f"vouchers concern {', '.join(needed) or 'no other office'}")
 
 
 def _check_dispute(key: str, value: object, author: Author) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,27 @@ def tagged(narration: str) -> str | None:
 def office_of(number: str) -> str:
     """The office whose series a voucher number is in (``HO/PMT/00001`` -> ``HO``)."""
     return number.partition("/")[0]
+
+
+def linked_offices(revisions: Iterable[Revision], earlier: Callable[[str], Revision | None]) -> tuple[str, ...]:
+    """The offices, other than their own, that must read these revisions: those whose inter-office
+    accounts they or any revision they replace (`earlier` reads one by id) touch. So an office that
+    was once a voucher's counterpart sees every later revision of it, and picks the same current one
+    as the voucher's readers."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    stack = list(revisions)
+    while stack:
+        rev = stack.pop()
+        if rev.id in seen:
+            continue
+        seen.add(rev.id)
+        for line in rev.content.lines:
+            code = inter_office_code(line.ledger)
+            if code is not None and code != rev.office and line.ledger == inter_office_name(code):
+                found.add(code)
+        stack.extend(parent for parent_id in rev.parents if (parent := earlier(parent_id)) is not None)
+    return tuple(sorted(found))
 
 
 def check_mirror(rev: Revision) -> None:

@@ -169,6 +169,15 @@ def read_revisions(doc: Doc, rev_ids: Iterable[str]) -> list[Revision]:
     return [decode_revision(revisions[rev_id]) for rev_id in rev_ids]
 
 
+def revision_reader(doc: Doc) -> Callable[[str], Revision | None]:
+    """Reads one revision of the document by id (None if it holds none with that id)."""
+    revisions = root(doc, REVISIONS)
+
+    def read(rev_id: str) -> Revision | None:
+        return decode_revision(revisions[rev_id]) if rev_id in revisions else None
+    return read
+
+
 def effective(records: list[LedgerDef] | list[GroupDef], heads: frozenset[str] = frozenset(),
               office: str | None = None) -> dict[str, list]:
     """Group records by name key, the one in force first, the rest are duplicates.

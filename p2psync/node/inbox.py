@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pycrdt import Doc
@@ -27,7 +27,7 @@ from p2psync.books.change import Change, unmet
 from p2psync.books.model import GroupDef, LedgerDef, Revision
 from p2psync.books.rules import Chart
 from p2psync.errors import P2PSyncError, RuleViolation
-from p2psync.node import forks, quarantine
+from p2psync.node import forks, linked, quarantine
 from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError, Unreadable
 from p2psync.store import log, pending
@@ -194,7 +194,8 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
             vectors[doc] = log.vector(session, doc)
         return vectors[doc].get(author, 0)
 
-    parked = [_Candidate(row.change, row.envelope, row.policy, row.id, unread=row.change.update == log.CARRIED)
+    parked = [_Candidate(replace(row.change, to=entry.declared_links(row.envelope)), row.envelope, row.policy, row.id,
+                         unread=row.change.update == log.CARRIED)
               for row in pending.parked(session)]
     waiting = sorted(fresh + parked, key=lambda c: c.order)
     progress = True
@@ -208,7 +209,7 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
             if candidate.row is not None:
                 pending.unpark(session, candidate.row)
             if candidate.unread or _stands_on_carried(session, candidate.change):
-                done = _carry(batch, candidate, result)
+                done = _carry(node, batch, candidate, result)
             else:
                 done = _apply(node, batch, candidate.change, candidate.blob, candidate.policy, result, creators, charts)
             if done:
@@ -228,7 +229,7 @@ def _stands_on_carried(session: Session, change: Change) -> bool:
     return any(log.is_carried(session, change.doc, author, seq) for author, seq in links)
 
 
-def _carry(batch: Batch, candidate: _Candidate, result: Received) -> bool:
+def _carry(node: Node, batch: Batch, candidate: _Candidate, result: Received) -> bool:
     """Log an entry unread after the checks its header allows (its cited policy against its chain
     and dependencies, as a reader checks it); the relay's checks, plus those."""
     change = candidate.change
@@ -239,7 +240,20 @@ def _carry(batch: Batch, candidate: _Candidate, result: Received) -> bool:
         return False
     batch.carry(change, candidate.blob, candidate.policy)
     result.carried += 1
+    if entry.names_links(candidate.blob):
+        _note_linked(node, batch, candidate.blob)
     return True
+
+
+def _note_linked(node: Node, batch: Batch, blob: bytes) -> None:
+    """Note the vouchers of an entry sealed for this office through a link (`node.linked`)."""
+    try:
+        node.trust.open(blob)
+    except entry.LinkedOnly as linked_only:
+        change = linked_only.change
+        linked.note(batch.session, change, _author(node, change.author).client)
+    except EntryError:
+        pass  # no link of it opens here: carried only
 
 
 def _author(node: Node, node_id: str) -> admit.Author:
@@ -265,8 +279,10 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
         seen = c.deps.get(schema.MASTERS, {})
         position = admit.Position(c.doc, c.author, c.seq, c.deps, lambda map_name: _records(masters, map_name),
                                   creators, heads, lambda office: charts(office, seen))
-        return admit.check_change(c.doc, changed, values, chart, author, sync_after, _reader(doc), position,
-                                  lock_until)
+        decoded = admit.check_change(c.doc, changed, values, chart, author, sync_after, schema.revision_reader(doc),
+                                     position, lock_until)
+        admit.check_links(c, decoded, schema.revision_reader(doc))
+        return decoded
 
     try:
         batch.receive(change, inspect, validate, envelope=blob, policy=policy)
@@ -385,14 +401,6 @@ def _records(doc: Doc, map_name: str) -> list:
     return schema.read_ledger_defs(doc) if map_name == schema.LEDGERS else schema.read_group_defs(doc)
 
 
-def _reader(doc: Doc) -> admit.RevisionReader:
-    revisions = schema.root(doc, schema.REVISIONS)
-
-    def read(rev_id: str) -> Revision | None:
-        return schema.read_revisions(doc, [rev_id])[0] if rev_id in revisions else None
-    return read
-
-
 def _quarantine(session: Session, blob: bytes, doc: str, author: str, seq: int, reason: str, result: Received,
                 retryable: bool = False) -> None:
     result.quarantined.append(reason)
@@ -402,7 +410,7 @@ def _quarantine(session: Session, blob: bytes, doc: str, author: str, seq: int, 
 def retry_quarantined(node: Node) -> Received:
     """Try again the entries refused for want of a policy or key, after a newer policy arrived."""
     with node.db.write() as session:
-        rows = session.exec(select(Quarantine).where(Quarantine.retryable == True, Quarantine.seq > 0)).all()  # noqa: E712
+        rows = session.exec(select(Quarantine).where(Quarantine.retryable == True, Quarantine.seq > 0)).all()
         blobs = [row.envelope for row in rows]
         for row in rows:
             session.delete(row)

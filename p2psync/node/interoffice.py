@@ -30,6 +30,7 @@ from p2psync.books.money import to_decimal
 from p2psync.books.resolve import resolve
 from p2psync.books.rules import BRANCH_DIVISIONS, Chart, inter_office_code, inter_office_name, parse_date
 from p2psync.errors import InvalidInput, NotFound, RuleViolation
+from p2psync.node import linked
 from p2psync.node.office import Node
 from p2psync.sqlite import raw_connection
 from p2psync.store import queries
@@ -53,6 +54,7 @@ def touches(node: Node) -> list[Touch]:
             f"JOIN voucherrow v ON v.number = l.number WHERE l.{_AT} "
             "GROUP BY l.number, l.ledger_key ORDER BY l.number").fetchall()
         cancelled = db.execute("SELECT number, narration FROM voucherrow WHERE cancelled").fetchall()
+        through_links = linked.by_number(session)
     for number, office, date, key, paise, narration in rows:
         touch = found.get(number)
         if touch is None:
@@ -64,7 +66,20 @@ def touches(node: Node) -> list[Touch]:
             touch = _touch(resolve(node.store.revisions(number)).current)
             if touch is not None:
                 found[number] = touch
+    for number, revs in through_links.items():  # other offices' vouchers against this one's books it reads
+        touch = _touch(resolve(revs).current)
+        if touch is not None:
+            found[number] = touch
     return list(found.values())
+
+
+def _revisions(node: Node, number: str) -> list[Revision]:
+    """Every revision of voucher `number`: from the books this office reads, else as links brought them."""
+    revs = node.store.revisions(number)
+    if revs:
+        return revs
+    with node.db.read() as session:
+        return linked.revisions(session, number)
 
 
 def _touch(rev: Revision) -> Touch | None:
@@ -107,7 +122,7 @@ def counterparts(node: Node, today: dt.date | None = None) -> list[Data]:
 
 
 def _suggestion(node: Node, ref: str) -> list[Data]:
-    revs = node.store.revisions(ref)
+    revs = _revisions(node, ref)
     lines = suggested_lines(resolve(revs).current, node.identity.office) if revs else ()
     return [{"ledger": ln.ledger, "side": ln.side.value, "amount": to_decimal(ln.paise)} for ln in lines]
 
@@ -119,7 +134,7 @@ def _origin(node: Node, ref: str) -> tuple[Revision, int]:
     if office_of(ref) == me:
         raise InvalidInput(f"{ref} is this office's own voucher; its counterpart is for office "
                            "its @ line names to accept")
-    revs = node.store.revisions(ref)
+    revs = _revisions(node, ref)
     if not revs:
         raise NotFound(f"unknown voucher {ref}; 'p2psync inter-office list' shows the counterparts here")
     current = resolve(revs).current

@@ -127,8 +127,9 @@ class Membership:
             try:
                 links[link_scope(source, target)] = self.scope_key(link_scope(source, target), epoch)
             except Unreadable:
-                raise RuleViolation(f"office {target} has no enrolled node yet, so nothing can be sealed for it to "
-                                    f"read: enroll {target} before posting against {inter_office_name(target)}") from None
+                raise RuleViolation(f"this office holds no key to seal a voucher for office {target} yet: {target} has "
+                                    "no enrolled node, or the policy that enrolled it has not reached this office "
+                                    f"(sync, then post against {inter_office_name(target)} again)") from None
         return entry.seal(change, self.org, epoch, key, self.keys.signing, self.policy.version, scope, links)
 
     def may_read(self, scope: str) -> bool:

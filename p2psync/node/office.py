@@ -19,6 +19,7 @@ from p2psync.books.change import Change
 from p2psync.books.drafts import Draft, resolve_names
 from p2psync.books.groups import CASH_IN_HAND, GroupTree, group_key
 from p2psync.books.importer import ImportedDraft
+from p2psync.books.interoffice import linked_offices
 from p2psync.books.model import (
     MAX_NARRATION,
     Action,
@@ -401,7 +402,9 @@ class Node:
         doc_of: dict[dt.date, str] = {}  # a batch's vouchers fall on far fewer dates
         counters: dict[str, int] = {}
         posted: list[Revision] = []
-        by_doc: dict[str, list[Revision]] = {}
+        #: Vouchers that other offices must read (they touch their inter-office accounts) go in entries
+        #: of their own, one for each set of such offices, so that none is sealed for more than it concerns.
+        by_doc: dict[tuple[str, tuple[str, ...]], list[Revision]] = {}
         for n, content in enumerate(contents):
             kind = content.type.value
             position = counters.get(kind)
@@ -414,9 +417,9 @@ class Node:
             if doc_name is None:
                 doc_name = doc_of[content.date] = schema.voucher_doc(office, content.date,
                                                                      self._is_local(content.date))
-            by_doc.setdefault(doc_name, []).append(rev)
+            by_doc.setdefault((doc_name, linked_offices([rev], _no_earlier)), []).append(rev)
             posted.append(rev)
-        for doc_name, revs in by_doc.items():
+        for (doc_name, _to), revs in by_doc.items():
             batch.change(doc_name, lambda doc, revs=revs: schema.put_revisions(doc, revs),
                          self._masters_deps(batch, revs), revs)
         if refuse_cash:
@@ -694,6 +697,11 @@ def _restored_narration(chosen: Revision, number: str) -> str:
     note = f"restores {number} (cancelled), version {chosen.id[:8]}"
     kept = chosen.content.narration[:MAX_NARRATION - len(note) - 3]
     return f"{kept} - {note}" if kept else note
+
+
+def _no_earlier(_rev_id: str) -> None:
+    """A new voucher replaces no revision."""
+    return
 
 
 def _refuse(shortfalls: list[str]) -> None:

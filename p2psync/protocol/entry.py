@@ -171,6 +171,19 @@ def peek(blob: bytes) -> Header:
     return header
 
 
+def names_links(blob: bytes) -> bool:
+    """Whether an entry's header names offices that read it through a link (a quick look, for a
+    carrier: only such an entry is worth opening)."""
+    (length,) = struct.unpack_from(">H", blob, len(MAGIC))
+    return b'"to":' in blob[len(MAGIC) + 2:len(MAGIC) + 2 + length]
+
+
+def declared_links(blob: bytes) -> tuple[str, ...] | None:
+    """The offices an entry is sealed for beyond its scope's readers, as `Change.to` holds them."""
+    header = peek(blob)
+    return header.to if header.scope is not None else None
+
+
 def check_signature(blob: bytes | Framed, keys: Keys) -> Header:
     """Everything but decryption: organisation, author's certificate, signature, revocation.
     What a relay, which holds no epoch key, checks before storing an entry."""

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from p2psync.books import schema
 from p2psync.books.change import Change
+from p2psync.books.interoffice import linked_offices
 from p2psync.books.model import Revision
 from p2psync.books.yupdate import decode_state_vector
 from p2psync.chain import link as link_chain
@@ -378,6 +379,7 @@ class Batch:
             seq=log.last_seq(self.session, name, author) + 1,
             update=update,
             deps=all_deps,
+            to=linked_offices(written.values(), schema.revision_reader(loaded.doc)) if written else (),
         )
         envelope = self.store.seal(change) if self.store.seal else None
         clock = decode_state_vector(loaded.doc.get_state()).get(self.store.client_id, 0)

@@ -1,0 +1,111 @@
+"""Links between offices under read scopes: a voucher of BR1's against ``@BR2`` is sealed for BR2 too,
+so BR2 takes it up (accepts or disputes it) and reconciles exactly as the head office does, while
+BR2 still reads nothing else of BR1's books, and no third office reads the voucher at all."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import draft, forge_entry, forged_revision, refused_everywhere, setup_branch, setup_head, sync
+
+from p2psync.books import schema
+from p2psync.books.model import Line, Side, encode_revision
+from p2psync.node import interoffice, registrar
+from p2psync.node.office import Node
+from p2psync.protocol import entry
+
+DAY = "2026-04-06"
+TODAY = dt.date(2026, 4, 30)
+PRIVATE = "BR1-PRIVATE-7Q"  # a voucher of BR1's that no other branch may read
+SHARED = "BR1-TO-BR2-5K"  # BR1's voucher against BR2: BR2 must read it
+
+
+@pytest.fixture()
+def offices(tmp_path: Path) -> Iterator[dict[str, Node]]:
+    """HO, RO1, BR1 and BR2 under the default read scopes: each branch reads its own books only."""
+    head = setup_head(tmp_path / "HO", read_all=False)
+    head.add_office("RO1", "Regional Office")
+    registrar.use_scope_keys(head)
+    nodes = {"HO": head, **{code: setup_branch(tmp_path / code, code, head) for code in ("RO1", "BR1", "BR2")}}
+    try:
+        yield nodes
+    finally:
+        for node in nodes.values():
+            node.close()
+
+
+def _home_bytes(node: Node) -> bytes:
+    return b"".join(p.read_bytes() for p in node.home.rglob("*") if p.is_file())
+
+
+def _items(node: Node) -> set[tuple[str, str, str]]:
+    return {(i["ref"], i["status"], i["why"]) for pair in interoffice.report(node, None, TODAY)["pairs"]
+            for i in pair["items"]}
+
+
+def test_a_voucher_against_another_office_is_read_there_and_nowhere_else(offices: dict[str, Node]) -> None:
+    head, br1, br2, ro1 = offices["HO"], offices["BR1"], offices["BR2"], offices["RO1"]
+    sync(*offices.values())  # every office holds the policy that enrolled the others
+    private, shared = (rev.number for rev in br1.post_many([
+        _imported(draft("receipt", DAY, {"Cash": "4321.09"}, {"Sales": "4321.09"}, PRIVATE)),
+        _imported(draft("payment", DAY, {"@BR2": "2500"}, {"Cash": "2500"}, SHARED))]))
+    held = {entry.peek(blob).to for blob in br1.entries() if entry.peek(blob).doc.startswith("vouchers/BR1/")}
+    assert held == {(), ("BR2",)}  # one batch, two entries: the private voucher is sealed for BR1's readers only
+    sync(*offices.values())
+    assert not any(node.quarantined() for node in offices.values())
+
+    pending = interoffice.counterparts(br2, TODAY)
+    assert [(p["ref"], p["status"]) for p in pending] == [(shared, "pending")]
+    assert pending[0]["suggested"] == [{"ledger": "@BR1", "side": "Cr", "amount": pending[0]["amount"]},
+                                       {"ledger": "Cash", "side": "Dr", "amount": pending[0]["amount"]}]
+    assert interoffice.counterparts(ro1, TODAY) == []
+    home = _home_bytes(br2)
+    assert PRIVATE.encode() not in home and b"432109" not in home and b"4321.09" not in home
+    assert shared not in {row["number"] for row in views_vouchers(br2)}  # not in its books: only noted
+    assert SHARED.encode() not in _home_bytes(ro1)
+
+    mirror = interoffice.accept(br2, shared)
+    sync(*offices.values())
+    expected = {(shared, "matched", "")}
+    assert _items(head) == _items(br2) == _items(br1) == expected
+    assert interoffice.report(br2, "BR2", TODAY) == interoffice.report(head, "BR2", TODAY)
+    assert mirror.number not in {row["number"] for row in views_vouchers(br1)}  # BR1 does not read BR2's books
+    # an amendment that takes BR2 off the voucher still reaches BR2: it was once its counterpart
+    br1.amend(shared, draft("payment", DAY, {"Rent": "2500"}, {"Cash": "2500"}, SHARED))
+    sync(*offices.values())
+    assert _items(head) == _items(br2) and _items(head) != expected
+    assert not any(node.quarantined() for node in offices.values())
+
+
+def test_an_entry_sealed_for_the_wrong_offices_is_refused_by_every_reader(offices: dict[str, Node]) -> None:
+    head, br1, br2, ro1 = offices["HO"], offices["BR1"], offices["BR2"], offices["RO1"]
+    doc = schema.voucher_doc("BR1", dt.date(2026, 4, 6))
+    br1.post(draft("receipt", DAY, {"Cash": "10"}, {"Sales": "10"}, "opens the month"))
+    sync(*offices.values())
+    against_br2 = forged_revision("BR1", "BR1/JNL/00009", (Line("@BR2", Side.DR, 100), Line("Rent", Side.CR, 100)))
+    plain = forged_revision("BR1", "BR1/JNL/00010", (Line("Rent", Side.DR, 100), Line("Sales", Side.CR, 100)))
+    hidden = forge_entry(br1, doc, lambda revs: revs.__setitem__(against_br2.id, encode_revision(against_br2)))
+    assert entry.peek(hidden).to == ()  # BR2 could not see a voucher against it
+    refused_everywhere(hidden, [head], "sealed for no other office, but its vouchers concern BR2")
+    leaked = forge_entry(br1, doc, lambda revs: revs.__setitem__(plain.id, encode_revision(plain)), to=("BR2",))
+    refused_everywhere(leaked, [head], "sealed for BR2, but its vouchers concern no other office")
+    # BR2 and RO1 cannot read BR1's books: they carry it, as the relay would, and apply nothing
+    for node in (br2, ro1):
+        result = node.receive([hidden])
+        assert (result.carried, result.applied, result.quarantined) == (1, 0, [])
+        assert interoffice.counterparts(node, TODAY) == []
+
+
+def _imported(d):  # type: ignore[no-untyped-def]
+    from p2psync.books.importer import ImportedDraft
+
+    return ImportedDraft("", d)
+
+
+def views_vouchers(node: Node) -> list[dict]:
+    from p2psync.node import views
+
+    return views.vouchers(node)
