@@ -9,11 +9,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import draft, forge_entry, forged_revision, refused_everywhere, setup_branch, setup_head, sync
+from helpers import (
+    draft,
+    exchange,
+    forge_entry,
+    forged_revision,
+    refused_everywhere,
+    setup_branch,
+    setup_head,
+    sync,
+)
+from procs import here, here_json, make_org, post_here
 
 from p2psync.books import schema
+from p2psync.books.importer import ImportedDraft
 from p2psync.books.model import Line, Side, encode_revision
-from p2psync.node import interoffice, registrar
+from p2psync.node import interoffice, registrar, views
 from p2psync.node.office import Node
 from p2psync.protocol import entry
 
@@ -50,8 +61,8 @@ def test_a_voucher_against_another_office_is_read_there_and_nowhere_else(offices
     head, br1, br2, ro1 = offices["HO"], offices["BR1"], offices["BR2"], offices["RO1"]
     sync(*offices.values())  # every office holds the policy that enrolled the others
     private, shared = (rev.number for rev in br1.post_many([
-        _imported(draft("receipt", DAY, {"Cash": "4321.09"}, {"Sales": "4321.09"}, PRIVATE)),
-        _imported(draft("payment", DAY, {"@BR2": "2500"}, {"Cash": "2500"}, SHARED))]))
+        ImportedDraft("", draft("receipt", DAY, {"Cash": "4321.09"}, {"Sales": "4321.09"}, PRIVATE)),
+        ImportedDraft("", draft("payment", DAY, {"@BR2": "2500"}, {"Cash": "2500"}, SHARED))]))
     held = {entry.peek(blob).to for blob in br1.entries() if entry.peek(blob).doc.startswith("vouchers/BR1/")}
     assert held == {(), ("BR2",)}  # one batch, two entries: the private voucher is sealed for BR1's readers only
     sync(*offices.values())
@@ -64,7 +75,7 @@ def test_a_voucher_against_another_office_is_read_there_and_nowhere_else(offices
     assert interoffice.counterparts(ro1, TODAY) == []
     home = _home_bytes(br2)
     assert PRIVATE.encode() not in home and b"432109" not in home and b"4321.09" not in home
-    assert shared not in {row["number"] for row in views_vouchers(br2)}  # not in its books: only noted
+    assert shared not in {row["number"] for row in views.vouchers(br2)}  # not in its books: only noted
     assert SHARED.encode() not in _home_bytes(ro1)
 
     mirror = interoffice.accept(br2, shared)
@@ -72,7 +83,7 @@ def test_a_voucher_against_another_office_is_read_there_and_nowhere_else(offices
     expected = {(shared, "matched", "")}
     assert _items(head) == _items(br2) == _items(br1) == expected
     assert interoffice.report(br2, "BR2", TODAY) == interoffice.report(head, "BR2", TODAY)
-    assert mirror.number not in {row["number"] for row in views_vouchers(br1)}  # BR1 does not read BR2's books
+    assert mirror.number not in {row["number"] for row in views.vouchers(br1)}  # BR1 does not read BR2's books
     # an amendment that takes BR2 off the voucher still reaches BR2: it was once its counterpart
     br1.amend(shared, draft("payment", DAY, {"Rent": "2500"}, {"Cash": "2500"}, SHARED))
     sync(*offices.values())
@@ -99,13 +110,23 @@ def test_an_entry_sealed_for_the_wrong_offices_is_refused_by_every_reader(office
         assert interoffice.counterparts(node, TODAY) == []
 
 
-def _imported(d):  # type: ignore[no-untyped-def]
-    from p2psync.books.importer import ImportedDraft
-
-    return ImportedDraft("", d)
-
-
-def views_vouchers(node: Node) -> list[dict]:
-    from p2psync.node import views
-
-    return views.vouchers(node)
+def test_two_branches_take_up_each_others_vouchers_from_the_command_line(tmp_path: Path) -> None:
+    """The real command line under the default scopes: BR2 lists, accepts and reconciles BR1's
+    voucher against it, and its reconciliation is the head office's, though it reads none of BR1's
+    books (its trial balance covers BR2 alone)."""
+    ho, br1, br2 = make_org(tmp_path, read_all=False)
+    here(ho, "scope", "enable")
+    exchange(ho, br1, br2)
+    sent = post_here(br1, "payment", DAY, "@BR2", "Cash", "1,500", SHARED)
+    post_here(br1, "receipt", DAY, "Cash", "Sales", "4,321.09", PRIVATE)
+    exchange(ho, br1, br2)
+    listed = here_json(br2, "inter-office", "list")
+    assert [(i["ref"], i["status"], i["amount"]) for i in listed] == [(sent, "pending", "1500.00")]
+    mirror = here_json(br2, "inter-office", "accept", sent)
+    assert mirror["narration"] == f"{SHARED} [inter-office {sent}]"
+    exchange(ho, br1, br2)
+    reports = {home.name: here_json(home, "report", "inter-office", "--office", "BR2") for home in (ho, br2)}
+    assert reports["HO"] == reports["BR2"]
+    assert {(i["ref"], i["status"]) for pair in reports["HO"]["pairs"] for i in pair["items"]} == {(sent, "matched")}
+    assert here_json(br2, "report", "trial-balance")["scope"] == "BR2: 1 of 3 offices"
+    assert PRIVATE not in here(br2, "inter-office", "list") + here(br2, "voucher", "list")
