@@ -66,20 +66,23 @@ def touches(node: Node) -> list[Touch]:
             touch = _touch(resolve(node.store.revisions(number)).current)
             if touch is not None:
                 found[number] = touch
-    for number, revs in through_links.items():  # other offices' vouchers against this one's books it reads
-        touch = _touch(resolve(revs).current)
+    for number, noted in through_links.items():  # other offices' vouchers sealed for this one through links
+        touch = _touch(resolve(_merged(node.store.revisions(number), noted)).current)
         if touch is not None:
             found[number] = touch
     return list(found.values())
 
 
 def _revisions(node: Node, number: str) -> list[Revision]:
-    """Every revision of voucher `number`: from the books this office reads, else as links brought them."""
-    revs = node.store.revisions(number)
-    if revs:
-        return revs
+    """Every revision of voucher `number`: from the books this office reads, and as links brought them."""
     with node.db.read() as session:
-        return linked.revisions(session, number)
+        noted = linked.revisions(session, number)
+    return _merged(node.store.revisions(number), noted)
+
+
+def _merged(held: list[Revision], noted: list[Revision]) -> list[Revision]:
+    """A voucher's revisions from its books (read while this office could) and from links since."""
+    return list({rev.id: rev for rev in [*held, *noted]}.values())
 
 
 def _touch(rev: Revision) -> Touch | None:

@@ -88,10 +88,10 @@ def revisions(session: Session, number: str) -> list[Revision]:
 
 
 def by_number(session: Session) -> dict[str, list[Revision]]:
-    """Every noted revision, by voucher number, of the vouchers this office does not hold in its books."""
+    """Every noted revision, by voucher number (an office that read a voucher's books before a grant
+    was taken back holds its earlier revisions in its books too: the caller merges them)."""
     found: dict[str, list[Revision]] = defaultdict(list)
-    rows = _select(session, "SELECT number, value FROM linkedrevision WHERE number NOT IN (SELECT number FROM voucherrow)")
-    for number, value in rows:
+    for number, value in _select(session, "SELECT number, value FROM linkedrevision"):
         found[number].append(decode_revision(value))
     return dict(found)
 
