@@ -4,9 +4,9 @@ of their own (`netns.Network`: a head office and two branches on one office LAN,
 Nodes are started as an office would start them, ``p2psync run --host <LAN address> --port 8470``,
 with mDNS on and no ``--peer``: they find each other only by zeroconf across the LAN bridge. The
 relay is known only from the head office's signed policy, by its WAN address. Homes are prepared in
-this process (`procs.make_org`, once per module, then copied per test); vouchers are posted, and
-books read, from this process against each home while the nodes run (files are shared; only the
-network is namespaced).
+this process (`procs.make_org`, once per module for each kind of organisation, then copied per test);
+vouchers are posted, and books read, from this process against each home while the nodes run (files
+are shared; only the network is namespaced).
 
 Cables are pulled and plugged at the switches (`Network.cut`, `Network.plug`). Every wait is bounded
 (`procs.wait_until`), and the network is torn down by a fixture finalizer, also on failure.
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,9 @@ from procs import (
     converged,
     environment,
     here,
+    here_json,
     make_org,
+    policy,
     post_here,
     quarantined,
     relay_linked,
@@ -188,8 +191,21 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-@pytest.fixture
-def site(template: Path, tmp_path: Path) -> Iterator[Site]:
+@pytest.fixture(scope="module")
+def scoped_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An organisation with the default read scopes (each office reads the masters and its own books,
+    the head office reads all), switched on at the head office; no relay, so while the head office
+    is down the branches' LAN link is their only path. The branches learn of the scopes once linked."""
+    require(netns.unavailable())
+    base = tmp_path_factory.mktemp("multihost-scoped-org")
+    ho, _, _ = make_org(base, OFFICES[1:], read_all=False)
+    here(ho, "scope", "enable")  # idempotent: "already in force" where scopes are the default
+    return base
+
+
+@contextmanager
+def site_from(template: Path, tmp_path: Path) -> Iterator[Site]:
+    """A fresh copy of `template`'s homes on a network of their own, torn down after the test."""
     homes = {}
     for office in OFFICES:
         copy_home(template / office, tmp_path / office)
@@ -199,6 +215,18 @@ def site(template: Path, tmp_path: Path) -> Iterator[Site]:
         yield place
     finally:
         place.close()
+
+
+@pytest.fixture
+def site(template: Path, tmp_path: Path) -> Iterator[Site]:
+    with site_from(template, tmp_path) as place:
+        yield place
+
+
+@pytest.fixture
+def scoped_site(scoped_template: Path, tmp_path: Path) -> Iterator[Site]:
+    with site_from(scoped_template, tmp_path) as place:
+        yield place
 
 
 # ---------------------------------------------------------------- what the tests look at
@@ -225,6 +253,11 @@ def all_linked(site: Site, offices: tuple[str, ...] = OFFICES, relay: bool = Fal
     """Every office in `offices` has direct links with all the others (and with the relay)."""
     return all(set(offices) - {o} <= set(lan_links(site.homes[o])) and (not relay or relay_linked(site.homes[o]))
                for o in offices)
+
+
+def held_bytes(home: Path) -> bytes:
+    """Every byte of every file in `home`: its database (with its WAL), keys and settings."""
+    return b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
 
 
 def trial_balance(home: Path) -> str:
@@ -334,6 +367,39 @@ def test_branches_keep_syncing_with_each_other_while_the_head_office_is_down(sit
     site.nodes["HO"].start()  # back: found again by zeroconf, and it catches up
     wait_converged(ho, br1, br2)
     assert trial_balance(ho) == trial_balance(br1) == trial_balance(br2)
+    assert not any(quarantined(home) for home in (ho, br1, br2))
+
+
+CANARY = "CANARY-BR2-netns-Q7"
+CANARY_AMOUNT = "98,765.43"
+
+
+def test_head_office_down_a_branch_carries_another_branchs_entries_it_cannot_read(scoped_site: Site) -> None:
+    # Read scopes: BR1 may read only the masters and its own books, yet it stores and forwards BR2's.
+    site = scoped_site
+    site.start(*OFFICES)
+    ho, br1, br2 = (site.homes[o] for o in OFFICES)
+    wait_until(lambda: all_linked(site) and all(policy(h).get("scoped_from") for h in (br1, br2)),
+               "HO, BR1 and BR2 to link by zeroconf and the scoped policy to reach the branches")
+
+    site.nodes["HO"].stop()
+    wait_until(lambda: not {"HO"} & (set(lan_links(br1)) | set(lan_links(br2))), "the branches to see HO go")
+    number = post_here(br2, "receipt", "2026-04-02", "Cash", "Sales", CANARY_AMOUNT, CANARY)
+    wait_converged(br1, br2)  # BR1 holds every entry of BR2's...
+    assert number not in voucher_numbers(br1)  # ...and cannot read the voucher
+    held = held_bytes(br1) + site.nodes["BR1"].output().encode()  # its files, and what its node printed
+    traces = [t for t in (CANARY.encode(), b"9876543", b"98765.43") if t in held]
+    assert not traces, f"BR1 holds {traces} of BR2's voucher in the clear"
+    assert here_json(br1, "report", "trial-balance")["scope"] == "BR1: 1 of 3 offices"
+
+    site.net.cut("BR2", "lan")  # BR2 is cut off (and no relay runs): only BR1 can bring its voucher
+    site.nodes["HO"].start()  # back: found again by zeroconf, by BR1 alone
+    wait_until(lambda: number in voucher_numbers(ho), "the head office to read BR2's voucher from BR1")
+    wait_converged(ho, br1)
+    links = wait_until(lambda: lan_links(ho), "the head office's link with BR1 to finish its sync")
+    assert set(links) == {"BR1"}, links
+    assert CANARY in str(here_json(ho, "voucher", "show", number))
+    assert here_json(ho, "report", "trial-balance")["scope"] == "consolidated"
     assert not any(quarantined(home) for home in (ho, br1, br2))
 
 
