@@ -27,7 +27,7 @@ from p2psync.store.tables import Entry, Pending
 from p2psync.trust import enroll
 from p2psync.trust.invite import InviteCode
 from p2psync.trust.keys import NodeKeys
-from p2psync.trust.policy import scope_of
+from p2psync.trust.scopes import scope_of
 
 COMPANY = "Acme Traders"
 OFFICES = ("HO", "BR1", "BR2")
@@ -73,15 +73,15 @@ def begin_books(node: Node) -> Node:
     return node
 
 
-def setup_head(home: Path) -> Node:
-    head = begin_books(Node.create_head(home, COMPANY, "HO", "Head Office"))
+def setup_head(home: Path, read_all: bool = True) -> Node:
+    """A head office with BR1, BR2 and the standard ledgers. `read_all`: every office reads every
+    office's books (``init --open-books``; most tests check what readers agree on); else the default
+    read scopes."""
+    head = begin_books(Node.create_head(home, COMPANY, "HO", "Head Office", open_books=read_all))
     head.add_office("BR1", "Branch One")
     head.add_office("BR2", "Branch Two")
     for name, group in LEDGERS.items():
         head.add_ledger(name, group)
-    if head.trust.policy.scoped_from:  # every office reads every office's books: these tests check readers' verdicts
-        for code in ("BR1", "BR2"):
-            registrar.set_grants(head, code, add=[o for o in OFFICES if o != code])
     return head
 
 

@@ -20,6 +20,7 @@ from p2psync.protocol.entry import EntryError, Unreadable
 from p2psync.trust import policy as pol
 from p2psync.trust.certs import issue_node_cert, make_root_cert, to_der
 from p2psync.trust.keys import NodeKeys, org_id
+from p2psync.trust.scopes import scope_of
 
 OFFICES = {"HO": "head", "RO1": "branch", "BR1": "branch", "BR2": "branch"}
 
@@ -54,7 +55,7 @@ class ScopedOrg:
         change = Change(doc, self.keys[office].node_id, seq, update, {})
         if not self.policy.is_scoped(epoch):
             return entry.seal(change, self.org, epoch, view.epoch_key(epoch), self.keys[office].signing)
-        scope = pol.scope_of(doc)
+        scope = scope_of(doc)
         return entry.seal(change, self.org, epoch, view.scope_key(scope, epoch), self.keys[office].signing,
                           1, scope)
 
@@ -184,9 +185,8 @@ CANARY_BR2 = "CANARY-BR2-7f3a"
 @pytest.fixture()
 def offices(tmp_path: Path) -> Iterator[dict[str, Node]]:
     """HO, RO1, BR1 and BR2 of an organisation with per-scope keys."""
-    head = setup_head(tmp_path / "HO")
+    head = setup_head(tmp_path / "HO", read_all=False)
     head.add_office("RO1", "Regional Office")
-    registrar.use_scope_keys(head)
     nodes = {"HO": head, **{code: setup_branch(tmp_path / code, code, head) for code in ("RO1", "BR1", "BR2")}}
     try:
         yield nodes

@@ -12,7 +12,8 @@ from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError, Unreadable
 from p2psync.trust.certs import Member
 from p2psync.trust.keys import NodeKeys, org_id
-from p2psync.trust.policy import KeyRing, Policy, PolicyError, scope_key, scope_of, verify
+from p2psync.trust.policy import KeyRing, Policy, PolicyError, scope_key, verify
+from p2psync.trust.scopes import scope_of
 
 
 def revoked_notice(office: str) -> str:

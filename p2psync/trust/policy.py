@@ -5,11 +5,13 @@ stays valid per document, the dated rules (the sync-after date and the period lo
 who reads which office's books (read grants), and the key epoch with each member's key ring sealed to
 it. A node accepts only a newer policy that verifies.
 
-Read scopes: the masters are one scope, each office's books another (`scope_of`). From the epoch
+Read scopes: the masters are one scope, each office's books another (`scopes.scope_of`). From the epoch
 `scoped_from` on, each (scope, epoch) has its own key, derived from that epoch's secret, which only
 head office nodes hold; every other member is sealed the keys of the scopes it reads. Epochs before
 `scoped_from` (an organisation made before scopes) have one key for everything, sealed to every
-member, because the masters written under it must stay readable to all.
+member, because the masters written under it must stay readable to all. A member granted every
+office's books (`EVERY_OFFICE`) is sealed the epochs' secrets, as a head office is, so that it reads
+offices added later without a new policy.
 """
 
 from __future__ import annotations
@@ -33,27 +35,13 @@ from p2psync.canonical import dumps, loads, utc_now
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import CertificateError, Member, UnknownMember, verify_node_cert
 from p2psync.trust.keys import b64, unb64
+from p2psync.trust.scopes import EVERY_OFFICE, MASTERS_SCOPE, office_scope, scope_office
+from p2psync.trust.scopes import granted as granted_to
+from p2psync.trust.scopes import reads as reads_of
 from p2psync.trust.seal import open_sealed, seal
 
 _SIG_CONTEXT = b"p2psync-policy-v1\x00"
 MAX_POLICY_BYTES = 4 * 1024 * 1024
-#: The scope of the masters document; an office's books are the scope `vouchers/<OFFICE>`.
-MASTERS_SCOPE = "masters"
-
-
-def office_scope(office: str) -> str:
-    return f"vouchers/{office}"
-
-
-def scope_of(doc: str) -> str:
-    """The read scope a shared document belongs to: the masters, or the books of the office it is in
-    (`vouchers/<OFFICE>/<YYYY-MM>`)."""
-    return MASTERS_SCOPE if doc == MASTERS_SCOPE else "/".join(doc.split("/")[:2])
-
-
-def scope_office(scope: str) -> str | None:
-    """The office whose books a scope is; None for the masters."""
-    return None if scope == MASTERS_SCOPE else scope.split("/", 1)[1]
 
 
 class PolicyError(P2PSyncError):
@@ -147,7 +135,8 @@ class Policy:
     #: shown to people (what was locked or unlocked, and when).
     rules_changed_at: dict[str, str] = field(default_factory=dict)
     #: Office -> the other offices whose books it may read, beyond the defaults (a head office reads
-    #: every office's books; every office reads the masters and its own books).
+    #: every office's books; every office reads the masters and its own books); `EVERY_OFFICE` on
+    #: either side means every office, including those added later.
     grants: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: The first epoch whose keys are per scope (0: none yet, one key per epoch for everything).
     scoped_from: int = 0
@@ -171,10 +160,14 @@ class Policy:
         """One of the `DATED_RULES`, with its history and held positions."""
         return DatedRule(name, getattr(self, name), getattr(self, f"{name}_history"), getattr(self, f"{name}_held"))
 
+    def granted(self, office: str) -> frozenset[str]:
+        """What branch `office` is granted beyond its own books (`scopes.granted`)."""
+        return granted_to(self.grants, office)
+
     def reads(self, office: str, is_head: bool) -> frozenset[str] | None:
-        """The offices whose books a member of `office` may read; None for every office (a head
-        office). Every member reads the masters."""
-        return None if is_head else frozenset({office, *self.grants.get(office, ())})
+        """The offices whose books a member of `office` may read; None for every office, including
+        offices added later (`scopes.reads`). Every member reads the masters."""
+        return reads_of(self.grants, office, is_head)
 
     def may_read(self, member: Member, scope: str) -> bool:
         offices = self.reads(member.office, member.is_head)
@@ -403,9 +396,13 @@ class Authority:
         self.root = root
         self.ring = dict(ring)
 
-    def genesis(self, org: str, head_der: bytes, scoped: bool = False) -> Policy:
+    def genesis(self, org: str, head_der: bytes, scoped: bool = True,
+                grants: Mapping[str, Iterable[str]] | None = None) -> Policy:
+        """The first policy of a new organisation: per-scope keys from its first epoch (`scoped=False`
+        makes one as versions before read scopes did), with `grants` beyond the defaults."""
         self.ring = {1: os.urandom(32)}
-        base = Policy(org=org, version=0, issued_at=utc_now(), epoch=1, scoped_from=1 if scoped else 0)
+        base = Policy(org=org, version=0, issued_at=utc_now(), epoch=1, scoped_from=1 if scoped else 0,
+                      grants={office: tuple(sorted(set(offices))) for office, offices in (grants or {}).items()})
         return self._reissue(base, members={**base.members, _node_of(head_der, self.root): b64(head_der)})
 
     def admit(self, policy: Policy, der: bytes) -> Policy:
@@ -419,9 +416,11 @@ class Authority:
         return self._rotate(policy, revoked={**policy.revoked, node: dict(cutoffs)})
 
     def set_grants(self, policy: Policy, office: str, offices: Iterable[str]) -> Policy:
-        """What `office` may read beyond its own books. Taking a grant away rotates every key, so that
-        nothing written after it is readable there; what it had read stays readable to it."""
-        wanted = tuple(sorted(set(offices) - {office}))
+        """What `office` (or `EVERY_OFFICE`: every branch) may read beyond its own books; `EVERY_OFFICE`
+        among `offices` stands for them all. Taking a grant away rotates every key, so that nothing
+        written after it is readable there; what it had read stays readable to it."""
+        wanted_set = set(offices) - {office} if office != EVERY_OFFICE else set(offices)
+        wanted = (EVERY_OFFICE,) if EVERY_OFFICE in wanted_set else tuple(sorted(wanted_set))
         grants = {k: v for k, v in policy.grants.items() if k != office}
         if wanted:
             grants[office] = wanted
@@ -451,11 +450,12 @@ class Authority:
         return replace(draft, sealed=sealed)
 
     def ring_for(self, policy: Policy, member: Member) -> KeyRing:
-        """A head office node gets every epoch's key or secret; any other member the organisation-wide
-        keys of the epochs before scopes and the keys of the scopes it reads."""
-        if member.is_head:
+        """A head office node, or a member that reads every office's books, gets every epoch's key or
+        secret (it derives the keys of offices added later itself); any other member the
+        organisation-wide keys of the epochs before scopes and the keys of the scopes it reads."""
+        offices = policy.reads(member.office, member.is_head)
+        if offices is None:
             return KeyRing(dict(self.ring))
-        offices = policy.reads(member.office, member.is_head) or frozenset()
         scopes = [MASTERS_SCOPE, *(office_scope(office) for office in sorted(offices))]
         secrets = {e: k for e, k in self.ring.items() if policy.is_scoped(e)}
         return KeyRing({e: k for e, k in self.ring.items() if not policy.is_scoped(e)},
