@@ -7,8 +7,11 @@ import datetime as dt
 import secrets
 import shutil
 import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from pycrdt import Doc
 from sqlmodel import select
@@ -27,6 +30,7 @@ from p2psync.store.tables import Entry, Pending
 from p2psync.trust import enroll
 from p2psync.trust.invite import InviteCode
 from p2psync.trust.keys import NodeKeys
+from p2psync.trust.policy import Authority, Policy
 from p2psync.trust.scopes import scope_of
 
 COMPANY = "Acme Traders"
@@ -71,6 +75,20 @@ def begin_books(node: Node) -> Node:
     """`node`, its books beginning on `BOOKS_BEGIN` (``p2psync settings --books-begin``)."""
     node.set_local(books_begin=BOOKS_BEGIN)
     return node
+
+
+@contextmanager
+def before_read_scopes() -> Iterator[None]:
+    """Organisations created inside are made as versions before read scopes made them: one key per
+    epoch for everything (`scoped_from` 0, no grants), for the tests of upgrading one."""
+    genesis = Authority.genesis
+
+    def old(self: Authority, org: str, head_der: bytes, scoped: bool = True,
+            grants: Mapping[str, Iterable[str]] | None = None) -> Policy:
+        return genesis(self, org, head_der, scoped=False)
+
+    with mock.patch.object(Authority, "genesis", old):
+        yield
 
 
 def setup_head(home: Path, read_all: bool = True) -> Node:

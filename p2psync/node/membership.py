@@ -25,6 +25,10 @@ def revoked_notice(office: str) -> str:
             "('p2psync join CODE') in a new, empty home.")
 
 
+#: The most derived scope keys a node keeps (offices times epochs, in any real organisation far fewer).
+_MAX_DERIVED = 4096
+
+
 class Membership:
     def __init__(self, root: Ed25519PublicKey, policy: Policy, keys: NodeKeys) -> None:
         self.root = root
@@ -34,6 +38,9 @@ class Membership:
         self._members: dict[str, Member] = {}
         self.policy = policy
         self.ring = KeyRing()
+        #: Scope keys derived from the epochs' secrets (a head office, or a member reading every
+        #: office's books): one HKDF per (scope, epoch), not one per entry sealed or opened.
+        self._derived: dict[tuple[str, int], bytes] = {}
         self._adopt(policy)
 
     def _adopt(self, policy: Policy) -> None:
@@ -86,7 +93,12 @@ class Membership:
             return key
         secret = self.ring.get(epoch)
         if secret is not None and self.policy.is_scoped(epoch):
-            return scope_key(secret, self.org, scope, epoch)
+            derived = self._derived.get((scope, epoch))
+            if derived is None:
+                if len(self._derived) >= _MAX_DERIVED:  # scopes are named by entries: bound what they add
+                    self._derived.clear()
+                derived = self._derived[(scope, epoch)] = scope_key(secret, self.org, scope, epoch)
+            return derived
         if self.revoked:  # it carries nothing: no office links with it any more
             raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked)", retryable=True)
         raise Unreadable(f"no key of {scope} for epoch {epoch} here: carried unread")

@@ -424,7 +424,7 @@ class Authority:
         grants = {k: v for k, v in policy.grants.items() if k != office}
         if wanted:
             grants[office] = wanted
-        if set(policy.grants.get(office, ())) - set(wanted):
+        if EVERY_OFFICE not in wanted and set(policy.grants.get(office, ())) - set(wanted):  # "*" takes nothing away
             return self._rotate(policy, grants=grants)
         return self._reissue(policy, grants=grants)
 
