@@ -115,17 +115,19 @@ def _report(row: dict[str, Any], as_json: bool) -> None:
     if as_json:
         render.print_json(row)
         return
-    who = "every branch office" if row["office"] == EVERY_OFFICE else row["office"]
+    everyone = row["office"] == EVERY_OFFICE
+    who = "every branch office" if everyone else row["office"]
     if row["all"]:
-        reads = "every office, including offices added later"
-    elif row["office"] == EVERY_OFFICE:
-        reads = f"{', '.join(row['reads'])} besides its own" if row["reads"] else "only its own"
+        reads = "the books of every office, including offices added later"
+    elif everyone:
+        reads = f"the books of {', '.join(row['reads'])} besides its own" if row["reads"] else "only its own books"
     else:
-        reads = ", ".join(row["reads"])
+        reads = f"the books of {', '.join(row['reads'])}"
     if not row["changed"]:
-        render.info(f"No change: {who} reads the books of {reads}")
+        render.info(f"No change: {who} reads {reads}")
         return
-    render.info(f"{who[0].upper()}{who[1:]} now reads the books of {reads} (policy version {row['policy_version']})")
+    render.info(f"{who[0].upper()}{who[1:]} now reads {reads} (policy version {row['policy_version']})")
     if row["rotated"]:
+        where = "the branch offices, which still carry it" if everyone else f"{who}, which still carries it"
         render.info(f"Keys rotated to epoch {row['key_epoch']}: what the offices taken away write from now on "
-                    f"is unreadable at {who}, which still carries it.")
+                    f"is unreadable at {where}.")

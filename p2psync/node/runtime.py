@@ -448,9 +448,9 @@ class NodeRuntime:
         """A restored office may write again once one complete exchange showed that the peer held
         none of its own entries beyond those it holds now (`recovery.finish_catching_up`)."""
         vectors = state.stats.peer_vectors
-        if self.node.catching_up and state.stats.synced_at and vectors is not None:
-            if await self.call(recovery.finish_catching_up, self.node, vectors, state.office or state.key[:16]):
-                await self._move_to_scopes()  # what a head office could not sign while catching up
+        if (self.node.catching_up and state.stats.synced_at and vectors is not None
+                and await self.call(recovery.finish_catching_up, self.node, vectors, state.office or state.key[:16])):
+            await self._move_to_scopes()  # what a head office could not sign while catching up
 
     async def _move_to_scopes(self) -> None:
         """At a head office that may sign: bring read scopes into an organisation made before them
