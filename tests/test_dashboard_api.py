@@ -621,6 +621,23 @@ def test_an_office_not_set_up_offers_setup_only_then_runs_the_node_it_created(tm
     node = Node.open(home)
     try:
         assert node.identity.company == "Acme Traders" and node.identity.is_head
+        assert node.trust.policy.scoped_from == 1 and node.trust.policy.grants == {}  # the default read scopes
+    finally:
+        node.close()
+
+
+def test_the_setup_page_can_make_an_organisation_with_open_books(tmp_path: Path) -> None:
+    home = tmp_path / "HO"
+
+    async def scenario() -> None:
+        async with served(None, home) as web:
+            status, _created = await web.post("/api/setup/head", {"company": "Acme Traders", "open_books": True})
+            assert status == 201
+
+    run(scenario())
+    node = Node.open(home)
+    try:
+        assert node.trust.policy.grants == {"*": ("*",)}  # p2psync init --open-books
     finally:
         node.close()
 

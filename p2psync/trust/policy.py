@@ -5,9 +5,10 @@ stays valid per document, the dated rules (the sync-after date and the period lo
 who reads which office's books (read grants), and the key epoch with each member's key ring sealed to
 it. A node accepts only a newer policy that verifies.
 
-Read scopes: the masters are one scope, each office's books another (`scopes.scope_of`). From the epoch
-`scoped_from` on, each (scope, epoch) has its own key, derived from that epoch's secret, which only
-head office nodes hold; every other member is sealed the keys of the scopes it reads. Epochs before
+Read scopes: the masters are one scope, each office's books another (`scopes.scope_of`). From the
+epoch `scoped_from` on (the first, for an organisation made with scopes), each (scope, epoch) has its
+own key, derived from that epoch's secret, which head office nodes hold; every other member is
+sealed the keys of the scopes it reads. Epochs before
 `scoped_from` (an organisation made before scopes) have one key for everything, sealed to every
 member, because the masters written under it must stay readable to all. A member granted every
 office's books (`EVERY_OFFICE`) is sealed the epochs' secrets, as a head office is, so that it reads

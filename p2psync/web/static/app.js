@@ -104,14 +104,17 @@ function setupScreen() {
   const headBox = h("div"), joinBox = h("div");
   const company = h("input", { id: "setup-company" }), code = h("input", { id: "setup-office", value: "HO" });
   const name = h("input", { id: "setup-name", value: "Head Office" });
+  const openBooks = h("input", { type: "checkbox", id: "setup-open-books" });  // else the default read scopes
   const invite = h("input", { id: "join-code", autocomplete: "off" }), via = h("input", { id: "join-via", placeholder: "wss://HOST:8470 (blank: find it on the LAN)" });
   const element = h("div", {},
     h("h2", {}, "Set up this office"),
     h("div", { class: "cards" },
       h("section", { class: "card" }, h("h3", {}, "Head office: create the organisation"),
         field("Company name", company), field("Office code", code), field("Office name", name),
+        field("Every office reads every office's books (else each branch reads only its own)", openBooks),
         h("div", { class: "actions" }, h("button", { class: "primary", id: "create-head", onclick: () =>
-          act(headBox, () => post("/api/setup/head", { company: company.value, office: code.value, name: name.value }),
+          act(headBox, () => post("/api/setup/head", { company: company.value, office: code.value, name: name.value,
+            open_books: openBooks.checked }),
             r => `Created ${r.company}. Registration ID ${r.registration_id}.`) }, "Create")), headBox),
       h("section", { class: "card" }, h("h3", {}, "Branch office: join with a one-time code"),
         field("One-time code from the head office", invite), field("Head office address", via),
