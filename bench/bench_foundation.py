@@ -27,7 +27,7 @@ def _drafts(count: int, start: int = 0) -> list[ImportedDraft]:
 
 
 def _org(base: Path) -> tuple[Node, Node]:
-    head = Node.create_head(base / "ho", "Bench Traders")
+    head = Node.create_head(base / "ho", "Bench Traders", open_books=True)  # the branch applies what it receives
     head.add_office("BR1", "Branch")
     head.add_ledger("Cash", "Cash-in-Hand")
     head.add_ledger("Sales", "Sales Accounts")

@@ -116,9 +116,11 @@ def values_by_doc(revisions: list[Revision]) -> dict[str, list[tuple[str, str]]]
 def make_org(base: Path, branches: Iterable[str] = ("BR1",), relays: tuple[str, ...] = (),
              synced: bool = True) -> list[Path]:
     """A head office with the standard ledgers and enrolled branches: [HO, *branches]. With `synced`,
-    every branch has had its first exchange (masters and policy) with the head office."""
+    every branch has had its first exchange (masters and policy) with the head office. Every office
+    reads every office's books (open books), so that a branch applies what it receives, as the
+    figures of earlier rounds measured."""
     branches = list(branches)
-    head = Node.create_head(base / "HO", COMPANY, "HO", "Head Office")
+    head = Node.create_head(base / "HO", COMPANY, "HO", "Head Office", open_books=True)
     try:
         if relays:
             registrar.set_relays(head, list(relays))

@@ -72,7 +72,7 @@ def member_of(node: Node) -> Member:
 
 def build_org(base: Path, vouchers: int, seed: int) -> Org:
     """A head office with `vouchers` vouchers posted one by one (one entry each) and an enrolled branch."""
-    head = Node.create_head(base / "HO", COMPANY, "HO", "Head Office")
+    head = Node.create_head(base / "HO", COMPANY, "HO", "Head Office", open_books=True)  # as earlier rounds
     head.add_office("BR1", "Branch BR1")
     for name, group in LEDGERS.items():
         head.add_ledger(name, group)

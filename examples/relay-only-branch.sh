@@ -21,7 +21,9 @@ RELAY_URL="$URL"
 say "The relay is listening on $RELAY_URL"
 
 step "At the head office: create the company, the Goa branch and the ledgers; name the relay"
-at HO init --head-office --company "Konkan Cashews Pvt Ltd" --name "Mangaluru Head Office"
+# --open-books: every office reads every office's books, so that their trial balances can be compared
+# (by default a branch reads the masters and its own books; docs/user-guide.md, Who reads which books).
+at HO init --head-office --open-books --company "Konkan Cashews Pvt Ltd" --name "Mangaluru Head Office"
 # The books kept here begin with FY 2025-26: an earlier date is refused as a typo, however many
 # years later this runs (without it, eight financial years back from today are accepted).
 at HO settings --books-begin 01-04-2025 >/dev/null

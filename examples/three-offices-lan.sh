@@ -15,7 +15,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 step "At the head office: create Sharma Traders, the branch master and the ledgers"
-CREATED="$(at HO init --head-office --company "Sharma Traders Pvt Ltd" --name "Mumbai Head Office")"
+# --open-books: every office reads every office's books, so that their trial balances can be compared
+# (by default a branch reads the masters and its own books; docs/user-guide.md, Who reads which books).
+CREATED="$(at HO init --head-office --open-books --company "Sharma Traders Pvt Ltd" --name "Mumbai Head Office")"
 printf '%s\n' "$CREATED"
 REGISTRATION_ID="$(printf '%s\n' "$CREATED" | sed -n 's/^Registration ID: //p')"
 # The books kept here begin with FY 2025-26: an earlier date is refused as a typo, however many

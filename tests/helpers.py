@@ -7,8 +7,11 @@ import datetime as dt
 import secrets
 import shutil
 import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from pycrdt import Doc
 from sqlmodel import select
@@ -27,7 +30,8 @@ from p2psync.store.tables import Entry, Pending
 from p2psync.trust import enroll
 from p2psync.trust.invite import InviteCode
 from p2psync.trust.keys import NodeKeys
-from p2psync.trust.policy import scope_of
+from p2psync.trust.policy import Authority, Policy
+from p2psync.trust.scopes import scope_of
 
 COMPANY = "Acme Traders"
 OFFICES = ("HO", "BR1", "BR2")
@@ -73,17 +77,29 @@ def begin_books(node: Node) -> Node:
     return node
 
 
+@contextmanager
+def before_read_scopes() -> Iterator[None]:
+    """Organisations created inside are made as versions before read scopes made them: one key per
+    epoch for everything (`scoped_from` 0, no grants), for the tests of upgrading one."""
+    genesis = Authority.genesis
+
+    def old(self: Authority, org: str, head_der: bytes, scoped: bool = True,
+            grants: Mapping[str, Iterable[str]] | None = None) -> Policy:
+        return genesis(self, org, head_der, scoped=False)
+
+    with mock.patch.object(Authority, "genesis", old):
+        yield
+
+
 def setup_head(home: Path, read_all: bool = True) -> Node:
-    """A head office with BR1 and BR2 and the standard ledgers. `read_all`: every office is granted
-    every other office's books (the tests of what readers agree on); else the default read scopes."""
-    head = begin_books(Node.create_head(home, COMPANY, "HO", "Head Office"))
+    """A head office with BR1, BR2 and the standard ledgers. `read_all`: every office reads every
+    office's books (``init --open-books``; most tests check what readers agree on); else the default
+    read scopes."""
+    head = begin_books(Node.create_head(home, COMPANY, "HO", "Head Office", open_books=read_all))
     head.add_office("BR1", "Branch One")
     head.add_office("BR2", "Branch Two")
     for name, group in LEDGERS.items():
         head.add_ledger(name, group)
-    if read_all and head.trust.policy.scoped_from:  # these tests check readers' verdicts
-        for code in ("BR1", "BR2"):
-            registrar.set_grants(head, code, add=[o for o in OFFICES if o != code])
     return head
 
 

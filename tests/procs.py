@@ -174,9 +174,9 @@ def make_org(base: Path, branches: tuple[str, ...] = ("BR1", "BR2"), company: st
     """Homes of a head office (with the standard ledgers) and enrolled branches: [HO, *branches].
     Each branch has had its first exchange with the head office ("Sync Company Details"): it holds
     the masters and the policy that lists every branch (and the relays given). `read_all`: every
-    office is granted every other office's books (the tests of what readers agree on); else the
-    default read scopes."""
-    head = begin_books(Node.create_head(base / "HO", company, "HO", "Head Office"))
+    office reads every office's books (``init --open-books``: the tests of what readers agree on);
+    else the default read scopes."""
+    head = begin_books(Node.create_head(base / "HO", company, "HO", "Head Office", open_books=read_all))
     try:
         if relays:
             registrar.set_relays(head, list(relays))
@@ -184,8 +184,6 @@ def make_org(base: Path, branches: tuple[str, ...] = ("BR1", "BR2"), company: st
             head.add_office(code, f"Branch {code}")
         for name, group in LEDGERS.items():
             head.add_ledger(name, group)
-        for code in branches if read_all and head.trust.policy.scoped_from else ():  # all read all
-            registrar.set_grants(head, code, add=[o for o in ("HO", *branches) if o != code])
         for code in branches:
             begin_books(registrar.enroll_here(head, base / code, code)).close()
         for code in branches:

@@ -211,8 +211,8 @@ def test_a_resigned_export_with_altered_contents_still_fails(books: Path, tmp_pa
         author = next(iter(vector))
         vector[author][1] = _b64(b"\x00" * 32)
 
-    def key(body: dict[str, Any]) -> None:
-        body["epoch_keys"]["1"] = _b64(b"\x01" * 32)
+    def key(body: dict[str, Any]) -> None:  # every key the export holds (per scope: read scopes are on)
+        body["epoch_keys"] = {name: _b64(b"\x01" * 32) for name in body["epoch_keys"]}
 
     cases = {plaintext: "is not what its signed entry holds", ciphertext: "refused: signature does not verify",
              dropped: "chain heads", head: "chain heads the export states for masters",

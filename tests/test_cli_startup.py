@@ -16,8 +16,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from helpers import draft
+from helpers import draft, send, setup_branch, setup_head, sync
 
+from p2psync.errors import RuleViolation
 from p2psync.node import registrar, views
 from p2psync.node.home import DB_FILE
 from p2psync.node.office import Node
@@ -64,6 +65,32 @@ def test_a_report_read_alone_is_the_report_of_the_open_node(head: Node, monkeypa
              for kind, office, start, end, ledger in asked]
     assert alone == through_node
     assert through_node[0]["local_only"] == 1 and through_node[0]["sync_after"] == (DAY + dt.timedelta(days=5)).isoformat()
+
+
+def test_a_branch_report_read_alone_covers_what_its_read_scope_grants(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    head = setup_head(tmp_path / "HO", read_all=False)  # the default scopes: BR1 reads its own books
+    br1 = setup_branch(tmp_path / "BR1", "BR1", head)
+    try:
+        head.post(draft("receipt", DAY.isoformat(), {"Cash": "1000"}, {"Sales": "1000"}, "at the head office"))
+        br1.post(draft("receipt", DAY.isoformat(), {"Cash": "7"}, {"Sales": "7"}, "at BR1"))
+        sync(head, br1)
+        asked = [(kind, office) for kind in ("trial-balance", "day-book", "profit-loss") for office in (None, "BR1")]
+        through_node = [views.report(br1, kind, office) for kind, office in asked]
+        assert through_node[0]["scope"] == "BR1: 1 of 3 offices"
+        with monkeypatch.context() as patched:
+            patched.setattr(Node, "open", _must_not_open)
+            assert [views.report_at(br1.home, kind, office) for kind, office in asked] == through_node
+            with pytest.raises(RuleViolation, match="may not read HO"):
+                views.report_at(br1.home, "day-book", "HO")
+        registrar.set_grants(head, "BR1", add=["*"])
+        send(head, br1)
+        assert views.report_at(br1.home, "trial-balance")["scope"] == "consolidated"
+        run = f"from p2psync.cli.main import main\nmain(['--home', {str(br1.home)!r}, 'report', 'trial-balance'])"
+        assert heavy_modules_after(run) == []
+    finally:
+        head.close()
+        br1.close()
 
 
 def test_a_home_whose_report_tables_are_stale_is_reported_through_the_node(head: Node) -> None:

@@ -58,7 +58,7 @@ def one_error_line(stderr: str) -> str:
 def test_offices_set_up_with_the_cli_converge_and_gossip_through_the_head_office(tmp_path: Path,
                                                                                  fleet: Fleet) -> None:
     ho, br1, br2 = (tmp_path / code for code in ("HO", "BR1", "BR2"))
-    created = cli(ho, "init", "--head-office", "--company", "Acme Traders").stdout
+    created = cli(ho, "init", "--head-office", "--company", "Acme Traders", "--open-books").stdout  # all read all
     registration = re.search(r"Registration ID: (\S+)", created)
     assert registration is not None
     cli(ho, "branch", "add", "BR1", "Branch One")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from helpers import draft, forge_entry, forged_revision, outgoing, state, sync
+from helpers import draft, forge_entry, forged_revision, outgoing, setup_branch, setup_head, state, sync
 from procs import here
 
 from p2psync.books.model import Line, Side, encode_revision
@@ -621,11 +621,31 @@ def test_an_office_not_set_up_offers_setup_only_then_runs_the_node_it_created(tm
     node = Node.open(home)
     try:
         assert node.identity.company == "Acme Traders" and node.identity.is_head
+        assert node.trust.policy.scoped_from == 1 and node.trust.policy.grants == {}  # the default read scopes
     finally:
         node.close()
 
 
-def test_read_scopes_are_shown_and_granted_at_the_head_office_only(head: Node, branch: Node) -> None:
+def test_the_setup_page_can_make_an_organisation_with_open_books(tmp_path: Path) -> None:
+    home = tmp_path / "HO"
+
+    async def scenario() -> None:
+        async with served(None, home) as web:
+            status, _created = await web.post("/api/setup/head", {"company": "Acme Traders", "open_books": True})
+            assert status == 201
+
+    run(scenario())
+    node = Node.open(home)
+    try:
+        assert node.trust.policy.grants == {"*": ("*",)}  # p2psync init --open-books
+    finally:
+        node.close()
+
+
+def test_read_scopes_are_shown_and_granted_at_the_head_office_only(tmp_path: Path) -> None:
+    head = setup_head(tmp_path / "HO", read_all=False)  # the default scopes
+    branch = setup_branch(tmp_path / "BR1", "BR1", head)
+
     async def scenario() -> None:
         async with served(head, head.home) as web:
             status, granted = await web.post("/api/scopes", {"office": "BR1", "grant": ["BR2"]})
@@ -633,8 +653,17 @@ def test_read_scopes_are_shown_and_granted_at_the_head_office_only(head: Node, b
             assert (await web.get("/api/scopes"))[1] == views.read_scopes(head)
             status, taken = await web.post("/api/scopes", {"office": "BR1", "revoke": ["BR2"]})
             assert status == 200 and taken["reads"] == ["BR1"] and taken["rotated"]
+            status, every = await web.post("/api/scopes", {"office": "BR1", "grant": ["*"]})
+            assert status == 200 and every["all"] and every["granted"] == ["*"] and not every["rotated"]
+            status, opened = await web.post("/api/scopes", {"office": "*", "grant": ["*"]})
+            assert status == 200 and opened["office"] == "*" and opened["all"]
+            assert all(r["all"] for r in (await web.get("/api/scopes"))[1])
         async with served(branch, branch.home) as web:
             status, refused = await web.post("/api/scopes", {"office": "BR1", "grant": ["BR2"]})
             assert status == 422 and "only the head office" in refused["error"]
 
-    run(scenario())
+    try:
+        run(scenario())
+    finally:
+        head.close()
+        branch.close()

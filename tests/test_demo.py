@@ -1,5 +1,6 @@
 """The README's main command: `p2psync demo` runs a relay and three nodes as real processes and
-ends with identical books at every office."""
+ends with every entry at every office: the head office reads them all, each branch its own books,
+which agree with the head office's."""
 
 from __future__ import annotations
 
@@ -18,5 +19,6 @@ def test_demo_runs_end_to_end_and_the_offices_agree() -> None:
     assert "Registration ID" in out
     assert out.count("Joined Demo Traders Pvt Ltd") == 2
     assert "Status at BR2" in out and "relay" in out.split("Status at BR2")[1]
-    assert "All three offices hold identical books" in out
+    assert "Every office holds every entry" in out and "each branch's books are what the head office reads" in out
+    assert "BR1 carries BR2's entries to pass them on, unread: this office may not read BR2's books" in out
     assert "Traceback" not in done.stderr

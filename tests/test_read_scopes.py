@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from helpers import deliver, draft, outgoing, seal_raw, send, setup_branch, setup_head
+from helpers import deliver, draft, outgoing, seal_raw, send, setup_branch, setup_head, sync
 
 from p2psync.books.change import Change
-from p2psync.errors import RuleViolation
+from p2psync.errors import InvalidInput, RuleViolation
 from p2psync.node import forks, registrar, views
 from p2psync.node.office import Node
 from p2psync.protocol import entry
@@ -23,6 +23,7 @@ from p2psync.protocol.entry import EntryError, Unreadable
 from p2psync.trust import policy as pol
 from p2psync.trust.certs import issue_node_cert, make_root_cert, to_der
 from p2psync.trust.keys import NodeKeys, org_id
+from p2psync.trust.scopes import scope_of
 
 OFFICES = {"HO": "head", "RO1": "branch", "BR1": "branch", "BR2": "branch"}
 
@@ -67,7 +68,7 @@ class View:
         self.membership = Membership.__new__(Membership)
         m = self.membership
         m.root, m.org, m.keys, m.node_id = org.root.public_key(), org.org, org.keys[office], org.keys[office].node_id
-        m._members, m.ring = {}, pol.KeyRing()
+        m._members, m.ring, m._derived = {}, pol.KeyRing(), {}
         m._adopt(org.policy)
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
@@ -265,9 +266,8 @@ CANARY_BR2 = "CANARY-BR2-7f3a"
 @pytest.fixture()
 def offices(tmp_path: Path) -> Iterator[dict[str, Node]]:
     """HO, RO1, BR1 and BR2 of an organisation with per-scope keys."""
-    head = setup_head(tmp_path / "HO")
+    head = setup_head(tmp_path / "HO", read_all=False)
     head.add_office("RO1", "Regional Office")
-    registrar.use_scope_keys(head)
     nodes = {"HO": head, **{code: setup_branch(tmp_path / code, code, head) for code in ("RO1", "BR1", "BR2")}}
     try:
         yield nodes
@@ -407,3 +407,109 @@ def test_a_carrier_that_drops_reorders_or_withholds_is_bypassed(offices: dict[st
     assert not got.quarantined and got.waiting == 2 and not set(numbers) & _numbers(head)
     got = head.receive(outgoing(br2, head))  # from its author, or any other holder
     assert not got.quarantined and not got.waiting and set(numbers) <= _numbers(head)
+
+
+# ---------------------------------------------------------------- the defaults, open books and --all
+
+
+def test_a_new_organisation_reads_by_the_defaults_from_its_first_epoch(offices: dict[str, Node]) -> None:
+    head, br1, br2 = offices["HO"], offices["BR1"], offices["BR2"]
+    assert head.trust.policy.scoped_from == 1 and head.trust.policy.grants == {}
+    numbers = {office: _post(offices[office], f"{office} sale") for office in ("HO", "BR1", "BR2")}
+    sync(head, br1, br2)
+    assert set(numbers.values()) <= _numbers(head)
+    assert _numbers(br1) == {numbers["BR1"]} and _numbers(br2) == {numbers["BR2"]}
+    assert set(outgoing(br1)) == set(outgoing(head)) == set(outgoing(br2))  # each carries what it cannot read
+    for office in ("HO", "BR2"):
+        with pytest.raises(RuleViolation, match=f"may not read {office}"):
+            views.report(br1, "day-book", office=office)
+    assert views.report(head, "trial-balance")["scope"] == "consolidated"
+
+
+def test_open_books_every_office_reads_every_office_including_one_added_later(tmp_path: Path) -> None:
+    head = setup_head(tmp_path / "HO", read_all=True)  # p2psync init --open-books
+    assert head.trust.policy.grants == {"*": ("*",)} and head.trust.policy.scoped_from == 1
+    br1 = setup_branch(tmp_path / "BR1", "BR1", head)
+    head.add_office("BR3", "Branch Three")  # after BR1 holds its keys: no new grant, no new key for it
+    br3 = setup_branch(tmp_path / "BR3", "BR3", head)
+    try:
+        number = _post(br3, "BR3's first sale")
+        send(br3, br1)
+        assert number in _numbers(br1)
+        assert {r["office"]: r["all"] for r in views.read_scopes(head)} == {"HO": True, "BR1": True, "BR2": True,
+                                                                          "BR3": True}
+        assert views.report(br1, "trial-balance")["scope"] == "consolidated"
+    finally:
+        for node in (head, br1, br3):
+            node.close()
+
+
+def test_a_grant_of_every_office_reads_an_office_added_later_until_it_is_taken_back(tmp_path: Path) -> None:
+    head = setup_head(tmp_path / "HO", read_all=False)
+    head.add_office("RO1", "Regional Office")
+    registrar.set_grants(head, "RO1", add=["BR1"])
+    registrar.set_grants(head, "RO1", add=["*"])  # p2psync scope grant RO1 --all
+    assert head.trust.policy.grants == {"RO1": ("*",)}  # every office's books: BR1's among them
+    ro1 = setup_branch(tmp_path / "RO1", "RO1", head)
+    head.add_office("BR3", "Branch Three")
+    br3 = setup_branch(tmp_path / "BR3", "BR3", head)
+    try:
+        first = _post(br3, "before")
+        send(head, ro1)
+        send(br3, ro1)
+        assert first in _numbers(ro1)
+        assert views.report(ro1, "trial-balance")["scope"] == "consolidated"
+        with pytest.raises(InvalidInput, match="revoke RO1 --all"):
+            registrar.set_grants(head, "RO1", remove=["BR3"])  # one office out of every office's
+        epoch = head.trust.policy.epoch
+        registrar.set_grants(head, "RO1", remove=["*"])  # p2psync scope revoke RO1 --all
+        assert head.trust.policy.grants == {} and head.trust.policy.epoch == epoch + 1
+        send(head, br3)
+        second = _post(br3, "after")
+        send(head, ro1)
+        got = ro1.receive(outgoing(br3, ro1))
+        assert got.carried >= 1 and not got.quarantined
+        assert first in _numbers(ro1) and second not in _numbers(ro1)  # what it read stays; nothing new
+        assert views.report(ro1, "trial-balance")["scope"] == "RO1: 1 of 5 offices"
+    finally:
+        for node in (head, ro1, br3):
+            node.close()
+
+
+def test_a_grant_to_every_office_and_what_cannot_be_taken_out_of_it(offices: dict[str, Node]) -> None:
+    head, br1 = offices["HO"], offices["BR1"]
+    hers = _post(head, "the head office's")
+    registrar.set_grants(head, "*", add=["HO"])  # p2psync scope grant --every-office HO
+    policy = head.trust.policy
+    assert policy.grants == {"*": ("HO",)} and policy.reads("BR1", False) == {"BR1", "HO"}
+    assert policy.reads("HO", True) is None
+    send(head, br1)
+    assert hers in _numbers(br1)
+    with pytest.raises(InvalidInput, match="revoke --every-office HO"):
+        registrar.set_grants(head, "BR1", remove=["HO"])  # BR1 reads it as every branch office does
+    registrar.set_grants(head, "*", add=["*"])  # open books
+    assert head.trust.policy.grants == {"*": ("*",)}
+    with pytest.raises(InvalidInput, match="revoke --every-office --all"):
+        registrar.set_grants(head, "BR1", remove=["*"])
+    rows = {r["office"]: r for r in views.read_scopes(head)}
+    assert rows["BR1"]["all"] and rows["BR1"]["every_office"] == ["*"] and rows["BR1"]["granted"] == []
+    assert rows["HO"]["every_office"] == []
+    registrar.set_grants(head, "*", remove=["*"])
+    assert head.trust.policy.grants == {} and head.trust.policy.epoch == policy.epoch + 1
+
+
+def test_a_wildcard_holder_is_sealed_the_epochs_secret_and_nothing_after_it_is_taken_back() -> None:
+    org = ScopedOrg()
+    org.policy = org.authority.set_grants(org.policy, "RO1", ["*"])
+    ro1 = org.view("RO1")
+    assert set(ro1.ring.epochs) == {1} and not ro1.ring.scoped  # the secret: any office's key, BR9's too
+    later = org.sealed("HO", "vouchers/BR9/2026-04")
+    assert entry.open_entry(later, ro1).update == b"CANARY-99"
+    assert set(org.view("BR1").ring.scoped) == {"masters", "vouchers/BR1"} and not org.view("BR1").ring.epochs
+    org.policy = org.authority.set_grants(org.policy, "RO1", [])
+    assert org.policy.epoch == 2
+    ro1.membership._adopt(org.policy)
+    assert set(ro1.ring.epochs) == {1} and set(ro1.ring.scoped) == {"masters", "vouchers/RO1"}
+    with pytest.raises(Unreadable):
+        entry.open_entry(org.sealed("HO", "vouchers/BR9/2026-04"), ro1)
+    assert entry.open_entry(later, ro1).update == b"CANARY-99"  # sealed while it read every office's

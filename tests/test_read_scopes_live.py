@@ -1,13 +1,16 @@
 """Read scopes between real `p2psync run` processes: a branch carries another branch's entries to
-the head office unread, and a regional office reads what it is granted, and no more once the grant
-is taken back."""
+the head office unread, a regional office reads what it is granted, and no more once the grant is
+taken back, and an organisation made before read scopes moves to them when its head office, able
+to sign, runs `p2psync sync` or `p2psync run`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from helpers import before_read_scopes
 from procs import (
     Fleet,
+    cli,
     here,
     here_json,
     linked,
@@ -16,6 +19,7 @@ from procs import (
     policy,
     post_here,
     quarantined,
+    refused,
     sync_here,
     vectors,
     voucher_numbers,
@@ -24,6 +28,7 @@ from procs import (
 )
 
 CANARY = "CANARY-BR2-Q7"
+MOVED = "made before read scopes: they are in force"
 CANARY_AMOUNT = "98,765.43"
 
 
@@ -34,7 +39,6 @@ def _home_bytes(home: Path) -> bytes:
 def test_head_office_offline_a_branch_carries_another_branchs_entries_it_cannot_read(tmp_path: Path,
                                                                                     fleet: Fleet) -> None:
     ho, br1, br2 = make_org(tmp_path, read_all=False)
-    here(ho, "scope", "enable")
     head = fleet.start(ho)
     one = fleet.start(br1, peers=(head.url,))
     two = fleet.start(br2, peers=(head.url, one.url))
@@ -62,7 +66,6 @@ def test_head_office_offline_a_branch_carries_another_branchs_entries_it_cannot_
 def test_a_regional_office_reads_what_it_is_granted_and_carries_what_it_no_longer_may(tmp_path: Path,
                                                                                      fleet: Fleet) -> None:
     ho, ro1, br2 = make_org(tmp_path, ("RO1", "BR2"), read_all=False)
-    here(ho, "scope", "enable")
     here(ho, "scope", "grant", "RO1", "BR2")
     head = fleet.start(ho)
     sync_here(br2, head.url)
@@ -72,10 +75,11 @@ def test_a_regional_office_reads_what_it_is_granted_and_carries_what_it_no_longe
     assert granted in voucher_numbers(ro1)
     assert here_json(ro1, "report", "trial-balance")["scope"] == "BR2, RO1: 2 of 3 offices"
 
+    epoch = policy(ho)["epoch"]
     here(ho, "scope", "revoke", "RO1", "BR2")
     # until BR2 holds the rotated policy it seals under the key RO1 still holds (the window of
     # docs/security.md, Revocation): the running head office takes it up at its next poll
-    wait_until(lambda: sync_here(br2, head.url) and policy(br2)["epoch"] == 3, "BR2 to hold the rotated policy")
+    wait_until(lambda: sync_here(br2, head.url) and policy(br2)["epoch"] == epoch + 1, "BR2 to hold the rotated policy")
     later = post_here(br2, "receipt", "2026-04-03", "Cash", "Sales", "20.00", "after the grant was taken back")
     sync_here(br2, head.url)
     sync_here(ro1, head.url)
@@ -84,3 +88,80 @@ def test_a_regional_office_reads_what_it_is_granted_and_carries_what_it_no_longe
     assert vectors(ro1)["vouchers/BR2/2026-04"] == vectors(ho)["vouchers/BR2/2026-04"]
     assert not quarantined(ro1)
     assert here_json(ro1, "report", "trial-balance")["scope"] == "RO1: 1 of 3 offices"
+
+
+def test_an_older_organisation_moves_to_read_scopes_when_its_head_office_syncs(tmp_path: Path,
+                                                                              fleet: Fleet) -> None:
+    with before_read_scopes():
+        ho, br1, br2 = make_org(tmp_path, read_all=False)
+    assert "scoped_from" not in policy(ho)
+    one = fleet.start(br1)
+    fleet.start(br2, peers=(one.url,))
+    old = post_here(br2, "receipt", "2026-04-02", "Cash", "Sales", "10.00", "sealed for every office")
+    wait_until(lambda: old in voucher_numbers(br1), "BR1 to read BR2's voucher, as every office did before scopes")
+
+    synced = cli(ho, "sync", "--peer", one.url)  # the head office, upgraded, syncs once
+    assert synced.stderr.count(MOVED) == 1 and "Traceback" not in synced.stderr
+    moved = policy(ho)
+    assert (moved["scoped_from"], moved["epoch"]) == (2, 2) and "grants" not in moved  # branches: the defaults
+    wait_until(lambda: policy(br2).get("scoped_from") == 2, "the scoped policy to reach BR2 through BR1")
+    new = post_here(br2, "receipt", "2026-04-03", "Cash", "Sales", "20.00", "sealed for BR2's readers")
+    wait_converged(br1, br2)
+    assert old in voucher_numbers(br1) and new not in voucher_numbers(br1) and not quarantined(br1)
+    assert here_json(br1, "report", "trial-balance")["scope"] == "BR1: 1 of 3 offices"
+
+    again = cli(ho, "sync", "--peer", one.url)
+    assert MOVED not in again.stderr and policy(ho)["epoch"] == 2  # once
+    assert {old, new} <= voucher_numbers(ho)
+    assert "already in force" in here(ho, "scope", "enable")
+
+
+def test_an_older_organisation_moves_to_read_scopes_when_its_head_office_runs(tmp_path: Path,
+                                                                             fleet: Fleet) -> None:
+    with before_read_scopes():
+        ho, br1 = make_org(tmp_path, ("BR1",), read_all=False)
+    head = fleet.start(ho)
+    assert head.output().count(MOVED) == 1 and policy(ho)["scoped_from"] == 2
+    fleet.start(br1, peers=(head.url,))
+    wait_until(lambda: policy(br1).get("scoped_from") == 2, "BR1 to receive the scoped policy")
+    head.stop()
+    again = fleet.start(ho, port=head.port)  # its output goes on in the same file
+    assert again.output().count(MOVED) == 1 and policy(ho)["epoch"] == 2  # once: not again at the restart
+
+
+def test_a_head_office_still_catching_up_does_not_move_an_older_organisation(tmp_path: Path, fleet: Fleet) -> None:
+    with before_read_scopes():
+        ho, br1 = make_org(tmp_path, ("BR1",), read_all=False)
+    cli(ho, "backup", str(tmp_path / "ho.backup"))
+    cli(ho, "restore", str(tmp_path / "ho.backup"), "--force")
+    head = fleet.start(ho)  # catching up: it may sign nothing, so it moves nothing
+    assert MOVED not in head.output() and "scoped_from" not in policy(ho)
+    head.stop()
+
+    branch = fleet.start(br1)
+    synced = cli(ho, "sync", "--peer", branch.url)
+    assert "Caught up" in synced.stdout  # then it may sign, and does
+    assert synced.stderr.count(MOVED) == 1 and policy(ho)["scoped_from"] == 2
+
+
+def test_open_books_and_every_offices_books_at_the_command_line(tmp_path: Path) -> None:
+    ho = tmp_path / "HO"
+    assert "Every office reads every office's books" in here(ho, "init", "--head-office", "--company", "Acme",
+                                                             "--open-books")
+    here(ho, "branch", "add", "BR1", "Pune Branch")
+    here(ho, "branch", "add", "AUD", "Internal Audit")  # added after: open books cover it too
+    rows = {r["office"]: r for r in here_json(ho, "scope", "list")}
+    assert rows["BR1"]["all"] and rows["AUD"]["all"] and rows["BR1"]["every_office"] == ["*"]
+    assert "Every branch office also reads the books of every office" in here(ho, "scope", "list")
+
+    closed = here_json(ho, "scope", "revoke", "--every-office", "--all")
+    assert closed["office"] == "*" and not closed["all"] and closed["rotated"]
+    granted = here_json(ho, "scope", "grant", "AUD", "--all")
+    assert granted["all"] and granted["granted"] == ["*"] and not granted["rotated"]
+    rows = {r["office"]: r for r in here_json(ho, "scope", "list")}
+    assert rows["BR1"]["reads"] == ["BR1"] and rows["AUD"]["reads"] == ["AUD", "BR1", "HO"]
+    assert "revoke AUD --all" in refused(ho, "scope", "revoke", "AUD", "BR1")
+    assert "--all" in refused(ho, "scope", "grant", "AUD")
+    taken = here_json(ho, "scope", "revoke", "AUD", "--all")
+    assert taken["reads"] == ["AUD"] and taken["granted"] == [] and taken["rotated"]
+    assert here_json(ho, "report", "trial-balance")["scope"] == "consolidated"  # the head office reads all

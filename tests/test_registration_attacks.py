@@ -31,6 +31,7 @@ from p2psync.trust.invite import (
     most_guesses,
 )
 from p2psync.trust.keys import NodeKeys
+from p2psync.trust.scopes import scope_of
 
 CANARY = "CANARY-Ledger-Zeta"
 
@@ -262,7 +263,8 @@ def test_stored_entries_hold_no_names_or_amounts_in_clear(head: Node) -> None:
         envelopes = [row.envelope for row in session.exec(select(Entry)) if row.envelope]
     assert envelopes and not any(CANARY.encode() in e or b"98765" in e for e in envelopes)
     headers = [json.loads(e[6:6 + int.from_bytes(e[4:6], "big")]) for e in envelopes]
-    assert all(set(h) == {"org", "doc", "author", "seq", "epoch", "deps", "nonce", "z", "pv"} for h in headers)
+    assert all(set(h) == {"org", "doc", "author", "seq", "epoch", "deps", "nonce", "z", "pv", "scope"} for h in headers)
+    assert all(h["scope"] == scope_of(h["doc"]) for h in headers)  # read scopes: named by the document alone
 
 
 def test_keys_whose_client_id_is_a_members_are_refused_and_the_code_stays_usable(

@@ -87,8 +87,9 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = WAIT)
 
 
 def build_org(base: Path, branches: tuple[str, ...] = ("BR1",)) -> tuple[Node, list[Node]]:
-    """A head office with canary names in its books, and enrolled branches that hold nothing yet."""
-    head = begin_books(Node.create_head(base / "HO", COMPANY, "HO", "Kestrel Head Office"))
+    """A head office with canary names in its books, and enrolled branches that hold nothing yet. Every
+    office reads every office's books (open books), so that a branch applies all the relay brings it."""
+    head = begin_books(Node.create_head(base / "HO", COMPANY, "HO", "Kestrel Head Office", open_books=True))
     for code in branches:
         head.add_office(code, f"Kestrel {code} Office")
     head.add_ledger("Quokka Cash", "Cash-in-Hand")
@@ -431,7 +432,7 @@ def test_tampered_and_forged_entries_are_not_stored(tmp_path: Path) -> None:
     forged = first[:-entry.SIGNATURE_BYTES] + Ed25519PrivateKey.generate().sign(first[:-entry.SIGNATURE_BYTES])
     stranger = NodeKeys.generate()
     unknown = entry.seal(Change("masters", stranger.node_id, 1, b"update", {}), head.trust.org, 1,
-                         head.trust.epoch_key(1), stranger.signing)
+                         head.trust.scope_key("masters", 1), stranger.signing, head.trust.policy.version, "masters")
     bad = [bytes(tampered), forged, unknown, b"not an entry at all"]
 
     async def scenario() -> None:

@@ -30,7 +30,10 @@ CANARY = b"narration: CANARY-Diwali-bonus ledger: CANARY-Secret-Ledger amount 98
 
 
 class Org:
-    """A head office authority and members, with the view one member has of the policy."""
+    """A head office authority and members, with the view one member has of the policy. Its epochs
+    have one key for everything, as an organisation made before read scopes has: the attacks here are
+    on the entry and policy primitives, which per-scope keys leave as they are (test_read_scopes.py
+    attacks those)."""
 
     def __init__(self) -> None:
         self.root = Ed25519PrivateKey.generate()
@@ -38,7 +41,7 @@ class Org:
         self.root_cert = make_root_cert(self.root)
         self.keys = {"HO": NodeKeys.generate(), "BR1": NodeKeys.generate(), "BR2": NodeKeys.generate()}
         self.authority = pol.Authority(self.root, {})
-        self.policy = self.authority.genesis(self.org, self.der("HO", "head"))
+        self.policy = self.authority.genesis(self.org, self.der("HO", "head"), scoped=False)
         for office in ("BR1", "BR2"):
             self.policy = self.authority.admit(self.policy, self.der(office, "branch"))
 

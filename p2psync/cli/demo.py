@@ -2,8 +2,10 @@
 
 A relay and three nodes run as separate ``p2psync`` processes on loopback. The branches register with
 one-time codes, every office posts vouchers, BR1 finds the head office on the LAN (zeroconf on the
-loopback interface), BR2 reaches the others only through the relay. The demo ends when the three
-consolidated trial balances are identical.
+loopback interface), BR2 reaches the others only through the relay. The offices keep the default read
+scopes: the head office reads every office's books, each branch the masters and its own books, and
+carries the other's entries unread. The demo ends when every office holds every entry, the head
+office reads them all, and each branch's books are what the head office reads of them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -94,8 +97,13 @@ class Demo:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    def trial_balance(self, office: str) -> dict[str, Any]:
-        return json.loads(self.run(office, "report", "trial-balance", "--json"))
+    def trial_balance(self, office: str, of: str | None = None) -> dict[str, Any]:
+        """The trial balance `office` reads: all it may read, or the books of office `of`."""
+        return json.loads(self.run(office, "report", "trial-balance", *(["--office", of] if of else []), "--json"))
+
+    def held(self, office: str) -> dict[str, int]:
+        """The entries `office` holds from each node, read or carried."""
+        return {row["node"]: row["entries"] for row in json.loads(self.run(office, "branch", "nodes", "--json"))}
 
     def status(self, office: str) -> dict[str, Any]:
         return json.loads(self.run(office, "status", "--json"))
@@ -178,15 +186,21 @@ def _play(demo: Demo, vouchers: int) -> None:
             _wait_for_ledgers(demo, office)
             demo.run(office, "voucher", "import", str(_vouchers(office, vouchers, rng, demo.base / f"{office}.csv")))
         render.info(f"Posted {vouchers} vouchers at each of HO, BR1 and BR2")
-        progress.update("Waiting for the three offices to agree")
-        balances = _converge(demo)
+        progress.update("Waiting for every office to hold every entry")
+        agreed = _converge(demo, vouchers)
     for office in ("HO", "BR1", "BR2"):
         _show_status(office, demo.status(office))
-    tb = balances[0]
-    render.table("Consolidated trial balance (identical at HO, BR1 and BR2)", ["Ledger", "Debit", "Credit"],
+    tb = agreed.consolidated
+    render.table("Consolidated trial balance at the head office (every office's books)", ["Ledger", "Debit", "Credit"],
                  [[r["ledger"], _money(r["debit"]), _money(r["credit"])] for r in tb["rows"]], numeric={1, 2},
                  footer=["Total", _money(tb["total"]["debit"]), _money(tb["total"]["credit"])])
-    render.info(f"All three offices hold identical books ({time.monotonic() - started:.1f} s).")
+    render.table("What each office reads (every office also reads the masters)",
+                 ["Office", "Reads the books of", "Vouchers", "Entries held", "Trial balance total"],
+                 [[office, "every office" if office == "HO" else office, count, agreed.entries,
+                   _money(total)] for office, count, total in agreed.offices], numeric={2, 3, 4})
+    render.info(f"BR1 carries BR2's entries to pass them on, unread: {_refusal(demo, 'BR1', 'BR2')}")
+    render.info("Every office holds every entry; the head office reads every office's books, and each branch's "
+                f"books are what the head office reads of them ({time.monotonic() - started:.1f} s).")
 
 
 def _wait_for_ledgers(demo: Demo, office: str) -> None:
@@ -198,16 +212,48 @@ def _wait_for_ledgers(demo: Demo, office: str) -> None:
         time.sleep(0.2)
 
 
-def _converge(demo: Demo) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Agreed:
+    """Where the demo ends: the head office's consolidated trial balance, the entries every office
+    holds, and per office the vouchers it reads and its trial balance's total."""
+
+    consolidated: dict[str, Any]
+    entries: int
+    offices: list[tuple[str, int, str]]
+
+
+def _converge(demo: Demo, vouchers: int) -> Agreed:
+    """Wait until every office holds the same entries (each branch carrying the other's), the head
+    office reads all the vouchers posted, and each branch's trial balance is the head office's of
+    that branch."""
     deadline = time.monotonic() + WAIT_SECONDS
+    offices = ("HO", "BR1", "BR2")
     while True:
-        balances = [demo.trial_balance(office) for office in ("HO", "BR1", "BR2")]
-        posted = [len(json.loads(demo.run(office, "voucher", "list", "--json"))) for office in ("HO", "BR1", "BR2")]
-        if balances[0] == balances[1] == balances[2] and len(set(posted)) == 1:
-            return balances
+        held = [demo.held(office) for office in offices]
+        read = [len(json.loads(demo.run(office, "voucher", "list", "--json"))) for office in offices]
+        own = {code: demo.trial_balance(code) for code in offices[1:]}
+        agree = all(_figures(own[code]) == _figures(demo.trial_balance("HO", code)) for code in offices[1:])
+        if held[0] == held[1] == held[2] and read == [3 * vouchers, vouchers, vouchers] and agree:
+            consolidated = demo.trial_balance("HO")
+            totals = [consolidated["total"]["debit"], *(own[code]["total"]["debit"] for code in offices[1:])]
+            return Agreed(consolidated, sum(held[0].values()), list(zip(offices, read, totals, strict=True)))
         if time.monotonic() > deadline:
-            raise P2PSyncError(f"the offices did not agree within {WAIT_SECONDS:.0f} s (vouchers held: {posted})")
+            raise P2PSyncError(f"the offices did not agree within {WAIT_SECONDS:.0f} s (vouchers read: {read})")
         time.sleep(0.5)
+
+
+def _figures(report: dict[str, Any]) -> tuple[Any, Any]:
+    """A trial balance's rows and totals, without its label (which says whose books it covers)."""
+    return report["rows"], report["total"]
+
+
+def _refusal(demo: Demo, office: str, other: str) -> str:
+    """What `office` answers when asked for `other`'s books, which it may not read."""
+    try:
+        demo.trial_balance(office, other)
+    except P2PSyncError as exc:
+        return str(exc)
+    raise P2PSyncError(f"{office} read {other}'s books, which the default read scopes do not allow")
 
 
 def _money(text: str) -> str:

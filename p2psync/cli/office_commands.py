@@ -18,15 +18,22 @@ from p2psync.node.home import KEYS_DIR, ROOT_KEY_FILE, resolve_home
 @click.option("--company", required=True, help="The company's name.")
 @click.option("--office", default="HO", show_default=True, help="This office's code.")
 @click.option("--name", "office_name", default="Head Office", show_default=True, help="This office's name.")
+@click.option("--open-books", "open_books", is_flag=True,
+              help="Every office reads every office's books (default: the head office reads all, every other "
+                   "office the masters and its own books).")
 @home_option
-def init_cmd(home: str | None, head_office: bool, company: str, office: str, office_name: str) -> None:
+def init_cmd(home: str | None, head_office: bool, company: str, office: str, office_name: str,
+             open_books: bool) -> None:
     """Create a new organisation at its head office."""
     if not head_office:
         raise P2PSyncError("a branch office is set up with 'p2psync join CODE'; use --head-office at the head office")
     path = resolve_home(home)
-    node = Node.create_head(path, company, office, office_name)
+    node = Node.create_head(path, company, office, office_name, open_books=open_books)
     try:
         render.info(f"Created {node.identity.company}: head office {node.identity.office} in {path}")
+        render.info("Every office reads every office's books (open books)." if open_books else
+                    "The head office reads every office's books; every other office reads the masters and its own "
+                    "books ('p2psync scope grant' to widen).")
         render.info(f"Registration ID: {node.registration_id}")
         render.info(f"Back up {path / KEYS_DIR / ROOT_KEY_FILE} offline now: it is the organisation's root key.")
     finally:

@@ -288,6 +288,7 @@ class _ExportKeys(Membership):
         self.keys = None  # type: ignore[assignment]
         self.node_id = _AUDITOR
         self._members = {}
+        self._derived = {}
         self.policy = policy
         self.ring = ring
 

@@ -14,18 +14,8 @@ from p2psync.protocol import entry
 from p2psync.protocol.entry import EntryError, Unreadable
 from p2psync.trust.certs import Member
 from p2psync.trust.keys import NodeKeys, org_id
-from p2psync.trust.policy import (
-    KeyRing,
-    Policy,
-    PolicyError,
-    derive_key,
-    inbound_scope,
-    link_key,
-    link_scope,
-    parse_link,
-    scope_of,
-    verify,
-)
+from p2psync.trust.policy import KeyRing, Policy, PolicyError, derive_key, link_key, verify
+from p2psync.trust.scopes import inbound_scope, link_scope, parse_link, scope_of
 
 
 def revoked_notice(office: str) -> str:
@@ -37,6 +27,10 @@ def revoked_notice(office: str) -> str:
             "('p2psync join CODE') in a new, empty home.")
 
 
+#: The most derived scope keys a node keeps (offices times epochs, in any real organisation far fewer).
+_MAX_DERIVED = 4096
+
+
 class Membership:
     def __init__(self, root: Ed25519PublicKey, policy: Policy, keys: NodeKeys) -> None:
         self.root = root
@@ -46,6 +40,9 @@ class Membership:
         self._members: dict[str, Member] = {}
         self.policy = policy
         self.ring = KeyRing()
+        #: Scope keys derived from the epochs' secrets (a head office, or a member reading every
+        #: office's books): one HKDF per (scope, epoch), not one per entry sealed or opened.
+        self._derived: dict[tuple[str, int], bytes] = {}
         self._adopt(policy)
 
     def _adopt(self, policy: Policy) -> None:
@@ -96,6 +93,22 @@ class Membership:
         key = self.ring.scoped.get(scope, {}).get(epoch)
         if key is not None:
             return key
+        derived = self._derived.get((scope, epoch))
+        if derived is None:
+            derived = self._derive(scope, epoch)
+            if derived is not None:
+                if len(self._derived) >= _MAX_DERIVED:  # scopes are named by entries: bound what they add
+                    self._derived.clear()
+                self._derived[(scope, epoch)] = derived
+        if derived is not None:
+            return derived
+        if self.revoked:  # it carries nothing: no office links with it any more
+            raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked)", retryable=True)
+        raise Unreadable(f"no key of {scope} for epoch {epoch} here: carried unread")
+
+    def _derive(self, scope: str, epoch: int) -> bytes | None:
+        """A key this node derives rather than holds: a link's from the inbound key of an office it
+        reads, or any scope's from the epoch's secret (a head office, or a reader of every office)."""
         link = parse_link(scope)
         inbound = self.ring.scoped.get(inbound_scope(link[1]), {}).get(epoch) if link else None
         if link and inbound is not None:
@@ -103,9 +116,7 @@ class Membership:
         secret = self.ring.get(epoch)
         if secret is not None and self.policy.is_scoped(epoch):
             return derive_key(secret, self.org, scope, epoch)
-        if self.revoked:  # it carries nothing: no office links with it any more
-            raise EntryError(f"no key for epoch {epoch} here (sealed after this node was revoked)", retryable=True)
-        raise Unreadable(f"no key of {scope} for epoch {epoch} here: carried unread")
+        return None
 
     # ------------------------------------------------------------ sealing
 

@@ -63,6 +63,7 @@ from p2psync.trust.keys import NodeKeys, b64, org_id, registration_id, unb64, wr
 from p2psync.trust.policy import Authority, StalePolicy
 from p2psync.trust.policy import sign as sign_policy
 from p2psync.trust.policy import verify as verify_policy
+from p2psync.trust.scopes import EVERY_OFFICE
 
 #: Settings that belong to this node alone (the shared ones live in the signed policy): how it syncs,
 #: how it writes dates (`p2psync.localtime.DATE_FORMATS`), and what it lets be posted.
@@ -129,8 +130,13 @@ class Node:
     # ------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create_head(cls, home: Path, company: str, office: str = "HO", office_name: str = "Head Office") -> Node:
-        """A new organisation: its root key, the head office's node, certificate and first policy."""
+    def create_head(cls, home: Path, company: str, office: str = "HO", office_name: str = "Head Office",
+                    open_books: bool = False) -> Node:
+        """A new organisation: its root key, the head office's node, certificate and first policy, with
+        read scopes from the start (the head office reads every office's books, every other office the
+        masters and its own). `open_books`: every office reads every office's books, including those
+        of offices added later, as in versions before read scopes (the grant of every office's books
+        to every branch office, which the head office can take back)."""
         company = check_name(company, "company")
         code = check_office_code(office)
         office_name = check_name(office_name or code, "office")
@@ -142,7 +148,8 @@ class Node:
         root_cert = make_root_cert(root)
         cert = to_der(issue_node_cert(root, root_cert, keys.signing.public_key(), keys.sealing.public_key(),
                                       code, "head"))
-        policy = Authority(root, {}).genesis(org_id(root.public_key()), cert)
+        grants = {EVERY_OFFICE: [EVERY_OFFICE]} if open_books else None
+        policy = Authority(root, {}).genesis(org_id(root.public_key()), cert, scoped=True, grants=grants)
         node = cls._install(home, keys, Identity(company, code, "head", keys.node_id), to_der(root_cert), cert,
                             sign_policy(policy, root))
         node._put_office(Office(code, office_name, "head"))

@@ -31,6 +31,7 @@ from p2psync.trust.invite import SECRET_BYTES, AttemptLimit, EnrollKeys, InviteC
 from p2psync.trust.keys import NodeKeys, load_root, node_id, unb64
 from p2psync.trust.policy import LOCK_UNTIL, SYNC_AFTER, Authority, Policy
 from p2psync.trust.policy import sign as sign_policy
+from p2psync.trust.scopes import EVERY_OFFICE
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -278,26 +279,74 @@ def use_scope_keys(node: Node) -> Policy:
     return _reissue(node, lambda auth, p: auth.scope_keys(p))
 
 
+def move_to_scopes(node: Node) -> Policy | None:
+    """At a head office that may sign, when it starts (``run``, ``sync``) or catches up after a
+    restore: move an organisation made before read scopes to them (`use_scope_keys`), so that an
+    upgrade of the head office brings the defaults in. The new policy, or None when there was
+    nothing to do here (a branch, scopes in force already, catching up, or no root key to sign with,
+    which is logged: the office keeps running)."""
+    if not node.identity.is_head or node.trust.policy.scoped_from or node.catching_up:
+        return None
+    try:
+        policy = use_scope_keys(node)
+    except P2PSyncError as exc:
+        logger.warning("read scopes not brought in: %s", exc)
+        return None
+    logger.warning("this organisation was made before read scopes: they are in force from key epoch %d "
+                   "(policy version %d): each office reads the masters and its own books and those granted to it, "
+                   "the head office every office's; entries sealed before stay readable to every office",
+                   policy.scoped_from, policy.version)
+    return policy
+
+
 def set_grants(node: Node, office: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> Policy:
     """Let branch `office` read the books of the offices in `add` (a regional office over its
-    branches), or no longer those in `remove`; taking one away rotates every key."""
+    branches), or no longer those in `remove`; taking one away rotates every key. `EVERY_OFFICE` as
+    `office` means every branch office, and in `add` or `remove` every office's books (present and
+    future; it stands for them all, so taking it away leaves no other grant)."""
     _require_head(node)
     with node.db.read() as session:
         known = {o.code: o for o in queries.offices(session)}
     code = office.strip().upper()
     adding, removing = {o.strip().upper() for o in add}, {o.strip().upper() for o in remove}
     for name in (code, *sorted(adding | removing)):
-        if name not in known:
+        if name not in known and name != EVERY_OFFICE:
             raise NotFound(f"unknown office {name}; see 'p2psync branch list'")
-    if known[code].role == "head":
+    if code != EVERY_OFFICE and known[code].role == "head":
         raise InvalidInput(f"{code} is a head office: it reads every office's books already")
-    if code in adding | removing:
+    if code != EVERY_OFFICE and code in adding | removing:
         raise InvalidInput(f"{code} always reads its own books")
-    current = set(node.trust.policy.grants.get(code, ()))
+    policy = node.trust.policy
+    current = set(policy.grants.get(code, ()))
+    _check_removable(policy, code, current, removing)
     target = (current | adding) - removing
+    if EVERY_OFFICE in target:
+        target = {EVERY_OFFICE}  # it stands for every office: the others are in it
     if target == current:
-        return node.trust.policy
+        return policy
     return _reissue(node, lambda auth, p: auth.set_grants(p, code, target))
+
+
+def _check_removable(policy: Policy, code: str, current: set[str], removing: set[str]) -> None:
+    """Refuse taking back what `code` reads through a wider grant, which a narrower change cannot
+    express: one office out of `--all`, or what every branch office is granted."""
+    if EVERY_OFFICE in current and removing and EVERY_OFFICE not in removing:
+        raise InvalidInput(f"{_who(code)} every office's books (granted --all): take that back with "
+                           f"'p2psync scope revoke {_named(code)} --all', then grant the offices it should read")
+    everyone = set(policy.grants.get(EVERY_OFFICE, ())) if code != EVERY_OFFICE else set()
+    through = sorted(o for o in removing - current if o in everyone or EVERY_OFFICE in everyone)
+    if through:
+        what = "every office's books" if EVERY_OFFICE in everyone else f"the books of {', '.join(through)}"
+        raise InvalidInput(f"every branch office reads {what} (granted to every office): take that back with "
+                           f"'p2psync scope revoke --every-office {'--all' if EVERY_OFFICE in everyone else ' '.join(through)}'")
+
+
+def _who(code: str) -> str:
+    return "every branch office reads" if code == EVERY_OFFICE else f"{code} reads"
+
+
+def _named(code: str) -> str:
+    return "--every-office" if code == EVERY_OFFICE else code
 
 
 def revoke(node: Node, target: str) -> list[str]:

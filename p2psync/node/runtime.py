@@ -306,6 +306,7 @@ class NodeRuntime:
     async def start(self) -> None:
         self.node.store.defer_snapshots = True  # snapshots and checkpoints are done by `_poll` when
         self.node.db.defer_checkpoints()  # idle, not inside a user's commit
+        await self._move_to_scopes()  # before any link: the policy the links send first is the new one
         await self.notify()
         try:
             self.server = await serve(self._accept, self.host, self.port,
@@ -447,8 +448,15 @@ class NodeRuntime:
         """A restored office may write again once one complete exchange showed that the peer held
         none of its own entries beyond those it holds now (`recovery.finish_catching_up`)."""
         vectors = state.stats.peer_vectors
-        if self.node.catching_up and state.stats.synced_at and vectors is not None:
-            await self.call(recovery.finish_catching_up, self.node, vectors, state.office or state.key[:16])
+        if (self.node.catching_up and state.stats.synced_at and vectors is not None
+                and await self.call(recovery.finish_catching_up, self.node, vectors, state.office or state.key[:16])):
+            await self._move_to_scopes()  # what a head office could not sign while catching up
+
+    async def _move_to_scopes(self) -> None:
+        """At a head office that may sign: bring read scopes into an organisation made before them
+        (`registrar.move_to_scopes`), and pass the policy on."""
+        if await self.call(registrar.move_to_scopes, self.node) is not None:
+            await self.notify()
 
     def _housekeeping(self) -> None:
         """Caches and the WAL, off the commit path; a failure (a full disk, say) is left for the next
@@ -628,6 +636,7 @@ class NodeRuntime:
 
     async def sync_once(self, timeout: float = ONE_SHOT_TIMEOUT) -> list[PeerState]:
         """``p2psync sync``: one full exchange with every reachable peer and relay, then stop."""
+        await self._move_to_scopes()  # the exchange then carries the new policy
         targets = [(url, False) for url in self.static_peers] + [(url, True) for url in self.node.trust.policy.relays]
         results = []
         for url, relay in targets:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from p2psync.books import posting, reports
 from p2psync.books.groups import group_key
@@ -20,12 +20,15 @@ from p2psync.errors import InvalidInput, NotFound, P2PSyncError, RuleViolation
 from p2psync.localtime import check_date_format
 from p2psync.node.home import DB_FILE
 from p2psync.store import queries, reading
+from p2psync.trust import scopes
 from p2psync.trust.claims import claimed
+from p2psync.trust.scopes import EVERY_OFFICE
 
 if TYPE_CHECKING:  # the node (the store, the ORM, the CRDT library) is imported by what opens one
     from sqlmodel import Session
 
     from p2psync.node.office import Node
+    from p2psync.trust.policy import Policy
 
 Data = dict[str, Any]
 REPORTS = ("trial-balance", "ledger", "day-book", "profit-loss", "balance-sheet")
@@ -72,27 +75,45 @@ def offices(node: Node) -> list[Data]:
 
 def read_scopes(node: Node) -> list[Data]:
     """Whose books each office reads, as the head office's policy says (every office also reads the
-    masters): a head office every office's, a branch its own and those granted to it."""
+    masters): a head office every office's, a branch its own and those granted to it. `granted` is
+    what the office itself is granted, `every_office` what every branch office is (`"*"` in either:
+    every office's books, including offices added later)."""
     policy = node.trust.policy
     with node.db.read() as session:
         rows = queries.offices(session)
     codes = [o.code for o in rows]
+    everyone = sorted(policy.grants.get(EVERY_OFFICE, ()))
     out = []
     for o in rows:
-        reads = policy.reads(o.code, o.role == "head")
-        out.append({"office": o.code, "name": o.name, "role": o.role, "all": reads is None,
-                    "reads": codes if reads is None else [c for c in codes if c in reads],
-                    "granted": sorted(policy.grants.get(o.code, ()))})
+        head = o.role == "head"
+        out.append({**_reading(policy, o.code, head, codes), "name": o.name, "role": o.role,
+                    "granted": [] if head else sorted(policy.grants.get(o.code, ())),
+                    "every_office": [] if head else everyone})
     return out
 
 
+def _reading(policy: Policy, code: str, head: bool, codes: list[str]) -> Data:
+    """Whether `code` reads every office's books, and whose it reads of `codes`."""
+    reads = policy.reads(code, head)
+    return {"office": code, "all": reads is None, "reads": codes if reads is None else [c for c in codes if c in reads]}
+
+
 def change_scope(node: Node, office: str, grant: list[str] | None = None, revoke: list[str] | None = None) -> Data:
-    """Grant or take back an office's reading of other offices' books (head office only)."""
+    """Grant or take back an office's reading of other offices' books (head office only); `"*"` as
+    the office is every branch office, and among the offices every office's books."""
     from p2psync.node import registrar
 
     before = node.trust.policy
     policy = registrar.set_grants(node, office, grant or [], revoke or [])
-    row = next(r for r in read_scopes(node) if r["office"] == office.strip().upper())
+    code = office.strip().upper()
+    if code == EVERY_OFFICE:
+        with node.db.read() as session:
+            codes = [o.code for o in queries.offices(session)]
+        granted = sorted(policy.grants.get(EVERY_OFFICE, ()))
+        row = {"office": EVERY_OFFICE, "all": EVERY_OFFICE in granted,
+               "reads": codes if EVERY_OFFICE in granted else granted, "granted": granted}
+    else:
+        row = next(r for r in read_scopes(node) if r["office"] == code)
     return {**row, "policy_version": policy.version, "key_epoch": policy.epoch,
             "rotated": policy.epoch != before.epoch, "changed": policy.version != before.version}
 
@@ -349,18 +370,21 @@ def report_at(home: Path, kind: str, office: str | None = None, start: str | Non
     """`report` for a command that holds only the home: read with `sqlite3` alone when the database
     needs nothing done first (`reading.open_as_is`), which spares the command importing the ORM, the
     CRDT library and the network (most of its time on small books); else, or if SQLite cannot read
-    it, through `Node.open`, which mends what it can and explains what it cannot. A report that needs
-    the node's verified policy (read scopes) or its documents (eliminating inter-office pairs) goes
-    through the node too."""
+    it, through `Node.open`, which mends what it can and explains what it cannot. The offices it covers
+    are those the stored policy grants (`_claimed_reads`), as the node verified it when it adopted it
+    (and verifies on every open). A report that needs the node's documents (eliminating inter-office
+    pairs) goes through the node too."""
     connection = reading.open_as_is(home / DB_FILE)
     if connection is not None:
         try:
             policy = (reading.setting(connection, "policy") or "").encode()
             eliminates = _office(office) is None and kind in _ELIMINATING and queries.has_inter_office_lines(connection)
-            if not eliminates and not claimed(policy, "scoped_from"):
+            own = reading.setting(connection, "office") or ""
+            reads = _claimed_reads(policy, own, reading.setting(connection, "role") == "head")
+            if not eliminates and reads is not False:
                 sync_after = claimed(policy, "sync_after")
                 return _report_from(connection, sync_after if isinstance(sync_after, str) else None, kind, office,
-                                    start, end, ledger, detail)
+                                    start, end, ledger, detail, reads=reads, own=own)
         except sqlite3.DatabaseError:
             pass
         finally:
@@ -372,6 +396,18 @@ def report_at(home: Path, kind: str, office: str | None = None, start: str | Non
         return report(node, kind, office, start, end, ledger, detail)
     finally:
         node.close()
+
+
+def _claimed_reads(policy: bytes, office: str, is_head: bool) -> frozenset[str] | None | Literal[False]:
+    """The offices whose books this office reads by the stored policy's claims (None: all, as before
+    read scopes); False when they cannot be read as they should be, for `Node.open` to verify."""
+    if not claimed(policy, "scoped_from"):
+        return None
+    grants = claimed(policy, "grants") or {}
+    if not isinstance(grants, dict) or not all(isinstance(g, list) and all(isinstance(o, str) for o in g)
+                                               for g in grants.values()):
+        return False
+    return scopes.reads(grants, office, is_head)
 
 
 def _matched(node: Node, kind: str, office: str | None, end: str | None) -> dict[tuple[str, str], int] | None:

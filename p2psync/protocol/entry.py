@@ -40,7 +40,7 @@ from p2psync.deps import check_deps
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import Member, UnknownMember
 from p2psync.trust.keys import b64, unb64
-from p2psync.trust.policy import link_scope, scope_of
+from p2psync.trust.scopes import link_scope, scope_of
 
 MAGIC = b"P2E1"
 MAX_HEADER = 16 * 1024

@@ -5,17 +5,20 @@ stays valid per document, the dated rules (the sync-after date and the period lo
 who reads which office's books (read grants), and the key epoch with each member's key ring sealed to
 it. A node accepts only a newer policy that verifies.
 
-Read scopes: the masters are one scope, each office's books another (`scope_of`). From the epoch
-`scoped_from` on, each (scope, epoch) has its own key, derived from that epoch's secret, which only
-head office nodes hold; every other member is sealed the keys of the scopes it reads. Epochs before
+Read scopes: the masters are one scope, each office's books another (`scopes.scope_of`). From the
+epoch `scoped_from` on (the first, for an organisation made with scopes), each (scope, epoch) has its
+own key, derived from that epoch's secret, which head office nodes hold; every other member is
+sealed the keys of the scopes it reads. Epochs before
 `scoped_from` (an organisation made before scopes) have one key for everything, sealed to every
-member, because the masters written under it must stay readable to all.
+member, because the masters written under it must stay readable to all. A member granted every
+office's books (`EVERY_OFFICE`) is sealed the epochs' secrets, as a head office is, so that it reads
+offices added later without a new policy.
 
 Links between offices: a voucher of office A that touches B's inter-office account (`@B`) must be
 readable at B, which accepts or disputes it, though B may not read A's books. Its entry is sealed
-under a one-off key wrapped for A's scope and for the link `vouchers/A>B` (`link_scope`). The readers
-of B's books hold B's inbound key (`inbound_scope`), from which they derive the key of every link
-into B (`link_key`); each office holds the keys of its own links out, and nothing else of them.
+under a one-off key wrapped for A's scope and for the link `vouchers/A>B` (`scopes.link_scope`). The
+readers of B's books hold B's inbound key (`scopes.inbound_scope`), from which they derive the key of
+every link into B (`link_key`); each office holds the keys of its own links out, and nothing else of them.
 """
 
 from __future__ import annotations
@@ -39,46 +42,21 @@ from p2psync.canonical import dumps, loads, utc_now
 from p2psync.errors import P2PSyncError
 from p2psync.trust.certs import CertificateError, Member, UnknownMember, verify_node_cert
 from p2psync.trust.keys import b64, unb64
+from p2psync.trust.scopes import (
+    EVERY_OFFICE,
+    MASTERS_SCOPE,
+    inbound_scope,
+    link_scope,
+    office_scope,
+    parse_link,
+    scope_office,
+)
+from p2psync.trust.scopes import granted as granted_to
+from p2psync.trust.scopes import reads as reads_of
 from p2psync.trust.seal import open_sealed, seal
 
 _SIG_CONTEXT = b"p2psync-policy-v1\x00"
 MAX_POLICY_BYTES = 4 * 1024 * 1024
-#: The scope of the masters document; an office's books are the scope `vouchers/<OFFICE>`.
-MASTERS_SCOPE = "masters"
-
-
-def office_scope(office: str) -> str:
-    return f"vouchers/{office}"
-
-
-def scope_of(doc: str) -> str:
-    """The read scope a shared document belongs to: the masters, or the books of the office it is in
-    (`vouchers/<OFFICE>/<YYYY-MM>`)."""
-    return MASTERS_SCOPE if doc == MASTERS_SCOPE else "/".join(doc.split("/")[:2])
-
-
-def scope_office(scope: str) -> str | None:
-    """The office whose books a scope is; None for the masters."""
-    return None if scope == MASTERS_SCOPE else scope.split("/", 1)[1]
-
-
-def link_scope(source: str, target: str) -> str:
-    """The scope of what office `source` writes that office `target` must read: its vouchers that
-    touch `target`'s inter-office account."""
-    return f"vouchers/{source}>{target}"
-
-
-def inbound_scope(target: str) -> str:
-    """The scope whose key opens every link into office `target`: held by the readers of its books."""
-    return f"vouchers/>{target}"
-
-
-def parse_link(scope: str) -> tuple[str, str] | None:
-    """(source, target) of a link scope, None for any other scope."""
-    if not scope.startswith("vouchers/") or ">" not in scope:
-        return None
-    source, _, target = scope[len("vouchers/"):].partition(">")
-    return (source, target) if source and target else None
 
 
 def link_key(inbound: bytes, org: str, source: str, epoch: int) -> bytes:
@@ -188,7 +166,8 @@ class Policy:
     #: shown to people (what was locked or unlocked, and when).
     rules_changed_at: dict[str, str] = field(default_factory=dict)
     #: Office -> the other offices whose books it may read, beyond the defaults (a head office reads
-    #: every office's books; every office reads the masters and its own books).
+    #: every office's books; every office reads the masters and its own books); `EVERY_OFFICE` on
+    #: either side means every office, including those added later.
     grants: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: The first epoch whose keys are per scope (0: none yet, one key per epoch for everything).
     scoped_from: int = 0
@@ -212,10 +191,14 @@ class Policy:
         """One of the `DATED_RULES`, with its history and held positions."""
         return DatedRule(name, getattr(self, name), getattr(self, f"{name}_history"), getattr(self, f"{name}_held"))
 
+    def granted(self, office: str) -> frozenset[str]:
+        """What branch `office` is granted beyond its own books (`scopes.granted`)."""
+        return granted_to(self.grants, office)
+
     def reads(self, office: str, is_head: bool) -> frozenset[str] | None:
-        """The offices whose books a member of `office` may read; None for every office (a head
-        office). Every member reads the masters."""
-        return None if is_head else frozenset({office, *self.grants.get(office, ())})
+        """The offices whose books a member of `office` may read; None for every office, including
+        offices added later (`scopes.reads`). Every member reads the masters."""
+        return reads_of(self.grants, office, is_head)
 
     def may_read(self, member: Member, scope: str) -> bool:
         offices = self.reads(member.office, member.is_head)
@@ -444,9 +427,13 @@ class Authority:
         self.root = root
         self.ring = dict(ring)
 
-    def genesis(self, org: str, head_der: bytes, scoped: bool = False) -> Policy:
+    def genesis(self, org: str, head_der: bytes, scoped: bool = True,
+                grants: Mapping[str, Iterable[str]] | None = None) -> Policy:
+        """The first policy of a new organisation: per-scope keys from its first epoch (`scoped=False`
+        makes one as versions before read scopes did), with `grants` beyond the defaults."""
         self.ring = {1: os.urandom(32)}
-        base = Policy(org=org, version=0, issued_at=utc_now(), epoch=1, scoped_from=1 if scoped else 0)
+        base = Policy(org=org, version=0, issued_at=utc_now(), epoch=1, scoped_from=1 if scoped else 0,
+                      grants={office: tuple(sorted(set(offices))) for office, offices in (grants or {}).items()})
         return self._reissue(base, members={**base.members, _node_of(head_der, self.root): b64(head_der)})
 
     def admit(self, policy: Policy, der: bytes) -> Policy:
@@ -460,13 +447,15 @@ class Authority:
         return self._rotate(policy, revoked={**policy.revoked, node: dict(cutoffs)})
 
     def set_grants(self, policy: Policy, office: str, offices: Iterable[str]) -> Policy:
-        """What `office` may read beyond its own books. Taking a grant away rotates every key, so that
-        nothing written after it is readable there; what it had read stays readable to it."""
-        wanted = tuple(sorted(set(offices) - {office}))
+        """What `office` (or `EVERY_OFFICE`: every branch) may read beyond its own books; `EVERY_OFFICE`
+        among `offices` stands for them all. Taking a grant away rotates every key, so that nothing
+        written after it is readable there; what it had read stays readable to it."""
+        wanted_set = set(offices) - {office} if office != EVERY_OFFICE else set(offices)
+        wanted = (EVERY_OFFICE,) if EVERY_OFFICE in wanted_set else tuple(sorted(wanted_set))
         grants = {k: v for k, v in policy.grants.items() if k != office}
         if wanted:
             grants[office] = wanted
-        if set(policy.grants.get(office, ())) - set(wanted):
+        if EVERY_OFFICE not in wanted and set(policy.grants.get(office, ())) - set(wanted):  # "*" takes nothing away
             return self._rotate(policy, grants=grants)
         return self._reissue(policy, grants=grants)
 
@@ -492,15 +481,16 @@ class Authority:
         return replace(draft, sealed=sealed)
 
     def ring_for(self, policy: Policy, member: Member, offices: frozenset[str]) -> KeyRing:
-        """A head office node gets every epoch's key or secret; any other member the organisation-wide
-        keys of the epochs before scopes, the keys of the scopes it reads with their inbound links,
-        and the keys of its own office's links to the other `offices` (those with a member: an office
-        enrolled later is linked to when its enrollment reissues the policy)."""
-        if member.is_head:
+        """A head office node, or a member that reads every office's books, gets every epoch's key or
+        secret (it derives the keys of offices added later itself); any other member the
+        organisation-wide keys of the epochs before scopes, the keys of the scopes it reads with their
+        inbound links, and the keys of its own office's links to the other `offices` (those with a
+        member: an office enrolled later is linked to when its enrollment reissues the policy)."""
+        reads = policy.reads(member.office, member.is_head)
+        if reads is None:
             return KeyRing(dict(self.ring))
-        reads = sorted(policy.reads(member.office, member.is_head) or ())
-        scopes = [MASTERS_SCOPE, *(office_scope(office) for office in reads),
-                  *(inbound_scope(office) for office in reads),
+        scopes = [MASTERS_SCOPE, *(office_scope(office) for office in sorted(reads)),
+                  *(inbound_scope(office) for office in sorted(reads)),
                   *(link_scope(member.office, other) for other in sorted(offices - {member.office}))]
         secrets = {e: k for e, k in self.ring.items() if policy.is_scoped(e)}
         return KeyRing({e: k for e, k in self.ring.items() if not policy.is_scoped(e)},

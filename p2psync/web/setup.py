@@ -19,11 +19,15 @@ routes = web.RouteTableDef()
 
 @routes.post("/api/setup/head")
 async def create_head(request: web.Request) -> web.Response:
+    """`{company, office?, name?, open_books?}`: `open_books` true makes every office read every
+    office's books (``init --open-books``); else the default read scopes."""
     data = await body(request)
     company, office = text(data, "company"), optional_text(data, "office") or "HO"
     name = optional_text(data, "name") or "Head Office"
+    open_books = data.get("open_books") is True
     dashboard: Dashboard = request.app[DASHBOARD]
-    return await _set_up(dashboard, lambda: asyncio.to_thread(Node.create_head, dashboard.home, company, office, name))
+    return await _set_up(dashboard, lambda: asyncio.to_thread(Node.create_head, dashboard.home, company, office, name,
+                                                              open_books))
 
 
 @routes.post("/api/setup/join")

@@ -104,14 +104,17 @@ function setupScreen() {
   const headBox = h("div"), joinBox = h("div");
   const company = h("input", { id: "setup-company" }), code = h("input", { id: "setup-office", value: "HO" });
   const name = h("input", { id: "setup-name", value: "Head Office" });
+  const openBooks = h("input", { type: "checkbox", id: "setup-open-books" });  // else the default read scopes
   const invite = h("input", { id: "join-code", autocomplete: "off" }), via = h("input", { id: "join-via", placeholder: "wss://HOST:8470 (blank: find it on the LAN)" });
   const element = h("div", {},
     h("h2", {}, "Set up this office"),
     h("div", { class: "cards" },
       h("section", { class: "card" }, h("h3", {}, "Head office: create the organisation"),
         field("Company name", company), field("Office code", code), field("Office name", name),
+        field("Every office reads every office's books (else each branch reads only its own)", openBooks),
         h("div", { class: "actions" }, h("button", { class: "primary", id: "create-head", onclick: () =>
-          act(headBox, () => post("/api/setup/head", { company: company.value, office: code.value, name: name.value }),
+          act(headBox, () => post("/api/setup/head", { company: company.value, office: code.value, name: name.value,
+            open_books: openBooks.checked }),
             r => `Created ${r.company}. Registration ID ${r.registration_id}.`) }, "Create")), headBox),
       h("section", { class: "card" }, h("h3", {}, "Branch office: join with a one-time code"),
         field("One-time code from the head office", invite), field("Head office address", via),
@@ -501,6 +504,8 @@ function registrationScreen() {
   const box = h("div"), inviteBox = h("div"), master = h("div"), scopes = h("div"), scopeBox = h("div");
   const code = h("input", { id: "branch-code", placeholder: "BR1" }), name = h("input", { id: "branch-name" });
   const scopeOffice = h("select", { id: "scope-office" }), scopeOthers = h("input", { id: "scope-offices", placeholder: "BR1, BR2" });
+  const scopeAll = h("input", { type: "checkbox", id: "scope-all" });  // "*": every office, also those added later
+  const offices = codes => codes.map(c => c === "*" ? "every office" : c).join(", ");
   const inviteOffice = h("select", { id: "invite-office" }), ttl = h("select", { id: "invite-ttl" },
     [["15m", "15 minutes"], ["1h", "1 hour"], ["1d", "1 day"], ["7d", "7 days"]].map(([v, t]) => h("option", { value: v }, t)));
   const refresh = async () => {
@@ -510,15 +515,20 @@ function registrationScreen() {
     inviteOffice.replaceChildren(...app.offices.filter(o => o.role !== "head").map(o => h("option", { value: o.code }, `${o.code} - ${o.name}`)));
     if (chosen) inviteOffice.value = chosen;
     const rows = await get("/api/scopes");
+    const everyone = (rows.find(r => r.every_office.length) || { every_office: [] }).every_office;
     scopes.replaceChildren(table(["Office", "Reads the books of", "Granted"],
-      rows.map(r => [r.office, r.all ? "every office" : r.reads.join(", "), r.granted.join(", ") || "-"]), { id: "scopes" }));
+      rows.map(r => [r.office, r.all ? "every office" : r.reads.join(", "), offices(r.granted) || "-"]), { id: "scopes" }),
+      everyone.length ? h("p", { class: "muted", id: "scopes-every-office" },
+        `Every branch office also reads the books of ${offices(everyone)} (granted to every office).`) : "");
     const picked = scopeOffice.value;
-    scopeOffice.replaceChildren(...app.offices.filter(o => o.role !== "head").map(o => h("option", { value: o.code }, `${o.code} - ${o.name}`)));
+    scopeOffice.replaceChildren(...app.offices.filter(o => o.role !== "head").map(o => h("option", { value: o.code }, `${o.code} - ${o.name}`)),
+      h("option", { value: "*" }, "Every branch office"));
     if (picked) scopeOffice.value = picked;
   };
   const changeScope = how => act(scopeBox, () => post("/api/scopes", { office: scopeOffice.value,
-    [how]: scopeOthers.value.split(",").map(o => o.trim()).filter(Boolean) }),
-    r => `${r.office} reads the books of ${r.reads.join(", ")}` + (r.rotated ? ` (keys rotated to epoch ${r.key_epoch})` : "")).then(refresh);
+    [how]: scopeAll.checked ? ["*"] : scopeOthers.value.split(",").map(o => o.trim()).filter(Boolean) }),
+    r => `${r.office === "*" ? "Every branch office" : r.office} reads the books of ${r.all ? "every office" : r.reads.join(", ") || "its own"}`
+      + (r.rotated ? ` (keys rotated to epoch ${r.key_epoch})` : "")).then(refresh);
   const element = h("div", {}, h("h2", {}, "Registration"),
     h("section", { class: "card" }, h("dl", { class: "kv" },
       h("dt", {}, "Company"), h("dd", {}, id.company), h("dt", {}, "This office"), h("dd", {}, `${id.office} (${id.file_type})`),
@@ -526,7 +536,7 @@ function registrationScreen() {
     h("h3", {}, "Branch master"), master,
     h("h3", {}, "Read scopes"), scopes,
     head ? h("section", { class: "card" }, h("h3", {}, "Who reads which books"), field("Office", scopeOffice),
-      field("Offices whose books", scopeOthers),
+      field("Offices whose books", scopeOthers), field("Every office's books, also those added later", scopeAll),
       h("div", { class: "actions" }, h("button", { class: "primary", id: "scope-grant", onclick: () => changeScope("grant") }, "Grant"),
         h("button", { id: "scope-revoke", onclick: () => changeScope("revoke") }, "Take back")), scopeBox) : null,
     head ? h("div", { class: "cards" },
