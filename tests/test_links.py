@@ -24,7 +24,7 @@ from procs import here, here_json, make_org, post_here
 from p2psync.books import schema
 from p2psync.books.importer import ImportedDraft
 from p2psync.books.model import Line, Side, encode_revision
-from p2psync.node import interoffice, registrar, views
+from p2psync.node import interoffice, views
 from p2psync.node.office import Node
 from p2psync.protocol import entry
 
@@ -39,7 +39,6 @@ def offices(tmp_path: Path) -> Iterator[dict[str, Node]]:
     """HO, RO1, BR1 and BR2 under the default read scopes: each branch reads its own books only."""
     head = setup_head(tmp_path / "HO", read_all=False)
     head.add_office("RO1", "Regional Office")
-    registrar.use_scope_keys(head)
     nodes = {"HO": head, **{code: setup_branch(tmp_path / code, code, head) for code in ("RO1", "BR1", "BR2")}}
     try:
         yield nodes
@@ -116,8 +115,6 @@ def test_two_branches_take_up_each_others_vouchers_from_the_command_line(tmp_pat
     voucher against it, and its reconciliation is the head office's, though it reads none of BR1's
     books (its trial balance covers BR2 alone)."""
     ho, br1, br2 = make_org(tmp_path, read_all=False)
-    here(ho, "scope", "enable")
-    exchange(ho, br1, br2)
     sent = post_here(br1, "payment", DAY, "@BR2", "Cash", "1,500", SHARED)
     post_here(br1, "receipt", DAY, "Cash", "Sales", "4,321.09", PRIVATE)
     exchange(ho, br1, br2)
