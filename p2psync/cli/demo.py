@@ -38,6 +38,8 @@ LEDGERS = [("Cash", "Cash-in-Hand", "2,00,000"), ("HDFC Bank", "Bank Accounts", 
            ("Capital", "Capital Account", "7,00,000 Cr"), ("Sales", "Sales Accounts", None),
            ("Purchases", "Purchase Accounts", None), ("Rent", "Indirect Expenses", None),
            ("Salaries", "Indirect Expenses", None)]
+#: Each branch's opening balances, set by the head office: cash in hand to pay from from the first day.
+BRANCH_OPENINGS = [("Cash", "1,00,000"), ("Capital", "1,00,000 Cr")]
 #: (type, debit, credit, weight, largest amount): mostly sales, so cash and bank stay in credit.
 KINDS = [("sales", "Cash", "Sales", 5, 40_000), ("receipt", "HDFC Bank", "Sales", 3, 60_000),
          ("payment", "Rent", "Cash", 2, 15_000), ("payment", "Salaries", "HDFC Bank", 1, 30_000),
@@ -168,6 +170,9 @@ def _play(demo: Demo, vouchers: int) -> None:
             demo.run("HO", "branch", "add", code, name)
         for name, group, opening in LEDGERS:
             demo.run("HO", "ledger", "add", name, "--group", group, *(["--opening", opening] if opening else []))
+        for code in ("BR1", "BR2"):  # each branch starts with cash and capital of its own
+            for name, amount in BRANCH_OPENINGS:
+                demo.run("HO", "ledger", "opening", name, amount, "--office", code)
         demo.run("HO", "settings", "--relay", relay)
         progress.update("Starting the head office's node")
         head = demo.node("HO")
