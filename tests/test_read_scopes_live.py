@@ -1,13 +1,15 @@
 """Read scopes between real `p2psync run` processes: a branch carries another branch's entries to
 the head office unread, a regional office reads what it is granted, and no more once the grant is
 taken back, and an organisation made before read scopes moves to them when its head office, able
-to sign, runs `p2psync sync` or `p2psync run`."""
+to sign, runs `p2psync sync` or `p2psync run`. A branch that carries another's entries and turns
+hostile (alters, drops, reorders or withholds them) is caught or bypassed, as the relay is."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from helpers import before_read_scopes
+from helpers import before_read_scopes, exchange
 from procs import (
     Fleet,
     cli,
@@ -18,6 +20,7 @@ from procs import (
     peers_of,
     policy,
     post_here,
+    query,
     quarantined,
     refused,
     sync_here,
@@ -26,6 +29,7 @@ from procs import (
     wait_converged,
     wait_until,
 )
+from test_live_attacks import push_direct
 
 CANARY = "CANARY-BR2-Q7"
 MOVED = "made before read scopes: they are in force"
@@ -165,3 +169,34 @@ def test_open_books_and_every_offices_books_at_the_command_line(tmp_path: Path) 
     taken = here_json(ho, "scope", "revoke", "AUD", "--all")
     assert taken["reads"] == ["AUD"] and taken["granted"] == [] and taken["rotated"]
     assert here_json(ho, "report", "trial-balance")["scope"] == "consolidated"  # the head office reads all
+
+
+def test_a_hostile_carrier_that_alters_reorders_or_withholds_what_it_cannot_read_is_caught_or_bypassed(
+        tmp_path: Path, fleet: Fleet) -> None:
+    """BR1 carries BR2's entries without reading them, then, holding its valid keys, passes them to
+    the running head office altered, out of order, and with the first withheld: the altered one is
+    refused (and not charged to BR2), the second waits for the first, and the first arrives from BR2
+    itself; the head office ends with BR2's books exactly as posted."""
+    ho, br1, br2 = make_org(tmp_path, read_all=False)
+    first = post_here(br2, "receipt", "2026-04-02", "Cash", "Sales", "11.00", f"{CANARY} one")
+    second = post_here(br2, "receipt", "2026-04-03", "Cash", "Sales", "22.00", f"{CANARY} two")
+    exchange(br1, br2)
+    carried = [blob for (blob,) in query(br1, "SELECT envelope FROM entry WHERE doc = 'vouchers/BR2/2026-04' "
+                                              "ORDER BY seq")]
+    assert len(carried) == 2 and not {first, second} & voucher_numbers(br1)  # held, not read
+    altered = bytearray(carried[0])
+    altered[-80] ^= 0x01  # one bit of the ciphertext BR1 cannot read
+
+    head = fleet.start(ho)
+    asyncio.run(push_direct(head.url, br1, [bytes(altered)]))
+    wait_until(lambda: any("signature does not verify" in r for r in quarantined(ho)), "the altered entry refused")
+    assert query(ho, "SELECT author FROM quarantine") == [("?",)]  # not charged to BR2, whose it is not
+    asyncio.run(push_direct(head.url, br1, [carried[1]]))  # the second, with the first withheld
+    wait_until(lambda: query(ho, "SELECT count(*) FROM pending") == [(1,)], "the second entry to wait for the first")
+    assert not {first, second} & voucher_numbers(ho)
+
+    fleet.start(br2, peers=(head.url,))  # BR2 itself brings what BR1 withheld
+    wait_until(lambda: {first, second} <= voucher_numbers(ho), "the head office to apply both of BR2's entries")
+    assert query(ho, "SELECT count(*) FROM pending") == [(0,)] and len(quarantined(ho)) == 1
+    assert vectors(ho)["vouchers/BR2/2026-04"] == vectors(br2)["vouchers/BR2/2026-04"]
+    assert f"{CANARY} two" in str(here_json(ho, "voucher", "show", second))
