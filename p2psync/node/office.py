@@ -355,9 +355,8 @@ class Node:
     def post_many(self, drafts: list[ImportedDraft], progress: Callable[[int], None] | None = None) -> list[Revision]:
         """Post every draft or none; each error names where its draft came from."""
         self._may_post()
-        settings = self.settings()
         with self.store.transaction() as batch:
-            posted = self._post_in(batch, drafts, settings, progress)
+            posted = self._post_in(batch, drafts, get_settings(batch.session, LOCAL_SETTINGS), progress)
         if progress:
             progress(len(drafts))
         return posted
@@ -368,9 +367,9 @@ class Node:
         fsync. A draft refused by a rule undoes only itself; the result is, in order, each draft's
         revision or the error that refused it. Any other failure (the disk) fails them all."""
         self._may_post()
-        settings = self.settings()
         results: list[Revision | RuleError] = []
         with self.store.transaction() as batch:
+            settings = get_settings(batch.session, LOCAL_SETTINGS)  # in the write: a read of its own cost more
             for draft in drafts:
                 try:
                     with batch.part():

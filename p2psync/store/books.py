@@ -124,21 +124,30 @@ class BookStore:
         #: The entries this store committed last, oldest first (replaced whole, never changed in
         #: place: the event loop reads it while the worker commits).
         self._recent: tuple[Logged, ...] = ()
+        #: The session of the write transaction `transaction` has open, and the documents in memory
+        #: known to be level with the log inside it: it holds the write lock, and every change it
+        #: makes to the log passes through its batch, which keeps them level.
+        self._writing: Session | None = None
+        self._level: set[str] = set()
 
     # ------------------------------------------------------------ reading
 
     def loaded(self, session: Session, name: str) -> LoadedDoc:
         """The document as of the log, catching up with entries another process appended."""
         cached = self._docs.get(name)
+        writing = session is self._writing
         if cached is None:
             cached = docs.load(session, name, self.client_id)
             self._docs[name] = cached
         else:
             self._docs.move_to_end(name)
-            for entry_id, update in log.after(session, name, cached.upto):
-                cached.doc.apply_update(update)
-                cached.upto = entry_id
-                cached.entries += 1
+            if not (writing and name in self._level):  # asked once per write: a receive asks up to 4 times
+                for entry_id, update in log.after(session, name, cached.upto):
+                    cached.doc.apply_update(update)
+                    cached.upto = entry_id
+                    cached.entries += 1
+        if writing:
+            self._level.add(name)
         return cached
 
     def read_doc(self, name: str) -> Doc:
@@ -179,6 +188,7 @@ class BookStore:
         touched: set[str] = set()
         try:
             with self.db.write() as session:
+                self._writing, self._level = session, set()
                 batch = Batch(self, session, touched)
                 yield batch
                 if not self.defer_snapshots:
@@ -191,6 +201,8 @@ class BookStore:
             for name in touched:
                 self._docs.pop(name, None)
             raise
+        finally:
+            self._writing = None
         if batch.logged:
             self._recent = (*self._recent, *batch.logged)[-RECENT_ENTRIES:]
             self.last_sealed = max([self.last_sealed, *(row[0] for row in batch.logged if row[5] is not None)])
