@@ -557,7 +557,7 @@ class Node:
             names[rev.office].update(line.ledger for line in rev.content.lines)
         for office, used in names.items():
             self._adopt(batch, office, ledgers=used)
-        return {schema.MASTERS: log.vector(batch.session, schema.MASTERS)}
+        return {schema.MASTERS: batch.vector(schema.MASTERS)}
 
     def _adopt(self, batch, office: str, ledgers: Iterable[str] = (),  # type: ignore[no-untyped-def]
                groups: Iterable[str] = ()) -> Chart:
@@ -642,10 +642,12 @@ class Node:
             return self.shared_vectors(session, log.documents(session) if docs is None else sorted(set(docs)))
 
     @staticmethod
-    def shared_vectors(session: Session, names: Iterable[str]) -> dict[str, dict[str, int]]:
-        """The non-empty vectors of the shared documents among `names`."""
-        return {doc: vector for doc in names
-                if not schema.parse_doc_name(doc).local and (vector := log.vector(session, doc))}
+    def shared_vectors(session: Session, names: Iterable[str],
+                       vector: Callable[[str], dict[str, int]] | None = None) -> dict[str, dict[str, int]]:
+        """The non-empty vectors of the shared documents among `names` (read by `vector` if given: a
+        batch's own, which it keeps)."""
+        read = vector or (lambda doc: log.vector(session, doc))
+        return {doc: held for doc in names if not schema.parse_doc_name(doc).local and (held := read(doc))}
 
     def entries_since(self, after_id: int, limit: int = 2000) -> list[tuple[int, str, str, int, int, bytes]]:
         """Sealed entries logged after `after_id`, oldest first: (id, doc, author, seq, vouchers, entry)."""
