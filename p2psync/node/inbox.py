@@ -77,7 +77,7 @@ def receive(node: Node, blobs: Iterable[bytes], vectors_of: Iterable[str] = ()) 
     with node.store.transaction() as batch:
         _receive_in(node, batch, blobs, result)
         result.waiting = pending.count(batch.session)
-        result.vectors = node.shared_vectors(batch.session, sorted(set(vectors_of)))
+        result.vectors = node.shared_vectors(batch.session, sorted(set(vectors_of)), batch.vector)
     return result
 
 
@@ -191,7 +191,7 @@ def _apply_ready(node: Node, batch: Batch, result: Received, fresh: list[_Candid
 
     def applied(doc: str, author: str) -> int:
         if doc not in vectors:
-            vectors[doc] = log.vector(session, doc)
+            vectors[doc] = batch.vector(doc)
         return vectors[doc].get(author, 0)
 
     parked = [_Candidate(replace(row.change, to=entry.declared_links(row.envelope)), row.envelope, row.policy, row.id,
@@ -372,7 +372,7 @@ class _SeenCharts:
         self.found: dict[tuple[str, tuple[tuple[str, int], ...]], Chart] = {}
 
     def __call__(self, office: str, seen: dict[str, int]) -> Chart:
-        held = log.vector(self.batch.session, schema.MASTERS)
+        held = self.batch.vector(schema.MASTERS)
         if all(seen.get(author, 0) >= seq for author, seq in held.items()):
             return self.current(office)
         key = (office, tuple(sorted(seen.items())))

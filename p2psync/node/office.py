@@ -363,9 +363,8 @@ class Node:
     def post_many(self, drafts: list[ImportedDraft], progress: Callable[[int], None] | None = None) -> list[Revision]:
         """Post every draft or none; each error names where its draft came from."""
         self._may_post()
-        settings = self.settings()
         with self.store.transaction() as batch:
-            posted = self._post_in(batch, drafts, settings, progress)
+            posted = self._post_in(batch, drafts, get_settings(batch.session, LOCAL_SETTINGS), progress)
         if progress:
             progress(len(drafts))
         return posted
@@ -376,9 +375,9 @@ class Node:
         fsync. A draft refused by a rule undoes only itself; the result is, in order, each draft's
         revision or the error that refused it. Any other failure (the disk) fails them all."""
         self._may_post()
-        settings = self.settings()
         results: list[Revision | RuleError] = []
         with self.store.transaction() as batch:
+            settings = get_settings(batch.session, LOCAL_SETTINGS)  # in the write: a read of its own cost more
             for draft in drafts:
                 try:
                     with batch.part():
@@ -568,7 +567,7 @@ class Node:
             names[rev.office].update(line.ledger for line in rev.content.lines)
         for office, used in names.items():
             self._adopt(batch, office, ledgers=used)
-        return {schema.MASTERS: log.vector(batch.session, schema.MASTERS)}
+        return {schema.MASTERS: batch.vector(schema.MASTERS)}
 
     def _adopt(self, batch, office: str, ledgers: Iterable[str] = (),  # type: ignore[no-untyped-def]
                groups: Iterable[str] = ()) -> Chart:
@@ -653,10 +652,12 @@ class Node:
             return self.shared_vectors(session, log.documents(session) if docs is None else sorted(set(docs)))
 
     @staticmethod
-    def shared_vectors(session: Session, names: Iterable[str]) -> dict[str, dict[str, int]]:
-        """The non-empty vectors of the shared documents among `names`."""
-        return {doc: vector for doc in names
-                if not schema.parse_doc_name(doc).local and (vector := log.vector(session, doc))}
+    def shared_vectors(session: Session, names: Iterable[str],
+                       vector: Callable[[str], dict[str, int]] | None = None) -> dict[str, dict[str, int]]:
+        """The non-empty vectors of the shared documents among `names` (read by `vector` if given: a
+        batch's own, which it keeps)."""
+        read = vector or (lambda doc: log.vector(session, doc))
+        return {doc: held for doc in names if not schema.parse_doc_name(doc).local and (held := read(doc))}
 
     def entries_since(self, after_id: int, limit: int = 2000) -> list[tuple[int, str, str, int, int, bytes]]:
         """Sealed entries logged after `after_id`, oldest first: (id, doc, author, seq, vouchers, entry)."""

@@ -9,13 +9,14 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy import event
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel
 
 from p2psync.errors import StoreError
-from p2psync.sqlite import raw_connection, sqlite_engine, write_transaction
+from p2psync.sqlite import raw_connection, read_transaction, sqlite_engine, write_transaction
 from p2psync.store import health, tables
 from p2psync.store.reading import (  # noqa: F401 (the layout's versions, also imported from here)
     CATCHING_UP_KEY,
@@ -117,9 +118,13 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        """A read transaction: one snapshot of the database, begun on its first statement."""
+        held = read_transaction(self.engine)
         try:
-            with Session(self.engine) as session:
-                yield session
+            try:
+                yield cast(Session, held)
+            finally:
+                held.release()
         except (IntegrityError, sqlite3.IntegrityError):
             raise
         except DatabaseError as exc:

@@ -1,0 +1,157 @@
+"""CPU per voucher of the live paths in one process, and the transactions each side opens per voucher.
+
+Single: N single-voucher posts at A (`Node.post`), each received at B at once (`Node.receive` of the
+new entries, with the acknowledgement's vectors), one after the other. Group: `Node.post_group` of G
+single-voucher drafts at A (each its own entry), then B receives those G entries in one call, R
+times. CPU is `time.process_time` around each call (the durable commit's system time included);
+the transactions are counted, over 100 vouchers before the timed ones, from the statements SQLite
+runs inside `post` and inside `receive` (a trace callback on every connection of each node): BEGIN
+(a read) and BEGIN IMMEDIATE (a write), per voucher.
+
+    python bench/live_cpu.py [--vouchers 2000] [--group 64] [--groups 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import common
+from sqlalchemy import event
+
+from p2psync.node.office import Node
+
+WARMUP = 20
+
+
+class Statements:
+    """Counts, by their first words, the statements a node's connections run while `side` names a
+    counter (traced connections cost more CPU: the timed calls run untraced)."""
+
+    def __init__(self, *nodes: Node) -> None:
+        self.counts: dict[str, Counter[str]] = {}
+        self.side: str | None = None
+        self.connections: list[sqlite3.Connection] = []
+        for node in nodes:
+            event.listen(node.db.engine, "connect", self._on_connect)
+            node.db.engine.dispose()
+
+    def _on_connect(self, connection: sqlite3.Connection, _record: object) -> None:
+        def trace(sql: str) -> None:
+            if self.side is not None:
+                words = sql.split(None, 2)
+                first = words[0].upper()
+                self.counts.setdefault(self.side, Counter())[" ".join(words[:2]).upper() if first == "BEGIN" else first] += 1
+        connection.set_trace_callback(trace)
+        self.connections.append(connection)
+
+    def stop(self) -> None:
+        for connection in self.connections:
+            connection.set_trace_callback(None)
+
+    def per_voucher(self, side: str, vouchers: int) -> dict[str, float]:
+        counts = self.counts.get(side, Counter())
+        return {"reads": counts["BEGIN"] / vouchers, "writes": counts["BEGIN IMMEDIATE"] / vouchers,
+                "commits": counts["COMMIT"] / vouchers, "selects": counts["SELECT"] / vouchers}
+
+
+def single(a: Node, b: Node, vouchers: int) -> dict[str, Any]:
+    counted = 100  # after the warm-up, traced; the timed vouchers come after them
+    drafts = common.make_drafts(vouchers + WARMUP + counted, seed=3)
+    last = a.last_entry_id()
+    post_cpu = receive_cpu = 0.0
+    statements = Statements(a, b)
+    for i, item in enumerate(drafts):
+        traced = WARMUP <= i < WARMUP + counted
+        statements.side = "post" if traced else None
+        began = time.process_time()
+        a.post(item.draft)
+        posted = time.process_time()
+        statements.side = None
+        rows = a.entries_since(last)
+        last = rows[-1][0]
+        statements.side = "receive" if traced else None
+        sent = time.process_time()
+        result = b.receive([row[5] for row in rows], [row[1] for row in rows])
+        received = time.process_time()
+        statements.side = None
+        if result.applied != len(rows) or result.quarantined:
+            raise AssertionError(f"B refused entries: {result.quarantined}")
+        if i == WARMUP + counted - 1:
+            statements.stop()
+        if i >= WARMUP + counted:
+            post_cpu += posted - began
+            receive_cpu += received - sent
+        if i % 100 == 99:  # what a running node does when idle (`defer_snapshots`)
+            a.store.write_due_snapshots()
+            b.store.write_due_snapshots()
+    return {"vouchers": vouchers, "post_cpu_us": post_cpu / vouchers * 1e6,
+            "receive_cpu_us": receive_cpu / vouchers * 1e6,
+            "post_per_voucher": statements.per_voucher("post", counted),
+            "receive_per_voucher": statements.per_voucher("receive", counted)}
+
+
+def grouped(a: Node, b: Node, size: int, groups: int) -> dict[str, Any]:
+    drafts = [item.draft for item in common.make_drafts(size * groups, seed=5)]
+    last = a.last_entry_id()
+    post_cpu = receive_cpu = 0.0
+    for g in range(groups):
+        began = time.process_time()
+        a.post_group(drafts[g * size:(g + 1) * size])
+        posted = time.process_time()
+        rows = a.entries_since(last, limit=size * 2)
+        last = rows[-1][0]
+        sent = time.process_time()
+        result = b.receive([row[5] for row in rows], sorted({row[1] for row in rows}))
+        received = time.process_time()
+        if result.applied != len(rows) or result.quarantined:
+            raise AssertionError(f"B refused entries: {result.quarantined}")
+        post_cpu += posted - began
+        receive_cpu += received - sent
+        a.store.write_due_snapshots()
+        b.store.write_due_snapshots()
+    vouchers = size * groups
+    return {"group": size, "groups": groups, "post_group_cpu_us": post_cpu / vouchers * 1e6,
+            "receive_cpu_us": receive_cpu / vouchers * 1e6}
+
+
+def measure(base: Path, vouchers: int, size: int, groups: int) -> dict[str, Any]:
+    org = base / "org"
+    common.make_org(org, ("BR1",))
+    out: dict[str, Any] = {}
+    for name, run in (("single", lambda a, b: single(a, b, vouchers)),
+                      ("group", lambda a, b: grouped(a, b, size, groups))):
+        home = base / name
+        shutil.copytree(org, home)
+        a, b = Node.open(home / "HO"), Node.open(home / "BR1")
+        a.store.defer_snapshots = b.store.defer_snapshots = True
+        try:
+            out[name] = run(a, b)
+        finally:
+            a.close()
+            b.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vouchers", type=int, default=2000)
+    parser.add_argument("--group", type=int, default=64)
+    parser.add_argument("--groups", type=int, default=30)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="p2psync-live-cpu-"))
+    try:
+        print(json.dumps(measure(base, args.vouchers, args.group, args.groups), indent=2))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
