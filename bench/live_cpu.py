@@ -41,7 +41,7 @@ class Statements:
         self.connections: list[sqlite3.Connection] = []
         for node in nodes:
             event.listen(node.db.engine, "connect", self._on_connect)
-            node.db.engine.dispose()
+            node.db.dispose()
 
     def _on_connect(self, connection: sqlite3.Connection, _record: object) -> None:
         def trace(sql: str) -> None:

@@ -11,6 +11,7 @@ SQLAlchemy is imported by the functions that use it, not with this module: a rea
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,19 +76,61 @@ def _configure(engine: Engine) -> None:
 _BEGUN = "p2psync_begun"
 
 
+class Kept:
+    """One pooled connection kept checked out for write transactions: taking a connection from
+    SQLAlchemy's pool and giving it back cost 30-40 µs of CPU per transaction in a live loop (some
+    fifty Python calls, cold), as much as the transaction's own `BEGIN` and `COMMIT`. A write that
+    finds it in use (another thread's) takes one from the pool as before. `drop` before the engine
+    is disposed, so that no connection outlives it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._pooled: PoolProxiedConnection | None = None
+
+    def take(self) -> PoolProxiedConnection | None:
+        """The kept connection, now this caller's until `give_back`; None if another holds it."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._pooled is None:
+                self._pooled = self._engine.raw_connection()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._pooled
+
+    def give_back(self, returned: bool = False) -> None:
+        """`returned`: the connection went back to the pool meanwhile (an ORM session's connection
+        closes it); the next `take` checks one out again."""
+        if returned:
+            self._pooled = None
+        self._lock.release()
+
+    def drop(self) -> None:
+        """Give the connection back to the pool (waiting for a write that holds it to end)."""
+        with self._lock:
+            if self._pooled is not None:
+                self._pooled.close()
+                self._pooled = None
+
+
 class Held:
     """One transaction on one pooled connection, as its callers see it: a `Session` in all but name.
     The hot paths use only SQLite's own connection (`raw_connection`), and SQLAlchemy's session,
     connection and transaction around it cost some 90-130 µs of CPU per transaction (against 25-30
-    µs without them), more than all the statements of a live receive. So on SQLite the connection is taken from the pool and begun
-    directly, and the ORM session is made only when a caller uses it (any attribute but `info`), on
-    that connection and inside that transaction. Another database (the relay's PostgreSQL) gets the
-    ORM session at once, begun as SQLAlchemy begins it."""
+    µs without them), more than all the statements of a live receive. So on SQLite the connection
+    is taken (from `kept`, or the pool) and begun directly, and the ORM session is made only when a
+    caller uses it (any attribute but `info`), on that connection and inside that transaction.
+    Another database (the relay's PostgreSQL) gets the ORM session at once, begun as SQLAlchemy
+    begins it."""
 
-    def __init__(self, engine: Engine, begin: str, **options: Any) -> None:
+    def __init__(self, engine: Engine, begin: str, kept: Kept | None = None, **options: Any) -> None:
         self.info: dict[str, Any] = {}
         self._engine, self._begin, self._options = engine, begin, options
         self._sqlite = engine.dialect.name == "sqlite"
+        self._kept = kept if self._sqlite else None
+        self._keeping = False  # `_pooled` is `_kept`'s
         self._pooled: PoolProxiedConnection | None = None
         self._connection: Connection | None = None
         self._session: Session | None = None
@@ -99,7 +142,11 @@ class Held:
             if not self._sqlite:
                 self.orm()
                 return self.info[_RAW]
-            self._pooled = self._engine.raw_connection()
+            if self._kept is not None:
+                self._pooled = self._kept.take()
+                self._keeping = self._pooled is not None
+            if self._pooled is None:
+                self._pooled = self._engine.raw_connection()
             self._pooled.driver_connection.execute(self._begin)  # type: ignore[union-attr]
             raw = self.info[_RAW] = self._pooled.driver_connection
         return raw
@@ -134,20 +181,27 @@ class Held:
             self.info[_RAW].execute("COMMIT")
 
     def release(self) -> None:
-        """Roll back whatever is not committed, and give the connection back to the pool."""
+        """Roll back whatever is not committed, and give the connection back (to the pool, or kept)."""
         if self._connection is not None:
             try:
                 if self._session is not None:
                     self._session.close()  # rolls back what it began
             finally:
-                self._connection.close()  # and gives the pooled connection back
+                try:
+                    self._connection.close()  # and gives the pooled connection back
+                finally:
+                    if self._keeping:
+                        self._kept.give_back(returned=True)  # type: ignore[union-attr]
         elif self._pooled is not None:
             try:
                 raw = self._pooled.driver_connection
                 if raw.in_transaction:  # type: ignore[union-attr]
                     raw.rollback()  # type: ignore[union-attr]
             finally:
-                self._pooled.close()
+                if self._keeping:
+                    self._kept.give_back()  # type: ignore[union-attr]
+                else:
+                    self._pooled.close()
 
 
 def read_transaction(engine: Engine) -> Held:
@@ -156,12 +210,14 @@ def read_transaction(engine: Engine) -> Held:
 
 
 @contextmanager
-def write_transaction(engine: Engine, describe: Callable[[DatabaseError], str]) -> Iterator[Session]:
+def write_transaction(engine: Engine, describe: Callable[[DatabaseError], str],
+                      kept: Kept | None = None) -> Iterator[Session]:
     """A write transaction holding the write lock from its start (BEGIN IMMEDIATE), committed on
-    normal exit and rolled back on any exception; database errors become one `StoreError` line."""
+    normal exit and rolled back on any exception; database errors become one `StoreError` line.
+    `kept`: the connection to use when it is free (see `Kept`)."""
     from sqlalchemy.exc import DatabaseError, IntegrityError
 
-    held = Held(engine, "BEGIN IMMEDIATE", expire_on_commit=False)
+    held = Held(engine, "BEGIN IMMEDIATE", kept, expire_on_commit=False)
     try:
         try:
             held.driver()  # BEGIN IMMEDIATE now: the write lock is taken as the transaction opens

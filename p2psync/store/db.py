@@ -16,7 +16,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel
 
 from p2psync.errors import StoreError
-from p2psync.sqlite import raw_connection, read_transaction, sqlite_engine, write_transaction
+from p2psync.sqlite import Kept, raw_connection, read_transaction, sqlite_engine, write_transaction
 from p2psync.store import health, tables
 from p2psync.store.reading import (  # noqa: F401 (the layout's versions, also imported from here)
     CATCHING_UP_KEY,
@@ -36,6 +36,8 @@ class Database:
         self.path = path
         self.engine = sqlite_engine(path, pool_size=2, max_overflow=4, pool_pre_ping=False)
         self._autocheckpoint = True
+        #: The connection write transactions use when it is free.
+        self._writer = Kept(self.engine)
 
         @event.listens_for(self.engine, "connect")
         def _checkpointing(dbapi_conn: sqlite3.Connection, _record: object) -> None:
@@ -48,7 +50,7 @@ class Database:
         milliseconds. A running node calls `checkpoint` when idle instead. Other processes on the
         same home keep the default."""
         self._autocheckpoint = False
-        self.engine.dispose()  # connections opened from now on have it off
+        self.dispose()  # connections opened from now on have it off
 
     def checkpoint(self) -> None:
         """Copy what the write-ahead log holds back into the database file, as far as readers allow
@@ -134,7 +136,7 @@ class Database:
 
     def write(self) -> AbstractContextManager[Session]:
         """A write transaction, committed on normal exit and rolled back on any exception."""
-        return write_transaction(self.engine, self.describe)
+        return write_transaction(self.engine, self.describe, self._writer)
 
     def recreate(self, models: list[type[SQLModel]], obsolete: tuple[str, ...] = ()) -> None:
         """Empty tables holding caches by dropping and creating them again, even when their pages are
@@ -142,7 +144,7 @@ class Database:
         theirs, and VACUUM then writes a file without them. Tables named in `obsolete`, which an older
         p2psync made, are dropped the same way."""
         names = [model.__tablename__ for model in models] + list(obsolete)  # type: ignore[attr-defined]
-        self.engine.dispose()
+        self.dispose()
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -182,6 +184,8 @@ class Database:
         return found.problem(self.path)
 
     def dispose(self) -> None:
+        """Close every connection (the kept writer's first: it is checked out, and would outlive it)."""
+        self._writer.drop()
         self.engine.dispose()
 
 
