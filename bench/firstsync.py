@@ -30,7 +30,7 @@ def p2psync(base: Path, vouchers: int, profile: list[str] | None = None) -> dict
     return {"vouchers": vouchers, "seconds": result["seconds"], "sync_seconds": result["sync_seconds"],
             "vouchers_per_s": vouchers / result["seconds"], "entries_received": result["received"],
             "receiver_peak_rss_mb": result["peak_rss_mb"], "sender_peak_rss_mb": served["peak_rss_mb"],
-            "errors": result["errors"]}
+            "receiver_cpu_s": result["cpu_s"], "sender_cpu_s": served["cpu_s"], "errors": result["errors"]}
 
 
 def stop(server: subprocess.Popen[str]) -> dict[str, Any]:
@@ -56,4 +56,4 @@ def peer(base: Path, vouchers: int) -> dict[str, Any]:
             server.kill()
     return {"vouchers": vouchers, "seconds": result["seconds"], "vouchers_per_s": vouchers / result["seconds"],
             "receiver_peak_rss_mb": result["peak_rss_mb"], "sender_peak_rss_mb": served["peak_rss_mb"],
-            "sender_rss_holding_docs_mb": ready["rss_mb"]}
+            "receiver_cpu_s": result["cpu_s"], "sender_cpu_s": served["cpu_s"], "sender_rss_holding_docs_mb": ready["rss_mb"]}

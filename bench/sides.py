@@ -100,7 +100,7 @@ def p2p_serve(home: Path) -> None:
         node.close()
 
     asyncio.run(main())
-    emit(peak_rss_mb=peak_rss_mb())
+    emit(peak_rss_mb=peak_rss_mb(), cpu_s=time.process_time())
 
 
 def p2p_sync(home: Path, url: str, expect: int) -> None:
@@ -125,7 +125,7 @@ def p2p_sync(home: Path, url: str, expect: int) -> None:
     errors = [s.last_error for s in states if s.last_error]
     emit(seconds=done - started, sync_seconds=synced - started, report_seconds=done - synced,
          vouchers=count_vouchers(home), received=sum(s.stats.received for s in states),
-         errors=errors, trial_balance_rows=len(report["rows"]), peak_rss_mb=peak_rss_mb())
+         errors=errors, trial_balance_rows=len(report["rows"]), peak_rss_mb=peak_rss_mb(), cpu_s=time.process_time())
     if count_vouchers(home) != expect:
         sys.exit(f"first sync ended with {count_vouchers(home)} of {expect} vouchers")
 
@@ -142,7 +142,7 @@ def peer_serve(seed_file: Path) -> None:
             await asyncio.to_thread(sys.stdin.readline)
 
     asyncio.run(main())
-    emit(peak_rss_mb=peak_rss_mb())
+    emit(peak_rss_mb=peak_rss_mb(), cpu_s=time.process_time())
 
 
 def peer_sync(seed_file: Path, port: int, expect: int) -> None:
@@ -157,7 +157,7 @@ def peer_sync(seed_file: Path, port: int, expect: int) -> None:
             return time.perf_counter() - started
 
     seconds = asyncio.run(main())
-    emit(seconds=seconds, peak_rss_mb=peak_rss_mb())
+    emit(seconds=seconds, peak_rss_mb=peak_rss_mb(), cpu_s=time.process_time())
 
 
 # ---------------------------------------------------------------- (7) scale

@@ -190,6 +190,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
     (`policy.DatedRule.judging`), not the newest."""
     name = _document(doc_name, author)
     revisions: dict[str, Revision] = {}
+    ledgers_seen: set[str] = set()
     for map_name, keys in sorted(changed.items()):  # in one order everywhere, so every replica gives one reason
         new_values = values[map_name]
         for key, action in sorted(keys.items()):
@@ -205,7 +206,7 @@ def check_change(doc_name: str, changed: dict[str, dict[str, str]], values: dict
                     revisions[key] = _check_revision(name, key, value, chart, sync_after, author)
                     if position is not None:
                         _check_lineage(revisions[key], held or (lambda _id: None), position)
-                        _check_ledgers_seen(revisions[key], chart, position)
+                        _check_ledgers_seen(revisions[key], chart, position, ledgers_seen)
                         _check_type(revisions[key], name, position)
                     check_unlocked(revisions[key], lock_until, held or (lambda _id: None))
             except RuleViolation:
@@ -263,21 +264,28 @@ def _check_dispute(key: str, value: object, author: Author) -> None:
         raise RuleViolation(f"dispute {key[:60]!r} claims author {dispute.author[:16]}, not its signer")
 
 
-def _check_ledgers_seen(rev: Revision, chart: Chart, position: Position) -> None:
+def _check_ledgers_seen(rev: Revision, chart: Chart, position: Position, passed: set[str]) -> None:
     """Every ledger a voucher names was created by an entry its author had seen: otherwise a replica
-    that happened to hold the ledger would accept what one that did not yet would refuse."""
+    that happened to hold the ledger would accept what one that did not yet would refuse. `passed`:
+    the names already found seen for this change (the verdict depends only on the name, the chart and
+    the change's position, so a name the entry's vouchers use again is not looked up again)."""
     for line in rev.content.lines:
+        if line.ledger in passed:
+            continue
         code = inter_office_code(line.ledger)
         if code is not None:
             _check_office_seen(rev, code, position)
+            passed.add(line.ledger)
             continue
         ledger = chart.ledger(line.ledger)
         if ledger is not None and _ledger_seen(ledger, position):
+            passed.add(line.ledger)
             continue
         key = chart.key(line.ledger)
         if not any(other.key == key and _ledger_seen(other, position) for other in position.records(schema.LEDGERS)):
             raise RuleViolation(f"voucher {rev.number[:40]} names ledger {line.ledger[:60]!r}, which its author had "
                                 "not seen created (its entry does not depend on it)")
+        passed.add(line.ledger)
 
 
 def _check_office_seen(rev: Revision, code: str, position: Position) -> None:

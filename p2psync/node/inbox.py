@@ -278,7 +278,7 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
         heads = schema.head_offices(masters) if c.doc == schema.MASTERS else frozenset()
         seen = c.deps.get(schema.MASTERS, {})
         position = admit.Position(c.doc, c.author, c.seq, c.deps, lambda map_name: _records(masters, map_name),
-                                  creators, heads, lambda office: charts(office, seen))
+                                  creators, heads, _per_change(lambda office: charts(office, seen)))
         decoded = admit.check_change(c.doc, changed, values, chart, author, sync_after, schema.revision_reader(doc),
                                      position, lock_until)
         admit.check_links(c, decoded, schema.revision_reader(doc))
@@ -298,6 +298,19 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
     result.applied += 1
     result.vouchers += batch.logged[-1][4]
     return True
+
+
+def _per_change(chart_at: Callable[[str], Chart]) -> Callable[[str], Chart]:
+    """`chart_at`, asked once per office for one change: every voucher of an entry is judged by the
+    chart its one author had (the same dependencies), and asking again per voucher read the masters'
+    vector and the log once more for each, the largest per-voucher cost of a first sync's checks."""
+    found: dict[str, Chart] = {}
+
+    def chart(office: str) -> Chart:
+        if office not in found:
+            found[office] = chart_at(office)
+        return found[office]
+    return chart
 
 
 def _signer(node: Node, framed: entry.Framed, claimed: str) -> str:
