@@ -7,7 +7,7 @@ import json
 from msgspec.structs import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from p2psync.books.drafts import make_draft, parse_line, resolve_names
@@ -189,6 +189,8 @@ def refusal_as_before(content: VoucherContent, chart: Chart) -> str | None:
         for line in lines:
             if not 0 < line.paise <= MAX_PAISE:
                 raise RuleViolation(f"line amount for {line.ledger!r} must be positive and within limits")
+            if line.ledger[:1] == "@":  # an inter-office account: this chart knows no office (tested elsewhere)
+                raise RuleViolation(f"unknown ledger {line.ledger[:60]!r}: it names no office")
             if ledger(line.ledger) is None:
                 raise RuleViolation(f"unknown ledger {line.ledger!r}")
         debit = sum(ln.paise for ln in lines if ln.side is Side.DR)
@@ -272,6 +274,8 @@ def balanced_contents(draw: st.DrawFn) -> VoucherContent:
 
 @settings(max_examples=800, deadline=None)
 @given(checked_contents | balanced_contents())
+@example(content=VoucherContent(VoucherType.JOURNAL, DAY, (Line("@", Side.DR, 5), Line("Rent", Side.CR, 5))))
+@example(content=VoucherContent(VoucherType.JOURNAL, DAY, (Line("Rent", Side.DR, 5), Line("@BR1", Side.CR, 5))))
 def test_voucher_checks_refuse_exactly_as_before(chart: Chart, content: VoucherContent) -> None:
     """Same verdict, same message: the faster checks may not accept or refuse anything differently."""
     try:
