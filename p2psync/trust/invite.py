@@ -8,7 +8,10 @@ The 96-bit secret never crosses the wire: both sides derive keys from it with HK
 and prove knowledge with HMAC-SHA256 (RFC 2104). A recorded exchange therefore gives nothing to guess
 offline against, and the head office's reply (certificate, policy, names) is encrypted under a key
 only the code's holder can derive. The pin lets the joiner tell at once that it reached the head
-office of another organisation; the check byte catches typos before anything is sent.
+office of another organisation; the check byte catches typos before anything is sent. It is a CRC-8
+(polynomial x^8 + x^2 + x + 1) of the rest, which catches every error burst of up to 8 bits, so
+every mistyped character (5 bits of the code) without fail; a hash's first byte would let one typo in
+256 through.
 
 Online guessing is bounded by `AttemptLimit` at the head office rather than by locking an invite
 after wrong tries: anyone who saw an invite id (a relay does) could trigger such a lock without the
@@ -49,7 +52,7 @@ class InviteCode:
 
     def text(self) -> str:
         raw = self.invite_id + self.secret + self.pin
-        raw += hashlib.sha256(raw).digest()[:1]
+        raw += bytes([crc8(raw)])
         encoded = base64.b32encode(raw).decode()
         return "-".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
 
@@ -63,13 +66,23 @@ class InviteCode:
         if len(raw) != CODE_BYTES:
             raise InvalidInput(f"the invite code should be {CODE_BYTES * 8 // 5} letters and digits long; check it again")
         body, check = raw[:-1], raw[-1:]
-        if hashlib.sha256(body).digest()[:1] != check:
+        if bytes([crc8(body)]) != check:
             raise InvalidInput("the invite code has a typo (its check character does not match)")
         return cls(body[:INVITE_ID_BYTES], body[INVITE_ID_BYTES:INVITE_ID_BYTES + SECRET_BYTES],
                    body[INVITE_ID_BYTES + SECRET_BYTES:])
 
     def keys(self) -> EnrollKeys:
         return derive_keys(self.invite_id, self.secret, self.pin)
+
+
+def crc8(data: bytes) -> int:
+    """CRC-8 (polynomial 0x07, MSB first, no reflection): the code's check byte."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
 
 
 @dataclass(frozen=True)
