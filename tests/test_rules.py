@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from msgspec.structs import replace
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from p2psync.books.drafts import make_draft, parse_line, resolve_names
 from p2psync.books.groups import BANK_ACCOUNTS, CASH_AND_BANK, Group, GroupTree, Nature, group_key
