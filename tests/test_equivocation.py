@@ -5,13 +5,20 @@ entry of lower hash, the other side is quarantined, the books converge, and both
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
+import pytest
 from helpers import copy_home, draft
-from procs import Fleet, RelayProcess, free_port, make_org, status, sync_here
+from procs import WAIT, Fleet, RelayProcess, free_port, make_org, status, sync_here
 
+from p2psync.net.link import ForkSettled
 from p2psync.node import Node
+from p2psync.node.runtime import NodeRuntime, PeerState
+from p2psync.relay import server
+from p2psync.relay.server import Relay, start
+from p2psync.relay.store import open_store
 from p2psync.sqlite import raw_connection
 from p2psync.store import log
 
@@ -95,3 +102,54 @@ def test_offices_that_meet_only_through_a_relay_settle_an_equivocation_there(tmp
     assert _entry(ho, key) == _entry(br2, key) == kept
     assert _books(ho) == _books(br2)
     assert any(e["office"] == "BR1" for e in status(ho)["equivocations"] + status(br2)["equivocations"])
+
+
+async def _sync(home: Path) -> PeerState:
+    """One ``p2psync sync`` of `home` (its only target: the organisation's relay), in the running loop."""
+    node = Node.open(home)
+    try:
+        runtime = NodeRuntime(node, peers=(), mdns=False)
+        try:
+            [state] = await runtime.sync_once(timeout=WAIT)
+            return state
+        finally:
+            runtime.worker.shutdown(wait=True)
+    finally:
+        node.close()
+
+
+def test_a_sync_is_not_complete_before_the_relay_has_answered_its_fork(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caught-up from both sides can arrive before the relay's answer to the office's chain hashes (a
+    slow store under load): one `sync` of the office whose side lost must still wait for that answer,
+    drop its side and say that it starts again, rather than report a complete exchange that settled
+    nothing."""
+    port = free_port()
+    ho, _br1, br2 = make_org(tmp_path, relays=(f"ws://127.0.0.1:{port}",))
+    key, one, other = _fork(tmp_path, ho, br2)
+    winner, loser = (ho, br2) if hashlib.sha256(one).digest() < hashlib.sha256(other).digest() else (br2, ho)
+    answer = server.Session._settle
+
+    async def slow_answer(self: server.Session, event: server.Fork) -> bool:
+        await asyncio.sleep(1.0)
+        return await answer(self, event)
+
+    monkeypatch.setattr(server.Session, "_settle", slow_answer)
+
+    async def scenario() -> PeerState:
+        store = open_store(tmp_path / "relay.db")
+        relay = Relay(store)
+        relay_server = await start(relay, "127.0.0.1", port)
+        try:
+            assert (await _sync(winner)).last_sync  # the relay now holds the side that is kept
+            return await _sync(loser)
+        finally:
+            relay_server.close()
+            await relay_server.wait_closed()
+            relay.close()
+            store.close()
+
+    state = asyncio.run(scenario())
+    assert not state.last_sync and ForkSettled.__name__ in state.last_error_detail, state.last_error_detail
+    assert _entry(loser, key) is None
+    assert any(q["reason"].startswith("equivocation") for q in status(loser)["quarantined"])

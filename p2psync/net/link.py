@@ -270,7 +270,9 @@ async def _settle(ws: Connection, conn: SyncConnection, local: Local, event: For
     """The peer's chain of an author differs from ours: settle which side every office keeps, tell the
     peer our hashes (unless this answers ours), and start again if we dropped our side."""
     mine, dropped = await local.settle(event.doc, event.author, event.hashes)
-    if not event.reply:
+    if event.reply:
+        conn.fork_settled(event.doc, event.author)
+    else:
         await ws.send(conn.fork(event.doc, event.author, mine, reply=True))
     if dropped:
         raise ForkSettled(f"equivocation by {event.author[:16]} in {event.doc} settled; starting again")
@@ -295,7 +297,10 @@ def _note_received(conn: SyncConnection, blobs: list[bytes]) -> list[str]:
 
 
 def _check_done(conn: SyncConnection, stats: LinkStats, done: asyncio.Event, until_caught_up: bool) -> None:
-    if stats.caught_up and stats.peer_caught_up and not conn.in_flight:
+    """Synced once both sides sent all they hold, every batch is acknowledged, and every chain whose
+    hashes we sent is settled: the peer's answer may make this side drop entries and start again,
+    and caught-up from both sides can arrive before it."""
+    if stats.caught_up and stats.peer_caught_up and not conn.in_flight and not conn.forks_asked:
         stats.synced_at = utc_now()
         if until_caught_up:
             done.set()

@@ -127,6 +127,9 @@ class SyncConnection:
     _sizes: dict[int, int] = field(default_factory=dict)  # entries of each batch in flight
     #: What the peer knows we hold: our hello, the entries it sent us or we sent it, our acks.
     _told: Deps = field(default_factory=dict)
+    #: The chains (document, author) whose hashes we sent and whose answer is not settled yet: an
+    #: exchange that ended before then would not know which side of an equivocation is kept.
+    forks_asked: set[tuple[str, str]] = field(default_factory=set)
 
     # ------------------------------------------------------------ outgoing
 
@@ -141,6 +144,8 @@ class SyncConnection:
         return dumps(message)
 
     def fork(self, doc: str, author: str, hashes: list[bytes], *, reply: bool = False) -> str:
+        if not reply:
+            self.forks_asked.add((doc, author))
         return dumps({"type": "fork", "doc": doc, "author": author, "hashes": [b64(h) for h in hashes],
                       "reply": reply})
 
@@ -191,6 +196,10 @@ class SyncConnection:
         if policy:
             message["policy"] = policy.decode()
         return dumps(message)
+
+    def fork_settled(self, doc: str, author: str) -> None:
+        """The peer's answer to our hashes of this chain was settled here."""
+        self.forks_asked.discard((doc, author))
 
     @property
     def unacknowledged(self) -> int:

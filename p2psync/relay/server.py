@@ -670,10 +670,10 @@ class Session:
         assert self.org is not None
         store = self.relay.store
         mine = await self.relay.call(store.entry_hashes, self.org.id, event.doc, event.author, len(event.hashes))
+        if not event.reply:  # always answered (with nothing if the relay cannot tell): the member waits for it
+            await self.ws.send(self.conn.fork(event.doc, event.author, mine or [], reply=True))
         if mine is None:
             return False  # the relay does not hold that chain whole: it cannot tell
-        if not event.reply:
-            await self.ws.send(self.conn.fork(event.doc, event.author, mine, reply=True))
         at = chain.parting(mine, event.hashes)
         if at is None or chain.kept(mine[at - 1], event.hashes[at - 1]):
             return False
