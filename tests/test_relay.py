@@ -206,7 +206,7 @@ class Client:
         elif isinstance(event, Entries):
             self.received.extend(event.blobs)
             if self.auto_ack:
-                await self.send(self.conn.ack(event.batch, {}))
+                await self._reply(self.conn.ack(event.batch, {}))
             else:
                 self.unacked.append(event.batch)
         elif isinstance(event, PolicyOffer):
@@ -219,7 +219,13 @@ class Client:
             self.refused, self.refusal_policy = event.reason, event.policy
         elif isinstance(event, EnrollForward):
             self.enrollments.append(event.request)
-            await self.send(self.conn.enroll_reply(event.ticket, enroll.refusal("no such invite")))
+            await self._reply(self.conn.enroll_reply(event.ticket, enroll.refusal("no such invite")))
+
+    async def _reply(self, frame: str | bytes) -> None:
+        """Answer a frame, unless the relay has closed meanwhile: the frames it sent before closing (its
+        refusal among them) are still read, so a failed answer must not stop the reading."""
+        with contextlib.suppress(ConnectionClosed):
+            await self.send(frame)
 
     async def push(self, blobs: Iterable[bytes]) -> list[Ack]:
         """Send entries in batches, waiting for each acknowledgement."""
