@@ -103,6 +103,26 @@ def setup_head(home: Path, read_all: bool = True) -> Node:
     return head
 
 
+def home_bytes(home: Path) -> bytes:
+    """Every file of a home, as bytes (database, its write-ahead log, the log file): where a canary of
+    books an office may not read must not be."""
+    return b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
+
+
+@contextmanager
+def scoped_offices(base: Path) -> Iterator[dict[str, Node]]:
+    """HO, RO1, BR1 and BR2 under the default read scopes: each branch reads the masters and its own
+    books only."""
+    head = setup_head(base / "HO", read_all=False)
+    head.add_office("RO1", "Regional Office")
+    nodes = {"HO": head, **{code: setup_branch(base / code, code, head) for code in ("RO1", "BR1", "BR2")}}
+    try:
+        yield nodes
+    finally:
+        for node in nodes.values():
+            node.close()
+
+
 def setup_branch(home: Path, code: str, head: Node) -> Node:
     """A branch enrolled with a one-time code, holding the head office's masters."""
     text, _expires = registrar.invite(head, code)

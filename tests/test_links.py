@@ -14,9 +14,9 @@ from helpers import (
     exchange,
     forge_entry,
     forged_revision,
+    home_bytes,
     refused_everywhere,
-    setup_branch,
-    setup_head,
+    scoped_offices,
     sync,
 )
 from procs import here, here_json, make_org, post_here
@@ -37,18 +37,8 @@ SHARED = "BR1-TO-BR2-5K"  # BR1's voucher against BR2: BR2 must read it
 @pytest.fixture()
 def offices(tmp_path: Path) -> Iterator[dict[str, Node]]:
     """HO, RO1, BR1 and BR2 under the default read scopes: each branch reads its own books only."""
-    head = setup_head(tmp_path / "HO", read_all=False)
-    head.add_office("RO1", "Regional Office")
-    nodes = {"HO": head, **{code: setup_branch(tmp_path / code, code, head) for code in ("RO1", "BR1", "BR2")}}
-    try:
+    with scoped_offices(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes.values():
-            node.close()
-
-
-def _home_bytes(node: Node) -> bytes:
-    return b"".join(p.read_bytes() for p in node.home.rglob("*") if p.is_file())
 
 
 def _items(node: Node) -> set[tuple[str, str, str]]:
@@ -72,11 +62,11 @@ def test_a_voucher_against_another_office_is_read_there_and_nowhere_else(offices
     assert pending[0]["suggested"] == [{"ledger": "@BR1", "side": "Cr", "amount": pending[0]["amount"]},
                                        {"ledger": "Cash", "side": "Dr", "amount": pending[0]["amount"]}]
     assert interoffice.counterparts(ro1, TODAY) == []
-    home = _home_bytes(br2)
+    home = home_bytes(br2.home)
     assert PRIVATE.encode() not in home and b"432109" not in home and b"4321.09" not in home
     assert {shared, private}.isdisjoint(row["number"] for row in views.vouchers(br2))  # not in its books
     assert {shared, private} <= {row["number"] for row in views.vouchers(head)}
-    assert SHARED.encode() not in _home_bytes(ro1)
+    assert SHARED.encode() not in home_bytes(ro1.home)
 
     mirror = interoffice.accept(br2, shared)
     sync(*offices.values())

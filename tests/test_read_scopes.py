@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from helpers import deliver, draft, outgoing, seal_raw, send, setup_branch, setup_head, sync
+from helpers import deliver, draft, home_bytes, outgoing, scoped_offices, seal_raw, send, setup_branch, setup_head, sync
 
 from p2psync.books.change import Change
 from p2psync.errors import InvalidInput, RuleViolation
@@ -23,7 +23,6 @@ from p2psync.protocol.entry import EntryError, Unreadable
 from p2psync.trust import policy as pol
 from p2psync.trust.certs import issue_node_cert, make_root_cert, to_der
 from p2psync.trust.keys import NodeKeys, org_id
-from p2psync.trust.scopes import scope_of
 
 OFFICES = {"HO": "head", "RO1": "branch", "BR1": "branch", "BR2": "branch"}
 
@@ -266,14 +265,8 @@ CANARY_BR2 = "CANARY-BR2-7f3a"
 @pytest.fixture()
 def offices(tmp_path: Path) -> Iterator[dict[str, Node]]:
     """HO, RO1, BR1 and BR2 of an organisation with per-scope keys."""
-    head = setup_head(tmp_path / "HO", read_all=False)
-    head.add_office("RO1", "Regional Office")
-    nodes = {"HO": head, **{code: setup_branch(tmp_path / code, code, head) for code in ("RO1", "BR1", "BR2")}}
-    try:
+    with scoped_offices(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes.values():
-            node.close()
 
 
 def _post(node: Node, narration: str, amount: str = "125.00") -> str:
@@ -287,7 +280,7 @@ def _numbers(node: Node) -> set[str]:
 def _home_bytes(node: Node) -> bytes:
     """Every file of a node's home, as bytes (database, its write-ahead log, the log file)."""
     node.close()
-    return b"".join(p.read_bytes() for p in node.home.rglob("*") if p.is_file())
+    return home_bytes(node.home)
 
 
 def test_head_office_offline_a_branch_carries_another_branchs_books_unread(offices: dict[str, Node]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from helpers import before_read_scopes, exchange
+from helpers import before_read_scopes, exchange, home_bytes
 from procs import (
     Fleet,
     cli,
@@ -36,10 +36,6 @@ MOVED = "made before read scopes: they are in force"
 CANARY_AMOUNT = "98,765.43"
 
 
-def _home_bytes(home: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
-
-
 def test_head_office_offline_a_branch_carries_another_branchs_entries_it_cannot_read(tmp_path: Path,
                                                                                     fleet: Fleet) -> None:
     ho, br1, br2 = make_org(tmp_path, read_all=False)
@@ -56,7 +52,7 @@ def test_head_office_offline_a_branch_carries_another_branchs_entries_it_cannot_
     assert number not in voucher_numbers(br1) and not quarantined(br1)
     two.stop()
     one.stop()
-    home = _home_bytes(br1)
+    home = home_bytes(br1)
     assert CANARY.encode() not in home and b"9876543" not in home and b"98765.43" not in home
     assert here_json(br1, "report", "trial-balance")["scope"] == "BR1: 1 of 3 offices"
 
