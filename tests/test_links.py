@@ -20,11 +20,13 @@ from helpers import (
     sync,
 )
 from procs import here, here_json, make_org, post_here
+from pycrdt import Doc
 
 from p2psync.books import schema
+from p2psync.books.change import Change
 from p2psync.books.importer import ImportedDraft
 from p2psync.books.model import Line, Side, encode_revision
-from p2psync.node import interoffice, views
+from p2psync.node import interoffice, linked, views
 from p2psync.node.office import Node
 from p2psync.protocol import entry
 
@@ -118,3 +120,26 @@ def test_two_branches_take_up_each_others_vouchers_from_the_command_line(tmp_pat
     assert {(i["ref"], i["status"]) for pair in reports["HO"]["pairs"] for i in pair["items"]} == {(sent, "matched")}
     assert here_json(br2, "report", "trial-balance")["scope"] == "BR2: 1 of 3 offices"
     assert PRIVATE not in here(br2, "inter-office", "list") + here(br2, "voucher", "list")
+
+
+def test_a_linked_office_notes_only_the_authors_own_new_revisions_of_its_office(offices: dict[str, Node]) -> None:
+    """What a linked office cannot leave to the readers of the author's books: a revision filed under
+    another office (here BR2's own, to fake BR2's side of the pair), or an update under another Yjs
+    client id, is noted nowhere, and the entry is only carried."""
+    br1, br2 = offices["BR1"], offices["BR2"]
+    sync(*offices.values())
+    doc = schema.voucher_doc("BR1", dt.date(2026, 4, 6))
+    fake = forged_revision("BR2", "BR2/JNL/00009", (Line("@BR1", Side.DR, 100), Line("Rent", Side.CR, 100)))
+    forged = forge_entry(br1, doc, lambda revs: revs.__setitem__(fake.id, encode_revision(fake)), to=("BR2",))
+    result = br2.receive([forged])
+    assert (result.carried, result.applied, result.quarantined) == (1, 0, [])
+    assert interoffice.counterparts(br2, TODAY) == [] and interoffice.pairs(br2) == {}
+
+    real = forged_revision("BR1", "BR1/JNL/00009", (Line("@BR2", Side.DR, 100), Line("Rent", Side.CR, 100)))
+    other_client = Doc(client_id=12345)
+    updates: list[bytes] = []
+    other_client.observe(lambda event: updates.append(event.update))
+    schema.put_revisions(other_client, [real])
+    change = Change(doc, br1.identity.node_id, 1, updates[-1])
+    with pytest.raises(linked.NotLinkable, match="outside its author's new voucher revisions"):
+        linked.read(change, schema.client_id(br1.identity.node_id))
