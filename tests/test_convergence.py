@@ -3,6 +3,7 @@ any order, with duplicates and gaps, end with identical books, and no revision i
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import tempfile
 from collections import defaultdict
@@ -90,15 +91,46 @@ def expected_resolution(revs: list[Revision]) -> dict[str, tuple[Revision, set[s
     return out
 
 
-def expected_movements(resolution: dict[str, tuple[Revision, set[str]]]) -> dict[tuple[str, str], tuple[int, int]]:
-    """(office, ledger key) -> (debits, credits) from the winning, not cancelled revisions."""
-    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+#: Periods the balances are checked over: whole books, and periods that start or end inside a month,
+#: span months or lie inside one (the month totals are read whole, the edge months line by line).
+PERIODS: list[tuple[dt.date | None, dt.date | None]] = [
+    (None, None), (None, dt.date(2026, 4, 15)), (dt.date(2026, 4, 10), None), (dt.date(2026, 4, 10), dt.date(2026, 5, 20)),
+    (dt.date(2026, 5, 1), dt.date(2026, 5, 31)), (dt.date(2026, 3, 1), dt.date(2026, 6, 30)),
+    (dt.date(2026, 5, 10), dt.date(2026, 5, 12)), (None, dt.date(2026, 3, 31)),
+]
+
+
+def expected_movements(resolution: dict[str, tuple[Revision, set[str]]], start: dt.date | None = None,
+                       end: dt.date | None = None) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(office, ledger key) -> (net before `start`, debits and credits from `start` to `end`), from
+    the winning, not cancelled revisions."""
+    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for winner, _losers in resolution.values():
-        if winner.action is Action.CANCEL:
+        day = winner.content.date
+        if winner.action is Action.CANCEL or (end and day > end):
             continue
         for line in winner.content.lines:
-            sums[(winner.office, group_key(line.ledger))][0 if line.side is Side.DR else 1] += line.paise
-    return {key: (d, c) for key, (d, c) in sums.items()}
+            total = sums[(winner.office, group_key(line.ledger))]
+            if start and day < start:
+                total[0] += line.signed
+            else:
+                total[1 if line.side is Side.DR else 2] += line.paise
+    return {key: (b, d, c) for key, (b, d, c) in sums.items()}
+
+
+def assert_balances(node: Node, resolution: dict[str, tuple[Revision, set[str]]]) -> None:
+    """Every trial balance, consolidated and per office, over every period in `PERIODS`, equals the
+    sums of the winning revisions' lines (opening balances aside)."""
+    for start, end in PERIODS:
+        movements = expected_movements(resolution, start, end)
+        for office in (None, *OFFICES):
+            offices = [office] if office else list(OFFICES)
+            with node.db.read() as session:
+                got = {b.key: (b.opening - queries.opening_of(session, b.key, office), b.debit, b.credit)
+                       for b in queries.balances(session, office, start, end)}
+            for key, figures in got.items():
+                want = [movements.get((o, key), (0, 0, 0)) for o in offices]
+                assert figures == tuple(sum(w[i] for w in want) for i in range(3)), (office, key, start, end)
 
 
 def assert_consistent(node: Node) -> None:
@@ -116,6 +148,7 @@ def assert_consistent(node: Node) -> None:
     assert set(rows) == set(resolution)
     for number, (winner, losers) in resolution.items():
         assert (rows[number]["current"], rows[number]["conflicts"]) == (winner.id, len(losers))
+    assert_balances(node, resolution)
 
 
 def assert_converged(nodes: list[Node], made: set[str] | None = None) -> None:
@@ -153,14 +186,7 @@ def assert_converged(nodes: list[Node], made: set[str] | None = None) -> None:
         row = by_number[number]
         assert (row["current"], row["cancelled"], row["conflicts"]) == (
             winner.id, winner.action is Action.CANCEL, len(losers))
-    movements = expected_movements(resolution)
-    for office in (None, *OFFICES):
-        with first.db.read() as session:
-            got = {b.key: (b.debit, b.credit) for b in queries.balances(session, office)}
-        for key, (debit, credit) in got.items():
-            offices = [office] if office else list(OFFICES)
-            want = [movements.get((o, key), (0, 0)) for o in offices]
-            assert (debit, credit) == (sum(d for d, _ in want), sum(c for _, c in want)), (office, key)
+    assert_balances(first, resolution)
     for row in day_book(first)["rows"]:
         assert sum(ln["debit"] for ln in row["lines"]) == sum(ln["credit"] for ln in row["lines"])
 

@@ -153,6 +153,43 @@ def test_report_tables_of_an_older_version_are_rebuilt_on_open(trio_template: Pa
     assert {"voucherrow", "linerow", "ix_line_office_date_number"} <= names
 
 
+def test_report_tables_of_version_5_gain_the_month_totals_of_their_lines(trio_template: Path,
+                                                                          tmp_path: Path) -> None:
+    head, branch, other = open_trio(trio_template, tmp_path)
+    try:
+        eventful_books(head, branch, other)
+        home = head.home
+        expected = observable(head)
+        months = month_totals(head.home / DB_FILE)
+    finally:
+        for node in (head, branch, other):
+            node.close()
+    with sqlite3.connect(home / DB_FILE) as conn:  # version 5 had no month totals
+        conn.execute("DROP TABLE ledgermonthrow")
+        conn.execute("UPDATE setting SET value = '5' WHERE key = ?", (REPORTS_VERSION_KEY,))
+    conn.close()
+    node = Node.open(home)
+    try:
+        assert observable(node) == expected
+        with node.db.read() as session:
+            assert get_setting(session, REPORTS_VERSION_KEY) == REPORTS_VERSION
+    finally:
+        node.close()
+    assert month_totals(home / DB_FILE) == months and months
+
+
+def month_totals(path: Path) -> list[tuple[Any, ...]]:
+    """The month totals, each checked against the lines it sums."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT ledger_key, month, office, debit, credit FROM ledgermonthrow "
+                            "WHERE debit OR credit ORDER BY 1, 2, 3").fetchall()
+        lines = conn.execute("SELECT ledger_key, substr(date, 1, 7), office, sum(max(paise, 0)), "
+                             "sum(max(-paise, 0)) FROM linerow GROUP BY 1, 2, 3 ORDER BY 1, 2, 3").fetchall()
+    conn.close()
+    assert rows == lines
+    return rows
+
+
 def _as_version_1(path: Path) -> None:
     """The report tables as version 1 left them: `revisionrow` holding each revision's JSON, voucher
     rows without `revision_refs`, no version setting; and a line row out of date, which only a

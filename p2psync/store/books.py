@@ -24,6 +24,7 @@ from p2psync.errors import StoreError
 from p2psync.sqlite import raw_connection
 from p2psync.store import docs, log, materialize, queries
 from p2psync.store.db import (
+    MONTHS_ADDED_AFTER,
     REPORTS_VERSION,
     REPORTS_VERSION_KEY,
     UNLINKED_KEY,
@@ -32,7 +33,7 @@ from p2psync.store.db import (
     set_setting,
 )
 from p2psync.store.docs import LoadedDoc
-from p2psync.store.tables import Snapshot
+from p2psync.store.tables import LedgerMonthRow, Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +269,14 @@ class BookStore:
         layout differs (the entry log and the snapshots are left as they are)."""
         with self.db.read() as session:
             held = get_setting(session, REPORTS_VERSION_KEY, "1")
-        if held != REPORTS_VERSION:
+        if held == MONTHS_ADDED_AFTER:
+            logger.info("report tables of version %s; adding the monthly ledger totals of version %s", held,
+                        REPORTS_VERSION)
+            self.db.add_tables([LedgerMonthRow])
+            with self.db.write() as session:
+                materialize.months_from_lines(raw_connection(session))
+                set_setting(session, REPORTS_VERSION_KEY, REPORTS_VERSION)
+        elif held != REPORTS_VERSION:
             logger.info("report tables of version %s; rebuilding them as version %s", held, REPORTS_VERSION)
             self.rebuild(snapshots=False)
 

@@ -20,6 +20,7 @@ from p2psync.sqlite import Kept, raw_connection, read_transaction, sqlite_engine
 from p2psync.store import health, tables
 from p2psync.store.reading import (  # noqa: F401 (the layout's versions, also imported from here)
     CATCHING_UP_KEY,
+    MONTHS_ADDED_AFTER,
     REPORTS_VERSION,
     REPORTS_VERSION_KEY,
     SCHEMA_VERSION,
@@ -159,6 +160,10 @@ class Database:
             raise StoreError(f"cannot rebuild the caches in {self.path}: {exc}; {health.RESTORE_HINT}") from None
         finally:
             conn.close()
+        SQLModel.metadata.create_all(self.engine, tables=[model.__table__ for model in models])  # type: ignore
+
+    def add_tables(self, models: list[type[SQLModel]]) -> None:
+        """Create the tables of `models` that the database lacks."""
         SQLModel.metadata.create_all(self.engine, tables=[model.__table__ for model in models])  # type: ignore
 
     def describe(self, exc: DatabaseError) -> str:

@@ -22,6 +22,7 @@ from p2psync.sqlite import raw_connection
 from p2psync.store.tables import (
     ConflictRow,
     GroupRow,
+    LedgerMonthRow,
     LedgerRow,
     LineRow,
     OfficeLedgerRow,
@@ -178,10 +179,18 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
                     refs: dict[str, str], replacing: set[str]) -> None:
     """Write the rows of each voucher, first removing the old rows of those in `replacing`. A voucher
     without `refs` is new, and its revisions are all in `doc_name`."""
+    months: _Months = defaultdict(lambda: [0, 0])
     for chunk in _chunks(sorted(replacing)):
         marks = _marks(chunk)
-        db.execute(f"DELETE FROM {_name(LineRow)} WHERE (office, date, number) IN "
-                   f"(SELECT office, date, number FROM {_name(VoucherRow)} WHERE number IN ({marks}))", chunk)
+        lines = (f"(office, date, number) IN (SELECT office, date, number FROM {_name(VoucherRow)} "
+                 f"WHERE number IN ({marks}))")
+        for key, month, office, debit, credit in db.execute(
+                f"SELECT ledger_key, substr(date, 1, 7), office, sum(max(paise, 0)), sum(max(-paise, 0)) "
+                f"FROM {_name(LineRow)} WHERE {lines} GROUP BY 1, 2, 3", chunk):
+            total = months[(key, month, office)]
+            total[0] -= debit
+            total[1] -= credit
+        db.execute(f"DELETE FROM {_name(LineRow)} WHERE {lines}", chunk)
         db.execute(f"DELETE FROM {_name(VoucherRow)} WHERE number IN ({marks})", chunk)
         db.execute(f"DELETE FROM {_name(ConflictRow)} WHERE kind = 'voucher' AND subject IN ({marks})", chunk)
     voucher_rows, line_rows, conflict_rows = [], [], []
@@ -196,12 +205,14 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
             where = refs.get(number) or refs_text(sorted([(doc_name, rev.id) for rev in revs]))
         content, cancelled, office = cur.content, cur.cancelled, cur.office
         date = content.date.isoformat()
-        amount = 0
+        amount, month = 0, date[:7]
         for i, ln in enumerate(content.lines):
             if ln.side is Side.DR:
                 amount += ln.paise
             if not cancelled:
-                line_rows.append((number, i, office, date, group_key(ln.ledger), ln.signed))
+                key = group_key(ln.ledger)
+                line_rows.append((number, i, office, date, key, ln.signed))
+                months[(key, month, office)][0 if ln.side is Side.DR else 1] += ln.paise
         series, seq = number_series(number)
         voucher_rows.append((number, doc_name, office, content.type.value, date, content.narration, amount,
                              cancelled, cur.reason, cur.id, len(revs), len(conflicts), where, series, seq))
@@ -213,11 +224,33 @@ def _write_vouchers(db: sqlite3.Connection, doc_name: str, by_number: dict[str, 
         )
     _insert(db, VoucherRow, _VOUCHER_COLUMNS, voucher_rows)
     _insert(db, LineRow, ("number", "idx", "office", "date", "ledger_key", "paise"), line_rows)
+    _add_months(db, months)
     _insert(db, ConflictRow, _CONFLICT_COLUMNS, conflict_rows)
 
 
+#: Per (ledger key, month, office), debits and credits to add to `LedgerMonthRow` (negative: removed).
+_Months = defaultdict[tuple[str, str, str], list[int]]
+
+
+def months_from_lines(db: sqlite3.Connection) -> None:
+    """Fill an empty `LedgerMonthRow` from the lines (report tables of version 5 had none)."""
+    db.execute(f"INSERT INTO {_name(LedgerMonthRow)} (ledger_key, month, office, debit, credit) "
+               f"SELECT ledger_key, substr(date, 1, 7), office, sum(max(paise, 0)), sum(max(-paise, 0)) "
+               f"FROM {_name(LineRow)} GROUP BY 1, 2, 3")
+
+
+def _add_months(db: sqlite3.Connection, months: _Months) -> None:
+    """Keep `LedgerMonthRow` equal to the sums of `LineRow`, in the same transaction."""
+    rows = [(*key, debit, credit) for key, (debit, credit) in months.items() if debit or credit]
+    if rows:
+        db.executemany(f"INSERT INTO {_name(LedgerMonthRow)} (ledger_key, month, office, debit, credit) "
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (ledger_key, month, office) DO UPDATE SET "
+                       "debit = debit + excluded.debit, credit = credit + excluded.credit", rows)
+
+
 #: The report tables: derived from the documents, so they can be dropped and rebuilt at any time.
-TABLES = (OfficeRow, GroupRow, LedgerRow, OfficeLedgerRow, OpeningRow, VoucherRow, LineRow, ConflictRow)
+TABLES = (OfficeRow, GroupRow, LedgerRow, OfficeLedgerRow, OpeningRow, VoucherRow, LineRow, LedgerMonthRow,
+          ConflictRow)
 #: Report tables an older p2psync made, dropped when the tables are rebuilt.
 OBSOLETE_TABLES = ("revisionrow",)
 

@@ -228,15 +228,7 @@ def _balances(connection: sqlite3.Connection, office: Offices, start: dt.date | 
     where, offices = _office_in("office", office)
     openings = {key: int(paise or 0) for key, paise in connection.execute(
         f"SELECT ledger_key, sum(paise) FROM openingrow{_where(where)} GROUP BY ledger_key", offices)}
-    before, in_period = ("date < ?", "date >= ?") if start else ("0", "1")
-    dates = [start.isoformat()] * 3 if start else []
-    where += ["date <= ?"] if end else []
-    movement = (f"SELECT ledger_key, sum(CASE WHEN {before} THEN paise ELSE 0 END), "
-                f"sum(CASE WHEN paise > 0 AND {in_period} THEN paise ELSE 0 END), "
-                f"sum(CASE WHEN paise < 0 AND {in_period} THEN -paise ELSE 0 END) "
-                f"FROM linerow{_where(where)} GROUP BY ledger_key")
-    params = [*dates, *offices, *([end.isoformat()] if end else [])]
-    moves = {key: (int(b or 0), int(d or 0), int(c or 0)) for key, b, d, c in connection.execute(movement, params)}
+    moves = _movements(connection, office, start, end)
     result = []
     for ledger, group in ledgers(connection):
         earlier, debit, credit = moves.get(ledger.key, (0, 0, 0))
@@ -246,6 +238,47 @@ def _balances(connection: sqlite3.Connection, office: Offices, start: dt.date | 
             opening=openings.get(ledger.key, 0) + earlier, debit=debit, credit=credit,
         ))
     return result
+
+
+def _movements(connection: sqlite3.Connection, office: Offices, start: dt.date | None,
+               end: dt.date | None) -> dict[str, tuple[int, int, int]]:
+    """Per ledger key: the net of its lines before `start`, and their debits and credits from `start`
+    to `end` (either open). Whole months are read from `LedgerMonthRow`; only the months of `start`
+    and `end` line by line, so the cost does not grow with the books."""
+    where, offices = _office_in("office", office)
+    edges = sorted({day.isoformat()[:7] for day in (start, end) if day})
+    first = [start.isoformat()[:7]] * 3 if start else []
+    before, in_period = ("month < ?", "month >= ?") if start else ("0", "1")
+    months = [*where, *([f"month NOT IN ({','.join('?' * len(edges))})"] if edges else []),
+              *(["month <= ?"] if end else [])]
+    query = (f"SELECT ledger_key, sum(CASE WHEN {before} THEN debit - credit ELSE 0 END), "
+             f"sum(CASE WHEN {in_period} THEN debit ELSE 0 END), sum(CASE WHEN {in_period} THEN credit ELSE 0 END) "
+             f"FROM ledgermonthrow{_where(months)} GROUP BY ledger_key")
+    params = [*first, *offices, *edges, *([end.isoformat()[:7]] if end else [])]
+    totals = {key: [int(b or 0), int(d or 0), int(c or 0)] for key, b, d, c in connection.execute(query, params)}
+    for month in edges:
+        for key, b, d, c in _edge_movements(connection, where, offices, month, start, end):
+            total = totals.setdefault(key, [0, 0, 0])
+            total[0] += int(b or 0)
+            total[1] += int(d or 0)
+            total[2] += int(c or 0)
+    return {key: (b, d, c) for key, (b, d, c) in totals.items()}
+
+
+def _edge_movements(connection: sqlite3.Connection, where: list[str], offices: list[str], month: str,
+                    start: dt.date | None, end: dt.date | None) -> sqlite3.Cursor:
+    """`_movements` of the lines of one month ("YYYY-MM") that a period starts or ends in. The ledger
+    keys are listed so that SQLite seeks the ledger index by key and date, not scans it whole."""
+    before, in_period = ("date < ?", "date >= ?") if start else ("0", "1")
+    dates = [start.isoformat()] * 3 if start else []
+    lines = ["ledger_key IN (SELECT DISTINCT ledger_key FROM ledgermonthrow)", "date >= ?", "date <= ?", *where,
+             *(["date <= ?"] if end else [])]
+    query = (f"SELECT ledger_key, sum(CASE WHEN {before} THEN paise ELSE 0 END), "
+             f"sum(CASE WHEN paise > 0 AND {in_period} THEN paise ELSE 0 END), "
+             f"sum(CASE WHEN paise < 0 AND {in_period} THEN -paise ELSE 0 END) "
+             f"FROM linerow{_where(lines)} GROUP BY ledger_key")
+    return connection.execute(query, [*dates, f"{month}-01", f"{month}-31", *offices,
+                                      *([end.isoformat()] if end else [])])
 
 
 def postings(source: Session | sqlite3.Connection, ledger_key: str, office: Offices = None,

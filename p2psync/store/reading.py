@@ -23,8 +23,11 @@ SCHEMA_VERSION = "2"
 #: finds a voucher's lines by office, date and number; 3 carries the amount in the ledger index of
 #: lines, which the trial balance then reads alone; 4 classifies a ledger per office where an
 #: office's own record of it differs (`OfficeLedgerRow`); 5 holds a ledger row for each office's
-#: inter-office account (`@CODE`).
-REPORTS_VERSION = "5"
+#: inter-office account (`@CODE`); 6 keeps each ledger's debits and credits per month and office
+#: (`LedgerMonthRow`), which the trial balance reads instead of every line.
+REPORTS_VERSION = "6"
+#: The version whose tables version 6 extends by `LedgerMonthRow` alone: filled from the lines, not rebuilt.
+MONTHS_ADDED_AFTER = "5"
 REPORTS_VERSION_KEY = "reports_version"
 #: Set while an upgraded home has entries whose clock and policy are not recorded yet.
 UNLINKED_KEY = "unlinked"
