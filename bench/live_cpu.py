@@ -8,7 +8,14 @@ the transactions are counted, over 100 vouchers before the timed ones, from the 
 runs inside `post` and inside `receive` (a trace callback on every connection of each node): BEGIN
 (a read) and BEGIN IMMEDIATE (a write), per voucher.
 
-    python bench/live_cpu.py [--vouchers 2000] [--group 64] [--groups 30]
+Paced: the same single posts and receives, each call after `--idle` ms with nothing to do (as on a
+live link, where vouchers come a few ms apart), beside the same calls back to back; and a fixed piece
+of work that is not p2psync's (an Ed25519 sign and verify, JSON and zlib of a voucher-sized value,
+rows into an in-memory SQLite) timed the same two ways: how much more this machine charges for work
+that follows idle time (cold caches, a vCPU woken up), a floor of the live path that no code change
+moves.
+
+    python bench/live_cpu.py [--vouchers 2000] [--group 64] [--groups 30] [--paced 300] [--idle 5]
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ import argparse
 import json
 import shutil
 import sqlite3
+import statistics
 import tempfile
 import time
+import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +132,93 @@ def grouped(a: Node, b: Node, size: int, groups: int) -> dict[str, Any]:
             "receive_cpu_us": receive_cpu / vouchers * 1e6}
 
 
+def _single_cpu(a: Node, b: Node, count: int, idle: float, seed: int) -> tuple[float, float]:
+    """Median thread CPU (us) of one `Node.post` and of receiving its entry, each after `idle` s."""
+    posts, receives = [], []
+    last = a.last_entry_id()
+    for i, item in enumerate(common.make_drafts(count + WARMUP, seed=seed)):
+        time.sleep(idle)
+        began = time.thread_time()
+        a.post(item.draft)
+        posted = time.thread_time()
+        rows = a.entries_since(last)
+        last = rows[-1][0]
+        time.sleep(idle)
+        sent = time.thread_time()
+        result = b.receive([row[5] for row in rows], [row[1] for row in rows])
+        received = time.thread_time()
+        if result.applied != len(rows) or result.quarantined:
+            raise AssertionError(f"B refused entries: {result.quarantined}")
+        if i >= WARMUP:
+            posts.append(posted - began)
+            receives.append(received - sent)
+        if i % 100 == 99:
+            a.store.write_due_snapshots()
+            b.store.write_due_snapshots()
+    return statistics.median(posts) * 1e6, statistics.median(receives) * 1e6
+
+
+def fixed_work() -> Callable[[], None]:
+    """A piece of work of some 0.5 ms that is not p2psync's, from the libraries it uses."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (a, b, c)")
+    value = {"lines": [{"ledger": f"Ledger {i}", "paise": i * 100} for i in range(20)], "narration": "x" * 200}
+
+    def work() -> None:
+        blob = json.dumps(value).encode()
+        public.verify(key.sign(blob), blob)
+        packed = zlib.compress(blob * 4)
+        db.executemany("INSERT INTO t VALUES (?, ?, ?)", [(i, blob[:50], len(packed)) for i in range(30)])
+        json.loads(blob)
+    return work
+
+
+def _fixed_cpu(work: Callable[[], None], count: int, idle: float) -> float:
+    """Median thread CPU (us) of `work`, each call after `idle` s."""
+    times = []
+    for i in range(count + WARMUP):
+        time.sleep(idle)
+        began = time.thread_time()
+        work()
+        if i >= WARMUP:
+            times.append(time.thread_time() - began)
+    return statistics.median(times) * 1e6
+
+
+def paced(base: Path, count: int = 300, idle_ms: float = 5.0) -> dict[str, Any]:
+    """CPU of a single post and receive back to back and each after `idle_ms` of nothing, the two
+    interleaved in halves; and the fixed work's CPU the same two ways (the machine's idle penalty)."""
+    org = base / "org"
+    common.make_org(org, ("BR1",))
+    home = base / "paced"
+    shutil.copytree(org, home)
+    a, b = Node.open(home / "HO"), Node.open(home / "BR1")
+    a.store.defer_snapshots = b.store.defer_snapshots = True
+    idle = idle_ms / 1000
+    work = fixed_work()
+    figures: dict[str, list[float]] = {"busy": [], "idle": [], "fixed_busy": [], "fixed_idle": []}
+    try:
+        for half in range(2):
+            for name, pause in (("busy", 0.0), ("idle", idle)):
+                figures[name].append(_single_cpu(a, b, count // 2, pause, seed=40 + half * 2 + (pause > 0)))
+                figures[f"fixed_{name}"].append(_fixed_cpu(work, count // 2, pause))
+    finally:
+        a.close()
+        b.close()
+    post_busy, receive_busy = (statistics.mean(f[i] for f in figures["busy"]) for i in (0, 1))
+    post_idle, receive_idle = (statistics.mean(f[i] for f in figures["idle"]) for i in (0, 1))
+    fixed_busy, fixed_idle = statistics.mean(figures["fixed_busy"]), statistics.mean(figures["fixed_idle"])
+    return {"vouchers": count, "idle_ms": idle_ms, "post_cpu_us": post_busy, "receive_cpu_us": receive_busy,
+            "post_cpu_after_idle_us": post_idle, "receive_cpu_after_idle_us": receive_idle,
+            "fixed_work_cpu_us": fixed_busy, "fixed_work_cpu_after_idle_us": fixed_idle,
+            "idle_penalty": fixed_idle / fixed_busy, "p2psync_idle_penalty": (post_idle + receive_idle) /
+            (post_busy + receive_busy)}
+
+
 def measure(base: Path, vouchers: int, size: int, groups: int) -> dict[str, Any]:
     org = base / "org"
     common.make_org(org, ("BR1",))
@@ -145,10 +242,15 @@ def main() -> None:
     parser.add_argument("--vouchers", type=int, default=2000)
     parser.add_argument("--group", type=int, default=64)
     parser.add_argument("--groups", type=int, default=30)
+    parser.add_argument("--paced", type=int, default=300, help="vouchers of the paced measurement (0: none)")
+    parser.add_argument("--idle", type=float, default=5.0, help="ms of nothing before each paced call")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="p2psync-live-cpu-"))
     try:
-        print(json.dumps(measure(base, args.vouchers, args.group, args.groups), indent=2))
+        out = measure(base, args.vouchers, args.group, args.groups)
+        if args.paced:
+            out["paced"] = paced(base / "paced", args.paced, args.idle)
+        print(json.dumps(out, indent=2))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

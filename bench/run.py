@@ -35,6 +35,7 @@ from typing import Any
 import common
 import cpu
 import firstsync
+import live_cpu
 import p2p
 import pair
 import peer
@@ -52,6 +53,7 @@ def sizes(args: argparse.Namespace) -> dict[str, int]:
         "per_voucher": 5_000,
         "live": 1_000,
         "cpu": 5_000 if quick else 10_000,
+        "paced": 200 if quick else 400,
         "wire_live": 100 if quick else 300,
         "wire_bulk": 1_000 if quick else 5_000,
         "first_sync": 10_000 if quick else 100_000,
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         step("raw", lambda: {"bulk": raw.bulk(values), "single": raw.single_updates(values, min(n["live"], 1000))})
         step("live.commit_floor", lambda: common.commit_floor(work / "floor"))
         step("floors.cpu", lambda: cpu.measure(work / "cpu", n["cpu"]))
+        step("live.cpu", lambda: live_cpu.paced(work / "paced", n["paced"]))
         counts = {name: n[name] if name in only else 0 for name in ("bulk", "per_voucher", "live")}
         if any(counts.values()):
             results.update(pair.run(work / "pair", counts["bulk"], counts["per_voucher"], counts["live"]))
@@ -215,6 +218,8 @@ def floors(r: dict[str, Any]) -> str:
     if "floors.cpu" in r:
         parts.append("sqlite3 rows {sqlite_floor_cpu_us:.1f} us/voucher, Ed25519 verify {ed25519_verify_us:.0f} us, "
                      "pycrdt apply {pycrdt_apply_us_per_voucher:.1f} us/voucher".format(**r["floors.cpu"]))
+    if "live.cpu" in r:
+        parts.append("the same work after {idle_ms:.0f} ms idle costs {idle_penalty:.2f}x the CPU".format(**r["live.cpu"]))
     return "; ".join(parts)
 
 
@@ -265,6 +270,13 @@ def table(r: dict[str, Any]) -> str:
             f"{x['p50_ms']:.1f} / {x['p90_ms']:.1f} / {x['p99_ms']:.1f} / {x['max_ms']:.1f}")
         add("    post at A p50 / notify+send+hop p50 / Node.receive at B p50 (ms)",
             f"{x['post_at_a_p50_ms']:.1f} / {x['a_to_b_hop_p50_ms']:.1f} / {x['receive_at_b_p50_ms']:.1f}")
+    if "live.cpu" in r:
+        x = r["live.cpu"]
+        add(f"    CPU of one post at A / its receive at B, back to back and after {x['idle_ms']:.0f} ms idle (us)",
+            f"{x['post_cpu_us']:.0f} / {x['receive_cpu_us']:.0f} and {x['post_cpu_after_idle_us']:.0f} / "
+            f"{x['receive_cpu_after_idle_us']:.0f} ({x['p2psync_idle_penalty']:.2f}x)")
+        add("    a fixed piece of work not p2psync's, the same two ways (us)",
+            f"{x['fixed_work_cpu_us']:.0f} and {x['fixed_work_cpu_after_idle_us']:.0f} ({x['idle_penalty']:.2f}x)")
     if "live.commit_floor" in r:
         x = r["live.commit_floor"]
         add("    a durable SQLite commit on this disk now, p50 / p99 (ms; two per live voucher)",
