@@ -3,6 +3,7 @@ side its own process, against the same documents synced by the peer (pycrdt-webs
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,17 @@ def build(base: Path, vouchers: int, batch: int) -> dict[str, Any]:
                        "--seed-file", str(base / "peer-seed.bin")), 7200)
 
 
-def p2psync(base: Path, vouchers: int, profile: list[str] | None = None) -> dict[str, Any]:
+def p2psync(base: Path, vouchers: int, books_only: bool = False) -> dict[str, Any]:
+    """The first sync into a copy of the fresh branch (so that it can be run again); `books_only`
+    writes no voucher report rows: a bound of what writing them after the sync would give."""
+    branch = base / ("BR1-books-only" if books_only else "BR1-synced")
+    shutil.rmtree(branch, ignore_errors=True)
+    shutil.copytree(base / "BR1", branch)
     server = side("p2p-serve", "--home", str(base / "HO"), stdin=True)
     try:
         ready = read_json_line(server, 120)
-        client = side("p2p-sync", "--home", str(base / "BR1"), "--url", f"wss://127.0.0.1:{ready['port']}",
-                      "--expect", str(vouchers))
+        client = side("p2p-sync", "--home", str(branch), "--url", f"wss://127.0.0.1:{ready['port']}",
+                      "--expect", str(vouchers), *(["--books-only"] if books_only else []))
         result = finish(client, 7200)
         served = stop(server)
     finally:

@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             base = work / "firstsync"
             step("firstsync.build", lambda: firstsync.build(base, n["first_sync"], n["history_batch"]))
             step("firstsync.p2psync", lambda: firstsync.p2psync(base, n["first_sync"]))
+            step("firstsync.books_only", lambda: firstsync.p2psync(base, n["first_sync"], books_only=True))
             step("firstsync.peer", lambda: firstsync.peer(base, n["first_sync"]))
             if not args.keep:
                 shutil.rmtree(base, ignore_errors=True)
@@ -297,9 +298,14 @@ def table(r: dict[str, Any]) -> str:
         add(f"(6) first sync, {x['vouchers']:,} vouchers in {b['entries']:,} entries: p2psync seconds", x["seconds"], "{:.2f}")
         add("    p2psync peak RSS sender / receiver (MB)",
             f"{x['sender_peak_rss_mb']:.0f} / {x['receiver_peak_rss_mb']:.0f}")
+    if "firstsync.books_only" in r:
+        add("    p2psync seconds with no voucher report rows written (a bound for reports that follow)",
+            r["firstsync.books_only"]["sync_seconds"], "{:.2f}")
     if "firstsync.peer" in r:
         x = r["firstsync.peer"]
         add("    peer seconds", x["seconds"], "{:.2f}")
+        if "firstsync.books_only" in r:
+            add("    ratio of that bound to the peer", r["firstsync.books_only"]["sync_seconds"] / x["seconds"], "{:.2f}")
         add("    peer peak RSS server / client (MB)", f"{x['sender_peak_rss_mb']:.0f} / {x['receiver_peak_rss_mb']:.0f}")
     if "scale.converge" in r:
         x = r["scale.converge"]
