@@ -30,7 +30,7 @@ def test_a_deep_home_gets_a_short_private_socket_path_that_still_works(tmp_path:
     assert control.socket_path(home) == path  # stable, so the CLI finds the running node
 
     async def serve_once() -> None:
-        async def handle(command: str) -> dict[str, object]:
+        async def handle(command: str, _args: dict[str, object]) -> dict[str, object]:
             return {"echo": command}
 
         server = await control.serve(home, handle)
@@ -54,7 +54,7 @@ def test_no_running_node_means_no_answer(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the portable channel (loopback TCP)
 
 
-async def _echo(command: str) -> dict[str, object]:
+async def _echo(command: str, _args: dict[str, object]) -> dict[str, object]:
     return {"echo": command}
 
 

@@ -206,7 +206,7 @@ def test_a_malformed_control_request_gets_an_answer(tmp_path: Path) -> None:
             server.close()
             await server.wait_closed()
 
-    async def handle(command: str) -> dict[str, object]:
+    async def handle(command: str, _args: dict[str, object]) -> dict[str, object]:
         return {"ran": command}
 
     for line in (b"[" * 30_000, b"[1, 2]", b'{"command": 5}', b"\xff\xfe"):

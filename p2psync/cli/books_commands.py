@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from p2psync.cli.context import home_option, json_option, open_node
 from p2psync.cli.interoffice_commands import report_inter_office_cmd
 from p2psync.errors import StoreError
 from p2psync.localtime import local_time, zone_name
-from p2psync.node import views
+from p2psync.node import delegated, views
 from p2psync.node.home import DB_FILE, resolve_home
 
 office_option = click.option("--office", default=None, help="One office's books (default: consolidated).")
@@ -81,9 +82,12 @@ def ledger() -> None:
 @home_option
 def ledger_add(home: str | None, name: str, group_name: str, opening: str | None) -> None:
     """Create ledger NAME under a group."""
-    with open_node(home) as node:
-        record = node.add_ledger(name, group_name, opening)
-        render.info(f"Added ledger {record.name} under {record.group}")
+    data = delegated.ask(resolve_home(home), delegated.LEDGER_ADD, {"name": name, "group": group_name, "opening": opening})
+    if data is None:
+        with open_node(home) as node:
+            record = node.add_ledger(name, group_name, opening)
+            data = {"name": record.name, "group": record.group}
+    render.info(f"Added ledger {data['name']} under {data['group']}")
 
 
 @ledger.command("opening")
@@ -142,10 +146,16 @@ def voucher_fields(func):  # type: ignore[no-untyped-def]
 def voucher_post(home: str | None, kind: str, date: str, debits: tuple[str, ...], credits: tuple[str, ...],
                  narration: str, as_json: bool) -> None:
     """Post a voucher; debits must equal credits."""
-    draft = make_draft(kind, date, list(debits), list(credits), narration)
-    with open_node(home) as node:
-        data = views.revision_posted(node, node.post(draft))
+    draft = make_draft(kind, date, list(debits), list(credits), narration)  # a mistyped line: said here
+    data = delegated.ask(resolve_home(home), delegated.POST, {"type": kind, **_fields(date, debits, credits, narration)})
+    if data is None:
+        with open_node(home) as node:
+            data = views.revision_posted(node, node.post(draft))
     _show_revision(data, "Posted", as_json)
+
+
+def _fields(date: str, debits: tuple[str, ...], credits: tuple[str, ...], narration: str) -> dict[str, Any]:
+    return {"date": date, "dr": list(debits), "cr": list(credits), "narration": narration}
 
 
 @voucher.command("amend")
@@ -157,9 +167,12 @@ def voucher_post(home: str | None, kind: str, date: str, debits: tuple[str, ...]
 def voucher_amend(home: str | None, number: str, kind: str | None, date: str, debits: tuple[str, ...],
                   credits: tuple[str, ...], narration: str, as_json: bool) -> None:
     """Replace voucher NUMBER with a new revision (the old one is kept in its history)."""
-    with open_node(home) as node:
-        draft = make_draft(kind or views.voucher_type(node, number), date, list(debits), list(credits), narration)
-        data = views.revision_posted(node, node.amend(number, draft))
+    data = delegated.ask(resolve_home(home), delegated.AMEND,
+                         {"number": number, "type": kind, **_fields(date, debits, credits, narration)})
+    if data is None:
+        with open_node(home) as node:
+            draft = make_draft(kind or views.voucher_type(node, number), date, list(debits), list(credits), narration)
+            data = views.revision_posted(node, node.amend(number, draft))
     _show_revision(data, "Amended", as_json)
 
 
@@ -170,8 +183,10 @@ def voucher_amend(home: str | None, number: str, kind: str | None, date: str, de
 @home_option
 def voucher_cancel(home: str | None, number: str, reason: str, as_json: bool) -> None:
     """Cancel voucher NUMBER: it is kept, marked, and excluded from balances."""
-    with open_node(home) as node:
-        data = views.revision_posted(node, node.cancel(number, reason))
+    data = delegated.ask(resolve_home(home), delegated.CANCEL, {"number": number, "reason": reason})
+    if data is None:
+        with open_node(home) as node:
+            data = views.revision_posted(node, node.cancel(number, reason))
     _show_revision(data, "Cancelled", as_json)
 
 
@@ -180,7 +195,7 @@ def _show_revision(data: dict[str, Any], verb: str, as_json: bool) -> None:
         render.print_json(data)
         _warn(data)
         return
-    total = sum((ln["amount"] for ln in data["lines"] if ln["side"] == "Dr"), to_decimal(0))
+    total = sum((Decimal(str(ln["amount"])) for ln in data["lines"] if ln["side"] == "Dr"), to_decimal(0))
     render.info(f"{verb} {VoucherType(data['type']).label} {data['number']} dated {data['date']} "
                 f"for {render.money(total)}")
     _show_notes(data)

@@ -17,7 +17,7 @@ import click
 from p2psync.cli import render
 from p2psync.cli.context import home_option, open_node
 from p2psync.errors import P2PSyncError
-from p2psync.node import control
+from p2psync.node import control, delegated
 from p2psync.node.home import DB_FILE, resolve_home
 from p2psync.node.local_writes import LOCAL_WRITE
 from p2psync.node.office import Node
@@ -149,10 +149,13 @@ async def _serve(home: Path, node: Node | None, serving: Serving) -> None:
 
 def _control_handler(runtime: NodeRuntime, server: DashboardServer | None,
                      stop: asyncio.Event) -> control.Handler:
-    """What ``p2psync status``, ``sync``, ``restart`` and ``dashboard`` ask the running node, and what
-    a command that wrote to the books tells it (`local_writes`)."""
+    """What ``p2psync status``, ``sync``, ``restart`` and ``dashboard`` ask the running node, the writes
+    a command hands to it (`delegated`), and what a command that wrote to the books tells it
+    (`local_writes`)."""
 
-    async def handle(command: str) -> dict[str, Any]:
+    async def handle(command: str, args: dict[str, Any]) -> dict[str, Any]:
+        if command in delegated.WRITES:
+            return await delegated.answer(runtime, command, args)
         if command == LOCAL_WRITE:  # answered at once: the command need not wait for the pick-up
             runtime.local_written()
             return {"ok": True}

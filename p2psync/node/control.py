@@ -1,5 +1,6 @@
 """The local control channel: how ``status``, ``sync``, ``restart`` and ``dashboard`` reach the running
-node. One JSON request per line, one JSON reply per line.
+node, and the book writes a command hands to it (`delegated`). One JSON request per line (a command,
+and an object of arguments where it takes some), one JSON reply per line.
 
 Where Unix sockets work (Linux, macOS) it is a socket in the home, usable only by the node's own user
 (the home is mode 0700, the socket 0600). Where they do not (Windows: asyncio serves no Unix socket
@@ -30,7 +31,6 @@ from typing import Any
 
 from p2psync.canonical import loads
 from p2psync.errors import P2PSyncError
-from p2psync.trust.keys import write_private_file
 
 SOCKET_NAME = "control.sock"
 PORT_FILE = "control.port"
@@ -43,7 +43,7 @@ PING = "ping"
 #: How long a starting node waits for an earlier node to answer.
 PROBE_SECONDS = 3.0
 REFUSED = "wrong or missing control secret"
-Handler = Callable[[str], Awaitable[dict[str, Any]]]
+Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 #: Unix socket paths are limited to about 100 bytes; a deeper home gets its socket in the temp folder.
@@ -138,6 +138,8 @@ async def _serve_unix(home: Path, handle: Handler) -> Channel:
 
 async def _serve_tcp(home: Path, handle: Handler) -> Channel:
     """Loopback only, a free port, and a fresh secret in an owner-only file beside the keys."""
+    from p2psync.trust.keys import write_private_file  # the node's side: a command asking loads no cryptography
+
     secret = secrets.token_urlsafe(32)
     server = await asyncio.start_server(_on_client(handle, secret), host=LOOPBACK, port=0, limit=MAX_REQUEST)
     port = int(server.sockets[0].getsockname()[1])
@@ -180,7 +182,7 @@ async def _answer(request: dict[str, Any], handle: Handler, secret: str | None) 
     if secret is not None and not secret_matches(request.get("secret"), secret):
         return {"refused": REFUSED}
     command = _command(request)
-    return {"ok": True} if command == PING else await handle(command)
+    return {"ok": True} if command == PING else await handle(command, _args(request))
 
 
 def secret_matches(given: object, secret: str) -> bool:
@@ -207,6 +209,13 @@ def _command(request: dict[str, Any]) -> str:
     if not isinstance(command, str):
         raise ValueError("command is not text")
     return command
+
+
+def _args(request: dict[str, Any]) -> dict[str, Any]:
+    args = request.get("args", {})
+    if not isinstance(args, dict):
+        raise ValueError("args is not an object")
+    return args
 
 
 async def _answers_unix(path: Path) -> bool:
@@ -249,9 +258,10 @@ def _read_port_file(path: Path) -> tuple[int, str] | None:
     return port, secret
 
 
-async def _exchange(address: Path | tuple[int, str], command: str, timeout: float) -> Any:
+async def _exchange(address: Path | tuple[int, str], command: str, timeout: float,
+                    args: dict[str, Any] | None = None) -> Any:
     """One request over either channel: a socket path, or a loopback port and its secret."""
-    message: dict[str, str] = {"command": command}
+    message: dict[str, Any] = {"command": command, **({"args": args} if args else {})}
     if isinstance(address, Path):
         opening = asyncio.open_unix_connection(str(address))
     else:
@@ -278,12 +288,12 @@ def _run(exchange: Coroutine[Any, Any, Any]) -> Any:
         return pool.submit(asyncio.run, exchange).result()
 
 
-def request(home: Path, command: str, timeout: float = 30.0) -> dict[str, Any] | None:
+def request(home: Path, command: str, timeout: float = 30.0, args: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Ask the running node; None when no node is running on this home (also when all that is left is
     the file of a node that was killed)."""
     for address in _addresses(home):
         try:
-            reply = _run(_exchange(address, command, timeout))
+            reply = _run(_exchange(address, command, timeout, args))
         except (ConnectionRefusedError, FileNotFoundError):
             continue
         except (OSError, TimeoutError, ValueError) as exc:
