@@ -271,12 +271,12 @@ def test_p2psync_dashboard_gets_a_fresh_one_time_address_from_the_running_node(h
         async with served(head, head.home) as web:
             assert web.runtime is not None
             handle = _control_handler(web.runtime, web.server, asyncio.Event())
-            first, second = (await handle("dashboard"))["url"], (await handle("dashboard"))["url"]
+            first, second = (await handle("dashboard", {}))["url"], (await handle("dashboard", {}))["url"]
             assert first != second and first.startswith(f"{web.base}/login?ticket=")
             for url in (second, first):
                 assert (await web.sign_in(url))[0] == 303
                 assert (await web.sign_in(url))[0] == 401
-            assert await _control_handler(web.runtime, None, asyncio.Event())("dashboard") == {"url": None}
+            assert await _control_handler(web.runtime, None, asyncio.Event())("dashboard", {}) == {"url": None}
 
     run(scenario())
 
