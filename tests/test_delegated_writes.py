@@ -141,7 +141,7 @@ def test_a_node_that_took_the_request_but_did_not_answer_is_not_written_around(t
     async def scenario() -> None:
         async with running(ho, silent):
             line = await asyncio.to_thread(refused, ho, *voucher_args("receipt", "2026-04-01", "Cash", "Sales", "5.00"))
-            assert "the running node did not answer" in line
+            assert "the running node did not answer" in line and "before trying again" in line
 
     asyncio.run(scenario())
     assert numbers(ho) == []

@@ -43,6 +43,8 @@ PING = "ping"
 #: How long a starting node waits for an earlier node to answer.
 PROBE_SECONDS = 3.0
 REFUSED = "wrong or missing control secret"
+#: How a request that reached a node and got no (usable) answer begins its error.
+NO_ANSWER = "the running node did not answer"
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -297,9 +299,9 @@ def request(home: Path, command: str, timeout: float = 30.0, args: dict[str, Any
         except (ConnectionRefusedError, FileNotFoundError):
             continue
         except (OSError, TimeoutError, ValueError) as exc:
-            raise P2PSyncError(f"the running node did not answer: {str(exc) or 'no reply in time'}") from None
+            raise P2PSyncError(f"{NO_ANSWER}: {str(exc) or 'no reply in time'}") from None
         if not isinstance(reply, dict):
-            raise P2PSyncError("the running node did not answer: not a control reply")
+            raise P2PSyncError(f"{NO_ANSWER}: not a control reply")
         if "refused" in reply:
             raise P2PSyncError(f"the running node refused the request: {reply['refused']}")
         return reply

@@ -41,7 +41,13 @@ def ask(home: Path, command: str, args: dict[str, Any]) -> dict[str, Any] | None
     writes runs there (the caller then writes itself). The node's refusal is raised as it was said."""
     from p2psync.node import control  # asyncio and the socket: only for the commands that write
 
-    reply = control.request(home, command, TIMEOUT, args)
+    try:
+        reply = control.request(home, command, TIMEOUT, args)
+    except P2PSyncError as exc:
+        if not str(exc).startswith(control.NO_ANSWER):
+            raise
+        raise P2PSyncError(f"{exc}; it may still make this change: look (voucher list, ledger list) "
+                           "before trying again") from None
     if reply is None:
         return None
     data = reply.get("data")
