@@ -1,5 +1,6 @@
 """Group commit: posts that queue while a commit goes to disk share the next one, each still a voucher
-and an entry of its own, refused alone, and none returned before its commit."""
+of its own, refused alone, and none returned before its commit; a group's posts in one month are one
+entry, as a batch posted together is."""
 
 from __future__ import annotations
 
@@ -45,10 +46,29 @@ def test_a_refused_draft_undoes_only_itself(head: Node, branch: Node) -> None:
         reopened.close()
 
 
-def test_each_post_of_a_group_is_an_entry_of_its_own(head: Node) -> None:
-    before = head.vectors().get("vouchers/HO/2026-04", {}).get(head.identity.node_id, 0)
-    head.post_group([RENT, RECEIPT, RENT])
-    assert head.vectors()["vouchers/HO/2026-04"][head.identity.node_id] == before + 3
+def test_the_posts_of_a_group_in_one_month_are_one_entry(head: Node, branch: Node) -> None:
+    me = head.identity.node_id
+    may = draft("payment", "2026-05-04", {"Rent": "7"}, {"Cash": "7"})
+    results = head.post_group([RENT, UNKNOWN, RECEIPT, may, RENT])
+    assert [type(r).__name__ for r in results] == ["Revision", "RuleViolation", "Revision", "Revision", "Revision"]
+    vectors = head.vectors()
+    assert (vectors["vouchers/HO/2026-04"][me], vectors["vouchers/HO/2026-05"][me]) == (1, 1)
+    sync(head, branch)
+    assert branch.quarantined() == [] and _committed(branch) == _committed(head)
+    assert state(branch)["vouchers"] == state(head)["vouchers"]
+
+
+def test_a_voucher_for_other_offices_splits_a_month_into_entries_that_each_continue_the_last(
+        head: Node, branch: Node) -> None:
+    """A voucher that BR1 reads through a link is sealed for it in an entry of its own, between the
+    entries of the posts before and after it: each entry's update takes its author's clocks on from
+    the one before, or every receiver would refuse it."""
+    me = head.identity.node_id
+    linked = draft("journal", "2026-04-05", {"@BR1": "3"}, {"Rent": "3"})
+    head.post_group([RENT, linked, RECEIPT, RENT])
+    assert head.vectors()["vouchers/HO/2026-04"][me] == 3
+    sync(head, branch)
+    assert branch.quarantined() == [] and _committed(branch) == _committed(head)
 
 
 def test_a_group_where_every_draft_is_refused_changes_nothing(head: Node) -> None:

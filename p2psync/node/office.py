@@ -370,13 +370,14 @@ class Node:
         return posted
 
     def post_group(self, drafts: list[Draft]) -> list[Revision | RuleError]:
-        """Post each draft as a voucher and entry of its own, all in one durable commit: group commit,
-        where posts that queued while the previous commit was going to disk share the next one's
-        fsync. A draft refused by a rule undoes only itself; the result is, in order, each draft's
-        revision or the error that refused it. Any other failure (the disk) fails them all."""
+        """Post each draft as a voucher of its own, all in one durable commit: group commit, where
+        posts that queued while the previous commit was going to disk share the next one's fsync. A
+        draft refused by a rule undoes only itself; the result is, in order, each draft's revision or
+        the error that refused it. Any other failure (the disk) fails them all. The posts of a group
+        that fall in one month are one entry (`Batch.coalescing`), as a batch posted together is."""
         self._may_post()
         results: list[Revision | RuleError] = []
-        with self.store.transaction() as batch:
+        with self.store.transaction() as batch, batch.coalescing():
             settings = get_settings(batch.session, LOCAL_SETTINGS)  # in the write: a read of its own cost more
             for draft in drafts:
                 try:

@@ -8,9 +8,10 @@ import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Doc, Map
+from pycrdt import Doc, Map, merge_updates
 from sqlmodel import Session
 
 from p2psync.books import schema
@@ -331,6 +332,19 @@ class BookStore:
         return read
 
 
+@dataclass
+class _Held:
+    """A local change of vouchers written to its document and its report rows, its entry not yet
+    logged (`Batch.coalescing`)."""
+
+    doc: str
+    to: tuple[str, ...]
+    update: bytes
+    deps: Deps
+    written: dict[str, Revision]
+    clock: int
+
+
 class Batch:
     """Changes inside one write transaction."""
 
@@ -342,6 +356,8 @@ class Batch:
         self.logged: list[Logged] = []
         #: Version vectors read in this batch, kept level with every entry it logs (see `vector`).
         self._vectors: dict[str, dict[str, int]] = {}
+        #: While `coalescing`, the voucher changes whose entries are not logged yet, in order.
+        self._held: list[_Held] | None = None
 
     def vector(self, name: str) -> dict[str, int]:
         """The document's version vector as this transaction holds it (a copy to keep): read from the
@@ -369,7 +385,7 @@ class Batch:
         failure every document the batch touched is dropped from memory, to be reloaded from the log
         as this transaction now holds it (the parts before this one included)."""
         db = raw_connection(self.session)
-        logged, changes = len(self.logged), len(self.changes)
+        logged, changes, held = len(self.logged), len(self.changes), len(self._held or ())
         db.execute("SAVEPOINT part")
         try:
             yield
@@ -380,8 +396,72 @@ class Batch:
             del self.logged[logged:], self.changes[changes:]
             for name in self._touched:
                 self.store._docs.pop(name, None)
+            if self._held is not None:
+                del self._held[held:]
+                self._reapply_held()
             raise
         db.execute("RELEASE part")
+
+    @contextmanager
+    def coalescing(self) -> Iterator[None]:
+        """Voucher changes made inside are written to their documents and report rows at once, and
+        logged at the end as one entry per run of consecutive changes of a document (for the same
+        offices): group commit's posts, each a part of its own, then cost one signature, one log row
+        and one entry to receive per document, as a batch posted together does. A change of another
+        kind to a document holding such changes logs them first, so every entry's update continues
+        its author's clocks exactly."""
+        self._held = []
+        try:
+            yield
+            self._log_held()
+        finally:
+            self._held = None
+
+    def _reapply_held(self) -> None:
+        """After a part was undone and the documents dropped from memory: the changes held before it
+        are in no log yet, so they are applied again to the documents reloaded from it."""
+        for held in self._held or ():
+            self.store.loaded(self.session, held.doc).doc.apply_update(held.update)
+
+    def _log_held(self, only: str | None = None) -> None:
+        """Log the held changes (of document `only`, or all) as entries, one per run."""
+        if not self._held:
+            return
+        runs: list[list[_Held]] = []
+        last: dict[str, list[_Held]] = {}
+        kept: list[_Held] = []
+        for held in self._held:
+            if only is not None and held.doc != only:
+                kept.append(held)
+                continue
+            run = last.get(held.doc)
+            if run is None or run[-1].to != held.to:
+                run = last[held.doc] = []
+                runs.append(run)
+            run.append(held)
+        self._held[:] = kept
+        for run in runs:
+            self._log_run(run)
+
+    def _log_run(self, run: list[_Held]) -> None:
+        name, author = run[0].doc, self.store.author
+        deps: Deps = {}
+        written: dict[str, Revision] = {}
+        for held in run:
+            for dep_doc, vector in held.deps.items():
+                merged = deps.setdefault(dep_doc, {})
+                for who, seq in vector.items():
+                    merged[who] = max(merged.get(who, 0), seq)
+            written.update(held.written)
+        updates = [held.update for held in run]
+        change = Change(doc=name, author=author, seq=self.vector(name).get(author, 0) + 1,
+                        update=updates[0] if len(updates) == 1 else merge_updates(*updates), deps=deps,
+                        to=run[0].to)
+        envelope = self.store.seal(change) if self.store.seal else None
+        policy = 0 if schema.parse_doc_name(name).local else self.store.policy()
+        self._log(self.store.loaded(self.session, name), change, len(written), local=True, envelope=envelope,
+                  clock=run[-1].clock, policy=policy)
+        self.changes.append(change)
 
     def doc(self, name: str) -> Doc:
         self._touched.add(name)
@@ -401,6 +481,8 @@ class Batch:
         given, they are the change, and no observer needs to report it (converting every value
         written back to Python cost as much again as writing it)."""
         self._touched.add(name)
+        if self._held and not revisions:
+            self._log_held(only=name)
         loaded = self.store.loaded(self.session, name)
         written = {rev.id: rev for rev in revisions}
         watch = None if written else Watch(loaded.doc, name)
@@ -419,16 +501,14 @@ class Batch:
         for dep_doc, dep_vector in (deps or {}).items():
             if dep_doc != name and dep_vector:
                 all_deps.setdefault(dep_doc, {}).update(dep_vector)
-        change = Change(
-            doc=name,
-            author=author,
-            seq=held.get(author, 0) + 1,
-            update=update,
-            deps=all_deps,
-            to=linked_offices(written.values(), schema.revision_reader(loaded.doc)) if written else (),
-        )
-        envelope = self.store.seal(change) if self.store.seal else None
+        to = linked_offices(written.values(), schema.revision_reader(loaded.doc)) if written else ()
         clock = decode_state_vector(loaded.doc.get_state()).get(self.store.client_id, 0)
+        if self._held is not None and written and not schema.parse_doc_name(name).is_masters:
+            self._held.append(_Held(name, to, update, all_deps, written, clock))
+            materialize.vouchers(self.session, name, list(written.values()), self._read)
+            return None
+        change = Change(doc=name, author=author, seq=held.get(author, 0) + 1, update=update, deps=all_deps, to=to)
+        envelope = self.store.seal(change) if self.store.seal else None
         policy = 0 if schema.parse_doc_name(name).local else self.store.policy()
         self._record(loaded, change, changed, written, local=True, envelope=envelope, clock=clock, policy=policy)
         return change
@@ -461,14 +541,18 @@ class Batch:
         self.logged.append((entry_id, change.doc, change.author, change.seq, 0, envelope))
         self._count(change)
 
-    def _record(self, loaded: LoadedDoc, change: Change, changed: Changed, decoded: dict[str, Revision], *,
-                local: bool, envelope: bytes | None = None, clock: int = -1, policy: int = 0) -> None:
-        vouchers = sum(1 for action in changed.get(schema.REVISIONS, {}).values() if action == "add")
+    def _log(self, loaded: LoadedDoc, change: Change, vouchers: int, *, local: bool, envelope: bytes | None,
+             clock: int, policy: int) -> None:
         loaded.upto = log.append(self.session, change, local=local, envelope=envelope, clock=clock, policy=policy,
                                  vouchers=vouchers)
         self.logged.append((loaded.upto, change.doc, change.author, change.seq, vouchers, envelope))
         self._count(change)
         loaded.entries += 1
+
+    def _record(self, loaded: LoadedDoc, change: Change, changed: Changed, decoded: dict[str, Revision], *,
+                local: bool, envelope: bytes | None = None, clock: int = -1, policy: int = 0) -> None:
+        vouchers = sum(1 for action in changed.get(schema.REVISIONS, {}).values() if action == "add")
+        self._log(loaded, change, vouchers, local=local, envelope=envelope, clock=clock, policy=policy)
         if schema.parse_doc_name(change.doc).is_masters:
             if changed:
                 materialize.masters(self.session, loaded.doc)
