@@ -23,6 +23,7 @@ from p2psync.canonical import report_json
 from p2psync.errors import InvalidInput, P2PSyncError
 
 if TYPE_CHECKING:
+    from p2psync.books.drafts import Draft
     from p2psync.books.model import Revision
     from p2psync.node.runtime import NodeRuntime
 
@@ -98,7 +99,7 @@ async def _write(runtime: NodeRuntime, command: str, args: dict[str, Any]) -> di
     return dict(json.loads(report_json(data)))  # money as decimal text, as ``--json`` prints it
 
 
-def _draft(args: dict[str, Any], kind: str) -> Any:
+def _draft(args: dict[str, Any], kind: str) -> Draft:
     return make_draft(kind, _text(args, "date"), _texts(args, "dr"), _texts(args, "cr"), _text(args, "narration"))
 
 
