@@ -13,6 +13,7 @@ from helpers import draft, state, sync
 
 from p2psync.books.drafts import Draft
 from p2psync.errors import RuleViolation
+from p2psync.node import views
 from p2psync.node.home import DB_FILE
 from p2psync.node.office import Node
 from p2psync.node.runtime import NodeRuntime
@@ -69,6 +70,31 @@ def test_a_voucher_for_other_offices_splits_a_month_into_entries_that_each_conti
     assert head.vectors()["vouchers/HO/2026-04"][me] == 3
     sync(head, branch)
     assert branch.quarantined() == [] and _committed(branch) == _committed(head)
+
+
+def test_a_post_refused_after_its_write_leaves_the_held_posts_before_it_whole(head: Node, branch: Node) -> None:
+    """Under negative-cash 'refuse' a post is judged after it is written (its rows are what the cash
+    balance reads): undoing it reloads the month's document from the log, which holds none of the
+    group's posts yet, so the ones before it are applied again. What is logged and what memory holds
+    then agree, and the branch applies the entry whole."""
+    views.change_settings(head, negative_cash="refuse")
+    head.set_opening("Cash", "100")
+    overdraw = draft("payment", "2026-04-03", {"Rent": "5000"}, {"Cash": "5000"})
+    results = head.post_group([RENT, RECEIPT, overdraw, RENT])
+    assert isinstance(results[2], RuleViolation) and "refuses" in str(results[2])
+    assert [r.number for r in results if not isinstance(r, Exception)] == ["HO/PMT/00001", "HO/RCT/00001",
+                                                                          "HO/PMT/00002"]
+    assert head.vectors()["vouchers/HO/2026-04"][head.identity.node_id] == 1
+    in_memory = state(head)
+    home = head.home
+    head.close()
+    reopened = Node.open(home)
+    try:
+        assert state(reopened) == in_memory
+        sync(reopened, branch)
+        assert branch.quarantined() == [] and _committed(branch) == _committed(reopened)
+    finally:
+        reopened.close()
 
 
 def test_a_group_where_every_draft_is_refused_changes_nothing(head: Node) -> None:
