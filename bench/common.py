@@ -145,6 +145,22 @@ def make_org(base: Path, branches: Iterable[str] = ("BR1",), relays: tuple[str, 
     return [base / "HO", *(base / code for code in branches)]
 
 
+
+def head_office_year(base: Path, vouchers: int, batch: int = 100) -> Node:
+    """The head office of `make_org(base, ("BR1",), synced=False)` after posting `vouchers` in batches
+    of `batch` in date order (one entry per batch and month touched), open: what a first sync sends
+    a fresh branch. The caller closes it."""
+    home_a, _home_b = make_org(base, ("BR1",), synced=False)
+    node = Node.open(home_a)
+    try:
+        for at in range(0, vouchers, batch):
+            node.post_many(make_drafts(min(batch, vouchers - at), seed=6, start=at, total=vouchers))
+    except BaseException:
+        node.close()
+        raise
+    return node
+
+
 def count_vouchers(home: Path) -> int:
     return query(home, "SELECT count(*) FROM voucherrow")[0][0]
 

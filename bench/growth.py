@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import count_vouchers, make_drafts, make_org
+from common import count_vouchers, head_office_year
 
 from p2psync.books import reports
 from p2psync.node.office import Node
@@ -42,13 +42,7 @@ def _profiler() -> Any:
 def build(base: Path, vouchers: int, batch: int = 100) -> dict[str, Any]:
     """The head office's year and a fresh enrolled branch (its policy adopted, nothing received)."""
     began = time.process_time()
-    home_a, _home_b = make_org(base, ("BR1",), synced=False)
-    node = Node.open(home_a)
-    try:
-        for at in range(0, vouchers, batch):
-            node.post_many(make_drafts(min(batch, vouchers - at), seed=6, start=at, total=vouchers))
-    finally:
-        node.close()
+    head_office_year(base, vouchers, batch).close()
     return {"vouchers": vouchers, "build_cpu_s": time.process_time() - began}
 
 

@@ -2,8 +2,8 @@
 
 Single: N single-voucher posts at A (`Node.post`), each received at B at once (`Node.receive` of the
 new entries, with the acknowledgement's vectors), one after the other. Group: `Node.post_group` of G
-single-voucher drafts at A (each its own entry), then B receives those G entries in one call, R
-times. CPU is `time.process_time` around each call (the durable commit's system time included);
+single-voucher drafts at A (one entry for each month they fall in: `Batch.coalescing`), then B
+receives those entries in one call, R times. CPU is `time.process_time` around each call (the durable commit's system time included);
 the transactions are counted, over 100 vouchers before the timed ones, from the statements SQLite
 runs inside `post` and inside `receive` (a trace callback on every connection of each node): BEGIN
 (a read) and BEGIN IMMEDIATE (a write), per voucher.
@@ -29,13 +29,14 @@ import tempfile
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import common
 from sqlalchemy import event
 
+from p2psync.books.importer import ImportedDraft
 from p2psync.node.office import Node
 
 WARMUP = 20
@@ -72,38 +73,51 @@ class Statements:
                 "commits": counts["COMMIT"] / vouchers, "selects": counts["SELECT"] / vouchers}
 
 
-def single(a: Node, b: Node, vouchers: int) -> dict[str, Any]:
-    counted = 100  # after the warm-up, traced; the timed vouchers come after them
-    drafts = common.make_drafts(vouchers + WARMUP + counted, seed=3)
+def _one_by_one(a: Node, b: Node, drafts: list[ImportedDraft], idle: float = 0.0,
+                trace: Callable[[int, str | None], None] | None = None) -> Iterator[tuple[float, float]]:
+    """Post each draft at A and receive its entry at B at once, `idle` s of nothing before each call;
+    yields the CPU (s) of each post and of its receive. `trace(i, side)` is told which call of
+    voucher `i` runs (None between them)."""
     last = a.last_entry_id()
-    post_cpu = receive_cpu = 0.0
-    statements = Statements(a, b)
+    mark = trace or (lambda _i, _side: None)
     for i, item in enumerate(drafts):
-        traced = WARMUP <= i < WARMUP + counted
-        statements.side = "post" if traced else None
+        if idle:
+            time.sleep(idle)
+        mark(i, "post")
         began = time.process_time()
         a.post(item.draft)
         posted = time.process_time()
-        statements.side = None
+        mark(i, None)
         rows = a.entries_since(last)
         last = rows[-1][0]
-        statements.side = "receive" if traced else None
+        if idle:
+            time.sleep(idle)
+        mark(i, "receive")
         sent = time.process_time()
         result = b.receive([row[5] for row in rows], [row[1] for row in rows])
         received = time.process_time()
-        statements.side = None
+        mark(i, None)
         if result.applied != len(rows) or result.quarantined:
             raise AssertionError(f"B refused entries: {result.quarantined}")
-        if i == WARMUP + counted - 1:
-            statements.stop()
-        if i >= WARMUP + counted:
-            post_cpu += posted - began
-            receive_cpu += received - sent
+        yield posted - began, received - sent
         if i % 100 == 99:  # what a running node does when idle (`defer_snapshots`)
             a.store.write_due_snapshots()
             b.store.write_due_snapshots()
-    return {"vouchers": vouchers, "post_cpu_us": post_cpu / vouchers * 1e6,
-            "receive_cpu_us": receive_cpu / vouchers * 1e6,
+
+
+def single(a: Node, b: Node, vouchers: int) -> dict[str, Any]:
+    counted = 100  # after the warm-up, traced; the timed vouchers come after them
+    statements = Statements(a, b)
+
+    def trace(i: int, side: str | None) -> None:
+        statements.side = side if WARMUP <= i < WARMUP + counted else None
+        if i == WARMUP + counted and side == "post":
+            statements.stop()
+
+    figures = list(_one_by_one(a, b, common.make_drafts(vouchers + WARMUP + counted, seed=3), trace=trace))
+    timed = figures[WARMUP + counted:]
+    return {"vouchers": vouchers, "post_cpu_us": sum(p for p, _r in timed) / vouchers * 1e6,
+            "receive_cpu_us": sum(r for _p, r in timed) / vouchers * 1e6,
             "post_per_voucher": statements.per_voucher("post", counted),
             "receive_per_voucher": statements.per_voucher("receive", counted)}
 
@@ -133,29 +147,9 @@ def grouped(a: Node, b: Node, size: int, groups: int) -> dict[str, Any]:
 
 
 def _single_cpu(a: Node, b: Node, count: int, idle: float, seed: int) -> tuple[float, float]:
-    """Median thread CPU (us) of one `Node.post` and of receiving its entry, each after `idle` s."""
-    posts, receives = [], []
-    last = a.last_entry_id()
-    for i, item in enumerate(common.make_drafts(count + WARMUP, seed=seed)):
-        time.sleep(idle)
-        began = time.thread_time()
-        a.post(item.draft)
-        posted = time.thread_time()
-        rows = a.entries_since(last)
-        last = rows[-1][0]
-        time.sleep(idle)
-        sent = time.thread_time()
-        result = b.receive([row[5] for row in rows], [row[1] for row in rows])
-        received = time.thread_time()
-        if result.applied != len(rows) or result.quarantined:
-            raise AssertionError(f"B refused entries: {result.quarantined}")
-        if i >= WARMUP:
-            posts.append(posted - began)
-            receives.append(received - sent)
-        if i % 100 == 99:
-            a.store.write_due_snapshots()
-            b.store.write_due_snapshots()
-    return statistics.median(posts) * 1e6, statistics.median(receives) * 1e6
+    """Median CPU (us) of one `Node.post` and of receiving its entry, each after `idle` s."""
+    figures = list(_one_by_one(a, b, common.make_drafts(count + WARMUP, seed=seed), idle))[WARMUP:]
+    return (statistics.median(p for p, _r in figures) * 1e6, statistics.median(r for _p, r in figures) * 1e6)
 
 
 def fixed_work() -> Callable[[], None]:
@@ -178,14 +172,14 @@ def fixed_work() -> Callable[[], None]:
 
 
 def _fixed_cpu(work: Callable[[], None], count: int, idle: float) -> float:
-    """Median thread CPU (us) of `work`, each call after `idle` s."""
+    """Median CPU (us) of `work`, each call after `idle` s."""
     times = []
     for i in range(count + WARMUP):
         time.sleep(idle)
-        began = time.thread_time()
+        began = time.process_time()
         work()
         if i >= WARMUP:
-            times.append(time.thread_time() - began)
+            times.append(time.process_time() - began)
     return statistics.median(times) * 1e6
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import pair
 from common import (
     count_vouchers,
+    head_office_year,
     make_drafts,
     make_org,
     peak_rss_mb,
@@ -68,15 +69,12 @@ def build_home(base: Path, vouchers: int, batch: int, seed_file: Path) -> None:
     """The head office's year: `vouchers` posted in batches of `batch` in date order (one entry per
     batch and month touched), then the documents exported for the peer to hold the same ones."""
     from p2psync.books import schema
-    from p2psync.node.office import Node
     from p2psync.store import log
 
     started = time.perf_counter()
-    home_a, _home_b = make_org(base, ("BR1",), synced=False)
-    node = Node.open(home_a)
+    node = head_office_year(base, vouchers, batch)
+    home_a = node.home
     try:
-        for at in range(0, vouchers, batch):
-            node.post_many(make_drafts(min(batch, vouchers - at), seed=6, start=at, total=vouchers))
         with node.db.read() as session:
             names = [n for n in log.documents(session) if not schema.parse_doc_name(n).is_masters]
         write_states(seed_file, {name: node.store.read_doc(name).get_update() for name in names})
