@@ -5,13 +5,19 @@ entry, as a batch posted together is."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 from contextlib import closing
 
+import msgspec
 import pytest
 from helpers import draft, state, sync
 
+from p2psync.books import schema
 from p2psync.books.drafts import Draft
+from p2psync.books.importer import ImportedDraft
+from p2psync.books.model import Action
+from p2psync.canonical import utc_now
 from p2psync.errors import RuleViolation
 from p2psync.node import views
 from p2psync.node.home import DB_FILE
@@ -95,6 +101,22 @@ def test_a_post_refused_after_its_write_leaves_the_held_posts_before_it_whole(he
         assert branch.quarantined() == [] and _committed(branch) == _committed(reopened)
     finally:
         reopened.close()
+
+
+def test_another_change_to_a_month_holding_posts_logs_them_first(head: Node, branch: Node) -> None:
+    """Inside a group, a change that is not a held post (here a cancellation, written as any other
+    change is) to a month whose posts are held: the posts are logged first, so the cancellation's
+    entry takes the author's clocks on from theirs, and the branch applies both."""
+    month = "vouchers/HO/2026-04"
+    with head.store.transaction() as batch, batch.coalescing():
+        (posted,) = head._post_in(batch, [ImportedDraft("", RENT)], head.settings())
+        cancel = msgspec.structs.replace(posted, id=secrets.token_hex(12), action=Action.CANCEL, parents=(posted.id,),
+                                         generation=2, at=utc_now(), reason="posted twice")
+        batch.change(month, lambda doc: schema.put_revisions(doc, [cancel]), {schema.MASTERS: batch.vector(schema.MASTERS)})
+    assert head.vectors()[month][head.identity.node_id] == 2
+    sync(head, branch)
+    assert branch.quarantined() == [] and state(branch)["vouchers"] == state(head)["vouchers"]
+    assert [row["cancelled"] for row in views.vouchers(branch)] == [True]
 
 
 def test_a_group_where_every_draft_is_refused_changes_nothing(head: Node) -> None:

@@ -143,3 +143,20 @@ def test_a_linked_office_notes_only_the_authors_own_new_revisions_of_its_office(
     change = Change(doc, br1.identity.node_id, 1, updates[-1])
     with pytest.raises(linked.NotLinkable, match="outside its author's new voucher revisions"):
         linked.read(change, schema.client_id(br1.identity.node_id))
+
+
+def test_a_linked_entry_that_waited_for_the_one_before_it_is_noted_when_it_is_carried(
+        offices: dict[str, Node]) -> None:
+    """Delivered out of order, BR1's second entry against BR2 waits at BR2 (in `pending`) for the
+    first; once that arrives both are carried, and both vouchers are BR2's counterparts."""
+    br1, br2 = offices["BR1"], offices["BR2"]
+    sync(*offices.values())
+    first = br1.post(draft("payment", DAY, {"@BR2": "100"}, {"Cash": "100"}, "first")).number
+    second = br1.post(draft("payment", DAY, {"@BR2": "200"}, {"Cash": "200"}, "second")).number
+    doc = schema.voucher_doc("BR1", dt.date(2026, 4, 6))
+    blobs = sorted((blob for blob in br1.entries() if entry.peek(blob).doc == doc), key=lambda b: entry.peek(b).seq)
+    early = br2.receive([blobs[-1]])
+    assert (early.carried, early.waiting, early.quarantined) == (0, 1, [])
+    late = br2.receive([blobs[-2]])
+    assert (late.carried, late.waiting, late.quarantined) == (2, 0, [])
+    assert {p["ref"] for p in interoffice.counterparts(br2, TODAY)} == {first, second}

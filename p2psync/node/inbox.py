@@ -64,6 +64,9 @@ class _Candidate:
     row: int | None = None
     #: This office cannot open it: it is only carried (its `change` has the header's fields, no update).
     unread: bool = False
+    #: What this office reads of a carried entry through a link (`entry.LinkedOnly`), as opened when
+    #: it was verified; a parked one is opened again when it is carried.
+    through_link: Change | None = None
 
     @property
     def order(self) -> tuple[str, str, int]:
@@ -136,11 +139,13 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
         else:
             result.duplicates += 1
         return None
-    unread = False
+    unread, through_link = False, None
     try:
         change, _member = node.trust.open(framed)
-    except Unreadable:  # its signature, author and revocation cut-off were checked before its key
-        change, unread = Change(header.doc, header.author, header.seq, log.CARRIED, header.deps), True
+    except Unreadable as exc:  # its signature, author and revocation cut-off were checked before its key
+        change, unread = Change(header.doc, header.author, header.seq, log.CARRIED, header.deps,
+                                header.to if header.scope is not None else None), True
+        through_link = exc.change if isinstance(exc, entry.LinkedOnly) else None
     except EntryError as exc:
         _quarantine(session, blob, header.doc, _signer(node, framed, header.author), header.seq, str(exc), result,
                     retryable=exc.retryable)
@@ -159,7 +164,7 @@ def _admit_one(node: Node, batch: Batch, blob: bytes, result: Received,
                     f"entry cites policy version {header.policy}, newer than version {node.trust.policy.version} "
                     "held here", result, retryable=True)
         return None
-    return _Candidate(change, blob, header.policy, unread=unread)
+    return _Candidate(change, blob, header.policy, unread=unread, through_link=through_link)
 
 
 def _collide(node: Node, session: Session, blob: bytes, held: bytes, key: tuple[str, str, int],
@@ -240,20 +245,23 @@ def _carry(node: Node, batch: Batch, candidate: _Candidate, result: Received) ->
         return False
     batch.carry(change, candidate.blob, candidate.policy)
     result.carried += 1
-    if entry.names_links(candidate.blob):
-        _note_linked(node, batch, candidate.blob)
+    through_link = candidate.through_link
+    if through_link is None and candidate.row is not None and change.to:  # parked: opened again
+        through_link = _through_link(node, candidate.blob)
+    if through_link is not None:  # sealed for this office through a link: its vouchers are noted
+        linked.note(batch.session, through_link, _author(node, change.author).client)
     return True
 
 
-def _note_linked(node: Node, batch: Batch, blob: bytes) -> None:
-    """Note the vouchers of an entry sealed for this office through a link (`node.linked`)."""
+def _through_link(node: Node, blob: bytes) -> Change | None:
+    """What this office reads of an entry only through a link; None if it reads it otherwise, or not."""
     try:
         node.trust.open(blob)
     except entry.LinkedOnly as linked_only:
-        change = linked_only.change
-        linked.note(batch.session, change, _author(node, change.author).client)
+        return linked_only.change
     except EntryError:
-        pass  # no link of it opens here: carried only
+        pass
+    return None
 
 
 def _author(node: Node, node_id: str) -> admit.Author:

@@ -135,8 +135,9 @@ class Membership:
         source = schema.parse_doc_name(change.doc).office or ""
         links = {}
         for target in change.to or ():
+            name = link_scope(source, target)
             try:
-                links[link_scope(source, target)] = self.scope_key(link_scope(source, target), epoch)
+                links[name] = self.scope_key(name, epoch)
             except Unreadable:
                 raise RuleViolation(f"this office holds no key to seal a voucher for office {target} yet: {target} has "
                                     "no enrolled node, or the policy that enrolled it has not reached this office "

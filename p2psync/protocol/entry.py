@@ -101,9 +101,13 @@ class Header:
 
     @property
     def link_scopes(self) -> list[str]:
-        """The scopes of the links to the offices in `to`, from the document's office."""
-        source = self.doc.split("/")[1] if "/" in self.doc else ""
-        return [link_scope(source, target) for target in self.to]
+        return _link_scopes(self.doc, self.to)
+
+
+def _link_scopes(doc: str, to: tuple[str, ...]) -> list[str]:
+    """The scopes of the links from the document's office to the offices in `to`."""
+    source = doc.split("/")[1] if "/" in doc else ""
+    return [link_scope(source, target) for target in to]
 
 
 class Keys(Protocol):
@@ -141,8 +145,7 @@ def seal(change: Change, org: str, epoch: int, key: bytes, signer: Ed25519Privat
     content_key, wraps, commitment = key, {}, b""
     if to:
         content_key = ChaCha20Poly1305.generate_key()
-        source = change.doc.split("/")[1]
-        keys = {scope: key, **{link_scope(source, target): (links or {})[link_scope(source, target)] for target in to}}
+        keys = {scope: key, **{name: (links or {})[name] for name in _link_scopes(change.doc, to)}}
         wraps = {name: _wrap(wrap_key, nonce, name, content_key) for name, wrap_key in keys.items()}
         commitment = _commit(content_key)
     header = Header(org, change.doc, change.author, change.seq, epoch, change.deps, nonce, compressed,
@@ -169,13 +172,6 @@ def peek(blob: bytes) -> Header:
     """Parse the clear header (no checks of signature or ciphertext): for routing and sync vectors."""
     header, _body, _ct, _sig = frame(blob)
     return header
-
-
-def names_links(blob: bytes) -> bool:
-    """Whether an entry's header names offices that read it through a link (a quick look, for a
-    carrier: only such an entry is worth opening)."""
-    (length,) = struct.unpack_from(">H", blob, len(MAGIC))
-    return b'"to":' in blob[len(MAGIC) + 2:len(MAGIC) + 2 + length]
 
 
 def declared_links(blob: bytes) -> tuple[str, ...] | None:

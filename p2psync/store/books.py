@@ -423,23 +423,19 @@ class Batch:
         for held in self._held or ():
             self.store.loaded(self.session, held.doc).doc.apply_update(held.update)
 
-    def _log_held(self, only: str | None = None) -> None:
-        """Log the held changes (of document `only`, or all) as entries, one per run."""
-        if not self._held:
-            return
+    def _log_held(self) -> None:
+        """Log the held changes as entries, one per run of consecutive changes of a document for the
+        same offices."""
         runs: list[list[_Held]] = []
         last: dict[str, list[_Held]] = {}
-        kept: list[_Held] = []
-        for held in self._held:
-            if only is not None and held.doc != only:
-                kept.append(held)
-                continue
+        for held in self._held or ():
             run = last.get(held.doc)
             if run is None or run[-1].to != held.to:
                 run = last[held.doc] = []
                 runs.append(run)
             run.append(held)
-        self._held[:] = kept
+        if self._held:
+            self._held.clear()
         for run in runs:
             self._log_run(run)
 
@@ -481,8 +477,8 @@ class Batch:
         given, they are the change, and no observer needs to report it (converting every value
         written back to Python cost as much again as writing it)."""
         self._touched.add(name)
-        if self._held and not revisions:
-            self._log_held(only=name)
+        if self._held and not revisions and any(held.doc == name for held in self._held):
+            self._log_held()
         loaded = self.store.loaded(self.session, name)
         written = {rev.id: rev for rev in revisions}
         watch = None if written else Watch(loaded.doc, name)

@@ -160,7 +160,7 @@ class Database:
             raise StoreError(f"cannot rebuild the caches in {self.path}: {exc}; {health.RESTORE_HINT}") from None
         finally:
             conn.close()
-        SQLModel.metadata.create_all(self.engine, tables=[model.__table__ for model in models])  # type: ignore
+        self.add_tables(models)
 
     def add_tables(self, models: list[type[SQLModel]]) -> None:
         """Create the tables of `models` that the database lacks."""
