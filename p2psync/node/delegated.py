@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from p2psync.books.drafts import make_draft
 from p2psync.canonical import report_json
 from p2psync.errors import InvalidInput, P2PSyncError
+from p2psync.node import views
 
 if TYPE_CHECKING:
     from p2psync.books.drafts import Draft
@@ -72,8 +73,6 @@ async def answer(runtime: NodeRuntime, command: str, args: dict[str, Any]) -> di
 
 
 async def _write(runtime: NodeRuntime, command: str, args: dict[str, Any]) -> dict[str, Any]:
-    from p2psync.node import views
-
     node = runtime.node
     if command == LEDGER_ADD:
         opening = args.get("opening")

@@ -287,9 +287,9 @@ def _apply(node: Node, batch: Batch, change: Change, blob: bytes, policy: int, r
         seen = c.deps.get(schema.MASTERS, {})
         position = admit.Position(c.doc, c.author, c.seq, c.deps, lambda map_name: _records(masters, map_name),
                                   creators, heads, _per_change(lambda office: charts(office, seen)))
-        decoded = admit.check_change(c.doc, changed, values, chart, author, sync_after, schema.revision_reader(doc),
-                                     position, lock_until)
-        admit.check_links(c, decoded, schema.revision_reader(doc))
+        earlier = schema.revision_reader(doc)
+        decoded = admit.check_change(c.doc, changed, values, chart, author, sync_after, earlier, position, lock_until)
+        admit.check_links(c, decoded, earlier)
         return decoded
 
     try:
